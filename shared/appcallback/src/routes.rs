@@ -1,0 +1,375 @@
+//! Typed routes: which handler gets which (topic, CloudEvent type), and what it answered.
+
+use std::{collections::HashMap, fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc};
+
+use futures::FutureExt;
+use prost::Message;
+
+use crate::proto::{
+    BulkSubscribeConfig, TopicRoutes, TopicRule, TopicSubscription,
+    topic_event_response::TopicEventResponseStatus,
+};
+
+/// What a handler says happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done, or already done before (a redelivery).
+    Success,
+    /// A transient fault: deliver it again later.
+    Retry,
+    /// It can never succeed: Dapr moves it to the dead-letter topic.
+    Drop,
+}
+
+impl From<Outcome> for TopicEventResponseStatus {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Success => Self::Success,
+            Outcome::Retry => Self::Retry,
+            Outcome::Drop => Self::Drop,
+        }
+    }
+}
+
+/// A decoded event handed to a handler.
+#[derive(Debug, Clone)]
+pub struct Event<M> {
+    /// The CloudEvent id (set by Dapr, unique per publish).
+    pub id: String,
+    /// The CloudEvent type (e.g. `todo.task.completed.v1`).
+    pub event_type: String,
+    /// The CloudEvent source (the publishing app id).
+    pub source: String,
+    pub topic: String,
+    pub pubsub_name: String,
+    /// W3C trace context of the publisher, when the CloudEvent carried it.
+    pub traceparent: Option<String>,
+    /// The decoded protobuf message.
+    pub message: M,
+    /// The undecoded bytes, for handlers that forward or compare them.
+    pub raw: Vec<u8>,
+}
+
+/// Where a route listens and where its failures go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub pubsub_name: String,
+    pub topic: String,
+    /// The CloudEvent type this handler takes; `None` takes every type on the topic.
+    pub event_type: Option<String>,
+    /// Where Dapr puts DROPped events and events that exhausted their retries.
+    pub dead_letter_topic: String,
+    /// Ask daprd for bulk delivery (`OnBulkTopicEvent`) with at most this many messages.
+    pub bulk_max_messages: Option<i32>,
+    /// Extra subscription metadata (e.g. `rawPayload`).
+    pub metadata: HashMap<String, String>,
+}
+
+impl Route {
+    /// A route for every event on `topic`, dead-lettered to `dead_letter_topic`.
+    pub fn new(
+        pubsub_name: impl Into<String>,
+        topic: impl Into<String>,
+        dead_letter_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            pubsub_name: pubsub_name.into(),
+            topic: topic.into(),
+            event_type: None,
+            dead_letter_topic: dead_letter_topic.into(),
+            bulk_max_messages: None,
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Only events of this CloudEvent type.
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Self {
+        self.event_type = Some(event_type.into());
+        self
+    }
+
+    /// Bulk delivery with at most `max_messages` per call.
+    pub fn bulk(mut self, max_messages: i32) -> Self {
+        self.bulk_max_messages = Some(max_messages);
+        self
+    }
+
+    /// Extra subscription metadata.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type ErasedHandler = Arc<dyn Fn(RawEvent) -> BoxFuture + Send + Sync>;
+
+/// An event as it came from daprd, before decoding.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawEvent {
+    pub id: String,
+    pub event_type: String,
+    pub source: String,
+    pub topic: String,
+    pub pubsub_name: String,
+    pub traceparent: Option<String>,
+    pub data: Vec<u8>,
+}
+
+struct Registered {
+    route: Route,
+    handler: ErasedHandler,
+}
+
+/// The routing table: built once at start, read by every call.
+#[derive(Clone, Default)]
+pub struct Subscriptions {
+    routes: Arc<Vec<Registered>>,
+}
+
+impl fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.routes.iter().map(|r| &r.route))
+            .finish()
+    }
+}
+
+/// Builds [`Subscriptions`] from typed handlers.
+#[derive(Default)]
+pub struct SubscriptionsBuilder {
+    routes: Vec<Registered>,
+}
+
+impl Subscriptions {
+    pub fn builder() -> SubscriptionsBuilder {
+        SubscriptionsBuilder::default()
+    }
+
+    /// The `ListTopicSubscriptions` answer: one subscription per (pub/sub, topic), with a
+    /// routing rule per CloudEvent type and a default route that catches unknown types
+    /// (so they are DROPped to the dead-letter topic rather than silently acknowledged).
+    pub fn topic_subscriptions(&self) -> Vec<TopicSubscription> {
+        let mut out: Vec<TopicSubscription> = Vec::new();
+        for r in self.routes.iter().map(|r| &r.route) {
+            let idx = match out
+                .iter()
+                .position(|s| s.pubsub_name == r.pubsub_name && s.topic == r.topic)
+            {
+                Some(i) => i,
+                None => {
+                    out.push(TopicSubscription {
+                        pubsub_name: r.pubsub_name.clone(),
+                        topic: r.topic.clone(),
+                        metadata: HashMap::new(),
+                        routes: Some(TopicRoutes {
+                            rules: Vec::new(),
+                            default: DEFAULT_PATH.to_owned(),
+                        }),
+                        dead_letter_topic: r.dead_letter_topic.clone(),
+                        bulk_subscribe: None,
+                    });
+                    out.len() - 1
+                }
+            };
+            let sub = &mut out[idx];
+            sub.metadata
+                .extend(r.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if let (Some(routes), Some(t)) = (sub.routes.as_mut(), &r.event_type) {
+                routes.rules.push(TopicRule {
+                    r#match: format!("event.type == \"{t}\""),
+                    path: t.clone(),
+                });
+            }
+            if let Some(max) = r.bulk_max_messages {
+                sub.bulk_subscribe = Some(BulkSubscribeConfig {
+                    enabled: true,
+                    max_messages_count: max,
+                    max_await_duration_ms: 100,
+                });
+            }
+        }
+        out
+    }
+
+    /// Calls the handler for this event and says what happened. Never panics: a panicking
+    /// handler is logged and the event DROPped (it would panic again on every redelivery).
+    pub(crate) async fn dispatch(&self, event: RawEvent) -> Outcome {
+        let Some(reg) = self.find(&event.pubsub_name, &event.topic, &event.event_type) else {
+            tracing::warn!(
+                topic = %event.topic,
+                event_type = %event.event_type,
+                id = %event.id,
+                "no handler for this topic and CloudEvent type: dropping to the dead-letter topic"
+            );
+            return Outcome::Drop;
+        };
+        let fut = (reg.handler)(event);
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                tracing::error!(panic = %why, "event handler panicked: dropping to the dead-letter topic");
+                Outcome::Drop
+            }
+        }
+    }
+
+    /// The handler for an event: an exact type match first, then a catch-all for the topic.
+    fn find(&self, pubsub: &str, topic: &str, event_type: &str) -> Option<&Registered> {
+        let on_topic = || {
+            self.routes
+                .iter()
+                .filter(move |r| r.route.topic == topic && (pubsub.is_empty() || r.route.pubsub_name == pubsub))
+        };
+        on_topic()
+            .find(|r| r.route.event_type.as_deref() == Some(event_type))
+            .or_else(|| on_topic().find(|r| r.route.event_type.is_none()))
+    }
+}
+
+/// The default route path: events of a type no rule matched.
+const DEFAULT_PATH: &str = "unrouted";
+
+impl SubscriptionsBuilder {
+    /// Registers `handler` for events on `route`, decoded as the protobuf message `M`.
+    /// Events that do not decode as `M` are DROPped (to the dead-letter topic) and logged.
+    pub fn route<M, F, Fut>(mut self, route: Route, handler: F) -> Self
+    where
+        M: Message + Default + Send + 'static,
+        F: Fn(Event<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: ErasedHandler = Arc::new(move |raw: RawEvent| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                match M::decode(raw.data.as_slice()) {
+                    Ok(message) => {
+                        handler(Event {
+                            id: raw.id,
+                            event_type: raw.event_type,
+                            source: raw.source,
+                            topic: raw.topic,
+                            pubsub_name: raw.pubsub_name,
+                            traceparent: raw.traceparent,
+                            message,
+                            raw: raw.data,
+                        })
+                        .await
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            error = %err,
+                            message = std::any::type_name::<M>(),
+                            bytes = raw.data.len(),
+                            "event does not decode: dropping to the dead-letter topic"
+                        );
+                        Outcome::Drop
+                    }
+                }
+            }) as BoxFuture
+        });
+        self.routes.push(Registered {
+            route,
+            handler: erased,
+        });
+        self
+    }
+
+    pub fn build(self) -> Subscriptions {
+        Subscriptions {
+            routes: Arc::new(self.routes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::Timestamp;
+
+    fn raw(topic: &str, event_type: &str, data: Vec<u8>) -> RawEvent {
+        RawEvent {
+            id: "1".into(),
+            event_type: event_type.into(),
+            topic: topic.into(),
+            pubsub_name: "ps".into(),
+            data,
+            ..RawEvent::default()
+        }
+    }
+
+    fn subs() -> Subscriptions {
+        Subscriptions::builder()
+            .route(
+                Route::new("ps", "t", "t-dlq").event_type("a.v1"),
+                |_e: Event<Timestamp>| async { Outcome::Success },
+            )
+            .route(
+                Route::new("ps", "t", "t-dlq").event_type("b.v1"),
+                |_e: Event<Timestamp>| async { Outcome::Retry },
+            )
+            .route(Route::new("ps", "u", "u-dlq"), |e: Event<Timestamp>| async move {
+                if e.message.seconds == 42 { panic!("boom") } else { Outcome::Success }
+            })
+            .build()
+    }
+
+    fn ts(seconds: i64) -> Vec<u8> {
+        Timestamp { seconds, nanos: 0 }.encode_to_vec()
+    }
+
+    #[tokio::test]
+    async fn routes_by_topic_and_type() {
+        let s = subs();
+        assert_eq!(s.dispatch(raw("t", "a.v1", ts(1))).await, Outcome::Success);
+        assert_eq!(s.dispatch(raw("t", "b.v1", ts(1))).await, Outcome::Retry);
+        assert_eq!(s.dispatch(raw("u", "anything", ts(1))).await, Outcome::Success);
+    }
+
+    #[tokio::test]
+    async fn unknown_type_or_topic_is_dropped() {
+        let s = subs();
+        assert_eq!(s.dispatch(raw("t", "c.v1", ts(1))).await, Outcome::Drop);
+        assert_eq!(s.dispatch(raw("nope", "a.v1", ts(1))).await, Outcome::Drop);
+    }
+
+    #[tokio::test]
+    async fn undecodable_bytes_are_dropped() {
+        let s = subs();
+        assert_eq!(s.dispatch(raw("t", "a.v1", vec![0xff, 0xff, 0xff])).await, Outcome::Drop);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_dropped_not_fatal() {
+        let s = subs();
+        assert_eq!(s.dispatch(raw("u", "x", ts(42))).await, Outcome::Drop);
+        assert_eq!(s.dispatch(raw("u", "x", ts(1))).await, Outcome::Success);
+    }
+
+    #[test]
+    fn subscriptions_group_rules_per_topic_with_dead_letters() {
+        let list = subs().topic_subscriptions();
+        assert_eq!(list.len(), 2);
+        let t = &list[0];
+        assert_eq!(t.topic, "t");
+        assert_eq!(t.dead_letter_topic, "t-dlq");
+        let routes = t.routes.as_ref().unwrap();
+        assert_eq!(routes.rules.len(), 2);
+        assert_eq!(routes.rules[0].r#match, "event.type == \"a.v1\"");
+        assert_eq!(routes.default, DEFAULT_PATH);
+        assert!(list.iter().all(|s| !s.dead_letter_topic.is_empty()));
+    }
+
+    #[test]
+    fn outcome_maps_to_dapr_status() {
+        assert_eq!(TopicEventResponseStatus::from(Outcome::Success) as i32, 0);
+        assert_eq!(TopicEventResponseStatus::from(Outcome::Retry) as i32, 1);
+        assert_eq!(TopicEventResponseStatus::from(Outcome::Drop) as i32, 2);
+    }
+}

@@ -1,0 +1,222 @@
+//! The tonic implementations of `AppCallback`, `AppCallbackHealthCheck` and `AppCallbackAlpha`.
+
+use dapr::dapr::proto::common::v1::{InvokeRequest, InvokeResponse};
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::{
+    proto::{
+        BindingEventRequest, BindingEventResponse, HealthCheckResponse, JobEventRequest,
+        JobEventResponse, ListInputBindingsResponse, ListTopicSubscriptionsResponse,
+        TopicEventBulkRequest, TopicEventBulkResponse, TopicEventBulkResponseEntry,
+        TopicEventRequest, TopicEventResponse,
+        app_callback_alpha_server::{AppCallbackAlpha, AppCallbackAlphaServer},
+        app_callback_health_check_server::{AppCallbackHealthCheck, AppCallbackHealthCheckServer},
+        app_callback_server::{AppCallback, AppCallbackServer},
+        topic_event_bulk_request_entry::Event as BulkEvent,
+        topic_event_response::TopicEventResponseStatus,
+    },
+    routes::{Outcome, RawEvent, Subscriptions},
+};
+
+/// Serves Dapr's callbacks from a [`Subscriptions`] table.
+#[derive(Debug, Clone)]
+pub struct AppCallbackService {
+    subscriptions: Subscriptions,
+}
+
+impl AppCallbackService {
+    pub fn new(subscriptions: Subscriptions) -> Self {
+        Self { subscriptions }
+    }
+
+    /// The `dapr.proto.runtime.v1.AppCallback` server.
+    pub fn app_callback_server(&self) -> AppCallbackServer<Self> {
+        AppCallbackServer::new(self.clone())
+    }
+
+    /// The `dapr.proto.runtime.v1.AppCallbackHealthCheck` server.
+    pub fn health_check_server(&self) -> AppCallbackHealthCheckServer<Self> {
+        AppCallbackHealthCheckServer::new(self.clone())
+    }
+
+    /// The `dapr.proto.runtime.v1.AppCallbackAlpha` server (bulk delivery on older runtimes).
+    pub fn alpha_server(&self) -> AppCallbackAlphaServer<Self> {
+        AppCallbackAlphaServer::new(self.clone())
+    }
+
+    async fn bulk(&self, req: TopicEventBulkRequest) -> TopicEventBulkResponse {
+        let mut statuses = Vec::with_capacity(req.entries.len());
+        for entry in req.entries {
+            let raw = match entry.event {
+                Some(BulkEvent::CloudEvent(ce)) => RawEvent {
+                    traceparent: traceparent(ce.extensions.as_ref()),
+                    id: ce.id,
+                    event_type: ce.r#type,
+                    source: ce.source,
+                    topic: req.topic.clone(),
+                    pubsub_name: req.pubsub_name.clone(),
+                    data: ce.data,
+                },
+                // rawPayload: the bytes as published; the type travels as a Kafka header.
+                Some(BulkEvent::Bytes(data)) => RawEvent {
+                    id: entry.entry_id.clone(),
+                    event_type: entry
+                        .metadata
+                        .get("cloudevent.type")
+                        .cloned()
+                        .unwrap_or_default(),
+                    source: String::new(),
+                    topic: req.topic.clone(),
+                    pubsub_name: req.pubsub_name.clone(),
+                    traceparent: entry.metadata.get("traceparent").cloned(),
+                    data,
+                },
+                None => {
+                    tracing::warn!(entry_id = %entry.entry_id, "bulk entry without an event: dropping");
+                    statuses.push(TopicEventBulkResponseEntry {
+                        entry_id: entry.entry_id,
+                        status: TopicEventResponseStatus::Drop as i32,
+                    });
+                    continue;
+                }
+            };
+            let outcome = self.handle(raw).await;
+            statuses.push(TopicEventBulkResponseEntry {
+                entry_id: entry.entry_id,
+                status: TopicEventResponseStatus::from(outcome) as i32,
+            });
+        }
+        TopicEventBulkResponse { statuses }
+    }
+
+    async fn handle(&self, raw: RawEvent) -> Outcome {
+        let span = tracing::info_span!(
+            "event",
+            topic = %raw.topic,
+            event_type = %raw.event_type,
+            event_id = %raw.id,
+            traceparent = raw.traceparent.as_deref().unwrap_or(""),
+            outcome = tracing::field::Empty,
+        );
+        let subs = self.subscriptions.clone();
+        async move {
+            let outcome = subs.dispatch(raw).await;
+            tracing::Span::current().record("outcome", tracing::field::debug(outcome));
+            tracing::debug!(?outcome, "handled");
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The W3C `traceparent` a CloudEvent carried in its extensions.
+fn traceparent(ext: Option<&prost_types::Struct>) -> Option<String> {
+    use prost_types::value::Kind;
+    ext?.fields
+        .get("traceparent")
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+#[tonic::async_trait]
+impl AppCallback for AppCallbackService {
+    async fn on_invoke(
+        &self,
+        _request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
+        Err(Status::unimplemented("service invocation is not served by this app"))
+    }
+
+    async fn list_topic_subscriptions(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<ListTopicSubscriptionsResponse>, Status> {
+        Ok(Response::new(ListTopicSubscriptionsResponse {
+            subscriptions: self.subscriptions.topic_subscriptions(),
+        }))
+    }
+
+    async fn on_topic_event(
+        &self,
+        request: Request<TopicEventRequest>,
+    ) -> Result<Response<TopicEventResponse>, Status> {
+        let header_trace = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let req = request.into_inner();
+        let raw = RawEvent {
+            traceparent: traceparent(req.extensions.as_ref()).or(header_trace),
+            id: req.id,
+            event_type: req.r#type,
+            source: req.source,
+            topic: req.topic,
+            pubsub_name: req.pubsub_name,
+            data: req.data,
+        };
+        let outcome = self.handle(raw).await;
+        Ok(Response::new(TopicEventResponse {
+            status: TopicEventResponseStatus::from(outcome) as i32,
+        }))
+    }
+
+    async fn list_input_bindings(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<ListInputBindingsResponse>, Status> {
+        Ok(Response::new(ListInputBindingsResponse::default()))
+    }
+
+    async fn on_binding_event(
+        &self,
+        _request: Request<BindingEventRequest>,
+    ) -> Result<Response<BindingEventResponse>, Status> {
+        Err(Status::unimplemented("input bindings are not served by this app"))
+    }
+
+    async fn on_bulk_topic_event(
+        &self,
+        request: Request<TopicEventBulkRequest>,
+    ) -> Result<Response<TopicEventBulkResponse>, Status> {
+        Ok(Response::new(self.bulk(request.into_inner()).await))
+    }
+
+    async fn on_job_event(
+        &self,
+        _request: Request<JobEventRequest>,
+    ) -> Result<Response<JobEventResponse>, Status> {
+        Err(Status::unimplemented("jobs are not served by this app"))
+    }
+}
+
+#[tonic::async_trait]
+impl AppCallbackHealthCheck for AppCallbackService {
+    async fn health_check(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        Ok(Response::new(HealthCheckResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl AppCallbackAlpha for AppCallbackService {
+    async fn on_bulk_topic_event_alpha1(
+        &self,
+        request: Request<TopicEventBulkRequest>,
+    ) -> Result<Response<TopicEventBulkResponse>, Status> {
+        Ok(Response::new(self.bulk(request.into_inner()).await))
+    }
+
+    async fn on_job_event_alpha1(
+        &self,
+        _request: Request<JobEventRequest>,
+    ) -> Result<Response<JobEventResponse>, Status> {
+        Err(Status::unimplemented("jobs are not served by this app"))
+    }
+}

@@ -1,0 +1,23 @@
+//! Generated protobuf types of the Todo system, in modules mirroring the proto packages.
+
+/// The encoded `FileDescriptorSet` of every proto in proto/, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("todo_descriptor");
+
+pub mod todo {
+    pub mod v1 {
+        #![allow(clippy::all)]
+        tonic::include_proto!("todo.v1");
+    }
+    pub mod events {
+        pub mod v1 {
+            #![allow(clippy::all)]
+            tonic::include_proto!("todo.events.v1");
+        }
+    }
+}
+
+pub use prost;
+pub use prost_types;
+
+mod timestamps;
+pub use timestamps::{from_timestamp, to_timestamp};

@@ -1,0 +1,279 @@
+//! Publishes protobuf events through the Dapr sidecar, as the design's rule 5 says:
+//! content type `application/octet-stream` (so Dapr carries the bytes as `data_base64`),
+//! the CloudEvent type through `cloudevent.type` metadata, the partition key through
+//! `partitionKey`, and `dapr-api-token` when `DAPR_API_TOKEN` is set.
+
+use std::{collections::HashMap, time::Duration};
+
+use dapr::dapr::proto::runtime::v1::{
+    BulkPublishRequest, BulkPublishRequestEntry, GetMetadataRequest, PublishEventRequest,
+    dapr_client::DaprClient,
+};
+use tonic::{
+    Request, Status,
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+
+/// The content type every event is published with (see the module docs).
+pub const CONTENT_TYPE: &str = "application/octet-stream";
+/// Publish metadata naming the CloudEvent type.
+pub const META_CLOUDEVENT_TYPE: &str = "cloudevent.type";
+/// Publish metadata naming the CloudEvent id.
+pub const META_CLOUDEVENT_ID: &str = "cloudevent.id";
+/// Publish metadata naming the Kafka partition key.
+pub const META_PARTITION_KEY: &str = "partitionKey";
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingEvent {
+    /// Unique id; becomes the CloudEvent id and, in a batch, the entry id.
+    pub id: String,
+    pub topic: String,
+    /// The CloudEvent type, e.g. `todo.task.completed.v1`.
+    pub event_type: String,
+    /// The partition key (the user id): events with one key stay in order.
+    pub key: String,
+    /// The encoded protobuf message.
+    pub data: Vec<u8>,
+}
+
+impl OutgoingEvent {
+    fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (META_CLOUDEVENT_TYPE.to_owned(), self.event_type.clone()),
+            (META_CLOUDEVENT_ID.to_owned(), self.id.clone()),
+            (META_PARTITION_KEY.to_owned(), self.key.clone()),
+        ])
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid sidecar address {address:?}: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("the Dapr sidecar at {address} did not become ready within {waited:?}: {last}")]
+    SidecarNotReady {
+        address: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error("the Dapr sidecar refused or failed the publish: {0}")]
+    Sidecar(#[from] Status),
+    #[error("a batch must publish to one topic; got {0} and {1}")]
+    MixedTopics(String, String),
+}
+
+impl PublishError {
+    /// Whether trying again later can help (the sidecar or Kafka being down).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Sidecar(s) => !matches!(
+                s.code(),
+                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+            ),
+            Self::SidecarNotReady { .. } => true,
+            Self::BadAddress { .. } | Self::MixedTopics(..) => false,
+        }
+    }
+}
+
+/// Entries of a batch the sidecar could not publish (the rest were published).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BulkOutcome {
+    /// (event id, error) for every entry that failed.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Adds `dapr-api-token` to every call when a token is configured.
+#[derive(Debug, Clone)]
+pub struct ApiToken(Option<AsciiMetadataValue>);
+
+impl Interceptor for ApiToken {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("dapr-api-token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Where the sidecar is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// `http://127.0.0.1:<dapr grpc port>`.
+    pub sidecar_address: String,
+    /// The pub/sub component name.
+    pub pubsub_name: String,
+    /// `DAPR_API_TOKEN`.
+    pub api_token: Option<String>,
+    /// How long `connect` waits for the sidecar to answer.
+    pub ready_timeout: Duration,
+    /// Deadline of one publish call.
+    pub call_timeout: Duration,
+}
+
+impl PublisherConfig {
+    pub fn new(sidecar_address: impl Into<String>, pubsub_name: impl Into<String>) -> Self {
+        Self {
+            sidecar_address: sidecar_address.into(),
+            pubsub_name: pubsub_name.into(),
+            api_token: None,
+            ready_timeout: Duration::from_secs(60),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the sidecar's publish API.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    client: DaprClient<InterceptedService<Channel, ApiToken>>,
+    pubsub_name: String,
+    address: String,
+}
+
+impl Publisher {
+    /// A publisher whose connection is made lazily (it never waits; calls fail while the
+    /// sidecar is away and work again when it is back).
+    pub fn lazy(config: &PublisherConfig) -> Result<Self, PublishError> {
+        let bad = |reason: String| PublishError::BadAddress {
+            address: config.sidecar_address.clone(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(config.sidecar_address.clone())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(config.call_timeout)
+            .tcp_nodelay(true);
+        let token = match &config.api_token {
+            Some(t) if !t.is_empty() => {
+                Some(AsciiMetadataValue::try_from(t.as_str()).map_err(|e| bad(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let channel = endpoint.connect_lazy();
+        Ok(Self {
+            client: DaprClient::with_interceptor(channel, ApiToken(token)),
+            pubsub_name: config.pubsub_name.clone(),
+            address: config.sidecar_address.clone(),
+        })
+    }
+
+    /// Connects and waits, with exponential backoff, until the sidecar answers.
+    pub async fn connect(config: &PublisherConfig) -> Result<Self, PublishError> {
+        let publisher = Self::lazy(config)?;
+        publisher.wait_ready(config.ready_timeout).await?;
+        Ok(publisher)
+    }
+
+    /// Waits until the sidecar answers its metadata API.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), PublishError> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let mut client = self.client.clone();
+            match client.get_metadata(GetMetadataRequest {}).await {
+                Ok(_) => return Ok(()),
+                Err(status) => {
+                    if started.elapsed() >= timeout {
+                        return Err(PublishError::SidecarNotReady {
+                            address: self.address.clone(),
+                            waited: timeout,
+                            last: status.to_string(),
+                        });
+                    }
+                    tracing::debug!(error = %status, ?delay, "waiting for the Dapr sidecar");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Publishes one event; returns when Dapr acknowledged it (Kafka has it).
+    pub async fn publish(&self, event: &OutgoingEvent) -> Result<(), PublishError> {
+        let mut client = self.client.clone();
+        client
+            .publish_event(PublishEventRequest {
+                pubsub_name: self.pubsub_name.clone(),
+                topic: event.topic.clone(),
+                data: event.data.clone(),
+                data_content_type: CONTENT_TYPE.to_owned(),
+                metadata: event.metadata(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes a batch to one topic in one call. `Ok` lists the entries that failed
+    /// (the others were published); `Err` means none is known to be published.
+    pub async fn publish_bulk(&self, events: &[OutgoingEvent]) -> Result<BulkOutcome, PublishError> {
+        let Some(first) = events.first() else {
+            return Ok(BulkOutcome::default());
+        };
+        if let Some(other) = events.iter().find(|e| e.topic != first.topic) {
+            return Err(PublishError::MixedTopics(first.topic.clone(), other.topic.clone()));
+        }
+        let entries = events
+            .iter()
+            .map(|e| BulkPublishRequestEntry {
+                entry_id: e.id.clone(),
+                event: e.data.clone(),
+                content_type: CONTENT_TYPE.to_owned(),
+                metadata: e.metadata(),
+            })
+            .collect();
+        let mut client = self.client.clone();
+        let resp = client
+            .bulk_publish_event(BulkPublishRequest {
+                pubsub_name: self.pubsub_name.clone(),
+                topic: first.topic.clone(),
+                entries,
+                metadata: HashMap::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(BulkOutcome {
+            failed: resp
+                .failed_entries
+                .into_iter()
+                .map(|f| (f.entry_id, f.error))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_carries_type_id_and_key() {
+        let e = OutgoingEvent {
+            id: "e1".into(),
+            topic: "t".into(),
+            event_type: "x.v1".into(),
+            key: "user-1".into(),
+            data: vec![1],
+        };
+        let m = e.metadata();
+        assert_eq!(m[META_CLOUDEVENT_TYPE], "x.v1");
+        assert_eq!(m[META_PARTITION_KEY], "user-1");
+        assert_eq!(m[META_CLOUDEVENT_ID], "e1");
+    }
+
+    #[test]
+    fn invalid_argument_is_not_transient() {
+        assert!(!PublishError::Sidecar(Status::invalid_argument("x")).is_transient());
+        assert!(PublishError::Sidecar(Status::unavailable("x")).is_transient());
+    }
+
+    #[test]
+    fn bad_address_is_reported() {
+        let cfg = PublisherConfig::new("not a uri", "ps");
+        assert!(matches!(Publisher::lazy(&cfg), Err(PublishError::BadAddress { .. })));
+    }
+}

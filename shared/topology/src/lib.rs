@@ -1,0 +1,110 @@
+//! Every name shared between the code and dapr-components/, defined once.
+//!
+//! A test in this crate reads dapr-components/ and fails when the two drift apart.
+
+/// Dapr app ids.
+pub mod app_ids {
+    pub const TASK_SERVICE: &str = "task-service";
+    pub const RECURRING_TASK_SERVICE: &str = "recurring-task-service";
+    pub const NOTIFICATION_SERVICE: &str = "notification-service";
+}
+
+/// Dapr component names (metadata.name in dapr-components/).
+pub mod components {
+    /// The Kafka pub/sub component.
+    pub const PUBSUB: &str = "kafka-pubsub";
+    /// The Resiliency resource.
+    pub const RESILIENCY: &str = "todo-resiliency";
+    /// The Configuration resource (tracing, metrics).
+    pub const CONFIGURATION: &str = "todo-config";
+}
+
+/// Kafka topics.
+pub mod topics {
+    pub const TASK_EVENTS: &str = "task-events";
+    pub const TASK_UPDATES: &str = "task-updates";
+    pub const REMINDERS: &str = "reminders";
+    pub const TASK_OCCURRENCES: &str = "task-occurrences";
+
+    /// All topics the system uses.
+    pub const ALL: [&str; 4] = [TASK_EVENTS, TASK_UPDATES, REMINDERS, TASK_OCCURRENCES];
+
+    /// The dead-letter topic of a topic: where Dapr puts what a subscriber DROPs.
+    pub fn dead_letter(topic: &str) -> String {
+        format!("{topic}-dlq")
+    }
+}
+
+/// CloudEvent types (set by the publisher through `cloudevent.type` metadata).
+pub mod event_types {
+    pub const TASK_CREATED: &str = "todo.task.created.v1";
+    pub const TASK_UPDATED: &str = "todo.task.updated.v1";
+    pub const TASK_COMPLETED: &str = "todo.task.completed.v1";
+    pub const TASK_REOPENED: &str = "todo.task.reopened.v1";
+    pub const TASK_DELETED: &str = "todo.task.deleted.v1";
+    pub const TASK_CHANGED: &str = "todo.task.changed.v1";
+    pub const REMINDER_SCHEDULED: &str = "todo.reminder.scheduled.v1";
+    pub const REMINDER_DUE: &str = "todo.reminder.due.v1";
+    pub const REMINDER_CANCELLED: &str = "todo.reminder.cancelled.v1";
+    pub const OCCURRENCE_REQUESTED: &str = "todo.occurrence.requested.v1";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn resources() -> Vec<serde_yaml::Value> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dapr-components");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    out.push(serde::Deserialize::deserialize(doc).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn named(kind: &str, name: &str) -> bool {
+        resources()
+            .iter()
+            .any(|r| r["kind"].as_str() == Some(kind) && r["metadata"]["name"].as_str() == Some(name))
+    }
+
+    #[test]
+    fn dapr_components_use_the_names_defined_here() {
+        assert!(named("Component", components::PUBSUB), "pub/sub component");
+        assert!(named("Resiliency", components::RESILIENCY), "resiliency");
+        assert!(named("Configuration", components::CONFIGURATION), "configuration");
+    }
+
+    #[test]
+    fn the_kafka_component_speaks_a_kafka_4_protocol_version() {
+        let all = resources();
+        let pubsub = all
+            .iter()
+            .find(|r| r["metadata"]["name"].as_str() == Some(components::PUBSUB))
+            .unwrap();
+        assert_eq!(pubsub["spec"]["type"].as_str(), Some("pubsub.kafka"));
+        let version = pubsub["spec"]["metadata"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"].as_str() == Some("version"))
+            .and_then(|m| m["value"].as_str())
+            .unwrap();
+        assert!(
+            !version.starts_with("2.") && !version.starts_with("3.1."),
+            "version {version}"
+        );
+    }
+
+    #[test]
+    fn dead_letter_topics_are_suffixed() {
+        assert_eq!(topics::dead_letter(topics::REMINDERS), "reminders-dlq");
+    }
+}
