@@ -13,12 +13,23 @@ use crate::APP_API_TOKEN_HEADER;
 
 /// Refuses, with UNAUTHENTICATED, every call to the wrapped service whose
 /// `dapr-api-token` header does not match the token. With no token, lets all through.
+///
+/// daprd 1.18 does not send the token on two read-only calls (`ListTopicSubscriptions`
+/// and the app health probe; see `pkg/runtime/processor/subscriber` and
+/// `pkg/channel/grpc` in dapr), so those are let through: they reveal topic names and
+/// liveness, and change nothing. Every call that delivers an event is checked.
 #[derive(Debug, Clone, Default)]
 pub struct ApiTokenLayer {
     token: Option<Arc<[u8]>>,
     /// gRPC path prefixes the check applies to (e.g. `/dapr.proto.runtime.v1.`).
     prefixes: Arc<[String]>,
 }
+
+/// Read-only callbacks daprd calls without the token (see [`ApiTokenLayer`]).
+const EXEMPT: [&str; 2] = [
+    "/dapr.proto.runtime.v1.AppCallback/ListTopicSubscriptions",
+    "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck",
+];
 
 impl ApiTokenLayer {
     /// Checks calls whose path starts with one of `prefixes` (all calls when empty).
@@ -69,8 +80,9 @@ where
             return Either::Left(self.inner.call(req));
         };
         let path = req.uri().path();
-        let guarded = self.layer.prefixes.is_empty()
-            || self.layer.prefixes.iter().any(|p| path.starts_with(p.as_str()));
+        let guarded = !EXEMPT.contains(&path)
+            && (self.layer.prefixes.is_empty()
+                || self.layer.prefixes.iter().any(|p| path.starts_with(p.as_str())));
         let ok = !guarded
             || req
                 .headers()

@@ -281,6 +281,37 @@ impl SubscriptionsBuilder {
         self
     }
 
+    /// Registers `handler` for events on `route` with their bytes undecoded (e.g. a
+    /// dead-letter reader, which must take whatever was dropped).
+    pub fn route_bytes<F, Fut>(mut self, route: Route, handler: F) -> Self
+    where
+        F: Fn(Event<Vec<u8>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: ErasedHandler = Arc::new(move |raw: RawEvent| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                handler(Event {
+                    message: raw.data.clone(),
+                    id: raw.id,
+                    event_type: raw.event_type,
+                    source: raw.source,
+                    topic: raw.topic,
+                    pubsub_name: raw.pubsub_name,
+                    traceparent: raw.traceparent,
+                    raw: raw.data,
+                })
+                .await
+            }) as BoxFuture
+        });
+        self.routes.push(Registered {
+            route,
+            handler: erased,
+        });
+        self
+    }
+
     pub fn build(self) -> Subscriptions {
         Subscriptions {
             routes: Arc::new(self.routes),

@@ -72,7 +72,9 @@ impl PublishError {
         match self {
             Self::Sidecar(s) => !matches!(
                 s.code(),
-                tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+                tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
             ),
             Self::SidecarNotReady { .. } => true,
             Self::BadAddress { .. } | Self::MixedTopics(..) => false,
