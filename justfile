@@ -1,0 +1,65 @@
+# Every workflow of the Todo system. `just --list` shows them all.
+# Tools are pinned in scripts/lib.sh and cached under ~/.cache/todo-dapr (outside the clone).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set export
+
+cache := env_var_or_default("TODO_CACHE_DIR", env_var("HOME") / ".cache/todo-dapr")
+PATH := cache / "bin" + ":" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install/build everything the other recipes need (daprd, Kafka jars, grpcurl, buf, PostgreSQL). Idempotent.
+bootstrap:
+    bash scripts/bootstrap.sh
+
+# Run the system on this machine in the foreground: Kafka, then each service with its daprd. Ctrl-C stops all.
+up: bootstrap kafka-up
+    cargo build --release --bins
+    bash scripts/up.sh
+
+# Run every check and test against the real daprd, Kafka, SQLite and PostgreSQL.
+test: bootstrap
+    bash scripts/test.sh
+
+# Formatting, clippy, and protobuf lint + breaking-change check.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    bash scripts/buf-check.sh
+
+# Start the single-node KRaft Kafka broker on 127.0.0.1:19092 (data under the cache).
+kafka-up:
+    bash scripts/kafka.sh up
+
+# Stop the Kafka broker.
+kafka-down:
+    bash scripts/kafka.sh down
+
+# Start PostgreSQL on 127.0.0.1:15432 (Debian's package, run as the postgres user).
+pg-up:
+    bash scripts/pg.sh up
+
+# Stop PostgreSQL.
+pg-down:
+    bash scripts/pg.sh down
+
+# Apply the task-service database migrations to DATABASE_URL (default: the local SQLite file).
+migrate:
+    cargo run -q -p task-service -- migrate
+
+# The raw pipe baseline: events/s and publish→deliver latency through daprd → Kafka → daprd.
+bench-pipe: bootstrap kafka-up
+    cargo run --release -p dapr-appcallback --example bench_pipe
+
+# Task API throughput and latency on SQLite and PostgreSQL.
+bench-api: bootstrap pg-up
+    cargo run --release -p task-service --example bench_api
+
+# All benchmarks.
+bench: bench-pipe bench-api
+
+# Stop everything this project started in the background.
+down: kafka-down pg-down

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, then every crate's tests against real Kafka, daprd and databases.
+# Stops the servers it started (and only those), also when a step fails.
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
+export PATH="$BIN_DIR:$PATH"
+start=$(date +%s)
+
+started=()
+cleanup() {
+  for s in "${started[@]}"; do bash "scripts/$s.sh" down || true; done
+}
+trap cleanup EXIT
+
+bash scripts/kafka.sh status >/dev/null 2>&1 || { bash scripts/kafka.sh up; started+=(kafka); }
+bash scripts/pg.sh status >/dev/null 2>&1 || { bash scripts/pg.sh up; started+=(pg); }
+export DATABASE_URL_PG="${DATABASE_URL_PG:-$(bash scripts/pg.sh url)}"
+
+say "versions: daprd $(daprd --version), kafka $KAFKA_VERSION, $(cargo --version)"
+say "lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+bash scripts/buf-check.sh
+
+say "tests"
+cargo test --workspace --locked --no-fail-fast
+
+say "all tests passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,544 @@
+//! The raw-pipe benchmark: Rust app → daprd → Kafka → daprd → Rust app, nothing else.
+//!
+//! Two apps on one machine, each with its own real daprd, talk through the real Kafka
+//! broker (`scripts/kafka.sh up`). The publisher sends protobuf `TaskEvent`s exactly as the
+//! services do (dapr-publisher: `application/octet-stream`, `cloudevent.type`,
+//! `partitionKey`); the subscriber serves the AppCallback runtime of this crate.
+//!
+//! Two measured phases, each on its own fresh topic and preceded by a warm-up on another
+//! fresh topic (not counted):
+//!
+//! - single: `Publisher::publish`, one event per call, `BENCH_CONCURRENCY` (16) publishers
+//!   at once;
+//! - bulk: `Publisher::publish_bulk`, batches of `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY`
+//!   (1) batches in flight, as the outbox relay publishes.
+//!
+//! Latency is publish → delivery: every event carries the instant it was handed to the
+//! publisher (`occurred_at`), and the subscriber's handler records now − occurred_at in an
+//! HDR histogram. Throughput is events / (first publish → last delivery).
+//!
+//! Run with `just bench-pipe`, i.e. `cargo run --release -p dapr-appcallback --example
+//! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
+//! `BENCH_CONCURRENCY` (16), `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY` (1),
+//! `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase).
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, bail, ensure};
+use chrono::Utc;
+use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
+use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use hdrhistogram::Histogram;
+use prost::Message;
+use todo_harness::{Daprd, DaprdOptions, cache_dir, ensure_kafka, kafka_brokers, unique};
+use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
+use todo_proto::todo::v1::Task;
+use todo_topology::{components::PUBSUB, event_types, topics};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// What to run, from the environment.
+#[derive(Debug, Clone)]
+struct Config {
+    events: usize,
+    warmup: usize,
+    concurrency: usize,
+    batch: usize,
+    bulk_concurrency: usize,
+    users: usize,
+    timeout: Duration,
+}
+
+fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => {
+            let n: usize = v
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a whole number"))?;
+            ensure!(n > 0, "{name} must be at least 1, got {n}");
+            Ok(n)
+        }
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => bail!("{name}: {e}"),
+    }
+}
+
+impl Config {
+    fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            events: env_usize("BENCH_EVENTS", 5_000)?,
+            warmup: env_usize("BENCH_WARMUP", 500)?,
+            concurrency: env_usize("BENCH_CONCURRENCY", 16)?,
+            batch: env_usize("BENCH_BATCH", 100)?,
+            bulk_concurrency: env_usize("BENCH_BULK_CONCURRENCY", 1)?,
+            users: env_usize("BENCH_USERS", 64)?,
+            timeout: Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 180)? as u64),
+        })
+    }
+}
+
+/// How a phase publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One event per `publish` call, `concurrency` calls in flight.
+    Single { concurrency: usize },
+    /// `publish_bulk` with `batch` events per call, `concurrency` calls in flight.
+    Bulk { batch: usize, concurrency: usize },
+}
+
+impl Mode {
+    fn concurrency(self) -> usize {
+        match self {
+            Self::Single { concurrency } | Self::Bulk { concurrency, .. } => concurrency,
+        }
+    }
+    fn batch(self) -> usize {
+        match self {
+            Self::Single { .. } => 1,
+            Self::Bulk { batch, .. } => batch,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::Single { .. } => "single `publish`",
+            Self::Bulk { .. } => "bulk `publish_bulk`",
+        }
+    }
+}
+
+/// What the subscriber has seen on one topic.
+struct Recorder {
+    seen: HashSet<String>,
+    duplicates: u64,
+    /// Events whose `occurred_at` was missing or out of range.
+    unreadable: u64,
+    /// Publish → delivery, in microseconds.
+    latency_us: Histogram<u64>,
+    last_delivery: Option<Instant>,
+}
+
+/// One topic the subscriber listens on, and what it saw there.
+struct Phase {
+    topic: String,
+    recorder: Mutex<Recorder>,
+    /// The number of distinct events delivered so far.
+    delivered: watch::Sender<usize>,
+}
+
+impl Phase {
+    fn new(prefix: &str) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            topic: unique(prefix),
+            recorder: Mutex::new(Recorder {
+                seen: HashSet::new(),
+                duplicates: 0,
+                unreadable: 0,
+                // 1 µs .. 1 h, 3 significant digits.
+                latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+                last_delivery: None,
+            }),
+            delivered: watch::channel(0).0,
+        }))
+    }
+
+    /// The subscriber's handler: records the event's latency once per event id.
+    fn record(&self, event: &TaskEvent) {
+        let now = Utc::now();
+        let at = Instant::now();
+        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+        if !r.seen.insert(event.event_id.clone()) {
+            r.duplicates += 1;
+            return;
+        }
+        match event.occurred_at.as_ref().and_then(todo_proto::from_timestamp) {
+            Some(published) => {
+                let us = (now - published).num_microseconds().unwrap_or(i64::MAX);
+                r.latency_us.saturating_record(u64::try_from(us).unwrap_or(0).max(1));
+            }
+            None => r.unreadable += 1,
+        }
+        r.last_delivery = Some(at);
+        let n = r.seen.len();
+        drop(r);
+        self.delivered.send_replace(n);
+    }
+}
+
+/// The figures of one measured phase.
+struct Figures {
+    mode: Mode,
+    events: usize,
+    /// First publish → last delivery.
+    elapsed: Duration,
+    /// First publish → last publish acknowledged.
+    publish_elapsed: Duration,
+    latency_us: Histogram<u64>,
+    duplicates: u64,
+}
+
+/// A `TaskEvent` stamped with the current instant as its publish time.
+fn stamped_event(topic: &str, seq: usize, users: usize) -> OutgoingEvent {
+    let user = format!("bench-user-{}", seq % users);
+    let event = TaskEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occurred_at: Some(todo_proto::to_timestamp(Utc::now())),
+        user_id: user.clone(),
+        kind: TaskEventKind::Updated as i32,
+        task: Some(Task {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user.clone(),
+            title: format!("benchmark task {seq}"),
+            description: "a task event of realistic size, published by bench_pipe".to_owned(),
+            tags: vec!["bench".to_owned(), "pipe".to_owned()],
+            ..Task::default()
+        }),
+        changed_fields: vec!["title".to_owned()],
+    };
+    OutgoingEvent {
+        id: event.event_id.clone(),
+        topic: topic.to_owned(),
+        event_type: event_types::TASK_UPDATED.to_owned(),
+        key: user,
+        data: event.encode_to_vec(),
+    }
+}
+
+/// Publishes `events` events to the phase's topic and waits until all are delivered.
+async fn run_phase(
+    publisher: &Publisher,
+    phase: &Phase,
+    mode: Mode,
+    events: usize,
+    cfg: &Config,
+) -> anyhow::Result<Figures> {
+    let deadline = Instant::now() + cfg.timeout;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..mode.concurrency() {
+        let (publisher, next, topic, users) =
+            (publisher.clone(), next.clone(), phase.topic.clone(), cfg.users);
+        workers.spawn(async move {
+            let mut last_ack = None;
+            loop {
+                let first = next.fetch_add(mode.batch(), Ordering::Relaxed);
+                if first >= events {
+                    return anyhow::Ok(last_ack);
+                }
+                let last = (first + mode.batch()).min(events);
+                match mode {
+                    Mode::Single { .. } => {
+                        publisher
+                            .publish(&stamped_event(&topic, first, users))
+                            .await
+                            .with_context(|| format!("publishing event {first}"))?;
+                    }
+                    Mode::Bulk { .. } => {
+                        let batch: Vec<_> =
+                            (first..last).map(|seq| stamped_event(&topic, seq, users)).collect();
+                        let outcome = publisher
+                            .publish_bulk(&batch)
+                            .await
+                            .with_context(|| format!("bulk-publishing events {first}..{last}"))?;
+                        if let Some((id, err)) = outcome.failed.first() {
+                            bail!(
+                                "{} of {} entries of a batch failed, e.g. {id}: {err}",
+                                outcome.failed.len(),
+                                batch.len()
+                            );
+                        }
+                    }
+                }
+                last_ack = Some(Instant::now());
+            }
+        });
+    }
+    let mut last_ack = started;
+    loop {
+        match tokio::time::timeout_at(deadline, workers.join_next()).await {
+            Err(_) => bail!(
+                "publishing {events} events to {} did not finish within {:?}",
+                phase.topic,
+                cfg.timeout
+            ),
+            Ok(None) => break,
+            Ok(Some(joined)) => {
+                if let Some(at) = joined.context("a publisher task failed")?? {
+                    last_ack = last_ack.max(at);
+                }
+            }
+        }
+    }
+
+    let mut delivered = phase.delivered.subscribe();
+    let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|n| *n >= events)).await;
+    let got = *delivered.borrow();
+    match waited {
+        Err(_) => bail!(
+            "delivery incomplete: {got} of {events} events arrived on {} within {:?} of the \
+             first publish (see the daprd logs under target/test-logs/)",
+            phase.topic,
+            cfg.timeout
+        ),
+        Ok(Err(_)) => bail!("the subscriber's recorder for {} went away", phase.topic),
+        Ok(Ok(_)) => {}
+    }
+
+    let r = phase.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+    ensure!(
+        r.unreadable == 0,
+        "{} events on {} had no readable occurred_at",
+        r.unreadable,
+        phase.topic
+    );
+    let last_delivery = r.last_delivery.unwrap_or(started);
+    Ok(Figures {
+        mode,
+        events,
+        elapsed: last_delivery.duration_since(started),
+        publish_elapsed: last_ack.duration_since(started),
+        latency_us: r.latency_us.clone(),
+        duplicates: r.duplicates,
+    })
+}
+
+/// Serves the AppCallback of `subs` on a free port; returns the port.
+async fn serve(subs: Subscriptions) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let svc = AppCallbackService::new(subs);
+    let server = tonic::transport::Server::builder()
+        .add_service(svc.app_callback_server())
+        .add_service(svc.health_check_server())
+        .add_service(svc.alpha_server())
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            eprintln!("bench_pipe: the subscriber's AppCallback server stopped: {e}");
+        }
+    });
+    Ok(port)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1}", us as f64 / 1000.0)
+}
+
+fn table(figures: &[Figures]) -> String {
+    let mut out = String::from(
+        "| mode | events | in flight | batch | delivered events/s | published events/s | \
+         p50 ms | p90 ms | p99 ms | max ms | duplicates |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for f in figures {
+        let h = &f.latency_us;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
+            f.mode.name(),
+            f.events,
+            f.mode.concurrency(),
+            f.mode.batch(),
+            f.events as f64 / f.elapsed.as_secs_f64(),
+            f.events as f64 / f.publish_elapsed.as_secs_f64(),
+            ms(h.value_at_quantile(0.50)),
+            ms(h.value_at_quantile(0.90)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max()),
+            f.duplicates,
+        ));
+    }
+    out
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kb: u64 = info
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+async fn daprd_version() -> anyhow::Result<String> {
+    // The binary the harness starts (see todo_harness::Daprd).
+    let bin = std::env::var("DAPRD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache_dir().join("bin/daprd"));
+    let out = tokio::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .await
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    ensure!(out.status.success(), "{} --version failed: {}", bin.display(), out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The Kafka version bootstrap installed (from the broker jar's name), or "unknown".
+fn kafka_version() -> String {
+    let jar_version = |libs: &Path| -> Option<String> {
+        std::fs::read_dir(libs).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("kafka_2.13-")?
+                .strip_suffix(".jar")
+                .map(str::to_owned)
+        })
+    };
+    std::fs::read_dir(cache_dir())
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kafka-"))
+        .find_map(|e| jar_version(&e.path().join("libs")))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The command that reproduces this run, with the BENCH_* variables that were set.
+fn command() -> String {
+    let mut vars: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BENCH_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vars.sort();
+    vars.push("cargo run --release -p dapr-appcallback --example bench_pipe".to_owned());
+    vars.join(" ")
+}
+
+/// Warning and error lines of a daprd log (logfmt `level=warning` / `level=error`).
+fn log_complaints(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|log| {
+            log.lines()
+                .filter(|l| {
+                    l.contains("level=warning") || l.contains("level=error") || l.contains("level=fatal")
+                })
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    ensure_kafka().await?;
+
+    // One subscriber app, listening on a fresh topic per phase (all known at start, so
+    // daprd subscribes once).
+    let phases = [
+        Phase::new("bench-warmup-single")?,
+        Phase::new("bench-single")?,
+        Phase::new("bench-warmup-bulk")?,
+        Phase::new("bench-bulk")?,
+    ];
+    let mut subs = Subscriptions::builder();
+    for phase in &phases {
+        let p = phase.clone();
+        subs = subs.route(
+            Route::new(PUBSUB, &phase.topic, topics::dead_letter(&phase.topic)),
+            move |e: Event<TaskEvent>| {
+                p.record(&e.message);
+                async { Outcome::Success }
+            },
+        );
+    }
+    let port = serve(subs.build()).await?;
+    let sub = Daprd::start(DaprdOptions::new(unique("bench-sub"), Some(port)))
+        .await
+        .context("starting the subscriber's daprd")?;
+    let publ = Daprd::start(DaprdOptions::new(unique("bench-pub"), None))
+        .await
+        .context("starting the publisher's daprd")?;
+    let publisher = Publisher::connect(&PublisherConfig::new(publ.grpc_address(), PUBSUB))
+        .await
+        .context("connecting to the publisher's daprd")?;
+
+    let single = Mode::Single {
+        concurrency: cfg.concurrency,
+    };
+    let bulk = Mode::Bulk {
+        batch: cfg.batch,
+        concurrency: cfg.bulk_concurrency,
+    };
+    let [warm_single, m_single, warm_bulk, m_bulk] = &phases;
+    let mut figures = Vec::new();
+    for (warm, measured, mode) in [(warm_single, m_single, single), (warm_bulk, m_bulk, bulk)] {
+        eprintln!("bench_pipe: {} warm-up, {} events on {}", mode.name(), cfg.warmup, warm.topic);
+        run_phase(&publisher, warm, mode, cfg.warmup, &cfg).await?;
+        eprintln!("bench_pipe: {} measured, {} events on {}", mode.name(), cfg.events, measured.topic);
+        let f = run_phase(&publisher, measured, mode, cfg.events, &cfg).await?;
+        eprintln!(
+            "bench_pipe: done in {:.2} s ({:.0} events/s delivered)",
+            f.elapsed.as_secs_f64(),
+            f.events as f64 / f.elapsed.as_secs_f64()
+        );
+        figures.push(f);
+    }
+
+    let event_bytes = stamped_event("t", 0, cfg.users).data.len();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("## Raw pipe: app → daprd → Kafka → daprd → app\n");
+    println!("{}", table(&figures));
+    println!("- command: `{}` (`just bench-pipe`)", command());
+    println!(
+        "- machine: nproc {cpus}, {}, {} RAM; daprd {}; Kafka {} (single KRaft node, {}, \
+         3 partitions per topic, acks=all)",
+        cpu_model(),
+        mem_total(),
+        daprd_version().await?,
+        kafka_version(),
+        kafka_brokers()
+    );
+    println!(
+        "- workload: {} events per phase after {} warm-up events on separate topics; \
+         `TaskEvent` of {event_bytes} bytes, {} partition keys; subscriber answers SUCCESS \
+         at once (`OnTopicEvent`, no bulk subscribe)",
+        cfg.events, cfg.warmup, cfg.users
+    );
+    println!(
+        "- delivered events/s = events / (first publish → last delivery); published events/s = \
+         events / (first publish → last acknowledgement); latency = delivery − publish instant \
+         carried in `occurred_at`"
+    );
+    for d in [&sub, &publ] {
+        let complaints = log_complaints(&d.log_path);
+        println!(
+            "- daprd {} log: {} ({} warning/error lines)",
+            d.options.app_id,
+            d.log_path.display(),
+            complaints.len()
+        );
+        for line in complaints.iter().take(5) {
+            println!("  - `{line}`");
+        }
+    }
+    Ok(())
+}

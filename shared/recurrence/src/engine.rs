@@ -1,0 +1,181 @@
+//! The next due time of a recurring task: the rule runs on wall-clock times in the task's
+//! zone, then each wall-clock time becomes an instant.
+
+use chrono::{DateTime, Datelike, NaiveDateTime, SubsecRound, TimeZone, Utc};
+use chrono_tz::Tz;
+use rrule::{RRule, RRuleSet, Unvalidated};
+
+use crate::{
+    error::{Field, RecurrenceError},
+    local_time::local_to_instant,
+    rule::{Anchor, End, RecurrenceRule},
+};
+
+/// How many occurrences the engine walks past (from the series' start to the completion
+/// time) before it gives up: a daily series of 270 years.
+pub const MAX_SCANNED_OCCURRENCES: usize = 100_000;
+
+/// The task just completed, as the engine needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The completed task's due time; `None` for a task without one.
+    pub due: Option<DateTime<Utc>>,
+    /// The due time the series' rhythm is counted from: the first task's due time (or the
+    /// due time the user last set explicitly). It keeps the day of month (31 stays 31 after
+    /// a capped 28 February) and the time of day (02:30 stays 02:30 after a day when 02:30
+    /// did not exist). `None` falls back to `due`.
+    pub series_start: Option<DateTime<Utc>>,
+    /// The completed task's place in the series: 0 for the first task.
+    pub occurrence_index: u32,
+    /// When the task was completed.
+    pub completed_at: DateTime<Utc>,
+}
+
+/// The due time of the task that follows `completion` in the series, or `None` when the
+/// series has ended (by count or until).
+///
+/// See the crate documentation for the semantics. Times are computed to the second; the
+/// result has no sub-second part.
+///
+/// # Errors
+///
+/// [`RecurrenceError::NoOccurrence`] when the next occurrence is more than
+/// [`MAX_SCANNED_OCCURRENCES`] away from the series' start or beyond chrono's range.
+pub fn next_due(
+    rule: &RecurrenceRule,
+    time_zone: Tz,
+    completion: &Completion,
+) -> Result<Option<DateTime<Utc>>, RecurrenceError> {
+    if let End::Count(count) = rule.end() {
+        if u64::from(completion.occurrence_index) + 1 >= u64::from(count.get()) {
+            return Ok(None);
+        }
+    }
+    let wall_clock = |t: DateTime<Utc>| t.with_timezone(&time_zone).naive_local().trunc_subsecs(0);
+
+    // `start` is the series' DTSTART in wall-clock time; occurrences must come after
+    // `not_before_wall` (completion anchor only) and strictly after `after` (an instant).
+    let (start, not_before_wall, after) = match (rule.anchor(), completion.due) {
+        (Anchor::DueTime, Some(due)) => {
+            let start = wall_clock(completion.series_start.unwrap_or(due));
+            (start, None, due.max(completion.completed_at))
+        }
+        // Counted from the completion: its date in the task's zone, at the series' time of
+        // day when there is one. A task without a due time is counted this way too.
+        (Anchor::CompletionTime, _) | (Anchor::DueTime, None) => {
+            let completed = wall_clock(completion.completed_at);
+            let time = completion
+                .series_start
+                .or(completion.due)
+                .map_or(completed.time(), |t| wall_clock(t).time());
+            let start = completed.date().and_time(time);
+            (start, Some(start), completion.completed_at)
+        }
+    };
+
+    let series = FloatingSeries::new(rule.iteration(), start)?;
+    for (scanned, wall) in series.iter().enumerate() {
+        if scanned >= MAX_SCANNED_OCCURRENCES {
+            return Err(RecurrenceError::no_occurrence(format!(
+                "more than {MAX_SCANNED_OCCURRENCES} occurrences between the series' start and \
+                 the completion"
+            )));
+        }
+        if not_before_wall.is_some_and(|s| wall <= s) {
+            continue;
+        }
+        if matches!(rule.end(), End::UntilLocal(until) if wall > until) {
+            return Ok(None);
+        }
+        let instant = local_to_instant(time_zone, wall).ok_or_else(|| {
+            RecurrenceError::no_occurrence(format!("{wall} is out of range in {time_zone}"))
+        })?;
+        if matches!(rule.end(), End::Until(until) if instant > until) {
+            return Ok(None);
+        }
+        if instant > after {
+            return Ok(Some(instant));
+        }
+    }
+    Err(RecurrenceError::no_occurrence(
+        "the rule produced no further occurrence within the search limits",
+    ))
+}
+
+/// A rule's occurrences as wall-clock times, from a wall-clock start.
+///
+/// The `rrule` crate runs in UTC here, used as a "floating" zone: its UTC times are the
+/// task's wall-clock times. Resolving them in the task's zone is left to
+/// [`local_to_instant`], which handles gaps and folds the way users expect (the crate's own
+/// zone support moves 02:30 in a gap to 03:30 and skips days whose midnight does not exist).
+pub(crate) struct FloatingSeries {
+    set: RRuleSet,
+}
+
+impl FloatingSeries {
+    pub(crate) fn new(
+        rule: &RRule<Unvalidated>,
+        start: NaiveDateTime,
+    ) -> Result<Self, RecurrenceError> {
+        let dt_start = rrule::Tz::UTC.from_utc_datetime(&start);
+        let mut set = RRuleSet::new(dt_start).limit();
+        for part in month_end_capped(rule, start) {
+            let part = part
+                .validate(dt_start)
+                .map_err(|e| RecurrenceError::invalid(Field::Rrule, e.to_string()))?;
+            set = set.rrule(part);
+        }
+        Ok(Self { set })
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = NaiveDateTime> + '_ {
+        (&self.set).into_iter().map(|t| t.naive_utc())
+    }
+}
+
+/// The rule, rewritten so that a day of month taken from the start (29, 30 or 31) falls on
+/// the month's last day when the month is shorter, instead of skipping the month as RFC 5545
+/// does: "the last of days 28..=D" is `BYMONTHDAY=28,..,D;BYSETPOS=-1`.
+///
+/// Only when the day comes from the start (no BYMONTHDAY, BYDAY, BYYEARDAY, BYWEEKNO or
+/// BYSETPOS of the rule's own) and there is one time per day (BYSETPOS would otherwise pick
+/// the last time of the last day). A yearly rule is split into one rule per month, as
+/// BYSETPOS counts within the whole year.
+fn month_end_capped(rule: &RRule<Unvalidated>, start: NaiveDateTime) -> Vec<RRule<Unvalidated>> {
+    let day = start.day();
+    let picks_its_days = !rule.get_by_month_day().is_empty()
+        || !rule.get_by_weekday().is_empty()
+        || !rule.get_by_year_day().is_empty()
+        || !rule.get_by_week_no().is_empty()
+        || !rule.get_by_set_pos().is_empty();
+    let several_times_a_day = rule.get_by_hour().len() > 1
+        || rule.get_by_minute().len() > 1
+        || rule.get_by_second().len() > 1;
+    if day < 29 || picks_its_days || several_times_a_day {
+        return vec![rule.clone()];
+    }
+    let days: Vec<i8> = (28..=day).filter_map(|d| i8::try_from(d).ok()).collect();
+    match rule.get_freq() {
+        rrule::Frequency::Monthly => {
+            vec![rule.clone().by_month_day(days).by_set_pos(vec![-1])]
+        }
+        rrule::Frequency::Yearly => {
+            let months = if rule.get_by_month().is_empty() {
+                u8::try_from(start.month()).into_iter().collect()
+            } else {
+                rule.get_by_month().to_vec()
+            };
+            months
+                .into_iter()
+                .filter_map(|m| chrono::Month::try_from(m).ok())
+                .map(|m| {
+                    rule.clone()
+                        .by_month(&[m])
+                        .by_month_day(days.clone())
+                        .by_set_pos(vec![-1])
+                })
+                .collect()
+        }
+        _ => vec![rule.clone()],
+    }
+}
