@@ -20,7 +20,8 @@
 //! Run with `just bench-pipe`, i.e. `cargo run --release -p dapr-appcallback --example
 //! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
 //! `BENCH_CONCURRENCY` (16), `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY` (1),
-//! `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase).
+//! `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase), `BENCH_NODELAY`
+//! (1; 0 serves the subscriber without TCP_NODELAY, to show what that costs).
 
 use std::{
     collections::HashSet,
@@ -43,7 +44,7 @@ use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
 use todo_proto::todo::v1::Task;
 use todo_topology::{components::PUBSUB, event_types, topics};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ struct Config {
     bulk_concurrency: usize,
     users: usize,
     timeout: Duration,
+    /// Whether the subscriber app sets TCP_NODELAY on the connections daprd makes to it.
+    nodelay: bool,
 }
 
 fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
@@ -82,6 +85,11 @@ impl Config {
             bulk_concurrency: env_usize("BENCH_BULK_CONCURRENCY", 1)?,
             users: env_usize("BENCH_USERS", 64)?,
             timeout: Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 180)? as u64),
+            nodelay: match std::env::var("BENCH_NODELAY").as_deref() {
+                Err(_) | Ok("1") => true,
+                Ok("0") => false,
+                Ok(other) => bail!("BENCH_NODELAY must be 0 or 1, got {other:?}"),
+            },
         })
     }
 }
@@ -159,10 +167,15 @@ impl Phase {
             r.duplicates += 1;
             return;
         }
-        match event.occurred_at.as_ref().and_then(todo_proto::from_timestamp) {
+        match event
+            .occurred_at
+            .as_ref()
+            .and_then(todo_proto::from_timestamp)
+        {
             Some(published) => {
                 let us = (now - published).num_microseconds().unwrap_or(i64::MAX);
-                r.latency_us.saturating_record(u64::try_from(us).unwrap_or(0).max(1));
+                r.latency_us
+                    .saturating_record(u64::try_from(us).unwrap_or(0).max(1));
             }
             None => r.unreadable += 1,
         }
@@ -225,8 +238,12 @@ async fn run_phase(
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..mode.concurrency() {
-        let (publisher, next, topic, users) =
-            (publisher.clone(), next.clone(), phase.topic.clone(), cfg.users);
+        let (publisher, next, topic, users) = (
+            publisher.clone(),
+            next.clone(),
+            phase.topic.clone(),
+            cfg.users,
+        );
         workers.spawn(async move {
             let mut last_ack = None;
             loop {
@@ -243,8 +260,9 @@ async fn run_phase(
                             .with_context(|| format!("publishing event {first}"))?;
                     }
                     Mode::Bulk { .. } => {
-                        let batch: Vec<_> =
-                            (first..last).map(|seq| stamped_event(&topic, seq, users)).collect();
+                        let batch: Vec<_> = (first..last)
+                            .map(|seq| stamped_event(&topic, seq, users))
+                            .collect();
                         let outcome = publisher
                             .publish_bulk(&batch)
                             .await
@@ -280,8 +298,10 @@ async fn run_phase(
     }
 
     let mut delivered = phase.delivered.subscribe();
-    let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|n| *n >= events)).await;
-    let got = *delivered.borrow();
+    let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|n| *n >= events))
+        .await
+        .map(|r| r.map(|_| ()));
+    let got = *phase.delivered.borrow();
     match waited {
         Err(_) => bail!(
             "delivery incomplete: {got} of {events} events arrived on {} within {:?} of the \
@@ -293,7 +313,10 @@ async fn run_phase(
         Ok(Ok(_)) => {}
     }
 
-    let r = phase.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+    let r = phase
+        .recorder
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     ensure!(
         r.unreadable == 0,
         "{} events on {} had no readable occurred_at",
@@ -312,7 +335,12 @@ async fn run_phase(
 }
 
 /// Serves the AppCallback of `subs` on a free port; returns the port.
-async fn serve(subs: Subscriptions) -> anyhow::Result<u16> {
+///
+/// `serve_with_incoming` ignores `Server::tcp_nodelay`: TCP_NODELAY must be set on the
+/// incoming stream itself. Without it (`BENCH_NODELAY=0`, what a bare `TcpListenerStream`
+/// gives), every delivery waits on Nagle's algorithm and a delayed ACK, and the pipe
+/// delivers about ten times fewer events per second.
+async fn serve(subs: Subscriptions, nodelay: bool) -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let svc = AppCallbackService::new(subs);
@@ -320,7 +348,7 @@ async fn serve(subs: Subscriptions) -> anyhow::Result<u16> {
         .add_service(svc.app_callback_server())
         .add_service(svc.health_check_server())
         .add_service(svc.alpha_server())
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(nodelay)));
     tokio::spawn(async move {
         if let Err(e) = server.await {
             eprintln!("bench_pipe: the subscriber's AppCallback server stopped: {e}");
@@ -397,7 +425,12 @@ async fn daprd_version() -> anyhow::Result<String> {
         .output()
         .await
         .with_context(|| format!("running {} --version", bin.display()))?;
-    ensure!(out.status.success(), "{} --version failed: {}", bin.display(), out.status);
+    ensure!(
+        out.status.success(),
+        "{} --version failed: {}",
+        bin.display(),
+        out.status
+    );
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
@@ -428,8 +461,14 @@ fn command() -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     vars.sort();
+    let plain = vars.is_empty();
     vars.push("cargo run --release -p dapr-appcallback --example bench_pipe".to_owned());
-    vars.join(" ")
+    let command = format!("`{}`", vars.join(" "));
+    if plain {
+        format!("{command} (`just bench-pipe`)")
+    } else {
+        command
+    }
 }
 
 /// Warning and error lines of a daprd log (logfmt `level=warning` / `level=error`).
@@ -438,7 +477,9 @@ fn log_complaints(path: &Path) -> Vec<String> {
         .map(|log| {
             log.lines()
                 .filter(|l| {
-                    l.contains("level=warning") || l.contains("level=error") || l.contains("level=fatal")
+                    l.contains("level=warning")
+                        || l.contains("level=error")
+                        || l.contains("level=fatal")
                 })
                 .map(str::to_owned)
                 .collect()
@@ -470,7 +511,7 @@ async fn main() -> anyhow::Result<()> {
             },
         );
     }
-    let port = serve(subs.build()).await?;
+    let port = serve(subs.build(), cfg.nodelay).await?;
     let sub = Daprd::start(DaprdOptions::new(unique("bench-sub"), Some(port)))
         .await
         .context("starting the subscriber's daprd")?;
@@ -491,9 +532,19 @@ async fn main() -> anyhow::Result<()> {
     let [warm_single, m_single, warm_bulk, m_bulk] = &phases;
     let mut figures = Vec::new();
     for (warm, measured, mode) in [(warm_single, m_single, single), (warm_bulk, m_bulk, bulk)] {
-        eprintln!("bench_pipe: {} warm-up, {} events on {}", mode.name(), cfg.warmup, warm.topic);
+        eprintln!(
+            "bench_pipe: {} warm-up, {} events on {}",
+            mode.name(),
+            cfg.warmup,
+            warm.topic
+        );
         run_phase(&publisher, warm, mode, cfg.warmup, &cfg).await?;
-        eprintln!("bench_pipe: {} measured, {} events on {}", mode.name(), cfg.events, measured.topic);
+        eprintln!(
+            "bench_pipe: {} measured, {} events on {}",
+            mode.name(),
+            cfg.events,
+            measured.topic
+        );
         let f = run_phase(&publisher, measured, mode, cfg.events, &cfg).await?;
         eprintln!(
             "bench_pipe: done in {:.2} s ({:.0} events/s delivered)",
@@ -507,7 +558,7 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Raw pipe: app → daprd → Kafka → daprd → app\n");
     println!("{}", table(&figures));
-    println!("- command: `{}` (`just bench-pipe`)", command());
+    println!("- command: {}", command());
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; daprd {}; Kafka {} (single KRaft node, {}, \
          3 partitions per topic, acks=all)",
@@ -520,8 +571,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "- workload: {} events per phase after {} warm-up events on separate topics; \
          `TaskEvent` of {event_bytes} bytes, {} partition keys; subscriber answers SUCCESS \
-         at once (`OnTopicEvent`, no bulk subscribe)",
-        cfg.events, cfg.warmup, cfg.users
+         at once (`OnTopicEvent`, no bulk subscribe); TCP_NODELAY on the app's connections: {}",
+        cfg.events,
+        cfg.warmup,
+        cfg.users,
+        if cfg.nodelay { "on" } else { "off" }
     );
     println!(
         "- delivered events/s = events / (first publish → last delivery); published events/s = \
@@ -533,7 +587,9 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "- daprd {} log: {} ({} warning/error lines)",
             d.options.app_id,
-            d.log_path.display(),
+            std::fs::canonicalize(&d.log_path)
+                .unwrap_or_else(|_| d.log_path.clone())
+                .display(),
             complaints.len()
         );
         for line in complaints.iter().take(5) {

@@ -35,7 +35,9 @@ impl ApiTokenLayer {
     /// Checks calls whose path starts with one of `prefixes` (all calls when empty).
     pub fn new(token: Option<String>, prefixes: Vec<String>) -> Self {
         Self {
-            token: token.filter(|t| !t.is_empty()).map(|t| Arc::from(t.into_bytes())),
+            token: token
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::from(t.into_bytes())),
             prefixes: prefixes.into(),
         }
     }
@@ -82,7 +84,11 @@ where
         let path = req.uri().path();
         let guarded = !EXEMPT.contains(&path)
             && (self.layer.prefixes.is_empty()
-                || self.layer.prefixes.iter().any(|p| path.starts_with(p.as_str())));
+                || self
+                    .layer
+                    .prefixes
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str())));
         let ok = !guarded
             || req
                 .headers()

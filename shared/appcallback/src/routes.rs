@@ -1,6 +1,8 @@
 //! Typed routes: which handler gets which (topic, CloudEvent type), and what it answered.
 
-use std::{collections::HashMap, fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc};
+use std::{
+    collections::HashMap, fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc,
+};
 
 use futures::FutureExt;
 use prost::Message;
@@ -222,9 +224,9 @@ impl Subscriptions {
     /// The handler for an event: an exact type match first, then a catch-all for the topic.
     fn find(&self, pubsub: &str, topic: &str, event_type: &str) -> Option<&Registered> {
         let on_topic = || {
-            self.routes
-                .iter()
-                .filter(move |r| r.route.topic == topic && (pubsub.is_empty() || r.route.pubsub_name == pubsub))
+            self.routes.iter().filter(move |r| {
+                r.route.topic == topic && (pubsub.is_empty() || r.route.pubsub_name == pubsub)
+            })
         };
         on_topic()
             .find(|r| r.route.event_type.as_deref() == Some(event_type))
@@ -345,9 +347,16 @@ mod tests {
                 Route::new("ps", "t", "t-dlq").event_type("b.v1"),
                 |_e: Event<Timestamp>| async { Outcome::Retry },
             )
-            .route(Route::new("ps", "u", "u-dlq"), |e: Event<Timestamp>| async move {
-                if e.message.seconds == 42 { panic!("boom") } else { Outcome::Success }
-            })
+            .route(
+                Route::new("ps", "u", "u-dlq"),
+                |e: Event<Timestamp>| async move {
+                    if e.message.seconds == 42 {
+                        panic!("boom")
+                    } else {
+                        Outcome::Success
+                    }
+                },
+            )
             .build()
     }
 
@@ -360,7 +369,10 @@ mod tests {
         let s = subs();
         assert_eq!(s.dispatch(raw("t", "a.v1", ts(1))).await, Outcome::Success);
         assert_eq!(s.dispatch(raw("t", "b.v1", ts(1))).await, Outcome::Retry);
-        assert_eq!(s.dispatch(raw("u", "anything", ts(1))).await, Outcome::Success);
+        assert_eq!(
+            s.dispatch(raw("u", "anything", ts(1))).await,
+            Outcome::Success
+        );
     }
 
     #[tokio::test]
@@ -373,7 +385,10 @@ mod tests {
     #[tokio::test]
     async fn undecodable_bytes_are_dropped() {
         let s = subs();
-        assert_eq!(s.dispatch(raw("t", "a.v1", vec![0xff, 0xff, 0xff])).await, Outcome::Drop);
+        assert_eq!(
+            s.dispatch(raw("t", "a.v1", vec![0xff, 0xff, 0xff])).await,
+            Outcome::Drop
+        );
     }
 
     #[tokio::test]

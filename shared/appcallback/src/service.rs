@@ -114,12 +114,10 @@ impl AppCallbackService {
 /// The W3C `traceparent` a CloudEvent carried in its extensions.
 fn traceparent(ext: Option<&prost_types::Struct>) -> Option<String> {
     use prost_types::value::Kind;
-    ext?.fields
-        .get("traceparent")
-        .and_then(|v| match &v.kind {
-            Some(Kind::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        })
+    ext?.fields.get("traceparent").and_then(|v| match &v.kind {
+        Some(Kind::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    })
 }
 
 #[tonic::async_trait]
@@ -128,7 +126,9 @@ impl AppCallback for AppCallbackService {
         &self,
         _request: Request<InvokeRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
-        Err(Status::unimplemented("service invocation is not served by this app"))
+        Err(Status::unimplemented(
+            "service invocation is not served by this app",
+        ))
     }
 
     async fn list_topic_subscriptions(
@@ -176,7 +176,9 @@ impl AppCallback for AppCallbackService {
         &self,
         _request: Request<BindingEventRequest>,
     ) -> Result<Response<BindingEventResponse>, Status> {
-        Err(Status::unimplemented("input bindings are not served by this app"))
+        Err(Status::unimplemented(
+            "input bindings are not served by this app",
+        ))
     }
 
     async fn on_bulk_topic_event(

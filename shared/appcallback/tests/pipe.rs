@@ -56,7 +56,10 @@ impl Inbox {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("waited {timeout:?} for {n} events on {topic}, got {}", got.len());
+                panic!(
+                    "waited {timeout:?} for {n} events on {topic}, got {}",
+                    got.len()
+                );
             }
         }
     }
@@ -191,7 +194,10 @@ async fn a_thousand_events_arrive_byte_for_byte_in_order_per_key() {
                 p.publish(&outgoing(&topic, e, ty)).await.unwrap();
             }
             for chunk in events[50..].chunks(25) {
-                let batch: Vec<_> = chunk.iter().map(|(e, ty)| outgoing(&topic, e, ty)).collect();
+                let batch: Vec<_> = chunk
+                    .iter()
+                    .map(|(e, ty)| outgoing(&topic, e, ty))
+                    .collect();
                 let outcome = p.publish_bulk(&batch).await.unwrap();
                 assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
             }
@@ -232,7 +238,11 @@ async fn retry_twice_then_success_is_delivered_three_times_and_no_more() {
                     let mut calls = c.lock().unwrap();
                     *calls += 1;
                     n.notify_waiters();
-                    if *calls <= 2 { Outcome::Retry } else { Outcome::Success }
+                    if *calls <= 2 {
+                        Outcome::Retry
+                    } else {
+                        Outcome::Success
+                    }
                 }
             },
         )
@@ -251,7 +261,10 @@ async fn retry_twice_then_success_is_delivered_three_times_and_no_more() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while *calls.lock().unwrap() < 3 {
         let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
-        assert!(tokio::time::Instant::now() < deadline, "handler not called 3 times");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handler not called 3 times"
+        );
     }
     // Nothing after the SUCCESS: give redelivery every chance to show up.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -300,7 +313,9 @@ async fn dropped_and_undecodable_events_land_on_the_dead_letter_topic_and_the_re
 
     let refused = task_event("refused", 0, TaskEventKind::Created);
     let garbage = vec![0xff_u8, 0xff, 0xff, 0xff, 0x01];
-    let valid: Vec<TaskEvent> = (0..5).map(|s| task_event("u", s, TaskEventKind::Updated)).collect();
+    let valid: Vec<TaskEvent> = (0..5)
+        .map(|s| task_event("u", s, TaskEventKind::Updated))
+        .collect();
     publisher
         .publish(&outgoing(&topic, &refused, event_types::TASK_CREATED))
         .await
@@ -327,13 +342,22 @@ async fn dropped_and_undecodable_events_land_on_the_dead_letter_topic_and_the_re
         .iter()
         .map(|(_, b)| TaskEvent::decode(b.as_slice()).unwrap().event_id)
         .collect();
-    assert_eq!(ids, valid.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        valid.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()
+    );
 
     let dead = inbox.wait_for(&dlq, 2, Duration::from_secs(60)).await;
     let bodies: Vec<&Vec<u8>> = dead.iter().map(|(_, b)| b).collect();
-    assert!(bodies.contains(&&refused.encode_to_vec()), "the DROPped event, unchanged");
+    assert!(
+        bodies.contains(&&refused.encode_to_vec()),
+        "the DROPped event, unchanged"
+    );
     assert!(bodies.contains(&&garbage), "the garbage, unchanged");
-    assert!(dead.iter().any(|(ty, _)| ty == event_types::TASK_CREATED), "type kept");
+    assert!(
+        dead.iter().any(|(ty, _)| ty == event_types::TASK_CREATED),
+        "type kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -109,8 +109,18 @@ impl Daprd {
             .arg("--config")
             .arg(&o.config)
             // Pub/sub alone needs neither placement nor scheduler: do not wait for them.
-            .args(["--placement-host-address", "", "--scheduler-host-address", ""])
-            .args(["--log-level", "info", "--dapr-graceful-shutdown-seconds", "3"])
+            .args([
+                "--placement-host-address",
+                "",
+                "--scheduler-host-address",
+                "",
+            ])
+            .args([
+                "--log-level",
+                "info",
+                "--dapr-graceful-shutdown-seconds",
+                "3",
+            ])
             .env_remove("APP_API_TOKEN")
             .env_remove("DAPR_API_TOKEN")
             .stdin(Stdio::null())
@@ -204,5 +214,8 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
         let head = std::str::from_utf8(&buf[..n]).ok()?;
         head.split_whitespace().nth(1)?.parse().ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }

@@ -29,7 +29,10 @@ mod tests {
 
     #[test]
     fn rejects_negative_nanos() {
-        let ts = Timestamp { seconds: 1, nanos: -1 };
+        let ts = Timestamp {
+            seconds: 1,
+            nanos: -1,
+        };
         assert_eq!(from_timestamp(&ts), None);
     }
 }

@@ -212,12 +212,18 @@ impl Publisher {
 
     /// Publishes a batch to one topic in one call. `Ok` lists the entries that failed
     /// (the others were published); `Err` means none is known to be published.
-    pub async fn publish_bulk(&self, events: &[OutgoingEvent]) -> Result<BulkOutcome, PublishError> {
+    pub async fn publish_bulk(
+        &self,
+        events: &[OutgoingEvent],
+    ) -> Result<BulkOutcome, PublishError> {
         let Some(first) = events.first() else {
             return Ok(BulkOutcome::default());
         };
         if let Some(other) = events.iter().find(|e| e.topic != first.topic) {
-            return Err(PublishError::MixedTopics(first.topic.clone(), other.topic.clone()));
+            return Err(PublishError::MixedTopics(
+                first.topic.clone(),
+                other.topic.clone(),
+            ));
         }
         let entries = events
             .iter()
@@ -276,6 +282,9 @@ mod tests {
     #[test]
     fn bad_address_is_reported() {
         let cfg = PublisherConfig::new("not a uri", "ps");
-        assert!(matches!(Publisher::lazy(&cfg), Err(PublishError::BadAddress { .. })));
+        assert!(matches!(
+            Publisher::lazy(&cfg),
+            Err(PublishError::BadAddress { .. })
+        ));
     }
 }

@@ -46,10 +46,10 @@ pub fn next_due(
     time_zone: Tz,
     completion: &Completion,
 ) -> Result<Option<DateTime<Utc>>, RecurrenceError> {
-    if let End::Count(count) = rule.end() {
-        if u64::from(completion.occurrence_index) + 1 >= u64::from(count.get()) {
-            return Ok(None);
-        }
+    if let End::Count(count) = rule.end()
+        && u64::from(completion.occurrence_index) + 1 >= u64::from(count.get())
+    {
+        return Ok(None);
     }
     let wall_clock = |t: DateTime<Utc>| t.with_timezone(&time_zone).naive_local().trunc_subsecs(0);
 

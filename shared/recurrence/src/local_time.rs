@@ -89,17 +89,62 @@ mod tests {
         let new_york = chrono_tz::America::New_York;
         let lord_howe = chrono_tz::Australia::Lord_Howe;
         let cases = [
-            ("plain", berlin, naive(2025, 1, 15, 9, 0), "2025-01-15T08:00:00Z"),
-            ("gap start", berlin, naive(2025, 3, 30, 2, 0), "2025-03-30T01:00:00Z"),
-            ("inside gap", berlin, naive(2025, 3, 30, 2, 30), "2025-03-30T01:00:00Z"),
-            ("gap end", berlin, naive(2025, 3, 30, 3, 0), "2025-03-30T01:00:00Z"),
-            ("fold first", berlin, naive(2025, 10, 26, 2, 30), "2025-10-26T00:30:00Z"),
-            ("ny gap", new_york, naive(2025, 3, 9, 2, 30), "2025-03-09T07:00:00Z"),
-            ("ny fold", new_york, naive(2025, 11, 2, 1, 30), "2025-11-02T05:30:00Z"),
+            (
+                "plain",
+                berlin,
+                naive(2025, 1, 15, 9, 0),
+                "2025-01-15T08:00:00Z",
+            ),
+            (
+                "gap start",
+                berlin,
+                naive(2025, 3, 30, 2, 0),
+                "2025-03-30T01:00:00Z",
+            ),
+            (
+                "inside gap",
+                berlin,
+                naive(2025, 3, 30, 2, 30),
+                "2025-03-30T01:00:00Z",
+            ),
+            (
+                "gap end",
+                berlin,
+                naive(2025, 3, 30, 3, 0),
+                "2025-03-30T01:00:00Z",
+            ),
+            (
+                "fold first",
+                berlin,
+                naive(2025, 10, 26, 2, 30),
+                "2025-10-26T00:30:00Z",
+            ),
+            (
+                "ny gap",
+                new_york,
+                naive(2025, 3, 9, 2, 30),
+                "2025-03-09T07:00:00Z",
+            ),
+            (
+                "ny fold",
+                new_york,
+                naive(2025, 11, 2, 1, 30),
+                "2025-11-02T05:30:00Z",
+            ),
             // Lord Howe Island springs forward by 30 minutes, 02:00 -> 02:30 (+10:30 -> +11).
-            ("half-hour gap", lord_howe, naive(2025, 10, 5, 2, 15), "2025-10-04T15:30:00Z"),
+            (
+                "half-hour gap",
+                lord_howe,
+                naive(2025, 10, 5, 2, 15),
+                "2025-10-04T15:30:00Z",
+            ),
             // Samoa skipped the whole of 30 December 2011.
-            ("day-long gap", chrono_tz::Pacific::Apia, naive(2011, 12, 30, 12, 0), "2011-12-30T10:00:00Z"),
+            (
+                "day-long gap",
+                chrono_tz::Pacific::Apia,
+                naive(2011, 12, 30, 12, 0),
+                "2011-12-30T10:00:00Z",
+            ),
         ];
         for (name, tz, local, expected) in cases {
             assert_eq!(local_to_instant(tz, local), Some(utc(expected)), "{name}");
@@ -109,7 +154,10 @@ mod tests {
     #[test]
     fn parses_time_zone_names() {
         assert_eq!(parse_time_zone(""), Ok(Tz::UTC));
-        assert_eq!(parse_time_zone("Europe/Berlin"), Ok(chrono_tz::Europe::Berlin));
+        assert_eq!(
+            parse_time_zone("Europe/Berlin"),
+            Ok(chrono_tz::Europe::Berlin)
+        );
         assert_eq!(
             parse_time_zone("Mars/Olympus_Mons"),
             Err(RecurrenceError::UnknownTimeZone {

@@ -106,9 +106,9 @@ fn end(r: &Recurrence) -> Result<End, RecurrenceError> {
             Field::Until,
             "set either recurrence.until or recurrence.count, not both",
         )),
-        (Some(until), None) => from_timestamp(until).map(End::Until).ok_or_else(|| {
-            RecurrenceError::invalid(Field::Until, "not a valid timestamp")
-        }),
+        (Some(until), None) => from_timestamp(until)
+            .map(End::Until)
+            .ok_or_else(|| RecurrenceError::invalid(Field::Until, "not a valid timestamp")),
         (None, Some(count)) => Ok(End::Count(count)),
         (None, None) => Ok(End::Never),
     }

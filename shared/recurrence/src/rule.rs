@@ -160,7 +160,10 @@ impl RecurrenceRule {
 
 fn check_interval(interval: u32, field: Field) -> Result<u16, RecurrenceError> {
     if interval == 0 {
-        return Err(RecurrenceError::invalid(field, "the interval must be at least 1"));
+        return Err(RecurrenceError::invalid(
+            field,
+            "the interval must be at least 1",
+        ));
     }
     if interval > MAX_INTERVAL {
         return Err(RecurrenceError::invalid(
@@ -168,7 +171,8 @@ fn check_interval(interval: u32, field: Field) -> Result<u16, RecurrenceError> {
             format!("the interval must be at most {MAX_INTERVAL}, got {interval}"),
         ));
     }
-    u16::try_from(interval).map_err(|_| RecurrenceError::invalid(field, "the interval is too large"))
+    u16::try_from(interval)
+        .map_err(|_| RecurrenceError::invalid(field, "the interval is too large"))
 }
 
 fn structured(
@@ -248,7 +252,9 @@ fn parse_rrule(raw: &str) -> Result<ParsedRrule, RecurrenceError> {
         }
     }
     let text = kept.join(";");
-    let rule: RRule<Unvalidated> = text.parse().map_err(|e: rrule::RRuleError| invalid(e.to_string()))?;
+    let rule: RRule<Unvalidated> = text
+        .parse()
+        .map_err(|e: rrule::RRuleError| invalid(e.to_string()))?;
     if matches!(
         rule.get_freq(),
         rrule::Frequency::Hourly | rrule::Frequency::Minutely | rrule::Frequency::Secondly
@@ -277,7 +283,9 @@ fn parse_until(value: &str) -> Option<End> {
         return Some(End::UntilLocal(t));
     }
     let day = NaiveDate::parse_from_str(value, "%Y%m%d").ok()?;
-    Some(End::UntilLocal(day.and_time(NaiveTime::from_hms_opt(23, 59, 59)?)))
+    Some(End::UntilLocal(
+        day.and_time(NaiveTime::from_hms_opt(23, 59, 59)?),
+    ))
 }
 
 /// Rejects rules the `rrule` crate refuses (e.g. BYMONTHDAY with FREQ=WEEKLY) and rules that

@@ -70,16 +70,19 @@ mod tests {
     }
 
     fn named(kind: &str, name: &str) -> bool {
-        resources()
-            .iter()
-            .any(|r| r["kind"].as_str() == Some(kind) && r["metadata"]["name"].as_str() == Some(name))
+        resources().iter().any(|r| {
+            r["kind"].as_str() == Some(kind) && r["metadata"]["name"].as_str() == Some(name)
+        })
     }
 
     #[test]
     fn dapr_components_use_the_names_defined_here() {
         assert!(named("Component", components::PUBSUB), "pub/sub component");
         assert!(named("Resiliency", components::RESILIENCY), "resiliency");
-        assert!(named("Configuration", components::CONFIGURATION), "configuration");
+        assert!(
+            named("Configuration", components::CONFIGURATION),
+            "configuration"
+        );
     }
 
     #[test]

@@ -1,0 +1,347 @@
+//! The `todo.v1.TaskService` gRPC handlers: decode, authorise, validate, persist, map.
+
+use chrono::Utc;
+use sea_orm::{DatabaseConnection, DbErr, SqlErr, TransactionTrait};
+use todo_proto::todo::v1::{
+    CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
+    ListTasksResponse, Priority, ReopenTaskRequest, Task, TaskStatus, UpdateTaskRequest,
+    task_service_server::TaskService,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    auth::caller,
+    db::entities::task,
+    error::TaskError,
+    tasks::{
+        self, Filters,
+        paging::{Order, PageToken},
+        validate::{self, FieldViolation},
+    },
+};
+
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
+pub const MAX_PAGE_SIZE: i32 = 1000;
+
+/// The Task API over one database.
+#[derive(Debug, Clone)]
+pub struct TaskApi {
+    db: DatabaseConnection,
+}
+
+impl TaskApi {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    async fn load(&self, user: &str, id: Uuid) -> Result<task::Model, TaskError> {
+        tasks::find(&self.db, user, id)
+            .await?
+            .ok_or_else(|| TaskError::NotFound(id.to_string()))
+    }
+
+    /// Changes a task's status (complete or reopen), idempotently.
+    async fn set_status(
+        &self,
+        user: &str,
+        id: &str,
+        etag: &str,
+        to: TaskStatus,
+    ) -> Result<Task, TaskError> {
+        let id = validate::task_id(id, "id")?;
+        let row = self.load(user, id).await?;
+        check_etag(&row, etag)?;
+        if row.status == to as i16 {
+            // Already there: nothing changes, nothing is emitted.
+            return Ok(tasks::to_proto(&row));
+        }
+        let now = tasks::micros(Utc::now());
+        let mut next = row.clone();
+        next.status = to as i16;
+        next.complete_time = (to == TaskStatus::Completed).then_some(now);
+        next.update_time = now;
+        next.version = row.version + 1;
+        let txn = self.db.begin().await?;
+        if !tasks::update_if(&txn, &next, row.version, false).await? {
+            return Err(TaskError::Conflict);
+        }
+        txn.commit().await?;
+        Ok(tasks::to_proto(&next))
+    }
+}
+
+fn check_etag(row: &task::Model, given: &str) -> Result<(), TaskError> {
+    let current = tasks::etag(row.version);
+    if !given.is_empty() && given != current {
+        return Err(TaskError::StaleEtag {
+            given: given.to_owned(),
+            current,
+        });
+    }
+    Ok(())
+}
+
+fn invalid(field: &str, description: impl Into<String>) -> TaskError {
+    TaskError::Invalid(vec![FieldViolation::new(field, description)])
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    async fn create_task(
+        &self,
+        request: Request<CreateTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let user = caller(&request)?;
+        let req = request.into_inner();
+        let Some(task) = req.task.as_ref() else {
+            return Err(invalid("task", "required").into());
+        };
+        let mut violations = Vec::new();
+        if !req.request_id.is_empty() && Uuid::parse_str(&req.request_id).is_err() {
+            violations.push(FieldViolation::new("request_id", "must be a UUID"));
+        }
+        let fields = match validate::task_fields(task, "task.") {
+            Ok(f) => f,
+            Err(v) => {
+                violations.extend(v);
+                return Err(TaskError::Invalid(violations).into());
+            }
+        };
+        if !violations.is_empty() {
+            return Err(TaskError::Invalid(violations).into());
+        }
+        let request_id = (!req.request_id.is_empty()).then(|| req.request_id.to_lowercase());
+        if let Some(rid) = &request_id
+            && let Some(existing) = tasks::find_by_request(&self.db, &user, rid)
+                .await
+                .map_err(TaskError::from)?
+        {
+            return Ok(Response::new(tasks::to_proto(&existing)));
+        }
+        let mut row = tasks::new_row(&user, Uuid::now_v7(), &fields, Utc::now());
+        row.request_id = request_id.clone();
+        let result: Result<(), DbErr> = async {
+            let txn = self.db.begin().await?;
+            tasks::insert(&txn, &row).await?;
+            txn.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(Response::new(tasks::to_proto(&row))),
+            // A concurrent retry with the same request id won the race: answer with its task.
+            Err(e) if request_id.is_some() && is_unique_violation(&e) => {
+                let rid = request_id.as_deref().unwrap_or_default();
+                let existing = tasks::find_by_request(&self.db, &user, rid)
+                    .await
+                    .map_err(TaskError::from)?
+                    .ok_or(TaskError::Conflict)?;
+                Ok(Response::new(tasks::to_proto(&existing)))
+            }
+            Err(e) => Err(TaskError::from(e).into()),
+        }
+    }
+
+    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
+        let user = caller(&request)?;
+        let id = validate::task_id(&request.get_ref().id, "id").map_err(TaskError::from)?;
+        let row = self.load(&user, id).await?;
+        Ok(Response::new(tasks::to_proto(&row)))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let user = caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Vec::new();
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            n => {
+                v.push(FieldViolation::new(
+                    "page_size",
+                    format!("must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE}), got {n}"),
+                ));
+                DEFAULT_PAGE_SIZE
+            }
+        };
+        let order = Order::parse(&req.order_by).unwrap_or_else(|e| {
+            v.push(FieldViolation::new("order_by", e));
+            Order::parse("").unwrap_or(Order {
+                key: tasks::paging::OrderKey::CreateTime,
+                desc: false,
+            })
+        });
+        let mut filters = Filters::default();
+        if req.status != 0 {
+            match TaskStatus::try_from(req.status) {
+                Ok(s) => filters.status = Some(s as i16),
+                Err(_) => v.push(FieldViolation::new(
+                    "status",
+                    format!("unknown status {}", req.status),
+                )),
+            }
+        }
+        if req.priority != 0 {
+            match Priority::try_from(req.priority) {
+                Ok(p) => filters.priority = Some(p as i16),
+                Err(_) => v.push(FieldViolation::new(
+                    "priority",
+                    format!("unknown priority {}", req.priority),
+                )),
+            }
+        }
+        if !req.tag.is_empty() {
+            filters.tag = Some(req.tag.trim().to_owned());
+        }
+        for (field, ts, slot) in [
+            ("due_after", &req.due_after, &mut filters.due_after),
+            ("due_before", &req.due_before, &mut filters.due_before),
+        ] {
+            if let Some(ts) = ts {
+                match todo_proto::from_timestamp(ts) {
+                    Some(t) => *slot = Some(tasks::micros(t)),
+                    None => v.push(FieldViolation::new(field, "not a valid timestamp")),
+                }
+            }
+        }
+        let token = if req.page_token.is_empty() {
+            None
+        } else {
+            match PageToken::decode(&req.page_token) {
+                Some(t) if t.q == filters.fingerprint(&order) => Some(t),
+                Some(_) => {
+                    v.push(FieldViolation::new(
+                        "page_token",
+                        "belongs to a query with other filters or order",
+                    ));
+                    None
+                }
+                None => {
+                    v.push(FieldViolation::new("page_token", "malformed page token"));
+                    None
+                }
+            }
+        };
+        if !v.is_empty() {
+            return Err(TaskError::Invalid(v).into());
+        }
+        let (rows, next) = tasks::list(
+            &self.db,
+            &user,
+            &filters,
+            order,
+            u64::try_from(page_size).unwrap_or(50),
+            token.as_ref(),
+        )
+        .await
+        .map_err(TaskError::from)?;
+        Ok(Response::new(ListTasksResponse {
+            tasks: rows.iter().map(tasks::to_proto).collect(),
+            next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn update_task(
+        &self,
+        request: Request<UpdateTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let user = caller(&request)?;
+        let req = request.into_inner();
+        let Some(patch) = req.task else {
+            return Err(invalid("task", "required").into());
+        };
+        let id = validate::task_id(&patch.id, "task.id").map_err(TaskError::from)?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        validate::update_mask(&paths).map_err(TaskError::from)?;
+        let row = self.load(&user, id).await?;
+        check_etag(&row, &patch.etag)?;
+
+        let mut merged = tasks::to_proto(&row);
+        for p in &paths {
+            match p.as_str() {
+                "title" => merged.title = patch.title.clone(),
+                "description" => merged.description = patch.description.clone(),
+                "priority" => merged.priority = patch.priority,
+                "tags" => merged.tags = patch.tags.clone(),
+                "due_time" => merged.due_time = patch.due_time,
+                "time_zone" => merged.time_zone = patch.time_zone.clone(),
+                "recurrence" => merged.recurrence = patch.recurrence.clone(),
+                "reminders" => merged.reminders = patch.reminders.clone(),
+                _ => {}
+            }
+        }
+        let fields = validate::task_fields(&merged, "task.").map_err(TaskError::from)?;
+        let mut next = row.clone();
+        tasks::apply_fields(&mut next, &fields);
+        if next == row {
+            // Nothing changed: no write, no new etag.
+            return Ok(Response::new(tasks::to_proto(&row)));
+        }
+        if next.recurrence.is_some() && next.series_id.is_none() {
+            next.series_id = Some(next.id);
+        }
+        next.update_time = tasks::micros(Utc::now());
+        next.version = row.version + 1;
+        let tags_changed = next.tags != row.tags;
+        let txn = self.db.begin().await.map_err(TaskError::from)?;
+        if !tasks::update_if(&txn, &next, row.version, tags_changed)
+            .await
+            .map_err(TaskError::from)?
+        {
+            return Err(TaskError::Conflict.into());
+        }
+        txn.commit().await.map_err(TaskError::from)?;
+        Ok(Response::new(tasks::to_proto(&next)))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<CompleteTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let user = caller(&request)?;
+        let r = request.get_ref();
+        let t = self
+            .set_status(&user, &r.id, &r.etag, TaskStatus::Completed)
+            .await?;
+        Ok(Response::new(t))
+    }
+
+    async fn reopen_task(
+        &self,
+        request: Request<ReopenTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let user = caller(&request)?;
+        let r = request.get_ref();
+        let t = self
+            .set_status(&user, &r.id, &r.etag, TaskStatus::Open)
+            .await?;
+        Ok(Response::new(t))
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<DeleteTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        let user = caller(&request)?;
+        let r = request.get_ref();
+        let id = validate::task_id(&r.id, "id").map_err(TaskError::from)?;
+        let row = self.load(&user, id).await?;
+        check_etag(&row, &r.etag)?;
+        let txn = self.db.begin().await.map_err(TaskError::from)?;
+        if !tasks::delete_if(&txn, &row, row.version)
+            .await
+            .map_err(TaskError::from)?
+        {
+            return Err(TaskError::Conflict.into());
+        }
+        txn.commit().await.map_err(TaskError::from)?;
+        Ok(Response::new(()))
+    }
+}

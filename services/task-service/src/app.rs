@@ -1,0 +1,129 @@
+//! Builds the running application: the function `main` and the tests both call.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use dapr_appcallback::{ApiTokenLayer, AppCallbackService, Subscriptions};
+use sea_orm::DatabaseConnection;
+use todo_proto::todo::v1::task_service_server::TaskServiceServer;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+use crate::{api::TaskApi, auth::Authenticate, config::Config, db};
+
+/// A running task-service.
+#[derive(Debug)]
+pub struct App {
+    /// Where it listens (the port the OS chose when the config asked for port 0).
+    pub addr: SocketAddr,
+    pub db: DatabaseConnection,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Connects the database (applying migrations), binds the listener and starts serving
+/// the Task API, health, reflection and Dapr's AppCallback on one port.
+pub async fn build(config: Config) -> anyhow::Result<App> {
+    let db = db::connect(&config.database_url, config.database_max_connections).await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TaskServiceServer<TaskApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(todo_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let api = TaskServiceServer::with_interceptor(
+        TaskApi::new(db.clone()),
+        Authenticate(config.auth.clone()),
+    );
+    let callbacks = AppCallbackService::new(Subscriptions::builder().build());
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let layers = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_grpc())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ))
+        .layer(ApiTokenLayer::for_dapr_callbacks(
+            config.app_api_token.clone(),
+        ))
+        .into_inner();
+    let router = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(layers)
+        .add_service(api)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(callbacks.app_callback_server())
+        .add_service(callbacks.health_check_server())
+        .add_service(callbacks.alpha_server());
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    tracing::info!(%addr, database = %redact(&config.database_url), auth = ?config.auth, "task-service serving");
+    Ok(App {
+        addr,
+        db,
+        shutdown: Some(tx),
+        server,
+    })
+}
+
+impl App {
+    /// Stops accepting, lets in-flight requests finish, then closes the database.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.server).await??;
+        self.db.close().await?;
+        Ok(())
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.shutdown().await
+    }
+}
+
+/// The database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

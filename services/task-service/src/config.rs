@@ -1,0 +1,184 @@
+//! Configuration from the environment, validated at start; errors name the variable.
+
+use std::{net::SocketAddr, time::Duration};
+
+use jsonwebtoken::Algorithm;
+
+use crate::auth::AuthMode;
+
+/// Everything task-service needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `APP_ADDR`: where the gRPC API and Dapr's AppCallback are served (default 127.0.0.1:50051).
+    pub listen: SocketAddr,
+    /// `DATABASE_URL` (default: SQLite file `.data/tasks.db`).
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16 on PostgreSQL, 4 on SQLite).
+    pub database_max_connections: u32,
+    /// `AUTH_MODE` (jwt|dev) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
+    pub auth: AuthMode,
+    /// `APP_API_TOKEN`: required from daprd on callbacks.
+    pub app_api_token: Option<String>,
+    /// `DAPR_GRPC_ENDPOINT` or `DAPR_GRPC_PORT`: the sidecar.
+    pub dapr_grpc_endpoint: String,
+    /// `DAPR_API_TOKEN`: sent to the sidecar.
+    pub dapr_api_token: Option<String>,
+    /// `REQUEST_TIMEOUT_MS` (default 10000).
+    pub request_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS` (default 512).
+    pub max_concurrent_requests: usize,
+}
+
+/// A variable with a bad value.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads from any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let listen = get("APP_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:50051".to_owned())
+            .parse()
+            .map_err(|e| err("APP_ADDR", format!("not a socket address: {e}")))?;
+        let database_url =
+            get("DATABASE_URL").unwrap_or_else(|| "sqlite://.data/tasks.db?mode=rwc".to_owned());
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            return Err(err("DATABASE_URL", "use a sqlite:// or postgres:// URL"));
+        }
+        let default_conns = if database_url.starts_with("sqlite:") {
+            4
+        } else {
+            16
+        };
+        let database_max_connections = parse(&get, "DATABASE_MAX_CONNECTIONS", default_conns)?;
+        let auth = match get("AUTH_MODE").as_deref().unwrap_or("jwt") {
+            "dev" => AuthMode::Dev,
+            "jwt" => {
+                let alg_name = get("JWT_ALGORITHM").unwrap_or_else(|| "HS256".to_owned());
+                let alg: Algorithm = alg_name
+                    .parse()
+                    .map_err(|_| err("JWT_ALGORITHM", format!("unknown algorithm {alg_name:?}")))?;
+                let (var, key) =
+                    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                        ("JWT_SECRET", get("JWT_SECRET"))
+                    } else {
+                        ("JWT_PUBLIC_KEY", get("JWT_PUBLIC_KEY"))
+                    };
+                let key = key.ok_or_else(|| {
+                    err(var, format!("required with AUTH_MODE=jwt and JWT_ALGORITHM={alg_name} (or set AUTH_MODE=dev)"))
+                })?;
+                if var == "JWT_SECRET" && key.len() < 32 {
+                    return Err(err("JWT_SECRET", "must be at least 32 bytes"));
+                }
+                AuthMode::jwt(alg, key.as_bytes()).map_err(|e| err(var, e.to_string()))?
+            }
+            other => return Err(err("AUTH_MODE", format!("{other:?}: use jwt or dev"))),
+        };
+        let dapr_grpc_endpoint = match (get("DAPR_GRPC_ENDPOINT"), get("DAPR_GRPC_PORT")) {
+            (Some(e), _) => e,
+            (None, Some(p)) => {
+                let port: u16 = p
+                    .parse()
+                    .map_err(|_| err("DAPR_GRPC_PORT", format!("{p:?} is not a port")))?;
+                format!("http://127.0.0.1:{port}")
+            }
+            (None, None) => "http://127.0.0.1:50001".to_owned(),
+        };
+        Ok(Self {
+            listen,
+            database_url,
+            database_max_connections,
+            auth,
+            app_api_token: get("APP_API_TOKEN"),
+            dapr_grpc_endpoint,
+            dapr_api_token: get("DAPR_API_TOKEN"),
+            request_timeout: Duration::from_millis(parse(&get, "REQUEST_TIMEOUT_MS", 10_000)?),
+            max_concurrent_requests: parse(&get, "MAX_CONCURRENT_REQUESTS", 512)?,
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| err(var, format!("{v:?} is not a valid number"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn jwt_mode_needs_a_secret_and_names_it() {
+        assert_eq!(cfg(&[]).unwrap_err().var, "JWT_SECRET");
+        assert_eq!(
+            cfg(&[("JWT_SECRET", "short")]).unwrap_err().var,
+            "JWT_SECRET"
+        );
+        assert!(cfg(&[("JWT_SECRET", &"x".repeat(32))]).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(
+            cfg(&[("AUTH_MODE", "dev"), ("APP_ADDR", "nope")])
+                .unwrap_err()
+                .var,
+            "APP_ADDR"
+        );
+        assert_eq!(cfg(&[("AUTH_MODE", "magic")]).unwrap_err().var, "AUTH_MODE");
+        assert_eq!(
+            cfg(&[("AUTH_MODE", "dev"), ("REQUEST_TIMEOUT_MS", "soon")])
+                .unwrap_err()
+                .var,
+            "REQUEST_TIMEOUT_MS"
+        );
+        assert_eq!(
+            cfg(&[("AUTH_MODE", "dev"), ("DATABASE_URL", "mysql://x")])
+                .unwrap_err()
+                .var,
+            "DATABASE_URL"
+        );
+    }
+
+    #[test]
+    fn defaults_run_on_one_machine() {
+        let c = cfg(&[("AUTH_MODE", "dev")]).unwrap();
+        assert!(c.database_url.starts_with("sqlite:"));
+        assert_eq!(c.dapr_grpc_endpoint, "http://127.0.0.1:50001");
+    }
+}

@@ -1,0 +1,64 @@
+//! sea-orm entities of the tasks database. Instants are microseconds since the Unix epoch
+//! (BIGINT): exact, portable between SQLite and PostgreSQL, and cheap to order by.
+
+/// One task, owned by one user.
+pub mod task {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tasks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: String,
+        pub title: String,
+        pub description: String,
+        pub status: i16,
+        pub priority: i16,
+        /// The tags as a JSON array (the task_tags table indexes them for filtering).
+        pub tags: String,
+        pub due_time: Option<i64>,
+        /// `due_time`, or i64::MAX when there is none: a non-null key for ordering and paging.
+        pub due_sort: i64,
+        pub time_zone: String,
+        /// The encoded `todo.v1.Recurrence`, when the task repeats.
+        pub recurrence: Option<Vec<u8>>,
+        /// The encoded reminders (`todo.v1.Reminder`s, length-delimited).
+        pub reminders: Vec<u8>,
+        pub series_id: Option<Uuid>,
+        pub parent_task_id: Option<Uuid>,
+        pub occurrence_index: i32,
+        pub create_time: i64,
+        pub update_time: i64,
+        pub complete_time: Option<i64>,
+        /// Incremented on every change; the etag is derived from it.
+        pub version: i64,
+        /// The idempotency key of the CreateTask that made it.
+        pub request_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// One row per (task, tag): what the `tag` filter of ListTasks looks up.
+pub mod task_tag {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tag: String,
+        pub user_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,150 @@
+//! Schema migrations, applied at start and by `task-service migrate`.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001CreateTasks)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Tasks {
+    Table,
+    Id,
+    UserId,
+    Title,
+    Description,
+    Status,
+    Priority,
+    Tags,
+    DueTime,
+    DueSort,
+    TimeZone,
+    Recurrence,
+    Reminders,
+    SeriesId,
+    ParentTaskId,
+    OccurrenceIndex,
+    CreateTime,
+    UpdateTime,
+    CompleteTime,
+    Version,
+    RequestId,
+}
+
+#[derive(DeriveIden)]
+enum TaskTags {
+    Table,
+    TaskId,
+    Tag,
+    UserId,
+}
+
+struct M0001CreateTasks;
+
+impl MigrationName for M0001CreateTasks {
+    fn name(&self) -> &str {
+        "m0001_create_tasks"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001CreateTasks {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Tasks::Table)
+                .if_not_exists()
+                .col(uuid(Tasks::Id).primary_key())
+                .col(string(Tasks::UserId))
+                .col(text(Tasks::Title))
+                .col(text(Tasks::Description))
+                .col(small_integer(Tasks::Status))
+                .col(small_integer(Tasks::Priority))
+                .col(text(Tasks::Tags))
+                .col(big_integer_null(Tasks::DueTime))
+                .col(big_integer(Tasks::DueSort))
+                .col(string(Tasks::TimeZone))
+                .col(blob_null(Tasks::Recurrence))
+                .col(blob(Tasks::Reminders))
+                .col(uuid_null(Tasks::SeriesId))
+                .col(uuid_null(Tasks::ParentTaskId))
+                .col(integer(Tasks::OccurrenceIndex))
+                .col(big_integer(Tasks::CreateTime))
+                .col(big_integer(Tasks::UpdateTime))
+                .col(big_integer_null(Tasks::CompleteTime))
+                .col(big_integer(Tasks::Version))
+                .col(string_null(Tasks::RequestId))
+                .to_owned(),
+        )
+        .await?;
+        // Every query is scoped to one user and pages in one of three orders.
+        for (name, col) in [
+            ("ix_tasks_user_create", Tasks::CreateTime),
+            ("ix_tasks_user_due", Tasks::DueSort),
+            ("ix_tasks_user_priority", Tasks::Priority),
+        ] {
+            m.create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name(name)
+                    .table(Tasks::Table)
+                    .col(Tasks::UserId)
+                    .col(col)
+                    .col(Tasks::Id)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        // A retried CreateTask finds the task its first attempt made.
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("ux_tasks_user_request")
+                .table(Tasks::Table)
+                .col(Tasks::UserId)
+                .col(Tasks::RequestId)
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(TaskTags::Table)
+                .if_not_exists()
+                .col(uuid(TaskTags::TaskId))
+                .col(string(TaskTags::Tag))
+                .col(string(TaskTags::UserId))
+                .primary_key(Index::create().col(TaskTags::TaskId).col(TaskTags::Tag))
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(TaskTags::Table, TaskTags::TaskId)
+                        .to(Tasks::Table, Tasks::Id)
+                        .on_delete(ForeignKeyAction::Cascade),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("ix_task_tags_user_tag")
+                .table(TaskTags::Table)
+                .col(TaskTags::UserId)
+                .col(TaskTags::Tag)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(TaskTags::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(Tasks::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,339 @@
+//! Tasks: conversions between rows and the API's `Task`, and the queries over them.
+//! Every function takes the caller's user id: a task of another user does not exist.
+
+pub mod paging;
+pub mod validate;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::{Expr, ExprTrait, Query},
+};
+use todo_proto::todo::v1::{Recurrence, Reminder, Task, TaskStatus};
+use uuid::Uuid;
+
+use crate::db::entities::{task, task_tag};
+use paging::{Order, OrderKey, PageToken};
+use validate::TaskFields;
+
+/// Microseconds since the Unix epoch.
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// The encoded form of a task's reminders.
+#[derive(Clone, PartialEq, Message)]
+struct ReminderList {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<Reminder>,
+}
+
+/// The etag of a row version.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The API's view of a row.
+pub fn to_proto(m: &task::Model) -> Task {
+    Task {
+        id: m.id.to_string(),
+        user_id: m.user_id.clone(),
+        title: m.title.clone(),
+        description: m.description.clone(),
+        status: i32::from(m.status),
+        priority: i32::from(m.priority),
+        tags: serde_json::from_str(&m.tags).unwrap_or_default(),
+        due_time: m.due_time.map(from_micros),
+        time_zone: m.time_zone.clone(),
+        recurrence: m
+            .recurrence
+            .as_deref()
+            .and_then(|b| Recurrence::decode(b).ok()),
+        reminders: ReminderList::decode(m.reminders.as_slice())
+            .map(|l| l.items)
+            .unwrap_or_default(),
+        series_id: m.series_id.map(|u| u.to_string()).unwrap_or_default(),
+        parent_task_id: m.parent_task_id.map(|u| u.to_string()).unwrap_or_default(),
+        occurrence_index: u32::try_from(m.occurrence_index).unwrap_or_default(),
+        create_time: Some(from_micros(m.create_time)),
+        update_time: Some(from_micros(m.update_time)),
+        complete_time: m.complete_time.map(from_micros),
+        etag: etag(m.version),
+    }
+}
+
+/// Writes the user-settable fields onto a row.
+pub fn apply_fields(m: &mut task::Model, f: &TaskFields) {
+    m.title = f.title.clone();
+    m.description = f.description.clone();
+    m.priority = i16::try_from(f.priority).unwrap_or_default();
+    m.tags = serde_json::to_string(&f.tags).unwrap_or_else(|_| "[]".to_owned());
+    m.due_time = f.due_time.map(micros);
+    m.due_sort = m.due_time.unwrap_or(i64::MAX);
+    m.time_zone = f.time_zone.clone();
+    m.recurrence = f.recurrence.as_ref().map(Message::encode_to_vec);
+    m.reminders = ReminderList {
+        items: f.reminders.clone(),
+    }
+    .encode_to_vec();
+}
+
+/// A new open task owned by `user`.
+pub fn new_row(user: &str, id: Uuid, f: &TaskFields, now: DateTime<Utc>) -> task::Model {
+    let mut m = task::Model {
+        id,
+        user_id: user.to_owned(),
+        title: String::new(),
+        description: String::new(),
+        status: TaskStatus::Open as i16,
+        priority: 0,
+        tags: "[]".to_owned(),
+        due_time: None,
+        due_sort: i64::MAX,
+        time_zone: "UTC".to_owned(),
+        recurrence: None,
+        reminders: Vec::new(),
+        series_id: None,
+        parent_task_id: None,
+        occurrence_index: 0,
+        create_time: micros(now),
+        update_time: micros(now),
+        complete_time: None,
+        version: 1,
+        request_id: None,
+    };
+    apply_fields(&mut m, f);
+    if f.recurrence.is_some() {
+        m.series_id = Some(id);
+    }
+    m
+}
+
+fn tags_of(m: &task::Model) -> Vec<String> {
+    serde_json::from_str(&m.tags).unwrap_or_default()
+}
+
+/// Inserts a row and its tag index.
+pub async fn insert<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
+    task::Entity::insert(m.clone().into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    write_tags(db, m).await
+}
+
+async fn write_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
+    task_tag::Entity::delete_many()
+        .filter(task_tag::Column::TaskId.eq(m.id))
+        .exec(db)
+        .await?;
+    let rows: Vec<task_tag::ActiveModel> = tags_of(m)
+        .into_iter()
+        .map(|tag| task_tag::ActiveModel {
+            task_id: Set(m.id),
+            tag: Set(tag),
+            user_id: Set(m.user_id.clone()),
+        })
+        .collect();
+    if !rows.is_empty() {
+        task_tag::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The caller's task with this id.
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    user: &str,
+    id: Uuid,
+) -> Result<Option<task::Model>, sea_orm::DbErr> {
+    task::Entity::find_by_id(id)
+        .filter(task::Column::UserId.eq(user))
+        .one(db)
+        .await
+}
+
+/// The caller's task created with this idempotency key.
+pub async fn find_by_request<C: ConnectionTrait>(
+    db: &C,
+    user: &str,
+    request_id: &str,
+) -> Result<Option<task::Model>, sea_orm::DbErr> {
+    task::Entity::find()
+        .filter(task::Column::UserId.eq(user))
+        .filter(task::Column::RequestId.eq(request_id))
+        .one(db)
+        .await
+}
+
+/// Writes `m` (with its version already incremented) if the stored version is still
+/// `expected`. Returns false when someone else changed it first.
+pub async fn update_if<C: ConnectionTrait>(
+    db: &C,
+    m: &task::Model,
+    expected: i64,
+    tags_changed: bool,
+) -> Result<bool, sea_orm::DbErr> {
+    let mut am: task::ActiveModel = m.clone().into_active_model();
+    am = am.reset_all();
+    am.id = sea_orm::ActiveValue::Unchanged(m.id);
+    let res = task::Entity::update_many()
+        .set(am)
+        .filter(task::Column::Id.eq(m.id))
+        .filter(task::Column::UserId.eq(m.user_id.as_str()))
+        .filter(task::Column::Version.eq(expected))
+        .exec(db)
+        .await?;
+    if res.rows_affected != 1 {
+        return Ok(false);
+    }
+    if tags_changed {
+        write_tags(db, m).await?;
+    }
+    Ok(true)
+}
+
+/// Deletes the caller's task if its version is still `expected`.
+pub async fn delete_if<C: ConnectionTrait>(
+    db: &C,
+    m: &task::Model,
+    expected: i64,
+) -> Result<bool, sea_orm::DbErr> {
+    task_tag::Entity::delete_many()
+        .filter(task_tag::Column::TaskId.eq(m.id))
+        .exec(db)
+        .await?;
+    let res = task::Entity::delete_many()
+        .filter(task::Column::Id.eq(m.id))
+        .filter(task::Column::UserId.eq(m.user_id.as_str()))
+        .filter(task::Column::Version.eq(expected))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// ListTasks' filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub status: Option<i16>,
+    pub tag: Option<String>,
+    pub priority: Option<i16>,
+    pub due_after: Option<i64>,
+    pub due_before: Option<i64>,
+}
+
+impl Filters {
+    /// A canonical text of the filters and order, stored in page tokens.
+    pub fn fingerprint(&self, order: &Order) -> String {
+        format!("{self:?}|{order:?}")
+    }
+}
+
+fn sort_value(m: &task::Model, key: OrderKey) -> i64 {
+    match key {
+        OrderKey::CreateTime => m.create_time,
+        OrderKey::DueTime => m.due_sort,
+        OrderKey::Priority => i64::from(m.priority),
+    }
+}
+
+/// One page of the caller's tasks, and the token of the next page if there is one.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    user: &str,
+    filters: &Filters,
+    order: Order,
+    page_size: u64,
+    after: Option<&PageToken>,
+) -> Result<(Vec<task::Model>, Option<PageToken>), sea_orm::DbErr> {
+    let col = match order.key {
+        OrderKey::CreateTime => task::Column::CreateTime,
+        OrderKey::DueTime => task::Column::DueSort,
+        OrderKey::Priority => task::Column::Priority,
+    };
+    let mut q = task::Entity::find().filter(task::Column::UserId.eq(user));
+    if let Some(s) = filters.status {
+        q = q.filter(task::Column::Status.eq(s));
+    }
+    if let Some(p) = filters.priority {
+        q = q.filter(task::Column::Priority.eq(p));
+    }
+    if let Some(t) = filters.due_after {
+        q = q.filter(task::Column::DueTime.gte(t));
+    }
+    if let Some(t) = filters.due_before {
+        q = q.filter(task::Column::DueTime.lt(t));
+    }
+    if let Some(tag) = &filters.tag {
+        q = q.filter(
+            task::Column::Id.in_subquery(
+                Query::select()
+                    .column(task_tag::Column::TaskId)
+                    .from(task_tag::Entity)
+                    .and_where(Expr::col(task_tag::Column::UserId).eq(user))
+                    .and_where(Expr::col(task_tag::Column::Tag).eq(tag.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    if let Some(t) = after {
+        let (past_key, past_id) = if order.desc {
+            (col.lt(t.k), task::Column::Id.lt(t.i))
+        } else {
+            (col.gt(t.k), task::Column::Id.gt(t.i))
+        };
+        q = q.filter(
+            Condition::any()
+                .add(past_key)
+                .add(Condition::all().add(col.eq(t.k)).add(past_id)),
+        );
+    }
+    let dir = if order.desc {
+        sea_orm::Order::Desc
+    } else {
+        sea_orm::Order::Asc
+    };
+    let mut rows = q
+        .order_by(col, dir.clone())
+        .order_by(task::Column::Id, dir)
+        .limit(page_size + 1)
+        .all(db)
+        .await?;
+    let next = if rows.len() as u64 > page_size {
+        rows.truncate(page_size as usize);
+        rows.last().map(|last| PageToken {
+            k: sort_value(last, order.key),
+            i: last.id,
+            q: filters.fingerprint(&order),
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micros_round_trip_through_timestamps() {
+        let t = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
+        assert_eq!(todo_proto::from_timestamp(&from_micros(micros(t))), Some(t));
+        let before_epoch = DateTime::from_timestamp(-5, 500_000_000).unwrap();
+        assert_eq!(
+            todo_proto::from_timestamp(&from_micros(micros(before_epoch))),
+            Some(before_epoch)
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Test support: a task-service built by the same function `main` uses, on its own
+//! database (a fresh SQLite file or a fresh PostgreSQL database), over a real connection.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use sea_orm::{ConnectionTrait, Database};
+use task_service::{App, Config, auth::AuthMode};
+use todo_proto::todo::v1::task_service_client::TaskServiceClient;
+use tonic::{Request, transport::Channel};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database URL for one test.
+pub async fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("tasks.db").display()
+        ),
+        Backend::Postgres => {
+            let admin = std::env::var("DATABASE_URL_PG").expect(
+                "DATABASE_URL_PG is not set: run the tests through `just test` (it starts PostgreSQL \
+                 with `just pg-up`) or point it at a server where the user may CREATE DATABASE",
+            );
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL at DATABASE_URL_PG does not answer ({e}); run `just pg-up`")
+            });
+            conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+            format!("{base}/{name}")
+        }
+    }
+}
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+}
+
+pub fn config(url: &str, auth: AuthMode) -> Config {
+    let mut c = Config::from_lookup(|k| match k {
+        "AUTH_MODE" => Some("dev".to_owned()),
+        "APP_ADDR" => Some("127.0.0.1:0".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    c.database_url = url.to_owned();
+    c.auth = auth;
+    c
+}
+
+pub fn jwt_mode() -> AuthMode {
+    AuthMode::jwt(jsonwebtoken::Algorithm::HS256, SECRET.as_bytes()).unwrap()
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database(backend, &dir).await;
+        let app = task_service::build(config(&url, jwt_mode())).await.unwrap();
+        Self {
+            app: Some(app),
+            url,
+            dir,
+            backend,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://{}", self.app.as_ref().unwrap().addr)
+    }
+
+    pub async fn client(&self) -> TaskServiceClient<Channel> {
+        TaskServiceClient::connect(self.addr()).await.unwrap()
+    }
+
+    /// Stops the server and starts a new one on the same database.
+    pub async fn restart(&mut self) {
+        self.app.take().unwrap().shutdown().await.unwrap();
+        self.app = Some(
+            task_service::build(config(&self.url, jwt_mode()))
+                .await
+                .unwrap(),
+        );
+    }
+}
+
+/// A signed token for `user`, expiring `ttl_secs` from now (negative: already expired).
+pub fn token(user: &str, ttl_secs: i64) -> String {
+    token_with(user, ttl_secs, SECRET)
+}
+
+pub fn token_with(user: &str, ttl_secs: i64, secret: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({ "sub": user, "exp": now + ttl_secs, "iat": now });
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A request carrying `user`'s bearer token.
+pub fn as_user<T>(user: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token(user, 3600)).parse().unwrap(),
+    );
+    r
+}
