@@ -18,7 +18,6 @@ use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
 use todo_proto::todo::v1::Task;
 use todo_topology::{components::PUBSUB, event_types, topics};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// What a test subscriber received, in arrival order.
 #[derive(Default)]
@@ -75,7 +74,9 @@ async fn serve(subs: Subscriptions, app_token: Option<String>) -> (u16, JoinHand
         .add_service(svc.app_callback_server())
         .add_service(svc.health_check_server())
         .add_service(svc.alpha_server())
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        );
     let handle = tokio::spawn(async move {
         server.await.unwrap();
     });

@@ -1,5 +1,4 @@
-//! The next due time of a recurring task: the rule runs on wall-clock times in the task's
-//! zone, then each wall-clock time becomes an instant.
+//! The next due time of a recurring task, computed on wall-clock times in the task's zone.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, SubsecRound, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -53,9 +52,9 @@ pub fn next_due(
     }
     let wall_clock = |t: DateTime<Utc>| t.with_timezone(&time_zone).naive_local().trunc_subsecs(0);
 
-    // `start` is the series' DTSTART in wall-clock time; occurrences must come after
-    // `not_before_wall` (completion anchor only) and strictly after `after` (an instant).
-    let (start, not_before_wall, after) = match (rule.anchor(), completion.due) {
+    // `start` is the series' DTSTART in wall-clock time; occurrences must come strictly after
+    // `after_wall` (completion anchor only) and strictly after `after` (an instant).
+    let (start, after_wall, after) = match (rule.anchor(), completion.due) {
         (Anchor::DueTime, Some(due)) => {
             let start = wall_clock(completion.series_start.unwrap_or(due));
             (start, None, due.max(completion.completed_at))
@@ -73,7 +72,14 @@ pub fn next_due(
         }
     };
 
-    let series = FloatingSeries::new(rule.iteration(), start)?;
+    // The rule was checked when it was built; what the `rrule` crate refuses now is about
+    // this start (e.g. a year beyond its range), not about the rule.
+    let series = FloatingSeries::new(rule.iteration(), start).map_err(|e| match e {
+        RecurrenceError::InvalidRecurrence { reason, .. } => {
+            RecurrenceError::no_occurrence(format!("cannot start the series at {start}: {reason}"))
+        }
+        other => other,
+    })?;
     for (scanned, wall) in series.iter().enumerate() {
         if scanned >= MAX_SCANNED_OCCURRENCES {
             return Err(RecurrenceError::no_occurrence(format!(
@@ -81,7 +87,7 @@ pub fn next_due(
                  the completion"
             )));
         }
-        if not_before_wall.is_some_and(|s| wall <= s) {
+        if after_wall.is_some_and(|s| wall <= s) {
             continue;
         }
         if matches!(rule.end(), End::UntilLocal(until) if wall > until) {

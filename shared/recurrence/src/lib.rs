@@ -47,6 +47,8 @@
 //! are dropped), and its wall-clock time exists in the task's zone. Frequencies below daily
 //! are rejected.
 
+#![warn(missing_docs)]
+
 mod engine;
 mod error;
 mod local_time;

@@ -1,5 +1,4 @@
-//! Wall-clock times in a task's IANA time zone: turning them into instants across
-//! daylight-saving gaps and folds.
+//! Wall-clock times in a task's time zone, turned into instants across DST gaps and folds.
 
 use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;

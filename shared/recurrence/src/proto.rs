@@ -1,5 +1,4 @@
-//! From the API's `todo.v1.Recurrence` message to a [`RecurrenceRule`], rejecting bad rules
-//! with the sub-field at fault.
+//! From the API's `todo.v1.Recurrence` to a [`RecurrenceRule`], naming the field at fault.
 
 use std::num::NonZeroU32;
 

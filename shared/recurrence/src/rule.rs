@@ -238,16 +238,22 @@ fn parse_rrule(raw: &str) -> Result<ParsedRrule, RecurrenceError> {
         }
         match name {
             "COUNT" => {
-                let n = value
-                    .parse::<NonZeroU32>()
-                    .map_err(|_| invalid(format!("COUNT must be a number of at least 1, got {value:?}")))?;
+                let n = value.parse::<NonZeroU32>().map_err(|_| {
+                    invalid(format!(
+                        "COUNT must be a number of at least 1, got {value:?}"
+                    ))
+                })?;
                 count = Some(End::Count(n));
             }
-            "UNTIL" => until = Some(parse_until(value).ok_or_else(|| {
-                invalid(format!(
-                    "UNTIL must look like 20251231T235959Z, 20251231T235959 or 20251231, got {value:?}"
-                ))
-            })?),
+            "UNTIL" => {
+                let end = parse_until(value).ok_or_else(|| {
+                    invalid(format!(
+                        "UNTIL must look like 20251231T235959Z, 20251231T235959 or 20251231, \
+                         got {value:?}"
+                    ))
+                })?;
+                until = Some(end);
+            }
             _ => kept.push(format!("{name}={value}")),
         }
     }

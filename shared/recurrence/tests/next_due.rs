@@ -1,6 +1,5 @@
-//! Table-driven cases for `next_due`: frequencies, month ends, leap years, time zones,
+//! Table-driven cases for `next_due`: frequencies, month ends, zones, anchors and ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] fns.
-//! anchors, late completion and ends.
 
 use std::num::NonZeroU32;
 
@@ -87,7 +86,7 @@ impl Case {
         self.end = end;
         self
     }
-    fn from_completion(mut self) -> Self {
+    fn anchored_on_completion(mut self) -> Self {
         self.anchor = Anchor::CompletionTime;
         self
     }
@@ -158,12 +157,12 @@ fn cases() -> Vec<Case> {
         case("lord howe half-hour gap", every(Daily, 1), Lord_Howe, Some("2025-10-04T02:15:00+10:30"), "2025-10-04T03:00:00+10:30", Some("2025-10-05T02:30:00+11:00")),
 
         // Anchored on the completion ("every!").
-        case("every! 3 days, completed late", every(Daily, 3), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-12T15:00:00Z", Some("2025-01-15T09:00:00Z")).from_completion(),
-        case("every! 3 days, completed early", every(Daily, 3), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-05T15:00:00Z", Some("2025-01-08T09:00:00Z")).from_completion(),
-        case("every! day, completed before the time of day", every(Daily, 1), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-12T07:00:00Z", Some("2025-01-13T09:00:00Z")).from_completion(),
-        case("every! month from jan 31 -> feb 29", every(Monthly, 1), UTC, Some("2024-01-20T09:00:00Z"), "2024-01-31T20:00:00Z", Some("2024-02-29T09:00:00Z")).from_completion(),
-        case("every! week across spring forward", every(Weekly, 1), Berlin, Some("2025-03-20T09:00:00+01:00"), "2025-03-26T18:00:00+01:00", Some("2025-04-02T09:00:00+02:00")).from_completion(),
-        case("every! day uses the local completion date", every(Daily, 1), New_York, Some("2025-01-10T09:00:00-05:00"), "2025-01-12T23:30:00-05:00", Some("2025-01-13T09:00:00-05:00")).from_completion(),
+        case("every! 3 days, completed late", every(Daily, 3), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-12T15:00:00Z", Some("2025-01-15T09:00:00Z")).anchored_on_completion(),
+        case("every! 3 days, completed early", every(Daily, 3), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-05T15:00:00Z", Some("2025-01-08T09:00:00Z")).anchored_on_completion(),
+        case("every! day, completed before the time of day", every(Daily, 1), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-12T07:00:00Z", Some("2025-01-13T09:00:00Z")).anchored_on_completion(),
+        case("every! month from jan 31 -> feb 29", every(Monthly, 1), UTC, Some("2024-01-20T09:00:00Z"), "2024-01-31T20:00:00Z", Some("2024-02-29T09:00:00Z")).anchored_on_completion(),
+        case("every! week across spring forward", every(Weekly, 1), Berlin, Some("2025-03-20T09:00:00+01:00"), "2025-03-26T18:00:00+01:00", Some("2025-04-02T09:00:00+02:00")).anchored_on_completion(),
+        case("every! day uses the local completion date", every(Daily, 1), New_York, Some("2025-01-10T09:00:00-05:00"), "2025-01-12T23:30:00-05:00", Some("2025-01-13T09:00:00-05:00")).anchored_on_completion(),
 
         // Late and early completion with the due-time anchor.
         case("late: first occurrence after completion", every(Daily, 1), UTC, Some("2025-01-01T09:00:00Z"), "2025-01-05T12:00:00Z", Some("2025-01-06T09:00:00Z")),

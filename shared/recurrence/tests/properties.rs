@@ -1,6 +1,5 @@
-//! Property tests: next occurrences move forward, exist on the wall clock, and series keep
+//! Property tests: next occurrences move forward, exist locally, and respect count/until.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] fns.
-//! to their count and until.
 
 use std::num::NonZeroU32;
 

@@ -1,6 +1,5 @@
-//! Table-driven cases for `validate` and the proto conversion: what the API accepts, and the
+//! Table-driven cases for `validate`: what the API accepts and which field it blames.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] fns.
-//! field it blames when it does not.
 
 use std::num::NonZeroU32;
 
