@@ -33,6 +33,19 @@ pub mod topics {
     pub fn dead_letter(topic: &str) -> String {
         format!("{topic}-dlq")
     }
+
+    /// The environment variable that prefixes every topic name (`TOPIC_PREFIX`), so that
+    /// tests (and several deployments sharing one cluster) stay apart. Empty in production.
+    pub const PREFIX_VAR: &str = "TOPIC_PREFIX";
+
+    /// `topic` under `prefix` (`<prefix>.<topic>`), or `topic` itself when the prefix is empty.
+    pub fn namespaced(prefix: &str, topic: &str) -> String {
+        if prefix.is_empty() {
+            topic.to_owned()
+        } else {
+            format!("{prefix}.{topic}")
+        }
+    }
 }
 
 /// CloudEvent types (set by the publisher through `cloudevent.type` metadata).
