@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, DbErr, SqlErr, TransactionTrait};
+use todo_proto::todo::events::v1::TaskEventKind;
 use todo_proto::todo::v1::{
     CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
     ListTasksResponse, Priority, ReopenTaskRequest, Task, TaskStatus, UpdateTaskRequest,
@@ -14,6 +15,8 @@ use crate::{
     auth::caller,
     db::entities::task,
     error::TaskError,
+    events::{self, Topics},
+    outbox::{self, Wakeup},
     tasks::{
         self, Filters,
         paging::{Order, PageToken},
@@ -24,15 +27,26 @@ use crate::{
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
 pub const MAX_PAGE_SIZE: i32 = 1000;
 
-/// The Task API over one database.
+/// The Task API over one database. Every change commits with its events (outbox).
 #[derive(Debug, Clone)]
 pub struct TaskApi {
     db: DatabaseConnection,
+    topics: Topics,
+    wakeup: Wakeup,
 }
 
 impl TaskApi {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, topics: Topics, wakeup: Wakeup) -> Self {
+        Self { db, topics, wakeup }
+    }
+
+    fn events(
+        &self,
+        kind: TaskEventKind,
+        task: &Task,
+        changed: Vec<String>,
+    ) -> Vec<events::PendingEvent> {
+        events::task_changed(&self.topics, kind, task, changed, Utc::now())
     }
 
     async fn load(&self, user: &str, id: Uuid) -> Result<task::Model, TaskError> {
@@ -62,12 +76,20 @@ impl TaskApi {
         next.complete_time = (to == TaskStatus::Completed).then_some(now);
         next.update_time = now;
         next.version = row.version + 1;
+        let snapshot = tasks::to_proto(&next);
+        let kind = if to == TaskStatus::Completed {
+            TaskEventKind::Completed
+        } else {
+            TaskEventKind::Reopened
+        };
         let txn = self.db.begin().await?;
         if !tasks::update_if(&txn, &next, row.version, false).await? {
             return Err(TaskError::Conflict);
         }
+        outbox::write(&txn, self.events(kind, &snapshot, vec![])).await?;
         txn.commit().await?;
-        Ok(tasks::to_proto(&next))
+        self.wakeup.wake();
+        Ok(snapshot)
     }
 }
 
@@ -80,6 +102,25 @@ fn check_etag(row: &task::Model, given: &str) -> Result<(), TaskError> {
         });
     }
     Ok(())
+}
+
+/// The updatable paths whose values differ between two snapshots.
+fn changed_paths(a: &Task, b: &Task) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |name: &str, changed: bool| {
+        if changed {
+            out.push(name.to_owned());
+        }
+    };
+    diff("title", a.title != b.title);
+    diff("description", a.description != b.description);
+    diff("priority", a.priority != b.priority);
+    diff("tags", a.tags != b.tags);
+    diff("due_time", a.due_time != b.due_time);
+    diff("time_zone", a.time_zone != b.time_zone);
+    diff("recurrence", a.recurrence != b.recurrence);
+    diff("reminders", a.reminders != b.reminders);
+    out
 }
 
 fn invalid(field: &str, description: impl Into<String>) -> TaskError {
@@ -125,14 +166,19 @@ impl TaskService for TaskApi {
         }
         let mut row = tasks::new_row(&user, Uuid::now_v7(), &fields, Utc::now());
         row.request_id = request_id.clone();
+        let snapshot = tasks::to_proto(&row);
         let result: Result<(), DbErr> = async {
             let txn = self.db.begin().await?;
             tasks::insert(&txn, &row).await?;
+            outbox::write(&txn, self.events(TaskEventKind::Created, &snapshot, vec![])).await?;
             txn.commit().await
         }
         .await;
         match result {
-            Ok(()) => Ok(Response::new(tasks::to_proto(&row))),
+            Ok(()) => {
+                self.wakeup.wake();
+                Ok(Response::new(snapshot))
+            }
             // A concurrent retry with the same request id won the race: answer with its task.
             Err(e) if request_id.is_some() && is_unique_violation(&e) => {
                 let rid = request_id.as_deref().unwrap_or_default();
@@ -290,6 +336,9 @@ impl TaskService for TaskApi {
         next.update_time = tasks::micros(Utc::now());
         next.version = row.version + 1;
         let tags_changed = next.tags != row.tags;
+        let before = tasks::to_proto(&row);
+        let snapshot = tasks::to_proto(&next);
+        let changed = changed_paths(&before, &snapshot);
         let txn = self.db.begin().await.map_err(TaskError::from)?;
         if !tasks::update_if(&txn, &next, row.version, tags_changed)
             .await
@@ -297,8 +346,15 @@ impl TaskService for TaskApi {
         {
             return Err(TaskError::Conflict.into());
         }
+        outbox::write(
+            &txn,
+            self.events(TaskEventKind::Updated, &snapshot, changed),
+        )
+        .await
+        .map_err(TaskError::from)?;
         txn.commit().await.map_err(TaskError::from)?;
-        Ok(Response::new(tasks::to_proto(&next)))
+        self.wakeup.wake();
+        Ok(Response::new(snapshot))
     }
 
     async fn complete_task(
@@ -334,6 +390,7 @@ impl TaskService for TaskApi {
         let id = validate::task_id(&r.id, "id").map_err(TaskError::from)?;
         let row = self.load(&user, id).await?;
         check_etag(&row, &r.etag)?;
+        let snapshot = tasks::to_proto(&row);
         let txn = self.db.begin().await.map_err(TaskError::from)?;
         if !tasks::delete_if(&txn, &row, row.version)
             .await
@@ -341,7 +398,11 @@ impl TaskService for TaskApi {
         {
             return Err(TaskError::Conflict.into());
         }
+        outbox::write(&txn, self.events(TaskEventKind::Deleted, &snapshot, vec![]))
+            .await
+            .map_err(TaskError::from)?;
         txn.commit().await.map_err(TaskError::from)?;
+        self.wakeup.wake();
         Ok(Response::new(()))
     }
 }

@@ -9,7 +9,14 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
-use crate::{api::TaskApi, auth::Authenticate, config::Config, db};
+use crate::{
+    api::TaskApi,
+    auth::Authenticate,
+    config::Config,
+    db,
+    events::Topics,
+    outbox::{Relay, Wakeup},
+};
 
 /// A running task-service.
 #[derive(Debug)]
@@ -19,6 +26,8 @@ pub struct App {
     pub db: DatabaseConnection,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop_relay: tokio::sync::watch::Sender<bool>,
+    relay: JoinHandle<()>,
 }
 
 /// Connects the database (applying migrations), binds the listener and starts serving
@@ -37,8 +46,36 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    if let Some(metrics_addr) = config.metrics_addr {
+        match metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(metrics_addr)
+            .install()
+        {
+            Ok(()) => tracing::info!(%metrics_addr, "Prometheus metrics at /metrics"),
+            Err(e) => tracing::warn!(error = %e, "metrics exporter not installed"),
+        }
+    }
+
+    // The relay publishes through the sidecar; the API never waits on it.
+    let mut publisher_config = dapr_publisher::PublisherConfig::new(
+        config.dapr_grpc_endpoint.clone(),
+        todo_topology::components::PUBSUB,
+    );
+    publisher_config.api_token = config.dapr_api_token.clone();
+    // Longer than daprd's own retries (dapr-components/resiliency.yaml): abandoning a call
+    // daprd is still working on would let a retry overtake it and reorder events.
+    publisher_config.call_timeout = Duration::from_secs(60);
+    let publisher = dapr_publisher::Publisher::lazy(&publisher_config)?;
+    let wakeup = Wakeup::default();
+    let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
+    let relay = tokio::spawn(
+        Relay::new(db.clone(), publisher, config.relay.clone(), wakeup.clone()).run(stop_rx),
+    );
+    // Events left from before a restart go out now.
+    wakeup.wake();
+
     let api = TaskServiceServer::with_interceptor(
-        TaskApi::new(db.clone()),
+        TaskApi::new(db.clone(), Topics::new(&config.topic_prefix), wakeup),
         Authenticate(config.auth.clone()),
     );
     let callbacks = AppCallbackService::new(Subscriptions::builder().build());
@@ -76,6 +113,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         db,
         shutdown: Some(tx),
         server,
+        stop_relay,
+        relay,
     })
 }
 
@@ -86,6 +125,8 @@ impl App {
             let _ = tx.send(());
         }
         (&mut self.server).await??;
+        let _ = self.stop_relay.send(true);
+        (&mut self.relay).await?;
         self.db.close().await?;
         Ok(())
     }

@@ -27,6 +27,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `MAX_CONCURRENT_REQUESTS` (default 512).
     pub max_concurrent_requests: usize,
+    /// `TOPIC_PREFIX`: namespaces every topic (empty in production).
+    pub topic_prefix: String,
+    /// `METRICS_ADDR`: Prometheus `/metrics` (default 127.0.0.1:9464; `off` disables).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_WARN_AGE_SECS`.
+    pub relay: crate::outbox::RelayConfig,
 }
 
 /// A variable with a bad value.
@@ -111,6 +117,23 @@ impl Config {
             dapr_api_token: get("DAPR_API_TOKEN"),
             request_timeout: Duration::from_millis(parse(&get, "REQUEST_TIMEOUT_MS", 10_000)?),
             max_concurrent_requests: parse(&get, "MAX_CONCURRENT_REQUESTS", 512)?,
+            topic_prefix: get(todo_topology::topics::PREFIX_VAR).unwrap_or_default(),
+            metrics_addr: match get("METRICS_ADDR").as_deref() {
+                Some("off") => None,
+                Some(a) => Some(a.parse().map_err(|e| {
+                    err(
+                        "METRICS_ADDR",
+                        format!("not a socket address (or off): {e}"),
+                    )
+                })?),
+                None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            },
+            relay: crate::outbox::RelayConfig {
+                batch_size: parse(&get, "OUTBOX_BATCH_SIZE", 200)?,
+                poll_interval: Duration::from_millis(parse(&get, "OUTBOX_POLL_MS", 1000)?),
+                warn_age: Duration::from_secs(parse(&get, "OUTBOX_WARN_AGE_SECS", 60)?),
+                ..crate::outbox::RelayConfig::default()
+            },
         })
     }
 }

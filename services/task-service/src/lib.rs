@@ -6,6 +6,8 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
+pub mod outbox;
 pub mod tasks;
 
 pub use app::{App, build};

@@ -30,6 +30,8 @@ pub struct DaprdOptions {
     pub resources_path: PathBuf,
     /// The Configuration file (default: dapr-components/configuration.yaml).
     pub config: PathBuf,
+    /// The sidecar's gRPC port, when the app must know it before daprd starts.
+    pub grpc_port: Option<u16>,
 }
 
 impl DaprdOptions {
@@ -42,6 +44,7 @@ impl DaprdOptions {
             dapr_api_token: None,
             config: components.join("configuration.yaml"),
             resources_path: components,
+            grpc_port: None,
         }
     }
 }
@@ -77,7 +80,10 @@ impl Daprd {
         let ports = [free_port()?, free_port()?, free_port()?];
         let mut d = Self {
             child: None,
-            grpc_port: free_port()?,
+            grpc_port: match options.grpc_port {
+                Some(p) => p,
+                None => free_port()?,
+            },
             http_port: free_port()?,
             log_path: log_dir().join(format!("daprd-{}.log", options.app_id)),
             options,

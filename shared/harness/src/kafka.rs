@@ -49,3 +49,94 @@ async fn answers(addr: &str) -> bool {
         Ok(Ok(_))
     )
 }
+
+/// A Kafka broker of one test's own (its own ports and data folder), for tests that stop
+/// and start the broker without disturbing the others. Stopped when dropped.
+#[derive(Debug)]
+pub struct DedicatedKafka {
+    pub port: u16,
+    controller_port: u16,
+    data: tempfile::TempDir,
+    running: bool,
+}
+
+impl DedicatedKafka {
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut k = Self {
+            port: crate::free_port()?,
+            controller_port: crate::free_port()?,
+            data: tempfile::Builder::new().prefix("kafka-").tempdir()?,
+            running: false,
+        };
+        k.up().await?;
+        Ok(k)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, action: &str) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("bash");
+        c.arg(repo_root().join("scripts/kafka.sh"))
+            .arg(action)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env("KAFKA_DATA_DIR", self.data.path());
+        c
+    }
+
+    /// Starts (or restarts) the broker and waits until it answers.
+    pub async fn up(&mut self) -> anyhow::Result<()> {
+        let status = self.script("up").status().await?;
+        if !status.success() {
+            bail!(
+                "starting a dedicated Kafka failed ({status}); log: {}/kafka.log",
+                self.data.path().display()
+            );
+        }
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stops the broker cleanly.
+    pub async fn down(&mut self) -> anyhow::Result<()> {
+        let status = self.script("down").status().await?;
+        if !status.success() {
+            bail!("stopping the dedicated Kafka failed ({status})");
+        }
+        self.running = false;
+        Ok(())
+    }
+}
+
+impl Drop for DedicatedKafka {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = std::process::Command::new("bash")
+                .arg(repo_root().join("scripts/kafka.sh"))
+                .arg("down")
+                .env("KAFKA_PORT", self.port.to_string())
+                .env("KAFKA_DATA_DIR", self.data.path())
+                .status();
+        }
+    }
+}
+
+/// A copy of dapr-components/ whose Kafka component points at `brokers`.
+pub fn resources_for(brokers: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix("components-").tempdir()?;
+    let src = repo_root().join("dapr-components");
+    for entry in std::fs::read_dir(&src)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path)?.replace(
+                &format!("\"{}\"", kafka_brokers()),
+                &format!("\"{brokers}\""),
+            );
+            let name = path.file_name().context("a file name")?;
+            std::fs::write(dir.path().join(name), text)?;
+        }
+    }
+    Ok(dir)
+}

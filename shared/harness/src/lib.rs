@@ -12,7 +12,7 @@ use std::{
 };
 
 pub use daprd::{Daprd, DaprdOptions};
-pub use kafka::{ensure_kafka, kafka_brokers};
+pub use kafka::{DedicatedKafka, ensure_kafka, kafka_brokers, resources_for};
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {

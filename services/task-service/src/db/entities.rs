@@ -62,3 +62,29 @@ pub mod task_tag {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// An event waiting to be published (deleted once Dapr acknowledged it).
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        /// Insertion order: the relay publishes in this order.
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub event_id: Uuid,
+        pub topic: String,
+        pub event_type: String,
+        /// The user id: the Kafka partition key.
+        pub partition_key: String,
+        /// The encoded protobuf event.
+        pub payload: Vec<u8>,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001CreateTasks)]
+        vec![Box::new(M0001CreateTasks), Box::new(M0002CreateOutbox)]
     }
 }
 
@@ -145,6 +145,52 @@ impl MigrationTrait for M0001CreateTasks {
         m.drop_table(Table::drop().table(TaskTags::Table).to_owned())
             .await?;
         m.drop_table(Table::drop().table(Tasks::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Outbox {
+    Table,
+    Seq,
+    EventId,
+    Topic,
+    EventType,
+    PartitionKey,
+    Payload,
+    CreatedAt,
+}
+
+/// The transactional outbox: events written in the same transaction as the change.
+struct M0002CreateOutbox;
+
+impl MigrationName for M0002CreateOutbox {
+    fn name(&self) -> &str {
+        "m0002_create_outbox"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002CreateOutbox {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Outbox::Table)
+                .if_not_exists()
+                .col(big_pk_auto(Outbox::Seq))
+                .col(uuid(Outbox::EventId))
+                .col(string(Outbox::Topic))
+                .col(string(Outbox::EventType))
+                .col(string(Outbox::PartitionKey))
+                .col(blob(Outbox::Payload))
+                .col(big_integer(Outbox::CreatedAt))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(Outbox::Table).to_owned())
             .await
     }
 }

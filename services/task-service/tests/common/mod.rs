@@ -55,6 +55,8 @@ pub fn config(url: &str, auth: AuthMode) -> Config {
     let mut c = Config::from_lookup(|k| match k {
         "AUTH_MODE" => Some("dev".to_owned()),
         "APP_ADDR" => Some("127.0.0.1:0".to_owned()),
+        "METRICS_ADDR" => Some("off".to_owned()),
+        "OUTBOX_POLL_MS" => Some("200".to_owned()),
         _ => None,
     })
     .unwrap();

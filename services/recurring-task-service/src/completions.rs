@@ -1,0 +1,195 @@
+//! The thin shell around the core: completed task events in, `OccurrenceRequested` out.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use chrono::Utc;
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use dapr_publisher::{OutgoingEvent, Publisher};
+use prost::Message;
+use todo_proto::todo::events::v1::TaskEvent;
+use todo_topology::{components::PUBSUB, event_types};
+use uuid::Uuid;
+
+use crate::{
+    config::Topics,
+    occurrence::{Decision, next_occurrence},
+};
+
+/// The other CloudEvent types on `task-events`: none of this service's business, so they
+/// are acknowledged untouched. Any type not listed here or routed (e.g. a future
+/// `todo.task.completed.v2`) is DROPped to the dead-letter topic, where it is seen.
+const NOT_OURS: [&str; 4] = [
+    event_types::TASK_CREATED,
+    event_types::TASK_UPDATED,
+    event_types::TASK_REOPENED,
+    event_types::TASK_DELETED,
+];
+
+/// How many events ended how, since start. Events that do not decode as a `TaskEvent` are
+/// DROPped by the AppCallback runtime before they reach a handler, and are not counted.
+#[derive(Debug, Default)]
+pub struct Stats {
+    published: AtomicU64,
+    nothing_to_do: AtomicU64,
+    not_ours: AtomicU64,
+    dropped: AtomicU64,
+    retried: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Completed events that produced a published `OccurrenceRequested`.
+    pub published: u64,
+    /// Completed events of one-off tasks or of ended series (SUCCESS, nothing published).
+    pub nothing_to_do: u64,
+    /// Events of other task event types (SUCCESS, untouched).
+    pub not_ours: u64,
+    /// Events answered DROP (invalid, unknown type, publish refused for good).
+    pub dropped: u64,
+    /// Events answered RETRY (publishing failed transiently).
+    pub retried: u64,
+}
+
+impl StatsSnapshot {
+    /// Every answer given, RETRYs included.
+    pub fn handled(&self) -> u64 {
+        self.published + self.nothing_to_do + self.not_ours + self.dropped + self.retried
+    }
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            published: self.published.load(Ordering::Relaxed),
+            nothing_to_do: self.nothing_to_do.load(Ordering::Relaxed),
+            not_ours: self.not_ours.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(counter: &AtomicU64, outcome: Outcome) -> Outcome {
+        counter.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+}
+
+/// Handles the events of `task-events`.
+#[derive(Debug)]
+pub struct Completions {
+    publisher: Publisher,
+    topics: Topics,
+    stats: Arc<Stats>,
+}
+
+impl Completions {
+    pub fn new(publisher: Publisher, topics: Topics, stats: Arc<Stats>) -> Self {
+        Self {
+            publisher,
+            topics,
+            stats,
+        }
+    }
+
+    /// The routing table: completed events to [`Self::on_completed`], every other type on
+    /// the topic to [`Self::on_other`]; both dead-letter to `task-events-dlq`.
+    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
+        let route = || {
+            Route::new(
+                PUBSUB,
+                &self.topics.task_events,
+                &self.topics.task_events_dead_letter,
+            )
+        };
+        let completed = self.clone();
+        let other = self.clone();
+        Subscriptions::builder()
+            .route(
+                route().event_type(event_types::TASK_COMPLETED),
+                move |e: Event<TaskEvent>| {
+                    let this = completed.clone();
+                    async move { this.on_completed(&e).await }
+                },
+            )
+            // Without a catch-all the runtime would DROP every created/updated/... event
+            // to the dead-letter topic.
+            .route_bytes(route(), move |e: Event<Vec<u8>>| {
+                let this = other.clone();
+                async move { this.on_other(&e) }
+            })
+            .build()
+    }
+
+    /// A completed task: publish its next occurrence, if it has one.
+    pub async fn on_completed(&self, event: &Event<TaskEvent>) -> Outcome {
+        let stats = &self.stats;
+        let message = &event.message;
+        let task_id = message.task.as_ref().map_or("", |t| t.id.as_str());
+        let occurrence = match next_occurrence(message, Uuid::now_v7(), Utc::now()) {
+            Ok(Decision::Next(o)) => o,
+            Ok(decision) => {
+                tracing::debug!(task_id, ?decision, "nothing to publish");
+                return Stats::count(&stats.nothing_to_do, Outcome::Success);
+            }
+            Err(why) => {
+                tracing::warn!(
+                    reason = %why,
+                    task_event_id = %message.event_id,
+                    task_id,
+                    user_id = %message.user_id,
+                    dead_letter_topic = %self.topics.task_events_dead_letter,
+                    "invalid completed-task event: dropping to the dead-letter topic"
+                );
+                return Stats::count(&stats.dropped, Outcome::Drop);
+            }
+        };
+        let outgoing = OutgoingEvent {
+            id: occurrence.event_id.clone(),
+            topic: self.topics.task_occurrences.clone(),
+            event_type: event_types::OCCURRENCE_REQUESTED.to_owned(),
+            key: occurrence.user_id.clone(),
+            data: occurrence.encode_to_vec(),
+        };
+        match self.publisher.publish(&outgoing).await {
+            Ok(()) => {
+                tracing::info!(
+                    parent_task_id = task_id,
+                    next_task_id = %occurrence.task_id,
+                    occurrence_index = occurrence.occurrence_index,
+                    next_due = ?occurrence.due_time.as_ref().and_then(todo_proto::from_timestamp),
+                    "next occurrence requested"
+                );
+                Stats::count(&stats.published, Outcome::Success)
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, task_id, "publishing the next occurrence failed: retrying");
+                Stats::count(&stats.retried, Outcome::Retry)
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    task_id,
+                    "the sidecar refused the next occurrence for good: dropping to the dead-letter topic"
+                );
+                Stats::count(&stats.dropped, Outcome::Drop)
+            }
+        }
+    }
+
+    /// Any other type on `task-events`.
+    pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
+        if NOT_OURS.contains(&event.event_type.as_str()) {
+            return Stats::count(&self.stats.not_ours, Outcome::Success);
+        }
+        tracing::warn!(
+            event_type = %event.event_type,
+            dead_letter_topic = %self.topics.task_events_dead_letter,
+            "unknown CloudEvent type on task-events: dropping to the dead-letter topic"
+        );
+        Stats::count(&self.stats.dropped, Outcome::Drop)
+    }
+}

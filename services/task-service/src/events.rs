@@ -1,0 +1,140 @@
+//! The events a task change produces, as outbox rows (pure: no I/O).
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use todo_proto::todo::{
+    events::v1::{TaskChanged, TaskEvent, TaskEventKind},
+    v1::Task,
+};
+use todo_topology::{event_types, topics};
+use uuid::Uuid;
+
+/// The topic names this deployment uses (under `TOPIC_PREFIX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub task_events: String,
+    pub task_updates: String,
+    pub reminders: String,
+    pub task_occurrences: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            task_events: topics::namespaced(prefix, topics::TASK_EVENTS),
+            task_updates: topics::namespaced(prefix, topics::TASK_UPDATES),
+            reminders: topics::namespaced(prefix, topics::REMINDERS),
+            task_occurrences: topics::namespaced(prefix, topics::TASK_OCCURRENCES),
+        }
+    }
+}
+
+/// One event to write to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    pub event_id: Uuid,
+    pub topic: String,
+    pub event_type: &'static str,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// The CloudEvent type of a task event kind.
+pub fn event_type(kind: TaskEventKind) -> &'static str {
+    match kind {
+        TaskEventKind::Created | TaskEventKind::Unspecified => event_types::TASK_CREATED,
+        TaskEventKind::Updated => event_types::TASK_UPDATED,
+        TaskEventKind::Completed => event_types::TASK_COMPLETED,
+        TaskEventKind::Reopened => event_types::TASK_REOPENED,
+        TaskEventKind::Deleted => event_types::TASK_DELETED,
+    }
+}
+
+/// The events of one change: the full `TaskEvent` on task-events and a `TaskChanged`
+/// notice on task-updates, both keyed by the owner. `task` is the snapshot after the
+/// change (before it, for deleted).
+pub fn task_changed(
+    topics: &Topics,
+    kind: TaskEventKind,
+    task: &Task,
+    changed_fields: Vec<String>,
+    now: DateTime<Utc>,
+) -> Vec<PendingEvent> {
+    let event_id = Uuid::now_v7();
+    let occurred_at = Some(todo_proto::to_timestamp(now));
+    let full = TaskEvent {
+        event_id: event_id.to_string(),
+        occurred_at,
+        user_id: task.user_id.clone(),
+        kind: kind as i32,
+        task: Some(task.clone()),
+        changed_fields,
+    };
+    let notice_id = Uuid::now_v7();
+    let notice = TaskChanged {
+        event_id: notice_id.to_string(),
+        occurred_at,
+        user_id: task.user_id.clone(),
+        task_id: task.id.clone(),
+        kind: kind as i32,
+        etag: if kind == TaskEventKind::Deleted {
+            String::new()
+        } else {
+            task.etag.clone()
+        },
+    };
+    let created_at = now.timestamp_micros();
+    vec![
+        PendingEvent {
+            event_id,
+            topic: topics.task_events.clone(),
+            event_type: event_type(kind),
+            key: task.user_id.clone(),
+            payload: full.encode_to_vec(),
+            created_at,
+        },
+        PendingEvent {
+            event_id: notice_id,
+            topic: topics.task_updates.clone(),
+            event_type: event_types::TASK_CHANGED,
+            key: task.user_id.clone(),
+            payload: notice.encode_to_vec(),
+            created_at,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_a_full_event_and_a_notice_keyed_by_the_owner() {
+        let topics = Topics::new("ns");
+        let task = Task {
+            id: "t1".into(),
+            user_id: "alice".into(),
+            title: "x".into(),
+            etag: "\"2\"".into(),
+            ..Task::default()
+        };
+        let evs = task_changed(
+            &topics,
+            TaskEventKind::Updated,
+            &task,
+            vec!["title".into()],
+            Utc::now(),
+        );
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].topic, "ns.task-events");
+        assert_eq!(evs[0].event_type, "todo.task.updated.v1");
+        assert_eq!(evs[1].topic, "ns.task-updates");
+        assert!(evs.iter().all(|e| e.key == "alice"));
+        let full = TaskEvent::decode(evs[0].payload.as_slice()).unwrap();
+        assert_eq!(full.task.unwrap(), task);
+        assert_eq!(full.changed_fields, ["title"]);
+        assert_eq!(full.event_id, evs[0].event_id.to_string());
+        assert_eq!(Topics::new("").task_events, "task-events");
+    }
+}

@@ -1,0 +1,371 @@
+//! The transactional outbox and its relay.
+//!
+//! Mutations write their events into `outbox` in the same transaction as the change, so
+//! an event exists exactly when its change committed. The relay, woken right after each
+//! commit (and polling as a fallback), publishes rows in insertion order through the
+//! sidecar in bulk, per topic, and deletes them only after Dapr acknowledged them. While
+//! the sidecar or Kafka is down it backs off exponentially with jitter; nothing is lost.
+//!
+//! Order per user: a bulk call is split by the Kafka producer into several in-flight
+//! requests, and when the broker is failing over, an early request can fail while a later
+//! one succeeds. So after any failure the relay turns careful: it publishes each user's
+//! events one at a time (users in parallel), the next only after the previous was
+//! acknowledged, until a whole batch went through; then it returns to bulk. On PostgreSQL several replicas may run: a transaction-scoped advisory lock
+//! lets one relay work at a time (others stand by), which keeps the global order. On
+//! SQLite the one process is the one relay.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use dapr_publisher::{OutgoingEvent, PublishError, Publisher};
+use rand::Rng;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::{db::entities::outbox, events::PendingEvent};
+
+/// Writes events into the outbox (call inside the mutation's transaction).
+pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<outbox::ActiveModel> = events
+        .into_iter()
+        .map(|e| outbox::ActiveModel {
+            seq: NotSet,
+            event_id: Set(e.event_id),
+            topic: Set(e.topic),
+            event_type: Set(e.event_type.to_owned()),
+            partition_key: Set(e.key),
+            payload: Set(e.payload),
+            created_at: Set(e.created_at),
+        })
+        .collect();
+    outbox::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// How the relay paces itself.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows per iteration (and at most per bulk publish).
+    pub batch_size: u64,
+    /// Fallback poll interval when no commit woke the relay.
+    pub poll_interval: Duration,
+    /// Warn when the oldest unsent row is older than this.
+    pub warn_age: Duration,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_secs(1),
+            warn_age: Duration::from_secs(60),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why one relay iteration stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
+    #[error("publish: {0}")]
+    Publish(#[from] PublishError),
+    #[error("{failed} of {total} events were not acknowledged (first: {first})")]
+    Partial {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+}
+
+/// Wakes the relay after a commit.
+#[derive(Debug, Clone, Default)]
+pub struct Wakeup(Arc<Notify>);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Advisory lock key of the relay ("todo-outbox-relay").
+const RELAY_LOCK: i64 = 0x746f_646f_7265_6c61;
+
+pub struct Relay {
+    db: DatabaseConnection,
+    publisher: Publisher,
+    config: RelayConfig,
+    wakeup: Wakeup,
+    /// Set after a failure: publish per user, one event at a time (see the module docs).
+    careful: std::sync::atomic::AtomicBool,
+}
+
+/// How many users' event chains are published at once in careful mode.
+const CAREFUL_CONCURRENCY: usize = 16;
+
+impl Relay {
+    pub fn new(
+        db: DatabaseConnection,
+        publisher: Publisher,
+        config: RelayConfig,
+        wakeup: Wakeup,
+    ) -> Self {
+        Self {
+            db,
+            publisher,
+            config,
+            wakeup,
+            careful: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Runs until `stop` turns true, finishing the batch in hand.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = self.config.min_backoff;
+        let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                last_stats = tokio::time::Instant::now();
+                self.report_depth().await;
+            }
+            let wait = match self.drain_once().await {
+                Ok(n) if n as u64 >= self.config.batch_size => {
+                    backoff = self.config.min_backoff;
+                    continue;
+                }
+                Ok(_) => {
+                    backoff = self.config.min_backoff;
+                    None
+                }
+                Err(e) => {
+                    metrics::counter!("outbox_publish_failures_total").increment(1);
+                    let jitter = rand::rng().random_range(0.5..1.0);
+                    let sleep = backoff.mul_f64(jitter);
+                    tracing::warn!(error = %e, retry_in = ?sleep, "outbox relay: publish failed; will retry");
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    Some(sleep)
+                }
+            };
+            let sleep = wait.unwrap_or(self.config.poll_interval);
+            tokio::select! {
+                () = self.wakeup.0.notified(), if wait.is_none() => {}
+                () = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn report_depth(&self) {
+        let depth = outbox::Entity::find().count(&self.db).await.unwrap_or(0);
+        let oldest = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Seq)
+            .one(&self.db)
+            .await
+            .ok()
+            .flatten();
+        metrics::gauge!("outbox_depth").set(depth as f64);
+        let age = oldest
+            .map(|r| (Utc::now().timestamp_micros() - r.created_at).max(0) as f64 / 1e6)
+            .unwrap_or(0.0);
+        metrics::gauge!("outbox_oldest_age_seconds").set(age);
+        if age > self.config.warn_age.as_secs_f64() {
+            tracing::warn!(
+                depth,
+                oldest_age_secs = age,
+                "outbox: events are waiting longer than OUTBOX_WARN_AGE_SECS; is the sidecar or Kafka down?"
+            );
+        }
+    }
+
+    /// Publishes one batch; returns how many rows it handled.
+    pub async fn drain_once(&self) -> Result<usize, RelayError> {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            // Hold the lease for the whole batch: publish inside the transaction.
+            let txn = self.db.begin().await?;
+            let got = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                    [RELAY_LOCK.into()],
+                ))
+                .await?
+                .map(|r| r.try_get::<bool>("", "locked"))
+                .transpose()?
+                .unwrap_or(false);
+            if !got {
+                return Ok(0); // another replica's relay is working
+            }
+            let result = self.publish_batch(&txn).await;
+            txn.commit().await?;
+            result
+        } else {
+            // SQLite: never hold the single write lock while waiting on the network.
+            self.publish_batch(&self.db).await
+        }
+    }
+
+    async fn publish_batch<C: ConnectionTrait>(&self, db: &C) -> Result<usize, RelayError> {
+        let rows = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Seq)
+            .limit(self.config.batch_size)
+            .all(db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        metrics::histogram!("outbox_relay_batch_size").record(rows.len() as f64);
+        if self.careful.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.publish_carefully(db, &rows).await;
+        }
+        // One bulk call per topic, each in insertion order.
+        let mut by_topic: BTreeMap<&str, Vec<&outbox::Model>> = BTreeMap::new();
+        for r in &rows {
+            by_topic.entry(r.topic.as_str()).or_default().push(r);
+        }
+        let mut acked: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut failure: Option<RelayError> = None;
+        for batch in by_topic.values() {
+            let events: Vec<OutgoingEvent> = batch
+                .iter()
+                .map(|r| OutgoingEvent {
+                    id: r.event_id.to_string(),
+                    topic: r.topic.clone(),
+                    event_type: r.event_type.clone(),
+                    key: r.partition_key.clone(),
+                    data: r.payload.clone(),
+                })
+                .collect();
+            match self.publisher.publish_bulk(&events).await {
+                Ok(outcome) if outcome.failed.is_empty() => {
+                    acked.extend(batch.iter().map(|r| r.seq));
+                }
+                Ok(outcome) => {
+                    let failed: std::collections::HashSet<&str> =
+                        outcome.failed.iter().map(|(id, _)| id.as_str()).collect();
+                    acked.extend(
+                        batch
+                            .iter()
+                            .filter(|r| !failed.contains(r.event_id.to_string().as_str()))
+                            .map(|r| r.seq),
+                    );
+                    failure = Some(RelayError::Partial {
+                        failed: outcome.failed.len(),
+                        total: batch.len(),
+                        first: outcome.failed[0].1.clone(),
+                    });
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(e.into());
+                    break;
+                }
+            }
+        }
+        if !acked.is_empty() {
+            outbox::Entity::delete_many()
+                .filter(outbox::Column::Seq.is_in(acked.clone()))
+                .exec(db)
+                .await?;
+            metrics::counter!("outbox_events_published_total").increment(acked.len() as u64);
+        }
+        match failure {
+            Some(e) => {
+                self.careful
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
+            None => Ok(rows.len()),
+        }
+    }
+
+    /// Careful mode: each user's events one at a time, in order; users in parallel.
+    async fn publish_carefully<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        rows: &[outbox::Model],
+    ) -> Result<usize, RelayError> {
+        let mut chains: BTreeMap<(String, String), Vec<(i64, OutgoingEvent)>> = BTreeMap::new();
+        for r in rows {
+            chains
+                .entry((r.topic.clone(), r.partition_key.clone()))
+                .or_default()
+                .push((
+                    r.seq,
+                    OutgoingEvent {
+                        id: r.event_id.to_string(),
+                        topic: r.topic.clone(),
+                        event_type: r.event_type.clone(),
+                        key: r.partition_key.clone(),
+                        data: r.payload.clone(),
+                    },
+                ));
+        }
+        let limit = Arc::new(tokio::sync::Semaphore::new(CAREFUL_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        for chain in chains.into_values() {
+            let publisher = self.publisher.clone();
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let mut acked = Vec::with_capacity(chain.len());
+                for (seq, event) in chain {
+                    if let Err(e) = publisher.publish(&event).await {
+                        return (acked, Some(e));
+                    }
+                    acked.push(seq);
+                }
+                (acked, None)
+            });
+        }
+        let mut results: Vec<(Vec<i64>, Option<PublishError>)> = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                Err(e) => tracing::error!(error = %e, "outbox relay: a publish task failed"),
+            }
+        }
+        let mut acked = Vec::new();
+        let mut failure = None;
+        for (a, e) in results {
+            acked.extend(a);
+            if failure.is_none() {
+                failure = e;
+            }
+        }
+        if !acked.is_empty() {
+            outbox::Entity::delete_many()
+                .filter(outbox::Column::Seq.is_in(acked.clone()))
+                .exec(db)
+                .await?;
+            metrics::counter!("outbox_events_published_total").increment(acked.len() as u64);
+        }
+        match failure {
+            Some(e) => Err(e.into()),
+            None => {
+                tracing::info!(
+                    events = rows.len(),
+                    "outbox relay: publishing works again; back to bulk"
+                );
+                self.careful
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(rows.len())
+            }
+        }
+    }
+}
