@@ -44,10 +44,16 @@ APP_ADDR=127.0.0.1:50051 DAPR_GRPC_PORT=50001 DATABASE_URL="${DATABASE_URL:-sqli
   run task-service target/release/task-service
 sidecar task-service 50051 50001 3500 9090
 
+# recurring-task-service: AppCallback on 50052, sidecar gRPC 50002 / HTTP 3502.
+APP_ADDR=127.0.0.1:50052 DAPR_GRPC_PORT=50002 run recurring-task-service target/release/recurring-task-service
+sidecar recurring-task-service 50052 50002 3502 9092
+
 cat <<MSG
 
   task-service  grpc://127.0.0.1:50051  (reflection on; AUTH_MODE=$AUTH_MODE)
   its daprd     grpc 50001, http 3500, metrics http://127.0.0.1:9090/metrics
+  outbox/relay  metrics http://127.0.0.1:9464/metrics
+  recurring-task-service  grpc://127.0.0.1:50052 (AppCallback, health); daprd grpc 50002
   kafka         127.0.0.1:19092
 
   Try:  grpcurl -plaintext -H 'x-user-id: alice' -d '{"task": {"title": "Buy milk"}}' \\

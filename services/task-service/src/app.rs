@@ -2,9 +2,10 @@
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use dapr_appcallback::{ApiTokenLayer, AppCallbackService, Subscriptions};
+use dapr_appcallback::{ApiTokenLayer, AppCallbackService, Route, Subscriptions};
 use sea_orm::DatabaseConnection;
 use todo_proto::todo::v1::task_service_server::TaskServiceServer;
+use todo_topology::{components::PUBSUB, event_types, topics::dead_letter};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
@@ -74,11 +75,31 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     // Events left from before a restart go out now.
     wakeup.wake();
 
+    let topics = Topics::new(&config.topic_prefix);
+    let occurrences = crate::occurrences::Occurrences {
+        db: db.clone(),
+        topics: topics.clone(),
+        wakeup: wakeup.clone(),
+    };
+    let subscriptions = Subscriptions::builder()
+        .route(
+            Route::new(
+                PUBSUB,
+                topics.task_occurrences.clone(),
+                dead_letter(&topics.task_occurrences),
+            )
+            .event_type(event_types::OCCURRENCE_REQUESTED),
+            move |e| {
+                let o = occurrences.clone();
+                async move { o.handle(e).await }
+            },
+        )
+        .build();
     let api = TaskServiceServer::with_interceptor(
-        TaskApi::new(db.clone(), Topics::new(&config.topic_prefix), wakeup),
+        TaskApi::new(db.clone(), topics, wakeup),
         Authenticate(config.auth.clone()),
     );
-    let callbacks = AppCallbackService::new(Subscriptions::builder().build());
+    let callbacks = AppCallbackService::new(subscriptions);
 
     let (tx, rx) = oneshot::channel::<()>();
     let layers = ServiceBuilder::new()

@@ -316,7 +316,7 @@ mod tests {
             nanos: 0,
         });
         assert!(task_fields(&t, "").is_ok());
-        t.reminders = vec![t.reminders[0].clone(); 11];
+        t.reminders = vec![t.reminders[0]; 11];
         assert_eq!(fields(task_fields(&t, "")), ["reminders"]);
     }
 

@@ -1,0 +1,96 @@
+//! Consumes `todo.occurrence.requested.v1`: creates the next task of a recurring series,
+//! exactly once. The task id is deterministic (chosen by recurring-task-service), so a
+//! redelivered request finds the task already there and changes nothing.
+
+use chrono::Utc;
+use dapr_appcallback::{Event, Outcome};
+use sea_orm::{DatabaseConnection, DbErr, SqlErr, TransactionTrait};
+use todo_proto::todo::events::v1::{OccurrenceRequested, TaskEventKind};
+use uuid::Uuid;
+
+use crate::{
+    events::{self, Topics},
+    outbox::{self, Wakeup},
+    tasks::{self, validate},
+};
+
+/// The handler's state.
+#[derive(Debug, Clone)]
+pub struct Occurrences {
+    pub db: DatabaseConnection,
+    pub topics: Topics,
+    pub wakeup: Wakeup,
+}
+
+impl Occurrences {
+    pub async fn handle(&self, event: Event<OccurrenceRequested>) -> Outcome {
+        let m = event.message;
+        let drop = |why: &str| {
+            tracing::warn!(event_id = %m.event_id, task_id = %m.task_id, reason = why, "occurrence request dropped to the dead-letter topic");
+            Outcome::Drop
+        };
+        let Ok(id) = Uuid::parse_str(&m.task_id) else {
+            return drop("task_id is not a UUID");
+        };
+        if m.user_id.is_empty() {
+            return drop("no user_id");
+        }
+        let Some(template) = m.template.as_ref() else {
+            return drop("no template");
+        };
+        if !template.user_id.is_empty() && template.user_id != m.user_id {
+            return drop("the template belongs to another user");
+        }
+        let mut t = template.clone();
+        t.due_time = m.due_time;
+        let fields = match validate::task_fields(&t, "template.") {
+            Ok(f) => f,
+            Err(v) => return drop(&format!("invalid template: {v:?}")),
+        };
+        let (Ok(series), Ok(parent)) = (
+            Uuid::parse_str(&m.series_id),
+            Uuid::parse_str(&m.parent_task_id),
+        ) else {
+            return drop("series_id or parent_task_id is not a UUID");
+        };
+        let mut row = tasks::new_row(&m.user_id, id, &fields, Utc::now());
+        row.series_id = Some(series);
+        row.parent_task_id = Some(parent);
+        row.occurrence_index = i32::try_from(m.occurrence_index).unwrap_or(i32::MAX);
+        let snapshot = tasks::to_proto(&row);
+        let result: Result<(), DbErr> = async {
+            // Already created by an earlier delivery: done.
+            if tasks::find(&self.db, &m.user_id, id).await?.is_some() {
+                return Ok(());
+            }
+            let txn = self.db.begin().await?;
+            tasks::insert(&txn, &row).await?;
+            outbox::write(
+                &txn,
+                events::task_changed(
+                    &self.topics,
+                    TaskEventKind::Created,
+                    &snapshot,
+                    vec![],
+                    Utc::now(),
+                ),
+            )
+            .await?;
+            txn.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.wakeup.wake();
+                Outcome::Success
+            }
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Outcome::Success
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "occurrence request: database unavailable; retry");
+                Outcome::Retry
+            }
+        }
+    }
+}
