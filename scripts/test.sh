@@ -15,6 +15,12 @@ trap cleanup EXIT
 bash scripts/kafka.sh status >/dev/null 2>&1 || { bash scripts/kafka.sh up; started+=(kafka); }
 bash scripts/pg.sh status >/dev/null 2>&1 || { bash scripts/pg.sh up; started+=(pg); }
 export DATABASE_URL_PG="${DATABASE_URL_PG:-$(bash scripts/pg.sh url)}"
+# Each test makes its own database t_<uuid>; drop those of earlier runs.
+if command -v psql >/dev/null; then
+  old=$(psql "$DATABASE_URL_PG" -tAc "SELECT datname FROM pg_database WHERE datname LIKE 't\_%'" 2>/dev/null || true)
+  for db in $old; do psql "$DATABASE_URL_PG" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
+  [[ -z "$old" ]] || say "dropped $(echo "$old" | wc -w) test databases of earlier runs"
+fi
 
 say "versions: daprd $(daprd --version), kafka $KAFKA_VERSION, $(cargo --version)"
 say "lint"

@@ -871,6 +871,10 @@ fn command() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
+    // What the machine does without us: other busy processes skew every figure.
+    let (t0, c0) = (Instant::now(), CpuSample::now());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_load = cores_used(c0, CpuSample::now(), t0.elapsed());
     let mut figures = Vec::new();
     let mut infos = Vec::new();
     for &database in &cfg.databases {
@@ -889,6 +893,7 @@ async fn main() -> anyhow::Result<()> {
         cpu_model(),
         mem_total()
     );
+    println!("- CPU busy in the second before the run (this process / host): {idle_load} cores");
     for i in &infos {
         let how = match i.database {
             Db::Sqlite => "fresh file in a temporary directory, WAL, synchronous=NORMAL",
