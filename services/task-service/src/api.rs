@@ -17,6 +17,7 @@ use crate::{
     error::TaskError,
     events::{self, Topics},
     outbox::{self, Wakeup},
+    reminders::{self, Nudge},
     tasks::{
         self, Filters,
         paging::{Order, PageToken},
@@ -33,11 +34,33 @@ pub struct TaskApi {
     db: DatabaseConnection,
     topics: Topics,
     wakeup: Wakeup,
+    nudge: Nudge,
+    default_reminders: Vec<todo_proto::todo::v1::Reminder>,
 }
 
 impl TaskApi {
-    pub fn new(db: DatabaseConnection, topics: Topics, wakeup: Wakeup) -> Self {
-        Self { db, topics, wakeup }
+    pub fn new(
+        db: DatabaseConnection,
+        topics: Topics,
+        wakeup: Wakeup,
+        nudge: Nudge,
+        default_reminders: Vec<todo_proto::todo::v1::Reminder>,
+    ) -> Self {
+        Self {
+            db,
+            topics,
+            wakeup,
+            nudge,
+            default_reminders,
+        }
+    }
+
+    /// After a commit: the relay publishes, the scheduler looks at the new plan.
+    fn committed(&self, scheduled: bool) {
+        self.wakeup.wake();
+        if scheduled {
+            self.nudge.nudge();
+        }
     }
 
     fn events(
@@ -87,8 +110,15 @@ impl TaskApi {
             return Err(TaskError::Conflict);
         }
         outbox::write(&txn, self.events(kind, &snapshot, vec![])).await?;
+        let why = if to == TaskStatus::Completed {
+            "task completed"
+        } else {
+            ""
+        };
+        let scheduled =
+            reminders::replan(&txn, &self.topics, id, user, Some(&snapshot), why).await?;
         txn.commit().await?;
-        self.wakeup.wake();
+        self.committed(scheduled);
         Ok(snapshot)
     }
 }
@@ -146,7 +176,7 @@ impl TaskService for TaskApi {
         if !req.request_id.is_empty() && Uuid::parse_str(&req.request_id).is_err() {
             violations.push(FieldViolation::new("request_id", "must be a UUID"));
         }
-        let fields = match validate::task_fields(task, "task.") {
+        let mut fields = match validate::task_fields(task, "task.") {
             Ok(f) => f,
             Err(v) => {
                 violations.extend(v);
@@ -155,6 +185,9 @@ impl TaskService for TaskApi {
         };
         if !violations.is_empty() {
             return Err(TaskError::Invalid(violations).into());
+        }
+        if fields.reminders.is_empty() && fields.due_time.is_some() && !req.no_default_reminders {
+            fields.reminders = self.default_reminders.clone();
         }
         let request_id = (!req.request_id.is_empty()).then(|| req.request_id.to_lowercase());
         if let Some(rid) = &request_id
@@ -167,16 +200,19 @@ impl TaskService for TaskApi {
         let mut row = tasks::new_row(&user, Uuid::now_v7(), &fields, Utc::now());
         row.request_id = request_id.clone();
         let snapshot = tasks::to_proto(&row);
-        let result: Result<(), DbErr> = async {
+        let result: Result<bool, DbErr> = async {
             let txn = self.db.begin().await?;
             tasks::insert(&txn, &row).await?;
             outbox::write(&txn, self.events(TaskEventKind::Created, &snapshot, vec![])).await?;
-            txn.commit().await
+            let scheduled =
+                reminders::replan(&txn, &self.topics, row.id, &user, Some(&snapshot), "").await?;
+            txn.commit().await?;
+            Ok(scheduled)
         }
         .await;
         match result {
-            Ok(()) => {
-                self.wakeup.wake();
+            Ok(scheduled) => {
+                self.committed(scheduled);
                 Ok(Response::new(snapshot))
             }
             // A concurrent retry with the same request id won the race: answer with its task.
@@ -346,14 +382,31 @@ impl TaskService for TaskApi {
         {
             return Err(TaskError::Conflict.into());
         }
+        let replan = changed
+            .iter()
+            .any(|c| c == "due_time" || c == "reminders" || c == "title");
         outbox::write(
             &txn,
             self.events(TaskEventKind::Updated, &snapshot, changed),
         )
         .await
         .map_err(TaskError::from)?;
+        let scheduled = if replan {
+            reminders::replan(
+                &txn,
+                &self.topics,
+                id,
+                &user,
+                Some(&snapshot),
+                "rescheduled",
+            )
+            .await
+            .map_err(TaskError::from)?
+        } else {
+            false
+        };
         txn.commit().await.map_err(TaskError::from)?;
-        self.wakeup.wake();
+        self.committed(scheduled);
         Ok(Response::new(snapshot))
     }
 
@@ -401,8 +454,11 @@ impl TaskService for TaskApi {
         outbox::write(&txn, self.events(TaskEventKind::Deleted, &snapshot, vec![]))
             .await
             .map_err(TaskError::from)?;
+        reminders::replan(&txn, &self.topics, id, &user, None, "task deleted")
+            .await
+            .map_err(TaskError::from)?;
         txn.commit().await.map_err(TaskError::from)?;
-        self.wakeup.wake();
+        self.committed(false);
         Ok(Response::new(()))
     }
 }

@@ -29,6 +29,7 @@ pub struct App {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     stop_relay: tokio::sync::watch::Sender<bool>,
     relay: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
 }
 
 /// Connects the database (applying migrations), binds the listener and starts serving
@@ -76,10 +77,22 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     wakeup.wake();
 
     let topics = Topics::new(&config.topic_prefix);
+    let nudge = crate::reminders::Nudge::default();
+    let scheduler = tokio::spawn(
+        crate::reminders::Scheduler {
+            db: db.clone(),
+            topics: topics.clone(),
+            config: config.scheduler.clone(),
+            nudge: nudge.clone(),
+            relay: wakeup.clone(),
+        }
+        .run(stop_relay.subscribe()),
+    );
     let occurrences = crate::occurrences::Occurrences {
         db: db.clone(),
         topics: topics.clone(),
         wakeup: wakeup.clone(),
+        nudge: nudge.clone(),
     };
     let subscriptions = Subscriptions::builder()
         .route(
@@ -96,7 +109,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         )
         .build();
     let api = TaskServiceServer::with_interceptor(
-        TaskApi::new(db.clone(), topics, wakeup),
+        TaskApi::new(
+            db.clone(),
+            topics,
+            wakeup,
+            nudge,
+            config.default_reminders.clone(),
+        ),
         Authenticate(config.auth.clone()),
     );
     let callbacks = AppCallbackService::new(subscriptions);
@@ -136,6 +155,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         server,
         stop_relay,
         relay,
+        scheduler,
     })
 }
 
@@ -148,6 +168,7 @@ impl App {
         (&mut self.server).await??;
         let _ = self.stop_relay.send(true);
         (&mut self.relay).await?;
+        (&mut self.scheduler).await?;
         self.db.close().await?;
         Ok(())
     }

@@ -33,6 +33,10 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_WARN_AGE_SECS`.
     pub relay: crate::outbox::RelayConfig,
+    /// `REMINDER_MAX_LATENESS_SECS` (default 21600).
+    pub scheduler: crate::reminders::SchedulerConfig,
+    /// `DEFAULT_REMINDERS_SECS`: offsets before the due time, comma-separated (default `86400,3600`).
+    pub default_reminders: Vec<todo_proto::todo::v1::Reminder>,
 }
 
 /// A variable with a bad value.
@@ -133,6 +137,38 @@ impl Config {
                 poll_interval: Duration::from_millis(parse(&get, "OUTBOX_POLL_MS", 1000)?),
                 warn_age: Duration::from_secs(parse(&get, "OUTBOX_WARN_AGE_SECS", 60)?),
                 ..crate::outbox::RelayConfig::default()
+            },
+            scheduler: crate::reminders::SchedulerConfig {
+                max_lateness: Duration::from_secs(parse(
+                    &get,
+                    "REMINDER_MAX_LATENESS_SECS",
+                    6 * 3600,
+                )?),
+                ..crate::reminders::SchedulerConfig::default()
+            },
+            default_reminders: match get("DEFAULT_REMINDERS_SECS") {
+                None => crate::reminders::default_reminders(),
+                Some(list) => list
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        s.trim()
+                            .parse::<i64>()
+                            .ok()
+                            .filter(|n| *n >= 0)
+                            .map(|seconds| todo_proto::todo::v1::Reminder {
+                                when: Some(todo_proto::todo::v1::reminder::When::BeforeDue(
+                                    prost_types::Duration { seconds, nanos: 0 },
+                                )),
+                            })
+                            .ok_or_else(|| {
+                                err(
+                                    "DEFAULT_REMINDERS_SECS",
+                                    format!("{s:?} is not a number of seconds"),
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
             },
         })
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod occurrences;
 pub mod outbox;
+pub mod reminders;
 pub mod tasks;
 
 pub use app::{App, build};

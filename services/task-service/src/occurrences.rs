@@ -20,6 +20,7 @@ pub struct Occurrences {
     pub db: DatabaseConnection,
     pub topics: Topics,
     pub wakeup: Wakeup,
+    pub nudge: crate::reminders::Nudge,
 }
 
 impl Occurrences {
@@ -76,12 +77,15 @@ impl Occurrences {
                 ),
             )
             .await?;
+            crate::reminders::replan(&txn, &self.topics, id, &m.user_id, Some(&snapshot), "")
+                .await?;
             txn.commit().await
         }
         .await;
         match result {
             Ok(()) => {
                 self.wakeup.wake();
+                self.nudge.nudge();
                 Outcome::Success
             }
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {

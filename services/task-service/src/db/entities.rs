@@ -88,3 +88,27 @@ pub mod outbox {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A planned reminder of a task: pending until the scheduler fires or cancels it.
+pub mod reminder {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reminders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub reminder_id: Uuid,
+        pub task_id: Uuid,
+        pub user_id: String,
+        pub task_title: String,
+        pub due_time: Option<i64>,
+        pub remind_at: i64,
+        /// 0 pending, 1 fired, 2 cancelled.
+        pub state: i16,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -7,7 +7,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001CreateTasks), Box::new(M0002CreateOutbox)]
+        vec![
+            Box::new(M0001CreateTasks),
+            Box::new(M0002CreateOutbox),
+            Box::new(M0003CreateReminders),
+        ]
     }
 }
 
@@ -191,6 +195,72 @@ impl MigrationTrait for M0002CreateOutbox {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(Outbox::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Reminders {
+    Table,
+    ReminderId,
+    TaskId,
+    UserId,
+    TaskTitle,
+    DueTime,
+    RemindAt,
+    State,
+}
+
+/// The durable reminder schedule.
+struct M0003CreateReminders;
+
+impl MigrationName for M0003CreateReminders {
+    fn name(&self) -> &str {
+        "m0003_create_reminders"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003CreateReminders {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Reminders::Table)
+                .if_not_exists()
+                .col(uuid(Reminders::ReminderId).primary_key())
+                .col(uuid(Reminders::TaskId))
+                .col(string(Reminders::UserId))
+                .col(text(Reminders::TaskTitle))
+                .col(big_integer_null(Reminders::DueTime))
+                .col(big_integer(Reminders::RemindAt))
+                .col(small_integer(Reminders::State))
+                .to_owned(),
+        )
+        .await?;
+        // The scheduler's query: the earliest pending reminders.
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("ix_reminders_state_at")
+                .table(Reminders::Table)
+                .col(Reminders::State)
+                .col(Reminders::RemindAt)
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .if_not_exists()
+                .name("ix_reminders_task")
+                .table(Reminders::Table)
+                .col(Reminders::TaskId)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(Reminders::Table).to_owned())
             .await
     }
 }

@@ -1,0 +1,477 @@
+//! Reminders: planning (pure) and the durable schedule.
+//!
+//! A task's reminders are offsets before its due time or absolute instants. When a task
+//! with a due time is created without reminders, it gets the defaults (24 h and 1 h
+//! before; `DEFAULT_REMINDERS`), unless the request asked for none. Reminders whose moment
+//! has already passed when they are planned are not scheduled. Each planned reminder is
+//! a row in `reminders`, written in the same transaction as the task change, with a
+//! stable id (UUIDv5 of the task id and the moment), so re-planning a task that did not
+//! really change keeps its reminders and emits nothing.
+//!
+//! The scheduler claims due rows (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several
+//! replicas never fire one twice) and, in one transaction, marks each fired and writes
+//! `todo.reminder.due.v1` to the outbox. A reminder missed while the service was down
+//! fires on start with its lateness, unless it is later than `REMINDER_MAX_LATENESS_SECS`,
+//! in which case it is cancelled with that reason.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::{LockBehavior, LockType},
+};
+use todo_proto::todo::{
+    events::v1::ReminderEvent,
+    v1::{Reminder, Task, TaskStatus, reminder::When},
+};
+use todo_topology::event_types;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use crate::{
+    db::entities::reminder,
+    events::{PendingEvent, Topics},
+    outbox::{self, Wakeup},
+};
+
+/// Namespace of reminder ids (UUIDv5 of task id bytes + moment in microseconds).
+const REMINDER_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c52_9b7e_4d21_8f40_2c6e_91d3_a7b5);
+
+pub const PENDING: i16 = 0;
+pub const FIRED: i16 = 1;
+pub const CANCELLED: i16 = 2;
+
+/// The default reminders: 24 h and 1 h before the due time.
+pub fn default_reminders() -> Vec<Reminder> {
+    [24 * 3600, 3600]
+        .into_iter()
+        .map(|s| Reminder {
+            when: Some(When::BeforeDue(prost_types::Duration {
+                seconds: s,
+                nanos: 0,
+            })),
+        })
+        .collect()
+}
+
+/// One reminder moment of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub reminder_id: Uuid,
+    pub remind_at: i64,
+}
+
+/// The reminders to schedule for `task` now (pure): none for a task that is completed or
+/// has no due time (absolute ones still count), none in the past, one per distinct moment.
+pub fn plan(task: &Task, now: DateTime<Utc>) -> Vec<Planned> {
+    if task.status == TaskStatus::Completed as i32 {
+        return Vec::new();
+    }
+    let Ok(task_id) = Uuid::parse_str(&task.id) else {
+        return Vec::new();
+    };
+    let due = task.due_time.as_ref().and_then(todo_proto::from_timestamp);
+    let mut out: Vec<Planned> = Vec::new();
+    for r in &task.reminders {
+        let at = match &r.when {
+            Some(When::BeforeDue(d)) => due.and_then(|due| {
+                chrono::Duration::new(d.seconds, u32::try_from(d.nanos).unwrap_or(0))
+                    .and_then(|d| due.checked_sub_signed(d))
+            }),
+            Some(When::At(ts)) => todo_proto::from_timestamp(ts),
+            None => None,
+        };
+        let Some(at) = at else { continue };
+        if at <= now {
+            continue;
+        }
+        let micros = at.timestamp_micros();
+        if out.iter().any(|p| p.remind_at == micros) {
+            continue;
+        }
+        let mut name = task_id.as_bytes().to_vec();
+        name.extend_from_slice(&micros.to_be_bytes());
+        out.push(Planned {
+            reminder_id: Uuid::new_v5(&REMINDER_NAMESPACE, &name),
+            remind_at: micros,
+        });
+    }
+    out.sort_by_key(|p| p.remind_at);
+    out
+}
+
+fn event(
+    topics: &Topics,
+    event_type: &'static str,
+    row: &reminder::Model,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> PendingEvent {
+    let ts = |us: i64| DateTime::from_timestamp_micros(us).map(todo_proto::to_timestamp);
+    let lateness = (event_type == event_types::REMINDER_DUE).then(|| {
+        let late = (now.timestamp_micros() - row.remind_at).max(0);
+        prost_types::Duration {
+            seconds: late / 1_000_000,
+            nanos: ((late % 1_000_000) * 1000) as i32,
+        }
+    });
+    let event_id = Uuid::now_v7();
+    let msg = ReminderEvent {
+        event_id: event_id.to_string(),
+        occurred_at: Some(todo_proto::to_timestamp(now)),
+        user_id: row.user_id.clone(),
+        reminder_id: row.reminder_id.to_string(),
+        task_id: row.task_id.to_string(),
+        task_title: row.task_title.clone(),
+        due_time: row.due_time.and_then(ts),
+        remind_at: ts(row.remind_at),
+        lateness,
+        reason: reason.to_owned(),
+    };
+    PendingEvent {
+        event_id,
+        topic: topics.reminders.clone(),
+        event_type,
+        key: row.user_id.clone(),
+        payload: msg.encode_to_vec(),
+        created_at: now.timestamp_micros(),
+    }
+}
+
+/// Re-plans `task`'s reminders inside the caller's transaction: cancels pending ones that
+/// are no longer planned (`reason`), schedules new ones, keeps the rest. `task = None`
+/// (deleted) cancels everything pending. Returns whether a new reminder was scheduled.
+pub async fn replan<C: ConnectionTrait>(
+    db: &C,
+    topics: &Topics,
+    task_id: Uuid,
+    user_id: &str,
+    task: Option<&Task>,
+    reason: &str,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let pending = reminder::Entity::find()
+        .filter(reminder::Column::TaskId.eq(task_id))
+        .filter(reminder::Column::State.eq(PENDING))
+        .all(db)
+        .await?;
+    let planned = task.map(|t| plan(t, now)).unwrap_or_default();
+    let title = task.map(|t| t.title.clone()).unwrap_or_default();
+    let due = task
+        .and_then(|t| t.due_time.as_ref())
+        .and_then(todo_proto::from_timestamp)
+        .map(|d| d.timestamp_micros());
+    let mut events = Vec::new();
+    let mut cancel = Vec::new();
+    for row in &pending {
+        if !planned.iter().any(|p| p.reminder_id == row.reminder_id) {
+            cancel.push(row.reminder_id);
+            events.push(event(
+                topics,
+                event_types::REMINDER_CANCELLED,
+                row,
+                now,
+                reason,
+            ));
+        }
+    }
+    if !cancel.is_empty() {
+        reminder::Entity::update_many()
+            .col_expr(
+                reminder::Column::State,
+                sea_orm::sea_query::Expr::value(CANCELLED),
+            )
+            .filter(reminder::Column::ReminderId.is_in(cancel))
+            .exec(db)
+            .await?;
+    }
+    // A reminder cancelled earlier (e.g. before a reopen) may be planned again.
+    let ids: Vec<Uuid> = planned.iter().map(|p| p.reminder_id).collect();
+    if !ids.is_empty() {
+        reminder::Entity::delete_many()
+            .filter(reminder::Column::ReminderId.is_in(ids))
+            .filter(reminder::Column::State.eq(CANCELLED))
+            .exec(db)
+            .await?;
+    }
+    let mut scheduled = false;
+    for p in planned {
+        if pending.iter().any(|r| r.reminder_id == p.reminder_id) {
+            continue;
+        }
+        let row = reminder::Model {
+            reminder_id: p.reminder_id,
+            task_id,
+            user_id: user_id.to_owned(),
+            task_title: title.clone(),
+            due_time: due,
+            remind_at: p.remind_at,
+            state: PENDING,
+        };
+        // A reminder fired or cancelled before (same moment) stays as it was.
+        let inserted = reminder::Entity::insert(reminder::ActiveModel {
+            reminder_id: Set(row.reminder_id),
+            task_id: Set(row.task_id),
+            user_id: Set(row.user_id.clone()),
+            task_title: Set(row.task_title.clone()),
+            due_time: Set(row.due_time),
+            remind_at: Set(row.remind_at),
+            state: Set(PENDING),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(reminder::Column::ReminderId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+        if inserted > 0 {
+            scheduled = true;
+            events.push(event(
+                topics,
+                event_types::REMINDER_SCHEDULED,
+                &row,
+                now,
+                "",
+            ));
+        }
+    }
+    outbox::write(db, events).await?;
+    Ok(scheduled)
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Longest sleep when nothing is pending soon.
+    pub max_sleep: Duration,
+    /// Reminders later than this when the scheduler gets to them are cancelled, not fired.
+    pub max_lateness: Duration,
+    pub batch_size: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_sleep: Duration::from_secs(30),
+            max_lateness: Duration::from_secs(6 * 3600),
+            batch_size: 200,
+        }
+    }
+}
+
+/// Wakes the scheduler when a reminder was planned (it may be nearer than its sleep).
+#[derive(Debug, Clone, Default)]
+pub struct Nudge(Arc<Notify>);
+
+impl Nudge {
+    pub fn nudge(&self) {
+        self.0.notify_one();
+    }
+}
+
+pub struct Scheduler {
+    pub db: DatabaseConnection,
+    pub topics: Topics,
+    pub config: SchedulerConfig,
+    pub nudge: Nudge,
+    pub relay: Wakeup,
+}
+
+impl Scheduler {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let sleep = match self.fire_due().await {
+                Ok(n) if n as u64 >= self.config.batch_size => continue,
+                Ok(_) => self.until_next().await.unwrap_or(self.config.max_sleep),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reminder scheduler: database error; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.nudge.0.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Time until the next pending reminder (capped by `max_sleep`).
+    async fn until_next(&self) -> Result<Duration, DbErr> {
+        let next = reminder::Entity::find()
+            .filter(reminder::Column::State.eq(PENDING))
+            .order_by_asc(reminder::Column::RemindAt)
+            .one(&self.db)
+            .await?;
+        let now = Utc::now().timestamp_micros();
+        Ok(match next {
+            None => self.config.max_sleep,
+            Some(r) => Duration::from_micros(u64::try_from(r.remind_at - now).unwrap_or(0))
+                .min(self.config.max_sleep),
+        })
+    }
+
+    /// Fires (or, when too late, cancels) the reminders that are due; returns how many.
+    pub async fn fire_due(&self) -> Result<usize, DbErr> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let mut q = reminder::Entity::find()
+            .filter(reminder::Column::State.eq(PENDING))
+            .filter(reminder::Column::RemindAt.lte(now.timestamp_micros()))
+            .order_by_asc(reminder::Column::RemindAt)
+            .limit(self.config.batch_size);
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let due = q.all(&txn).await?;
+        if due.is_empty() {
+            txn.rollback().await?;
+            return Ok(0);
+        }
+        let max_late = i64::try_from(self.config.max_lateness.as_micros()).unwrap_or(i64::MAX);
+        let mut events = Vec::with_capacity(due.len());
+        let (mut fired, mut cancelled) = (Vec::new(), Vec::new());
+        for r in &due {
+            let late = now.timestamp_micros() - r.remind_at;
+            if late > max_late {
+                cancelled.push(r.reminder_id);
+                let why = format!(
+                    "missed by {}s (more than REMINDER_MAX_LATENESS_SECS)",
+                    late / 1_000_000
+                );
+                events.push(event(
+                    &self.topics,
+                    event_types::REMINDER_CANCELLED,
+                    r,
+                    now,
+                    &why,
+                ));
+            } else {
+                fired.push(r.reminder_id);
+                events.push(event(&self.topics, event_types::REMINDER_DUE, r, now, ""));
+            }
+        }
+        for (ids, state) in [(fired, FIRED), (cancelled, CANCELLED)] {
+            if !ids.is_empty() {
+                reminder::Entity::update_many()
+                    .col_expr(
+                        reminder::Column::State,
+                        sea_orm::sea_query::Expr::value(state),
+                    )
+                    .filter(reminder::Column::ReminderId.is_in(ids))
+                    .filter(reminder::Column::State.eq(PENDING))
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+        outbox::write(&txn, events).await?;
+        txn.commit().await?;
+        self.relay.wake();
+        Ok(due.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(due: Option<i64>, reminders: Vec<Reminder>) -> Task {
+        Task {
+            id: Uuid::now_v7().to_string(),
+            due_time: due.map(|s| prost_types::Timestamp {
+                seconds: s,
+                nanos: 0,
+            }),
+            reminders,
+            status: TaskStatus::Open as i32,
+            ..Task::default()
+        }
+    }
+
+    fn before(s: i64) -> Reminder {
+        Reminder {
+            when: Some(When::BeforeDue(prost_types::Duration {
+                seconds: s,
+                nanos: 0,
+            })),
+        }
+    }
+
+    fn at(s: i64) -> Reminder {
+        Reminder {
+            when: Some(When::At(prost_types::Timestamp {
+                seconds: s,
+                nanos: 0,
+            })),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn relative_and_absolute_moments_in_order() {
+        let t = task(
+            Some(1_100_000),
+            vec![before(3600), at(1_050_000), before(86_400)],
+        );
+        let p: Vec<i64> = plan(&t, now())
+            .iter()
+            .map(|p| p.remind_at / 1_000_000)
+            .collect();
+        assert_eq!(p, [1_013_600, 1_050_000, 1_096_400]);
+    }
+
+    #[test]
+    fn past_moments_and_duplicates_are_not_scheduled() {
+        let t = task(
+            Some(1_003_000),
+            vec![before(86_400), before(3600), before(1000), at(1_002_000)],
+        );
+        let p = plan(&t, now());
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn completed_or_undated_tasks_have_no_relative_reminders() {
+        let mut t = task(Some(1_100_000), vec![before(60)]);
+        t.status = TaskStatus::Completed as i32;
+        assert!(plan(&t, now()).is_empty());
+        assert!(plan(&task(None, vec![before(60)]), now()).is_empty());
+        assert_eq!(plan(&task(None, vec![at(1_000_100)]), now()).len(), 1);
+    }
+
+    #[test]
+    fn ids_are_stable_per_task_and_moment() {
+        let t = task(Some(1_100_000), vec![before(60)]);
+        assert_eq!(plan(&t, now()), plan(&t, now()));
+        let mut moved = t.clone();
+        moved.due_time = Some(prost_types::Timestamp {
+            seconds: 1_200_000,
+            nanos: 0,
+        });
+        assert_ne!(
+            plan(&t, now())[0].reminder_id,
+            plan(&moved, now())[0].reminder_id
+        );
+    }
+
+    #[test]
+    fn defaults_are_a_day_and_an_hour_before() {
+        let t = task(Some(1_200_000), default_reminders());
+        let p: Vec<i64> = plan(&t, now())
+            .iter()
+            .map(|p| p.remind_at / 1_000_000)
+            .collect();
+        assert_eq!(p, [1_113_600, 1_196_400]);
+    }
+}
