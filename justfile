@@ -21,8 +21,16 @@ up: bootstrap kafka-up
     bash scripts/up.sh
 
 # Run every check and test against the real daprd, Kafka, SQLite and PostgreSQL.
-test: bootstrap
+test: bootstrap k8s-check
     bash scripts/test.sh
+
+# Build every Kustomize overlay and validate it offline (kubeconform against the vendored Kubernetes/Dapr/Strimzi/KEDA schemas).
+k8s-check:
+    bash scripts/k8s-check.sh
+
+# Regenerate kustomize/schemas/ from the Kubernetes, Dapr, Strimzi and KEDA packages (after a version bump or a new kind).
+k8s-schemas:
+    bash scripts/k8s-schemas.sh
 
 # Formatting, clippy, and protobuf lint + breaking-change check.
 lint:

