@@ -48,17 +48,24 @@ sidecar task-service 50051 50001 3500 9090
 APP_ADDR=127.0.0.1:50052 DAPR_GRPC_PORT=50002 run recurring-task-service target/release/recurring-task-service
 sidecar recurring-task-service 50052 50002 3502 9092
 
+# notification-service: API + AppCallback on 50053, sidecar gRPC 50003 / HTTP 3503.
+APP_ADDR=127.0.0.1:50053 DAPR_GRPC_PORT=50003 run notification-service target/release/notification-service
+sidecar notification-service 50053 50003 3503 9093
+
 cat <<MSG
 
   task-service  grpc://127.0.0.1:50051  (reflection on; AUTH_MODE=$AUTH_MODE)
   its daprd     grpc 50001, http 3500, metrics http://127.0.0.1:9090/metrics
   outbox/relay  metrics http://127.0.0.1:9464/metrics
   recurring-task-service  grpc://127.0.0.1:50052 (AppCallback, health); daprd grpc 50002
+  notification-service    grpc://127.0.0.1:50053 (ListNotifications, reflection); daprd grpc 50003
+                          each notification is a JSON line prefixed [notification-service]
   kafka         127.0.0.1:19092
 
   Try:  grpcurl -plaintext -H 'x-user-id: alice' -d '{"task": {"title": "Buy milk"}}' \\
           127.0.0.1:50051 todo.v1.TaskService/CreateTask
         grpcurl -plaintext -H 'x-user-id: alice' 127.0.0.1:50051 todo.v1.TaskService/ListTasks
+        grpcurl -plaintext -H 'x-user-id: alice' 127.0.0.1:50053 todo.notifications.v1.NotificationService/ListNotifications
 
   Ctrl-C stops everything.
 

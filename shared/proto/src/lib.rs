@@ -14,6 +14,12 @@ pub mod todo {
             tonic::include_proto!("todo.events.v1");
         }
     }
+    pub mod notifications {
+        pub mod v1 {
+            #![allow(clippy::all)]
+            tonic::include_proto!("todo.notifications.v1");
+        }
+    }
 }
 
 pub use prost;

@@ -17,6 +17,8 @@ pub mod components {
     pub const RESILIENCY: &str = "todo-resiliency";
     /// The Configuration resource (tracing, metrics).
     pub const CONFIGURATION: &str = "todo-config";
+    /// The notification-service state store (its delivery log).
+    pub const NOTIFICATION_STATE: &str = "notification-state";
 }
 
 /// Kafka topics.

@@ -1,0 +1,22 @@
+//! notification-service: read the configuration, set up logging, serve until SIGINT/SIGTERM.
+
+use notification_service::{Config, auth::AuthMode, build, shutdown_signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    todo_telemetry::init("info");
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    };
+    if matches!(config.auth, AuthMode::Dev) {
+        tracing::warn!(
+            "AUTH_MODE=dev: the x-user-id header is trusted as the caller; never use this in production"
+        );
+    }
+    let app = build(config).await?;
+    app.run_until(shutdown_signal()).await
+}

@@ -1,0 +1,221 @@
+//! The thin shell around the core: due reminder events in, one delivery each out.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use chrono::Utc;
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use todo_proto::todo::events::v1::ReminderEvent;
+use todo_topology::{components::PUBSUB, event_types};
+use tracing::Instrument;
+
+use crate::{
+    channel::Channel,
+    config::Topics,
+    delivery_log::{DeliveryLog, Recorded},
+    notification::notification_from,
+};
+
+/// The other CloudEvent types on `reminders`: task-service's bookkeeping, none of this
+/// service's business, so they are acknowledged untouched. Any type neither listed here nor
+/// routed (e.g. a future `todo.reminder.due.v2`) is DROPped to the dead-letter topic.
+const NOT_OURS: [&str; 2] = [
+    event_types::REMINDER_SCHEDULED,
+    event_types::REMINDER_CANCELLED,
+];
+
+/// How many events ended how, since start. Events that do not decode as a `ReminderEvent`
+/// are DROPped by the AppCallback runtime before they reach a handler, and are not counted.
+#[derive(Debug, Default)]
+pub struct Stats {
+    delivered: AtomicU64,
+    duplicates: AtomicU64,
+    not_ours: AtomicU64,
+    dropped: AtomicU64,
+    retried: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Due events recorded and delivered by this process.
+    pub delivered: u64,
+    /// Due events whose reminder was already recorded (SUCCESS, nothing delivered).
+    pub duplicates: u64,
+    /// Events of other reminder types (SUCCESS, untouched).
+    pub not_ours: u64,
+    /// Events answered DROP (invalid, unknown type).
+    pub dropped: u64,
+    /// Events answered RETRY (state store or channel failed).
+    pub retried: u64,
+}
+
+impl StatsSnapshot {
+    /// Every answer given, RETRYs included.
+    pub fn handled(&self) -> u64 {
+        self.delivered + self.duplicates + self.not_ours + self.dropped + self.retried
+    }
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            not_ours: self.not_ours.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(counter: &AtomicU64, outcome: Outcome) -> Outcome {
+        counter.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+}
+
+/// Handles the events of `reminders`.
+#[derive(Debug)]
+pub struct Reminders {
+    log: DeliveryLog,
+    channel: Arc<dyn Channel>,
+    topics: Topics,
+    stats: Arc<Stats>,
+}
+
+impl Reminders {
+    pub fn new(
+        log: DeliveryLog,
+        channel: Arc<dyn Channel>,
+        topics: Topics,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            log,
+            channel,
+            topics,
+            stats,
+        }
+    }
+
+    /// The routing table: due events to [`Self::on_due`], every other type on the topic to
+    /// [`Self::on_other`]; both dead-letter to `reminders-dlq`.
+    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
+        let route = || {
+            Route::new(
+                PUBSUB,
+                &self.topics.reminders,
+                &self.topics.reminders_dead_letter,
+            )
+        };
+        let due = self.clone();
+        let other = self.clone();
+        Subscriptions::builder()
+            .route(
+                route().event_type(event_types::REMINDER_DUE),
+                move |e: Event<ReminderEvent>| {
+                    let this = due.clone();
+                    // In a task of its own: a request cancelled by a timeout or a dropped
+                    // connection must not cut a delivery between its record and its write
+                    // (see crate::delivery_log). Dapr retries, and finds it recorded.
+                    async move {
+                        let handling =
+                            tokio::spawn(async move { this.on_due(&e).await }.in_current_span());
+                        handling.await.unwrap_or_else(|e| {
+                            // As the AppCallback runtime does: a panic would recur on every
+                            // redelivery. A cancelled task (the runtime stopping) is retried.
+                            let outcome = if e.is_panic() {
+                                Outcome::Drop
+                            } else {
+                                Outcome::Retry
+                            };
+                            tracing::error!(error = %e, ?outcome, "reminder handler failed");
+                            outcome
+                        })
+                    }
+                },
+            )
+            // Without a catch-all the runtime would DROP every scheduled/cancelled event.
+            .route_bytes(route(), move |e: Event<Vec<u8>>| {
+                let this = other.clone();
+                async move { this.on_other(&e) }
+            })
+            .build()
+    }
+
+    /// A due reminder: record it (first write wins), then deliver it if this call recorded it.
+    pub async fn on_due(&self, event: &Event<ReminderEvent>) -> Outcome {
+        let m = &event.message;
+        let span = tracing::info_span!(
+            "reminder_due",
+            reminder_id = %m.reminder_id,
+            task_id = %m.task_id,
+            user_id = %m.user_id,
+        );
+        self.deliver_once(m).instrument(span).await
+    }
+
+    async fn deliver_once(&self, m: &ReminderEvent) -> Outcome {
+        let stats = &self.stats;
+        let n = match notification_from(m, self.channel.name(), Utc::now()) {
+            Ok(n) => n,
+            Err(why) => {
+                tracing::warn!(
+                    reason = %why,
+                    reminder_event_id = %m.event_id,
+                    dead_letter_topic = %self.topics.reminders_dead_letter,
+                    "invalid due reminder: dropping to the dead-letter topic"
+                );
+                return Stats::count(&stats.dropped, Outcome::Drop);
+            }
+        };
+        match self.log.record(&n).await {
+            Ok(Recorded::New) => {}
+            Ok(Recorded::AlreadyDelivered(earlier)) => {
+                tracing::info!(
+                    earlier_event_id = earlier.as_ref().map_or("", |e| e.event_id.as_str()),
+                    earlier_delivered_at = ?earlier.as_ref().map(|e| e.delivered_at),
+                    "reminder already delivered: skipping"
+                );
+                return Stats::count(&stats.duplicates, Outcome::Success);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, store = %self.log.store_name(), "recording the delivery failed: retrying");
+                return Stats::count(&stats.retried, Outcome::Retry);
+            }
+        }
+        match self.channel.deliver(&n).await {
+            Ok(()) => {
+                tracing::debug!(lateness_ms = n.lateness_ms, channel = %n.channel, "reminder delivered");
+                Stats::count(&stats.delivered, Outcome::Success)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery failed: releasing the record and retrying");
+                if let Err(release) = self.log.release(&n).await {
+                    // The record stays: the retried event will skip it. Said loudly, as this
+                    // is the one way a reminder goes undelivered.
+                    tracing::error!(
+                        error = %release,
+                        "could not release the record of a failed delivery: this reminder will not be delivered"
+                    );
+                }
+                Stats::count(&stats.retried, Outcome::Retry)
+            }
+        }
+    }
+
+    /// Any other type on `reminders`.
+    pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
+        if NOT_OURS.contains(&event.event_type.as_str()) {
+            return Stats::count(&self.stats.not_ours, Outcome::Success);
+        }
+        tracing::warn!(
+            event_type = %event.event_type,
+            dead_letter_topic = %self.topics.reminders_dead_letter,
+            "unknown CloudEvent type on reminders: dropping to the dead-letter topic"
+        );
+        Stats::count(&self.stats.dropped, Outcome::Drop)
+    }
+}
