@@ -1,0 +1,168 @@
+//! Who is calling: a verified bearer JWT (`sub` is the user id), or, in the explicit dev
+//! mode only, an `x-user-id` header. Applied as a tonic interceptor on each service's own API.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+use serde::Deserialize;
+use tonic::{Request, Status};
+
+/// The authenticated caller, put in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+/// How callers prove who they are.
+#[derive(Clone)]
+pub enum AuthMode {
+    /// Bearer JWTs checked with this key and validation.
+    Jwt(Arc<(DecodingKey, Validation)>),
+    /// `x-user-id` taken at its word. Never in production.
+    Dev,
+}
+
+impl std::fmt::Debug for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Jwt(kv) => write!(f, "Jwt({:?})", kv.1.algorithms),
+            Self::Dev => write!(f, "Dev"),
+        }
+    }
+}
+
+impl AuthMode {
+    /// JWT verification with `algorithm` and its key (a secret for HS256, a PEM public
+    /// key for RS256/ES256).
+    pub fn jwt(algorithm: Algorithm, key: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        let key = match algorithm {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => DecodingKey::from_secret(key),
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => {
+                DecodingKey::from_rsa_pem(key)?
+            }
+            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(key)?,
+            _ => DecodingKey::from_ed_pem(key)?,
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Self::Jwt(Arc::new((key, validation))))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// The longest user id accepted (ids are stored and used as Kafka keys).
+const MAX_USER_ID: usize = 256;
+
+/// The interceptor: resolves the caller or answers UNAUTHENTICATED.
+#[derive(Debug, Clone)]
+pub struct Authenticate(pub AuthMode);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let user = match &self.0 {
+            AuthMode::Dev => req
+                .metadata()
+                .get("x-user-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| Status::unauthenticated("dev mode: send an x-user-id header"))?,
+            AuthMode::Jwt(kv) => {
+                let header = req
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| Status::unauthenticated("send authorization: Bearer <JWT>"))?;
+                let token = header
+                    .strip_prefix("Bearer ")
+                    .or_else(|| header.strip_prefix("bearer "))
+                    .ok_or_else(|| Status::unauthenticated("authorization must be Bearer <JWT>"))?;
+                let data = decode::<Claims>(token.trim(), &kv.0, &kv.1)
+                    .map_err(|e| Status::unauthenticated(format!("invalid token: {e}")))?;
+                data.claims.sub
+            }
+        };
+        if user.is_empty() || user.len() > MAX_USER_ID {
+            return Err(Status::unauthenticated("the user id must be 1..256 bytes"));
+        }
+        req.extensions_mut().insert(Caller(user));
+        Ok(req)
+    }
+}
+
+/// The caller of a request that went through [`Authenticate`].
+pub fn caller<T>(req: &Request<T>) -> Result<String, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .map(|c| c.0.clone())
+        .ok_or_else(|| Status::unauthenticated("no caller"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use tonic::service::Interceptor;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn call(mode: AuthMode, headers: &[(&'static str, &str)]) -> Result<String, Status> {
+        let mut req = Request::new(());
+        for (k, v) in headers {
+            req.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        let req = Authenticate(mode).call(req)?;
+        caller(&req)
+    }
+
+    fn token(sub: &str, exp_from_now: i64) -> String {
+        #[derive(serde::Serialize)]
+        struct C<'a> {
+            sub: &'a str,
+            exp: i64,
+        }
+        let exp = chrono::Utc::now().timestamp() + exp_from_now;
+        encode(
+            &Header::default(),
+            &C { sub, exp },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dev_mode_takes_the_header() {
+        assert_eq!(
+            call(AuthMode::Dev, &[("x-user-id", " alice ")]).unwrap(),
+            "alice"
+        );
+        let err = call(AuthMode::Dev, &[]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn jwt_mode_verifies_the_token() {
+        let mode = AuthMode::jwt(Algorithm::HS256, SECRET).unwrap();
+        let ok = format!("Bearer {}", token("bob", 300));
+        assert_eq!(
+            call(mode.clone(), &[("authorization", &ok)]).unwrap(),
+            "bob"
+        );
+        let expired = format!("Bearer {}", token("bob", -300));
+        for headers in [
+            vec![("authorization", expired.as_str())],
+            vec![("authorization", "Bearer not-a-jwt")],
+            vec![("authorization", "Basic Ym9iOnB3")],
+            vec![("x-user-id", "bob")],
+        ] {
+            let err = call(mode.clone(), &headers).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{headers:?}");
+        }
+    }
+}
