@@ -100,10 +100,22 @@ impl AppCallbackService {
             outcome = tracing::field::Empty,
         );
         let subs = self.subscriptions.clone();
+        let topic = raw.topic.clone();
         async move {
+            let started = std::time::Instant::now();
             let outcome = subs.dispatch(raw).await;
             tracing::Span::current().record("outcome", tracing::field::debug(outcome));
             tracing::debug!(?outcome, "handled");
+            // Recorded only when the service installed a metrics recorder.
+            let label = match outcome {
+                Outcome::Success => "success",
+                Outcome::Retry => "retry",
+                Outcome::Drop => "drop",
+            };
+            metrics::counter!("events_consumed_total", "topic" => topic.clone(), "outcome" => label)
+                .increment(1);
+            metrics::histogram!("event_handler_seconds", "topic" => topic)
+                .record(started.elapsed().as_secs_f64());
             outcome
         }
         .instrument(span)
