@@ -161,8 +161,12 @@ fn micros(d: Duration) -> u64 {
 struct CpuSample {
     /// utime + stime of this process, in clock ticks.
     process: u64,
-    /// All non-idle ticks of all CPUs (from /proc/stat).
-    host_busy: u64,
+    /// Idle + iowait ticks of all CPUs (from /proc/stat). Busy time is derived from idle
+    /// time, which a tickless kernel accounts exactly, rather than from the tick-sampled
+    /// busy fields, which miss short bursts (a request every millisecond, say).
+    host_idle: u64,
+    /// Online CPUs.
+    cpus: usize,
 }
 
 impl CpuSample {
@@ -181,11 +185,18 @@ impl CpuSample {
             .filter_map(|v| v.parse().ok())
             .collect();
         // user nice system idle iowait irq softirq steal ...
-        let total: u64 = cpu.iter().take(8).sum();
-        let idle = cpu.get(3)? + cpu.get(4)?;
+        let host_idle = cpu.get(3)? + cpu.get(4)?;
+        let cpus = host
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
         Some(Self {
             process,
-            host_busy: total.saturating_sub(idle),
+            host_idle,
+            cpus,
         })
     }
 }
@@ -196,11 +207,12 @@ fn cores_used(from: Option<CpuSample>, to: Option<CpuSample>, wall: Duration) ->
     const TICKS_PER_SEC: f64 = 100.0;
     match (from, to) {
         (Some(a), Some(b)) if wall > Duration::ZERO => {
-            let secs = wall.as_secs_f64() * TICKS_PER_SEC;
+            let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
+            let idle = b.host_idle.saturating_sub(a.host_idle) as f64 / ticks;
             format!(
                 "{:.1} / {:.1}",
-                b.process.saturating_sub(a.process) as f64 / secs,
-                b.host_busy.saturating_sub(a.host_busy) as f64 / secs
+                b.process.saturating_sub(a.process) as f64 / ticks,
+                (b.cpus as f64 - idle).max(0.0)
             )
         }
         _ => "n/a".to_owned(),
