@@ -205,7 +205,7 @@ impl TaskService for TaskApi {
             tasks::insert(&txn, &row).await?;
             outbox::write(&txn, self.events(TaskEventKind::Created, &snapshot, vec![])).await?;
             let scheduled =
-                reminders::replan(&txn, &self.topics, row.id, &user, Some(&snapshot), "").await?;
+                reminders::schedule_new(&txn, &self.topics, row.id, &user, &snapshot).await?;
             txn.commit().await?;
             Ok(scheduled)
         }

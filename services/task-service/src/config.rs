@@ -2,8 +2,6 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use jsonwebtoken::Algorithm;
-
 use crate::auth::AuthMode;
 
 /// Everything task-service needs to start.
@@ -78,29 +76,7 @@ impl Config {
             16
         };
         let database_max_connections = parse(&get, "DATABASE_MAX_CONNECTIONS", default_conns)?;
-        let auth = match get("AUTH_MODE").as_deref().unwrap_or("jwt") {
-            "dev" => AuthMode::Dev,
-            "jwt" => {
-                let alg_name = get("JWT_ALGORITHM").unwrap_or_else(|| "HS256".to_owned());
-                let alg: Algorithm = alg_name
-                    .parse()
-                    .map_err(|_| err("JWT_ALGORITHM", format!("unknown algorithm {alg_name:?}")))?;
-                let (var, key) =
-                    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-                        ("JWT_SECRET", get("JWT_SECRET"))
-                    } else {
-                        ("JWT_PUBLIC_KEY", get("JWT_PUBLIC_KEY"))
-                    };
-                let key = key.ok_or_else(|| {
-                    err(var, format!("required with AUTH_MODE=jwt and JWT_ALGORITHM={alg_name} (or set AUTH_MODE=dev)"))
-                })?;
-                if var == "JWT_SECRET" && key.len() < 32 {
-                    return Err(err("JWT_SECRET", "must be at least 32 bytes"));
-                }
-                AuthMode::jwt(alg, key.as_bytes()).map_err(|e| err(var, e.to_string()))?
-            }
-            other => return Err(err("AUTH_MODE", format!("{other:?}: use jwt or dev"))),
-        };
+        let auth = AuthMode::from_lookup(get).map_err(|e| err(e.var, e.reason))?;
         let dapr_grpc_endpoint = match (get("DAPR_GRPC_ENDPOINT"), get("DAPR_GRPC_PORT")) {
             (Some(e), _) => e,
             (None, Some(p)) => {

@@ -77,6 +77,7 @@ impl Occurrences {
                 ),
             )
             .await?;
+            // A deterministic id may have had rows before (created, deleted, requested again).
             crate::reminders::replan(&txn, &self.topics, id, &m.user_id, Some(&snapshot), "")
                 .await?;
             txn.commit().await

@@ -153,12 +153,39 @@ pub async fn replan<C: ConnectionTrait>(
     task: Option<&Task>,
     reason: &str,
 ) -> Result<bool, DbErr> {
-    let now = Utc::now();
     let pending = reminder::Entity::find()
         .filter(reminder::Column::TaskId.eq(task_id))
         .filter(reminder::Column::State.eq(PENDING))
         .all(db)
         .await?;
+    apply_plan(db, topics, task_id, user_id, task, reason, Some(pending)).await
+}
+
+/// Schedules the reminders of a task created in this transaction: it has no reminder
+/// rows yet, so nothing is looked up or cancelled.
+pub async fn schedule_new<C: ConnectionTrait>(
+    db: &C,
+    topics: &Topics,
+    task_id: Uuid,
+    user_id: &str,
+    task: &Task,
+) -> Result<bool, DbErr> {
+    apply_plan(db, topics, task_id, user_id, Some(task), "", None).await
+}
+
+/// `existing`: the task's pending reminders, or `None` for a task that has no rows at all.
+async fn apply_plan<C: ConnectionTrait>(
+    db: &C,
+    topics: &Topics,
+    task_id: Uuid,
+    user_id: &str,
+    task: Option<&Task>,
+    reason: &str,
+    existing: Option<Vec<reminder::Model>>,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let is_new = existing.is_none();
+    let pending = existing.unwrap_or_default();
     let planned = task.map(|t| plan(t, now)).unwrap_or_default();
     let title = task.map(|t| t.title.clone()).unwrap_or_default();
     let due = task
@@ -191,7 +218,7 @@ pub async fn replan<C: ConnectionTrait>(
     }
     // A reminder cancelled earlier (e.g. before a reopen) may be planned again.
     let ids: Vec<Uuid> = planned.iter().map(|p| p.reminder_id).collect();
-    if !ids.is_empty() {
+    if !is_new && !ids.is_empty() {
         reminder::Entity::delete_many()
             .filter(reminder::Column::ReminderId.is_in(ids))
             .filter(reminder::Column::State.eq(CANCELLED))

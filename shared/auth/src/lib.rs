@@ -48,6 +48,48 @@ impl AuthMode {
     }
 }
 
+/// A variable of the auth configuration with a bad or missing value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl AuthMode {
+    /// Reads `AUTH_MODE` (`jwt`, the default, or `dev`), `JWT_ALGORITHM` (default HS256) and
+    /// `JWT_SECRET` (HS*, at least 32 bytes) or `JWT_PUBLIC_KEY` (PEM, RS*/ES*) from `get`,
+    /// which returns `None` for unset or blank variables.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AuthConfigError> {
+        let err = |var: &'static str, reason: String| AuthConfigError { var, reason };
+        match get("AUTH_MODE").as_deref().unwrap_or("jwt") {
+            "dev" => Ok(Self::Dev),
+            "jwt" => {
+                let alg_name = get("JWT_ALGORITHM").unwrap_or_else(|| "HS256".to_owned());
+                let alg: Algorithm = alg_name
+                    .parse()
+                    .map_err(|_| err("JWT_ALGORITHM", format!("unknown algorithm {alg_name:?}")))?;
+                let (var, key) =
+                    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                        ("JWT_SECRET", get("JWT_SECRET"))
+                    } else {
+                        ("JWT_PUBLIC_KEY", get("JWT_PUBLIC_KEY"))
+                    };
+                let key = key.ok_or_else(|| {
+                    err(
+                        var,
+                        format!("required with AUTH_MODE=jwt and JWT_ALGORITHM={alg_name} (or set AUTH_MODE=dev)"),
+                    )
+                })?;
+                if var == "JWT_SECRET" && key.len() < 32 {
+                    return Err(err("JWT_SECRET", "must be at least 32 bytes".to_owned()));
+                }
+                Self::jwt(alg, key.as_bytes()).map_err(|e| err(var, e.to_string()))
+            }
+            other => Err(err("AUTH_MODE", format!("{other:?}: use jwt or dev"))),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,

@@ -127,14 +127,19 @@ pub async fn insert<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), s
     task::Entity::insert(m.clone().into_active_model())
         .exec_without_returning(db)
         .await?;
-    write_tags(db, m).await
+    insert_tags(db, m).await
 }
 
-async fn write_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
+/// Replaces the tag index of an existing task.
+async fn replace_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
     task_tag::Entity::delete_many()
         .filter(task_tag::Column::TaskId.eq(m.id))
         .exec(db)
         .await?;
+    insert_tags(db, m).await
+}
+
+async fn insert_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
     let rows: Vec<task_tag::ActiveModel> = tags_of(m)
         .into_iter()
         .map(|tag| task_tag::ActiveModel {
@@ -198,7 +203,7 @@ pub async fn update_if<C: ConnectionTrait>(
         return Ok(false);
     }
     if tags_changed {
-        write_tags(db, m).await?;
+        replace_tags(db, m).await?;
     }
     Ok(true)
 }
