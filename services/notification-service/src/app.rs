@@ -56,7 +56,7 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
         config.state_timeout,
     )
     .context("DAPR_GRPC_ENDPOINT")?;
-    let log = DeliveryLog::new(store, config.retention, config.list_max);
+    let log = DeliveryLog::new(store, config.retention, config.list_max, config.claim_lease);
 
     let topics = config.topics();
     let stats = Arc::new(Stats::default());
@@ -121,6 +121,7 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
         state_store = %config.state_store,
         channel = channel.name(),
         retention_hours = config.retention.as_secs() / 3600,
+        claim_lease_ms = config.claim_lease.as_millis() as u64,
         auth = ?config.auth,
         app_api_token = config.app_api_token.is_some(),
         "notification-service serving"

@@ -40,6 +40,9 @@ pub struct Config {
     pub retention: Duration,
     /// `NOTIFICATIONS_PER_USER` (default 500, at most 5000): how many a user's list keeps.
     pub list_max: usize,
+    /// `NOTIFICATION_CLAIM_LEASE_MS` (default 15000, 1000 to 600000): how long a claim keeps
+    /// other handlings of the same reminder out; must exceed the slowest channel call.
+    pub claim_lease: Duration,
     /// `STATE_TIMEOUT_MS` (default 5000): deadline of one state call.
     pub state_timeout: Duration,
     /// `REQUEST_TIMEOUT_MS` (default 10000): deadline of one API request.
@@ -133,6 +136,13 @@ impl Config {
                 format!("at most {MAX_LIST_MAX} (each user's list is one state value)"),
             ));
         }
+        let claim_lease_ms: u64 = positive(&get, "NOTIFICATION_CLAIM_LEASE_MS", 15_000)?;
+        if !(1_000..=600_000).contains(&claim_lease_ms) {
+            return Err(err(
+                "NOTIFICATION_CLAIM_LEASE_MS",
+                "between 1000 and 600000 (1 s to 10 min)",
+            ));
+        }
         Ok(Self {
             listen,
             auth,
@@ -143,6 +153,7 @@ impl Config {
             state_store: get("STATE_STORE").unwrap_or_else(|| crate::STATE_STORE.to_owned()),
             retention: Duration::from_secs(retention_hours * 3600),
             list_max,
+            claim_lease: Duration::from_millis(claim_lease_ms),
             state_timeout: Duration::from_millis(positive(&get, "STATE_TIMEOUT_MS", 5_000)?),
             request_timeout: Duration::from_millis(positive(&get, "REQUEST_TIMEOUT_MS", 10_000)?),
         })
@@ -242,6 +253,7 @@ mod tests {
         assert_eq!(c.state_store, "notification-state");
         assert_eq!(c.retention, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(c.list_max, 500);
+        assert_eq!(c.claim_lease, Duration::from_secs(15));
         assert_eq!(c.state_timeout, Duration::from_secs(5));
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(
@@ -307,6 +319,8 @@ mod tests {
             ("NOTIFICATIONS_PER_USER", "-1"),
             ("NOTIFICATIONS_PER_USER", "100000"),
             ("STATE_TIMEOUT_MS", "soon"),
+            ("NOTIFICATION_CLAIM_LEASE_MS", "999"),
+            ("NOTIFICATION_CLAIM_LEASE_MS", "600001"),
             ("REQUEST_TIMEOUT_MS", "0"),
         ] {
             let mut pairs = vec![(var, value)];

@@ -3,48 +3,75 @@
 //!
 //! # Keys
 //!
-//! * `delivered:<user>:<reminder>` — the claim: the [`Notification`] as delivered. Written
-//!   with first-write concurrency and no ETag, which creates the key or fails if it exists:
-//!   of two replicas handling the same reminder, exactly one commits. Its TTL is the
-//!   retention (`ttlInSeconds`); a reminder redelivered after that would be delivered again,
-//!   so the retention must exceed how long Kafka can redeliver (its topic retention).
+//! * `delivered:<user>:<reminder>` — the claim: a [`ClaimRecord`], `claimed` (someone is
+//!   delivering it, under a lease) or `delivered`. Created with first-write concurrency and no
+//!   ETag, which creates the key or fails if it exists: of two replicas handling the same
+//!   reminder, exactly one claims it. Its TTL is the retention (`ttlInSeconds`); a reminder
+//!   redelivered after that would be delivered again, so the retention must exceed how long
+//!   Kafka can redeliver (its topic retention).
 //! * `inbox:<user>` — the user's list for `ListNotifications`: the latest notifications,
 //!   newest first, pruned to the retention and capped. Written with first-write concurrency
 //!   and the ETag it was read with (optimistic concurrency); a writer that lost the race
 //!   reads again and retries.
 //!
-//! The claim and the list are written in **one state transaction**, so they never disagree:
-//! a recorded delivery is always listed, a listed one is always recorded. The state query
-//! API would avoid the list, but it is Alpha and state.sqlite does not implement it; one
-//! key per user works on every transactional store (SQLite, PostgreSQL).
+//! # Claim, deliver, record
 //!
-//! # Record, then deliver: at most once
+//! [`DeliveryLog::deliver_once`] runs one delivery in three steps:
 //!
-//! The handler records first and delivers after the commit. If the process dies between the
-//! two, the redelivered event finds the claim and is skipped: that notification is listed but
-//! its log line was never written. The other order (deliver, then record) would instead write
-//! the line twice after such a crash, and — worse — two replicas racing on a redelivered
-//! event would both write it. The window is small: nothing is awaited between the commit and
-//! the log write, and the handler runs in its own task so a cancelled request (timeout,
-//! shutdown) does not cut it. A channel that fails returns an error; the claim is then
-//! released (deleted with its ETag, with the list entry, in one transaction) and the event
-//! retried, so a failed delivery is not remembered as done.
+//! 1. **Claim**: write `claimed` with a token of this handling and a lease (`lease_until`).
+//!    Finding `delivered`: a duplicate, acknowledged without delivering. Finding our own
+//!    token: our earlier write committed though its answer was lost (the sidecar died): we
+//!    own it. Finding another token under a live lease: someone is delivering it right now,
+//!    so wait until it is `delivered` (then skip) or its lease runs out (then take it over,
+//!    replacing it with its ETag, so only one taker wins).
+//! 2. **Deliver** through the channel. A channel that fails releases the claim (deleted with
+//!    its ETag) and the event is retried, so a failed delivery is not remembered as done.
+//! 3. **Record**: mark the claim `delivered` and add the notification to the user's list, in
+//!    **one state transaction**, so that a listed notification is always recorded and a
+//!    recorded one always listed.
+//!
+//! State calls that fail (the sidecar restarting, the store away) are retried inside the
+//! handling, within the lease, before the event is given back to Dapr for a retry: the
+//! handler runs in its own task, so it finishes even when the request that started it is
+//! gone. Hence what each fault costs:
+//!
+//! * The **sidecar** dies (or its answers are lost) at any step: the handling goes on once
+//!   it is back and completes; the redelivered event finds `claimed` (it waits) or
+//!   `delivered` (it skips). Exactly once.
+//! * **Two replicas** race on one reminder: one claims, the other waits and skips. Once.
+//! * The **process** dies between claim and record: the claim's lease runs out and the
+//!   redelivered event takes it over and delivers. If the line had already been written,
+//!   the user gets it twice: the one window left, as short as one channel call, and chosen
+//!   over the alternative (record before delivering), which would lose the reminder
+//!   instead. Channels to outside providers should pass `reminder_id` as the provider's
+//!   idempotency key to close it.
+//! * A handling that outlives its lease (a channel slower than the lease) can be taken over
+//!   and delivered twice; the lease (`NOTIFICATION_CLAIM_LEASE_MS`) must exceed the slowest
+//!   channel call.
+//!
+//! Leases compare wall clocks of the replicas; they are expected to agree to well within a
+//! lease.
 //!
 //! Keys are escaped (`%`, `:` and `|` as `%25`, `%3A`, `%7C`) so any id is a valid key and
 //! the parts cannot run into each other or into Dapr's `||` key prefix separator.
 
-use std::{cmp::Ordering, time::Duration};
+use std::{cmp::Ordering, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::{
+    channel::{Channel, ChannelError},
     notification::Notification,
     state::{StateError, StateStore, Versioned, Write},
 };
 
 /// How often a write that lost a race is tried again before the event is retried.
 const MAX_ATTEMPTS: u32 = 10;
+
+/// The longest pause between two looks at a claim held by someone else.
+const MAX_POLL: Duration = Duration::from_millis(500);
 
 /// `s` made safe as one part of a key.
 pub fn key_part(s: &str) -> String {
@@ -60,7 +87,7 @@ pub fn key_part(s: &str) -> String {
     out
 }
 
-/// The claim of one user's reminder.
+/// The key of the claim of one user's reminder.
 pub fn delivered_key(user_id: &str, reminder_id: &str) -> String {
     format!("delivered:{}:{}", key_part(user_id), key_part(reminder_id))
 }
@@ -118,14 +145,93 @@ impl Inbox {
     }
 }
 
-/// What recording a notification found.
+/// Where a claim stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimStatus {
+    /// Someone is delivering it (until `lease_until`, unless it records it first).
+    Claimed,
+    /// Delivered and listed.
+    Delivered,
+}
+
+/// The stored value of `delivered:<user>:<reminder>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// The format's version, for whoever changes it later.
+    #[serde(default)]
+    pub v: u32,
+    pub status: ClaimStatus,
+    /// Whose claim: a random token of one handling of one event.
+    pub token: String,
+    /// Until when a `claimed` record keeps other handlings out.
+    pub lease_until: DateTime<Utc>,
+    /// What is (being) delivered.
+    pub notification: Notification,
+}
+
+impl ClaimRecord {
+    const VERSION: u32 = 1;
+
+    fn parse(key: &str, data: &[u8]) -> Result<Self, LogError> {
+        serde_json::from_slice(data).map_err(|e| LogError::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// What looking at (and maybe writing) a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    /// This call recorded it: deliver it now.
-    New,
-    /// It was recorded before (a redelivery, or another replica): do nothing. Carries the
-    /// earlier record when it could be read.
-    AlreadyDelivered(Option<Box<Notification>>),
+pub enum Claim {
+    /// This handling holds it: deliver.
+    Ours,
+    /// Delivered before (a redelivery, another replica): do nothing.
+    Delivered(Box<Notification>),
+    /// Another handling holds it until then.
+    Held { until: DateTime<Utc> },
+}
+
+/// What recording a delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// Marked delivered and listed.
+    Recorded,
+    /// Our lease ran out and another handling took the claim over: it records (and delivers
+    /// again).
+    TakenOver,
+    /// The claim is gone (released, or expired): nothing to record against.
+    Gone,
+}
+
+/// How [`DeliveryLog::deliver_once`] ended.
+#[derive(Debug)]
+pub enum Once {
+    /// This handling delivered and recorded it.
+    Delivered,
+    /// This handling delivered it, but another took the claim over after our lease ran out.
+    DeliveredTakenOver,
+    /// This handling delivered it, but could not record it: the claim stays `claimed` (a
+    /// later redelivery would deliver it again) and it is not listed.
+    DeliveredUnrecorded(LogError),
+    /// Delivered before, or by another handling while this one waited: nothing done.
+    Duplicate(Box<Notification>),
+}
+
+/// Why [`DeliveryLog::deliver_once`] delivered nothing; the event should be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum OnceError {
+    #[error("claiming the delivery: {0}")]
+    Claim(#[source] LogError),
+    #[error("another handling still holds the claim (lease until {until})")]
+    Held { until: DateTime<Utc> },
+    #[error("delivering: {source}")]
+    Delivery {
+        #[source]
+        source: ChannelError,
+        /// Why the claim could not be released (the retried event then waits out its lease).
+        release: Option<LogError>,
+    },
 }
 
 /// Why the delivery log could not answer.
@@ -141,8 +247,16 @@ pub enum LogError {
         attempts: u32,
         last: StateError,
     },
-    #[error("{key} holds data that is not a notification list: {reason}")]
+    #[error("{key} holds data that is not what the delivery log writes: {reason}")]
     Corrupt { key: String, reason: String },
+}
+
+impl LogError {
+    /// Whether trying again may help (a store away, a race); data that cannot be read will
+    /// not read better later.
+    fn transient(&self) -> bool {
+        !matches!(self, Self::Corrupt { .. })
+    }
 }
 
 /// The delivery log over one state store component.
@@ -151,6 +265,7 @@ pub struct DeliveryLog {
     store: StateStore,
     retention: Duration,
     list_max: usize,
+    lease: Duration,
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -158,19 +273,48 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-async fn backoff(attempt: u32) {
+/// A jittered exponential pause: 5–20 ms doubled per attempt, up to 16 times that.
+fn backoff_delay(attempt: u32) -> Duration {
     let base = rand::random_range(5..=20_u64);
-    tokio::time::sleep(Duration::from_millis(base << attempt.min(4))).await;
+    Duration::from_millis(base << attempt.min(4))
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(backoff_delay(attempt)).await;
+}
+
+/// Retries `call` while it fails with a transient error and `deadline` is not reached.
+async fn retrying<T, F, Fut>(deadline: Instant, what: &str, mut call: F) -> Result<T, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, LogError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let pause = backoff_delay(attempt + 2);
+                if !e.transient() || Instant::now() + pause >= deadline {
+                    return Err(e);
+                }
+                attempt += 1;
+                tracing::debug!(attempt, error = %e, "{what} failed: trying again");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
 }
 
 impl DeliveryLog {
     /// `retention`: how long a delivery is remembered (and listed); `list_max`: how many
-    /// notifications a user's list keeps.
-    pub fn new(store: StateStore, retention: Duration, list_max: usize) -> Self {
+    /// notifications a user's list keeps; `lease`: how long a claim keeps other handlings out.
+    pub fn new(store: StateStore, retention: Duration, list_max: usize, lease: Duration) -> Self {
         Self {
             store,
             retention,
             list_max,
+            lease,
         }
     }
 
@@ -186,6 +330,13 @@ impl DeliveryLog {
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
+    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        chrono::TimeDelta::from_std(self.lease)
+            .ok()
+            .and_then(|l| now.checked_add_signed(l))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
     fn read_inbox(key: &str, stored: Option<&Versioned>) -> Result<Inbox, LogError> {
         match stored {
             None => Ok(Inbox::default()),
@@ -196,15 +347,149 @@ impl DeliveryLog {
         }
     }
 
-    /// Records `n` as delivered, with its user's list, unless it already is.
-    pub async fn record(&self, n: &Notification) -> Result<Recorded, LogError> {
-        let claim_key = delivered_key(&n.user_id, &n.reminder_id);
-        let list_key = inbox_key(&n.user_id);
-        let claim = to_json(n);
+    /// Delivers `n` through `channel` unless it was delivered before; see the module docs.
+    /// Returns only when the outcome is settled: an `Err` delivered nothing.
+    pub async fn deliver_once(
+        &self,
+        n: &Notification,
+        channel: &dyn Channel,
+    ) -> Result<Once, OnceError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        // Store calls may be retried for a lease: past it, an unseen claim of ours may be
+        // taken over anyway. Waiting on someone else's claim may take a lease more.
+        let claim_deadline = started + self.lease;
+        let wait_deadline = claim_deadline + self.lease;
+        let mut polls = 0;
+        loop {
+            let claim = retrying(claim_deadline, "claiming", || self.claim(n, &token))
+                .await
+                .map_err(OnceError::Claim)?;
+            match claim {
+                Claim::Ours => break,
+                Claim::Delivered(earlier) => return Ok(Once::Duplicate(earlier)),
+                Claim::Held { until } => {
+                    let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    let pause = left.min(backoff_delay(polls + 3)).min(MAX_POLL);
+                    if Instant::now() + pause >= wait_deadline {
+                        return Err(OnceError::Held { until });
+                    }
+                    if polls == 0 {
+                        tracing::info!(%until, "another handling holds this reminder: waiting");
+                    }
+                    polls += 1;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        if let Err(source) = channel.deliver(n).await {
+            let release = retrying(started + self.lease, "releasing the claim", || {
+                self.release(n, &token)
+            })
+            .await
+            .err();
+            return Err(OnceError::Delivery { source, release });
+        }
+        // Delivered: from here on, recording is worth more patience than claiming was.
+        let record_deadline = Instant::now() + self.lease;
+        match retrying(record_deadline, "recording the delivery", || {
+            self.record(n, &token)
+        })
+        .await
+        {
+            Ok(Record::Recorded) => Ok(Once::Delivered),
+            Ok(Record::TakenOver) => Ok(Once::DeliveredTakenOver),
+            Ok(Record::Gone) => Ok(Once::DeliveredUnrecorded(LogError::Corrupt {
+                key: delivered_key(&n.user_id, &n.reminder_id),
+                reason: "the claim vanished while delivering".to_owned(),
+            })),
+            Err(e) => Ok(Once::DeliveredUnrecorded(e)),
+        }
+    }
+
+    /// Claims `n` for the handling `token`, or says who has it.
+    pub async fn claim(&self, n: &Notification, token: &str) -> Result<Claim, LogError> {
+        let key = delivered_key(&n.user_id, &n.reminder_id);
         let mut attempt = 0;
         loop {
-            let stored = self.store.get(&list_key).await?;
-            let mut inbox = match Self::read_inbox(&list_key, stored.as_ref()) {
+            let now = Utc::now();
+            let ours = ClaimRecord {
+                v: ClaimRecord::VERSION,
+                status: ClaimStatus::Claimed,
+                token: token.to_owned(),
+                lease_until: self.lease_from(now),
+                notification: n.clone(),
+            };
+            let write = match self.store.get(&key).await? {
+                None => Write::Create {
+                    key: key.clone(),
+                    value: to_json(&ours),
+                    ttl: self.retention,
+                },
+                Some(stored) => {
+                    let found = ClaimRecord::parse(&key, &stored.data)?;
+                    match found.status {
+                        ClaimStatus::Delivered => {
+                            return Ok(Claim::Delivered(Box::new(found.notification)));
+                        }
+                        ClaimStatus::Claimed if found.token == token => return Ok(Claim::Ours),
+                        ClaimStatus::Claimed if found.lease_until > now => {
+                            return Ok(Claim::Held {
+                                until: found.lease_until,
+                            });
+                        }
+                        ClaimStatus::Claimed => {
+                            tracing::warn!(
+                                lease_until = %found.lease_until,
+                                earlier_event_id = %found.notification.event_id,
+                                "taking over a claim whose lease ran out (its handling died?)"
+                            );
+                            Write::Replace {
+                                key: key.clone(),
+                                value: to_json(&ours),
+                                etag: stored.etag,
+                                ttl: self.retention,
+                            }
+                        }
+                    }
+                }
+            };
+            // A failed write lost a race (or the store is away): reading again tells which.
+            let Err(failed) = self.store.transact(vec![write]).await else {
+                return Ok(Claim::Ours);
+            };
+            attempt += 1;
+            if attempt >= MAX_ATTEMPTS {
+                return Err(LogError::Contended {
+                    key,
+                    attempts: attempt,
+                    last: failed,
+                });
+            }
+            tracing::debug!(attempt, error = %failed, %key, "claim write failed: reading again");
+            backoff(attempt).await;
+        }
+    }
+
+    /// Marks the claim of `token` delivered and lists `n`, in one transaction.
+    pub async fn record(&self, n: &Notification, token: &str) -> Result<Record, LogError> {
+        let claim_key = delivered_key(&n.user_id, &n.reminder_id);
+        let list_key = inbox_key(&n.user_id);
+        let mut attempt = 0;
+        loop {
+            let Some(stored_claim) = self.store.get(&claim_key).await? else {
+                return Ok(Record::Gone);
+            };
+            let mut claim = ClaimRecord::parse(&claim_key, &stored_claim.data)?;
+            if claim.token != token {
+                return Ok(Record::TakenOver);
+            }
+            if claim.status == ClaimStatus::Delivered {
+                // Our earlier attempt committed; its answer was lost.
+                return Ok(Record::Recorded);
+            }
+            let stored_list = self.store.get(&list_key).await?;
+            let mut inbox = match Self::read_inbox(&list_key, stored_list.as_ref()) {
                 Ok(inbox) => inbox,
                 // The claims are what keep deliveries single; the list is for reading. A list
                 // that cannot be read must not stop deliveries: start it again, loudly.
@@ -215,7 +500,7 @@ impl DeliveryLog {
             };
             inbox.insert(n.clone(), self.cutoff(n.delivered_at), self.list_max);
             let list = to_json(&inbox);
-            let list_write = match stored {
+            let list_write = match stored_list {
                 Some(v) => Write::Replace {
                     key: list_key.clone(),
                     value: list,
@@ -228,26 +513,21 @@ impl DeliveryLog {
                     ttl: self.retention,
                 },
             };
+            claim.status = ClaimStatus::Delivered;
             let writes = vec![
-                Write::Create {
+                Write::Replace {
                     key: claim_key.clone(),
-                    value: claim.clone(),
+                    value: to_json(&claim),
+                    etag: stored_claim.etag,
                     ttl: self.retention,
                 },
                 list_write,
             ];
             let Err(failed) = self.store.transact(writes).await else {
-                return Ok(Recorded::New);
+                return Ok(Record::Recorded);
             };
-            // Which precondition failed? The claim existing means delivered before; if the
-            // store is away this read fails too and the event is retried.
-            if let Some(earlier) = self.store.get(&claim_key).await? {
-                let earlier = serde_json::from_slice::<Notification>(&earlier.data)
-                    .ok()
-                    .map(Box::new);
-                return Ok(Recorded::AlreadyDelivered(earlier));
-            }
-            // Otherwise the list changed under us (another delivery to the same user).
+            // The list changed under us (another delivery to the same user), or the claim
+            // did, or the store is away: reading again tells which.
             attempt += 1;
             if attempt >= MAX_ATTEMPTS {
                 return Err(LogError::Contended {
@@ -261,43 +541,30 @@ impl DeliveryLog {
         }
     }
 
-    /// Undoes [`Self::record`] for a notification whose delivery failed, so the retried
-    /// event delivers it. Only the claim `n` itself made is removed (not a later one).
-    pub async fn release(&self, n: &Notification) -> Result<(), LogError> {
-        let claim_key = delivered_key(&n.user_id, &n.reminder_id);
-        let list_key = inbox_key(&n.user_id);
+    /// Gives up the claim of `token` on a delivery that failed, so the retried event
+    /// delivers it without waiting for the lease. Another handling's claim is left alone.
+    pub async fn release(&self, n: &Notification, token: &str) -> Result<(), LogError> {
+        let key = delivered_key(&n.user_id, &n.reminder_id);
         let mut attempt = 0;
         loop {
-            let Some(claim) = self.store.get(&claim_key).await? else {
+            let Some(stored) = self.store.get(&key).await? else {
                 return Ok(());
             };
-            let ours = serde_json::from_slice::<Notification>(&claim.data)
-                .is_ok_and(|c| c.event_id == n.event_id && c.delivered_at == n.delivered_at);
-            if !ours {
+            let claim = ClaimRecord::parse(&key, &stored.data)?;
+            if claim.token != token || claim.status != ClaimStatus::Claimed {
                 return Ok(());
             }
-            let mut writes = vec![Write::Delete {
-                key: claim_key.clone(),
-                etag: claim.etag,
-            }];
-            if let Some(stored) = self.store.get(&list_key).await? {
-                let mut inbox = Self::read_inbox(&list_key, Some(&stored))?;
-                if inbox.remove(&n.reminder_id) {
-                    writes.push(Write::Replace {
-                        key: list_key.clone(),
-                        value: to_json(&inbox),
-                        etag: stored.etag,
-                        ttl: self.retention,
-                    });
-                }
-            }
-            let Err(failed) = self.store.transact(writes).await else {
+            let delete = Write::Delete {
+                key: key.clone(),
+                etag: stored.etag,
+            };
+            let Err(failed) = self.store.transact(vec![delete]).await else {
                 return Ok(());
             };
             attempt += 1;
             if attempt >= MAX_ATTEMPTS {
                 return Err(LogError::Contended {
-                    key: list_key,
+                    key,
                     attempts: attempt,
                     last: failed,
                 });
@@ -392,6 +659,52 @@ mod tests {
         assert!(inbox.remove("d"));
         assert!(!inbox.remove("d"));
         assert_eq!(ids(&inbox.notifications), ["e", "b"]);
+    }
+
+    #[test]
+    fn the_stored_claim_is_versioned_json() {
+        let claim = ClaimRecord {
+            v: ClaimRecord::VERSION,
+            status: ClaimStatus::Claimed,
+            token: "t-1".into(),
+            lease_until: at("2030-01-02T00:00:15Z"),
+            notification: n("a", "2030-01-02T00:00:00Z"),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&to_json(&claim)).unwrap();
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["status"], "claimed");
+        assert_eq!(json["token"], "t-1");
+        assert_eq!(json["lease_until"], "2030-01-02T00:00:15Z");
+        assert_eq!(json["notification"]["reminder_id"], "a");
+        let back = ClaimRecord::parse("k", json.to_string().as_bytes()).unwrap();
+        assert_eq!(back, claim, "round trip");
+        let delivered = br#"{"v":1,"status":"delivered","token":"t","lease_until":"2030-01-01T00:00:00Z","notification":{"reminder_id":"r","task_id":"t","user_id":"u","remind_at":"2030-01-01T00:00:00Z","delivered_at":"2030-01-01T00:00:00Z","lateness_ms":0,"channel":"log"}}"#;
+        assert_eq!(
+            ClaimRecord::parse("k", delivered).unwrap().status,
+            ClaimStatus::Delivered
+        );
+        assert!(matches!(
+            ClaimRecord::parse("k", b"{\"status\":\"maybe\"}"),
+            Err(LogError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn only_unreadable_data_is_not_worth_retrying() {
+        let corrupt = LogError::Corrupt {
+            key: "k".into(),
+            reason: "x".into(),
+        };
+        assert!(!corrupt.transient());
+        let away = LogError::Store(StateError::Sidecar(tonic::Status::unavailable("gone")));
+        assert!(away.transient());
+        for attempt in 0..10 {
+            let d = backoff_delay(attempt);
+            assert!(
+                d >= Duration::from_millis(5) && d <= Duration::from_millis(320),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,16 +5,18 @@
 //! untouched) and delivers through a [`channel::Channel`]; the first writes one structured
 //! JSON line per notification on stdout ([`channel::JsonLogChannel`]).
 //!
-//! Idempotent across redeliveries, restarts and replicas: before delivering, it records the
-//! reminder in a Dapr state store (component [`STATE_STORE`]) with first-write-wins
-//! concurrency and a TTL, in one transaction with the user's list; a reminder already
-//! recorded is skipped. The trade-offs (record first: at most once for the side effect) are
-//! in [`delivery_log`]. `todo.notifications.v1.NotificationService/ListNotifications` pages
+//! Idempotent across redeliveries, restarts, sidecar crashes and replicas: before delivering,
+//! a handling claims the reminder in a Dapr state store (component [`STATE_STORE`]; create-only
+//! write, a lease, a TTL); after delivering, it marks it delivered in one transaction with the
+//! user's list. A reminder already delivered is skipped; one being delivered elsewhere is
+//! waited for; a claim whose handling died is taken over when its lease runs out. What each
+//! fault costs is in [`delivery_log`]. `todo.notifications.v1.NotificationService/ListNotifications` pages
 //! through the caller's own notifications.
 //!
 //! Answers: SUCCESS when delivered or already delivered; DROP, with a log line saying why,
 //! for an event that can never succeed (undecodable, missing user or reminder id, unknown
-//! type; it lands on `reminders-dlq`); RETRY when the state store or the channel failed.
+//! type; it lands on `reminders-dlq`); RETRY when the channel failed, or the state store
+//! stayed away longer than the claim lease.
 
 pub mod api;
 pub mod app;

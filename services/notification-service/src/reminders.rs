@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::{
     channel::Channel,
     config::Topics,
-    delivery_log::{DeliveryLog, Recorded},
+    delivery_log::{DeliveryLog, Once, OnceError},
     notification::notification_from,
 };
 
@@ -118,8 +118,9 @@ impl Reminders {
                 move |e: Event<ReminderEvent>| {
                     let this = due.clone();
                     // In a task of its own: a request cancelled by a timeout or a dropped
-                    // connection must not cut a delivery between its record and its write
-                    // (see crate::delivery_log). Dapr retries, and finds it recorded.
+                    // connection (the sidecar dying) must not cut a delivery between its
+                    // claim and its record (see crate::delivery_log). The redelivered event
+                    // waits for it, and finds it recorded.
                     async move {
                         let handling =
                             tokio::spawn(async move { this.on_due(&e).await }.in_current_span());
@@ -145,7 +146,7 @@ impl Reminders {
             .build()
     }
 
-    /// A due reminder: record it (first write wins), then deliver it if this call recorded it.
+    /// A due reminder: delivered once, whoever else handles it (see crate::delivery_log).
     pub async fn on_due(&self, event: &Event<ReminderEvent>) -> Outcome {
         let m = &event.message;
         let span = tracing::info_span!(
@@ -171,34 +172,45 @@ impl Reminders {
                 return Stats::count(&stats.dropped, Outcome::Drop);
             }
         };
-        match self.log.record(&n).await {
-            Ok(Recorded::New) => {}
-            Ok(Recorded::AlreadyDelivered(earlier)) => {
-                tracing::info!(
-                    earlier_event_id = earlier.as_ref().map_or("", |e| e.event_id.as_str()),
-                    earlier_delivered_at = ?earlier.as_ref().map(|e| e.delivered_at),
-                    "reminder already delivered: skipping"
-                );
-                return Stats::count(&stats.duplicates, Outcome::Success);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, store = %self.log.store_name(), "recording the delivery failed: retrying");
-                return Stats::count(&stats.retried, Outcome::Retry);
-            }
-        }
-        match self.channel.deliver(&n).await {
-            Ok(()) => {
+        match self.log.deliver_once(&n, self.channel.as_ref()).await {
+            Ok(Once::Delivered) => {
                 tracing::debug!(lateness_ms = n.lateness_ms, channel = %n.channel, "reminder delivered");
                 Stats::count(&stats.delivered, Outcome::Success)
             }
+            Ok(Once::DeliveredTakenOver) => {
+                tracing::warn!(
+                    channel = %n.channel,
+                    "reminder delivered, but this handling outlived its lease and was taken over: it may be delivered twice"
+                );
+                Stats::count(&stats.delivered, Outcome::Success)
+            }
+            Ok(Once::DeliveredUnrecorded(e)) => {
+                // Acknowledged all the same: a retry would deliver it again.
+                tracing::error!(
+                    error = %e,
+                    store = %self.log.store_name(),
+                    "reminder delivered but not recorded: it is not listed"
+                );
+                Stats::count(&stats.delivered, Outcome::Success)
+            }
+            Ok(Once::Duplicate(earlier)) => {
+                tracing::info!(
+                    earlier_event_id = %earlier.event_id,
+                    earlier_delivered_at = %earlier.delivered_at,
+                    "reminder already delivered: skipping"
+                );
+                Stats::count(&stats.duplicates, Outcome::Success)
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "delivery failed: releasing the record and retrying");
-                if let Err(release) = self.log.release(&n).await {
-                    // The record stays: the retried event will skip it. Said loudly, as this
-                    // is the one way a reminder goes undelivered.
-                    tracing::error!(
+                tracing::warn!(error = %e, store = %self.log.store_name(), "reminder not delivered: retrying");
+                if let OnceError::Delivery {
+                    release: Some(release),
+                    ..
+                } = &e
+                {
+                    tracing::warn!(
                         error = %release,
-                        "could not release the record of a failed delivery: this reminder will not be delivered"
+                        "could not release the claim of a failed delivery: the retry waits for its lease"
                     );
                 }
                 Stats::count(&stats.retried, Outcome::Retry)

@@ -7,7 +7,9 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::{Stack, Tokens, assert_unique, due, instant};
-use notification_service::reminders::StatsSnapshot;
+use notification_service::{
+    delivery_log::Claim, notification::notification_from, reminders::StatsSnapshot,
+};
 use prost::Message;
 use todo_proto::todo::events::v1::ReminderEvent;
 use todo_topology::event_types;
@@ -215,8 +217,8 @@ async fn a_due_event_published_twice_is_delivered_once() {
     assert_eq!(svc.list_all("dave", 10).await.len(), 1);
 }
 
-/// A channel that fails: the record is released (claim and list entry, in one transaction
-/// against the real store) and the event retried, so the reminder still goes out once.
+/// A channel that fails: the claim is released (deleted with its ETag, in the real store) and
+/// the event retried, so the reminder still goes out once, and is listed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_delivery_is_released_and_retried() {
     let stack = Stack::start(Tokens::None).await;
@@ -308,8 +310,10 @@ async fn a_restart_in_the_middle_of_a_burst_loses_and_doubles_nothing() {
     tracing::info!(?stats, before, "restart test");
 }
 
-/// The sidecar killed (SIGKILL) in the middle of a burst: Kafka redelivers what daprd had
-/// not committed, including events already recorded and delivered; those are skipped.
+/// The sidecar killed (SIGKILL) in the middle of a burst: handlings in flight lose their
+/// sidecar between claim and record (some of their writes commit with the answer lost) and
+/// finish once it is back; Kafka redelivers what daprd had not committed, and those
+/// redeliveries wait for the claims or skip. Every reminder goes out exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redeliveries_after_a_sidecar_crash_are_skipped() {
     const TOTAL: usize = 100;
@@ -338,6 +342,52 @@ async fn redeliveries_after_a_sidecar_crash_are_skipped() {
         "{stats:?}"
     );
     tracing::info!(?stats, "sidecar crash test");
+}
+
+/// A handling that died between claim and record (its process killed) leaves a `claimed`
+/// record behind in the real store: the event waits out that claim's lease, takes it over
+/// and delivers, once. After that the reminder is recorded and a redelivery is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_left_by_a_dead_handling_is_taken_over_when_its_lease_runs_out() {
+    let stack = Stack::start(Tokens::None).await;
+    let svc = stack.instance();
+    let log = svc.delivery_log();
+    let e = due("gina", Duration::ZERO);
+    let orphan = notification_from(&e, "dead", chrono::Utc::now()).unwrap();
+    assert_eq!(
+        log.claim(&orphan, "dead-handling").await.unwrap(),
+        Claim::Ours
+    );
+    let Claim::Held { until } = log.claim(&orphan, "someone-else").await.unwrap() else {
+        panic!("a live claim must keep others out");
+    };
+
+    stack.publish_due(&e).await;
+    let got = stack.channel.wait_for(1).await;
+    assert_eq!(got[0].reminder_id, e.reminder_id);
+    let went_out = stack.channel.times()[0];
+    assert!(
+        went_out >= until,
+        "delivered at {went_out}, before the dead handling's lease ran out at {until}"
+    );
+    // Answered once the delivery is recorded (the line goes out just before).
+    let stats = stack.handled(1).await;
+    assert_eq!((stats.delivered, stats.retried), (1, 0), "{stats:?}");
+    let Claim::Delivered(recorded) = log.claim(&orphan, "late").await.unwrap() else {
+        panic!("not recorded as delivered");
+    };
+    assert_eq!(
+        recorded.channel, "recorder",
+        "recorded by the handling that took over"
+    );
+    let listed = svc.list_all("gina", 10).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].channel, "recorder");
+
+    stack.publish_due(&e).await;
+    let stats = stack.handled(2).await;
+    assert_eq!((stats.delivered, stats.duplicates), (1, 1), "{stats:?}");
+    assert_eq!(stack.channel.all().len(), 1, "delivered again");
 }
 
 /// Two replicas racing on every reminder (each its own consumer group, so each receives

@@ -25,8 +25,10 @@ use notification_service::{
     App, Config,
     channel::{Channel, ChannelError},
     config::Topics,
+    delivery_log::DeliveryLog,
     notification::Notification,
     reminders::StatsSnapshot,
+    state::StateStore,
 };
 use prost::Message;
 use todo_harness::{Daprd, DaprdOptions, ensure_kafka, free_port, repo_root, unique};
@@ -46,10 +48,15 @@ use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 /// How long a test waits for something that normally takes a second or two.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// The claim lease the services under test run with.
+pub const CLAIM_LEASE_MS: &str = "3000";
+
 /// A [`Channel`] that remembers what it delivered (and can be told to fail).
 #[derive(Debug, Default)]
 pub struct Recorder {
     delivered: Mutex<Vec<Notification>>,
+    /// When each of `delivered` went out (wall clock).
+    times: Mutex<Vec<DateTime<Utc>>>,
     changed: Notify,
     /// How many of the next deliveries fail.
     fail_next: AtomicUsize,
@@ -76,6 +83,7 @@ impl Channel for Recorder {
             });
         }
         self.delivered.lock().unwrap().push(n.clone());
+        self.times.lock().unwrap().push(Utc::now());
         self.changed.notify_waiters();
         Ok(())
     }
@@ -88,6 +96,11 @@ impl Recorder {
 
     pub fn all(&self) -> Vec<Notification> {
         self.delivered.lock().unwrap().clone()
+    }
+
+    /// When each delivery went out, in order.
+    pub fn times(&self) -> Vec<DateTime<Utc>> {
+        self.times.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` notifications went out, failing after [`WAIT`].
@@ -259,6 +272,8 @@ impl Instance {
         let mut vars = vec![
             (topics::PREFIX_VAR, prefix),
             ("DAPR_GRPC_PORT", grpc_port_s.as_str()),
+            // Short, so that a test waiting out a dead handling's claim stays short.
+            ("NOTIFICATION_CLAIM_LEASE_MS", CLAIM_LEASE_MS),
         ];
         if let (Some(a), Some(d)) = (&app_token, &dapr_token) {
             vars.push(("APP_API_TOKEN", a));
@@ -284,6 +299,19 @@ impl Instance {
 
     pub fn app(&self) -> &App {
         self.app.as_ref().unwrap()
+    }
+
+    /// The delivery log as the service sees it, through its sidecar's state API.
+    pub fn delivery_log(&self) -> DeliveryLog {
+        let c = &self.config;
+        let store = StateStore::lazy(
+            &c.dapr_grpc_endpoint,
+            &c.state_store,
+            c.dapr_api_token.as_deref(),
+            c.state_timeout,
+        )
+        .unwrap();
+        DeliveryLog::new(store, c.retention, c.list_max, c.claim_lease)
     }
 
     /// Every answer since the first start, across restarts.
