@@ -206,6 +206,14 @@ async fn apply_plan<C: ConnectionTrait>(
             ));
         }
     }
+    // Kept reminders carry the task's title and due time into their events: keep them
+    // current (a renamed task is reminded of by its new name).
+    let stale: Vec<Uuid> = pending
+        .iter()
+        .filter(|r| !cancel.contains(&r.reminder_id))
+        .filter(|r| r.task_title != title || r.due_time != due)
+        .map(|r| r.reminder_id)
+        .collect();
     if !cancel.is_empty() {
         reminder::Entity::update_many()
             .col_expr(
@@ -213,6 +221,21 @@ async fn apply_plan<C: ConnectionTrait>(
                 sea_orm::sea_query::Expr::value(CANCELLED),
             )
             .filter(reminder::Column::ReminderId.is_in(cancel))
+            .exec(db)
+            .await?;
+    }
+    if task.is_some() && !stale.is_empty() {
+        reminder::Entity::update_many()
+            .col_expr(
+                reminder::Column::TaskTitle,
+                sea_orm::sea_query::Expr::value(title.clone()),
+            )
+            .col_expr(
+                reminder::Column::DueTime,
+                sea_orm::sea_query::Expr::value(due),
+            )
+            .filter(reminder::Column::ReminderId.is_in(stale))
+            .filter(reminder::Column::State.eq(PENDING))
             .exec(db)
             .await?;
     }

@@ -732,6 +732,40 @@ async fn a_reminder_fires_once_near_its_moment_moves_with_the_due_time_and_compl
     assert_eq!(for_t2[1].1.reminder_id, for_t2[0].1.reminder_id);
     assert_eq!(for_t2[3].1.reminder_id, for_t2[2].1.reminder_id);
 
+    // Renamed after its reminder was scheduled: the reminder is kept (same moment) and
+    // fires under the new name.
+    let t4 = c
+        .create_task(as_user(
+            &user,
+            CreateTaskRequest {
+                task: Some(Task {
+                    title: "old name".into(),
+                    due_time: Some(due_in(4)),
+                    reminders: vec![before_due(2)],
+                    ..Task::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    c.update_task(as_user(
+        &user,
+        UpdateTaskRequest {
+            task: Some(Task {
+                id: t4.id.clone(),
+                title: "new name".into(),
+                ..Task::default()
+            }),
+            update_mask: Some(FieldMask {
+                paths: vec!["title".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+
     // Completed before its moment: cancelled, never due.
     let t3 = c
         .create_task(as_user(
@@ -759,7 +793,7 @@ async fn a_reminder_fires_once_near_its_moment_moves_with_the_due_time_and_compl
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let got = reminder_events(&stack, &user);
+    let got = wait_reminders(&stack, &user, |e| count(e, event_types::REMINDER_DUE) >= 3).await;
     let for_t3: Vec<&str> = got
         .iter()
         .filter(|(_, e)| e.task_id == t3.id)
@@ -772,9 +806,22 @@ async fn a_reminder_fires_once_near_its_moment_moves_with_the_due_time_and_compl
             event_types::REMINDER_CANCELLED
         ]
     );
+    let for_t4: Vec<&(String, ReminderEvent)> =
+        got.iter().filter(|(_, e)| e.task_id == t4.id).collect();
+    let types: Vec<&str> = for_t4.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [event_types::REMINDER_SCHEDULED, event_types::REMINDER_DUE],
+        "a rename keeps the reminder"
+    );
+    assert_eq!(for_t4[0].1.task_title, "old name");
+    assert_eq!(
+        for_t4[1].1.task_title, "new name",
+        "fires under the new name"
+    );
     assert_eq!(
         count(&got, event_types::REMINDER_DUE),
-        2,
+        3,
         "no other reminder fired"
     );
 }
