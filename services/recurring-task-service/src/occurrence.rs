@@ -69,10 +69,10 @@ pub enum InvalidEvent {
 ///
 /// `event_id` and `now` become the new event's `event_id` and `occurred_at`.
 ///
-/// The engine's `series_start` is left to the completed task's due time: the task has no
-/// field for the series' first due time. So a monthly series on the 31st that was capped to
-/// the 30th (or 28th) continues on the 30th, and one whose 02:30 fell into a DST gap
-/// (moved to 03:00) continues at 03:00.
+/// The engine counts from the task's `series_start_time` (the series' first due time, or
+/// the one last set by the user), so a monthly series on the 31st that was capped to the
+/// 30th returns to the 31st, and one whose 02:30 fell into a DST gap returns to 02:30. A task
+/// without it (written before the field existed) counts from its own due time.
 pub fn next_occurrence(
     event: &TaskEvent,
     event_id: Uuid,
@@ -122,9 +122,14 @@ pub fn next_occurrence(
         .occurrence_index
         .checked_add(1)
         .ok_or(InvalidEvent::IndexExhausted(task.occurrence_index))?;
+    let series_start = task
+        .series_start_time
+        .as_ref()
+        .map(|t| timestamp("task.series_start_time", t))
+        .transpose()?;
     let completion = Completion {
         due,
-        series_start: None,
+        series_start,
         occurrence_index: task.occurrence_index,
         completed_at,
     };
@@ -145,10 +150,12 @@ pub fn next_occurrence(
 }
 
 /// The fields the next task carries over: title, description, priority, tags, time zone,
-/// recurrence and the reminders relative to the due time. Reminders at an absolute instant
-/// belong to the completed task's moment and are not repeated.
+/// recurrence, the series' start (or, for a task without one, its due time) and the
+/// reminders relative to the due time. Reminders at an absolute instant belong to the
+/// completed task's moment and are not repeated.
 pub fn template(task: &Task) -> Task {
     Task {
+        series_start_time: task.series_start_time.or(task.due_time),
         title: task.title.clone(),
         description: task.description.clone(),
         priority: task.priority,
@@ -310,6 +317,55 @@ mod tests {
             (String::new(), 0, String::new(), String::new(), 0)
         );
         assert!(t.due_time.is_none() && t.complete_time.is_none() && t.user_id.is_empty());
+        // A task without a series start hands its own due time on as the series' start.
+        assert_eq!(t.series_start_time, task.due_time);
+    }
+
+    #[test]
+    fn a_monthly_series_on_the_31st_returns_to_the_31st_after_a_short_month() {
+        let monthly = Recurrence {
+            frequency: Frequency::Monthly as i32,
+            ..Recurrence::default()
+        };
+        // The series started on Friday 31 January 2031 at 09:00 UTC; this is its
+        // occurrence capped to 28 February, completed that morning.
+        let start = to_timestamp(at("2031-01-31T09:00:00Z"));
+        let capped = |series_start: Option<prost_types::Timestamp>| {
+            with_task(completed(Some(monthly.clone())), |t| {
+                t.time_zone = "UTC".into();
+                t.due_time = Some(to_timestamp(at("2031-02-28T09:00:00Z")));
+                t.complete_time = Some(to_timestamp(at("2031-02-28T10:00:00Z")));
+                t.series_start_time = series_start;
+            })
+        };
+        let decide_at = |e: &TaskEvent| match next_occurrence(e, Uuid::nil(), Utc::now()) {
+            Ok(Decision::Next(o)) => *o,
+            other => panic!("expected an occurrence, got {other:?}"),
+        };
+        let o = decide_at(&capped(Some(start)));
+        assert_eq!(o.due_time, Some(to_timestamp(at("2031-03-31T09:00:00Z"))));
+        assert_eq!(
+            o.template.unwrap().series_start_time,
+            Some(start),
+            "the start is carried on"
+        );
+        // Without the series' start (a task written before the field existed) the capped
+        // day is all there is.
+        let o = decide_at(&capped(None));
+        assert_eq!(o.due_time, Some(to_timestamp(at("2031-03-28T09:00:00Z"))));
+
+        let bad = with_task(capped(None), |t| {
+            t.series_start_time = Some(prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 0,
+            });
+        });
+        assert!(matches!(
+            decide(&bad),
+            Err(InvalidEvent::BadTimestamp {
+                field: "task.series_start_time"
+            })
+        ));
     }
 
     #[test]

@@ -369,6 +369,12 @@ impl TaskService for TaskApi {
         if next.recurrence.is_some() && next.series_id.is_none() {
             next.series_id = Some(next.id);
         }
+        // A due time set by the caller (or a task made recurring) restarts the rhythm there.
+        if next.recurrence.is_none() {
+            next.series_start = None;
+        } else if next.due_time != row.due_time || row.recurrence.is_none() {
+            next.series_start = next.due_time;
+        }
         next.update_time = tasks::micros(Utc::now());
         next.version = row.version + 1;
         let tags_changed = next.tags != row.tags;

@@ -58,6 +58,13 @@ impl Occurrences {
         row.series_id = Some(series);
         row.parent_task_id = Some(parent);
         row.occurrence_index = i32::try_from(m.occurrence_index).unwrap_or(i32::MAX);
+        // The series keeps counting from where it started (new_row set the new due time).
+        if let (Some(start), Some(_)) = (template.series_start_time.as_ref(), &row.recurrence) {
+            let Some(start) = todo_proto::from_timestamp(start) else {
+                return drop("template.series_start_time is not a valid timestamp");
+            };
+            row.series_start = Some(tasks::micros(start));
+        }
         let snapshot = tasks::to_proto(&row);
         let result: Result<(), DbErr> = async {
             // Already created by an earlier delivery: done.

@@ -101,6 +101,10 @@ async fn every_rpc_round_trips(backend: Backend) {
         "a recurring task starts its series"
     );
     assert_eq!(
+        created.series_start_time, created.due_time,
+        "and counts its rhythm from its due time"
+    );
+    assert_eq!(
         uuid::Uuid::parse_str(&created.id)
             .unwrap()
             .get_version_num(),
@@ -153,6 +157,27 @@ async fn every_rpc_round_trips(backend: Backend) {
     );
     assert_eq!(updated.tags, created.tags);
     assert_ne!(updated.etag, created.etag);
+    assert_eq!(updated.series_start_time, created.series_start_time);
+
+    // A due time set by the caller restarts the series' rhythm there.
+    let moved = c
+        .update_task(as_user(
+            "alice",
+            UpdateTaskRequest {
+                task: Some(Task {
+                    id: created.id.clone(),
+                    due_time: Some(ts(1_900_086_400)),
+                    ..Task::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["due_time".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.series_start_time, Some(ts(1_900_086_400)));
 
     let completed = c
         .complete_task(as_user(

@@ -543,6 +543,14 @@ async fn an_occurrence_request_creates_the_next_task_once_even_when_delivered_tw
         template: Some(Task {
             title: "water the plants".into(),
             tags: vec!["home".into()],
+            recurrence: Some(todo_proto::todo::v1::Recurrence {
+                frequency: todo_proto::todo::v1::Frequency::Monthly as i32,
+                ..Default::default()
+            }),
+            series_start_time: Some(prost_types::Timestamp {
+                seconds: 1_990_000_000,
+                nanos: 0,
+            }),
             ..Task::default()
         }),
     };
@@ -577,6 +585,11 @@ async fn an_occurrence_request_creates_the_next_task_once_even_when_delivered_tw
     assert_eq!(task.parent_task_id, parent.id);
     assert_eq!(task.occurrence_index, 1);
     assert_eq!(task.due_time.unwrap().seconds, 2_000_000_000);
+    assert_eq!(
+        task.series_start_time.unwrap().seconds,
+        1_990_000_000,
+        "the series keeps counting from its start"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (all, _) = stack.task_events();
     assert_eq!(

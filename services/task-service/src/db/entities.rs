@@ -35,6 +35,8 @@ pub mod task {
         pub version: i64,
         /// The idempotency key of the CreateTask that made it.
         pub request_id: Option<String>,
+        /// The due time the series counts its rhythm from (see `Task.series_start_time`).
+        pub series_start: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001CreateTasks),
             Box::new(M0002CreateOutbox),
             Box::new(M0003CreateReminders),
+            Box::new(M0004AddSeriesStart),
         ]
     }
 }
@@ -38,6 +39,7 @@ enum Tasks {
     CompleteTime,
     Version,
     RequestId,
+    SeriesStart,
 }
 
 #[derive(DeriveIden)]
@@ -262,5 +264,38 @@ impl MigrationTrait for M0003CreateReminders {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(Reminders::Table).to_owned())
             .await
+    }
+}
+
+/// The due time a recurring series counts from (`Task.series_start_time`). Existing rows
+/// keep NULL: their next occurrence counts from their own due time, as before.
+struct M0004AddSeriesStart;
+
+impl MigrationName for M0004AddSeriesStart {
+    fn name(&self) -> &str {
+        "m0004_add_series_start"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004AddSeriesStart {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Tasks::Table)
+                .add_column(big_integer_null(Tasks::SeriesStart))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Tasks::Table)
+                .drop_column(Tasks::SeriesStart)
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -68,6 +68,7 @@ pub fn to_proto(m: &task::Model) -> Task {
         update_time: Some(from_micros(m.update_time)),
         complete_time: m.complete_time.map(from_micros),
         etag: etag(m.version),
+        series_start_time: m.series_start.map(from_micros),
     }
 }
 
@@ -110,10 +111,12 @@ pub fn new_row(user: &str, id: Uuid, f: &TaskFields, now: DateTime<Utc>) -> task
         complete_time: None,
         version: 1,
         request_id: None,
+        series_start: None,
     };
     apply_fields(&mut m, f);
     if f.recurrence.is_some() {
         m.series_id = Some(id);
+        m.series_start = m.due_time;
     }
     m
 }
