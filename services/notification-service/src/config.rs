@@ -1,15 +1,18 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
+use todo_env::Env;
 use todo_topology::topics;
 
 use crate::auth::AuthMode;
 
 /// `APP_ADDR` when unset: after task-service's 50051 and recurring-task-service's 50052.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:50053";
-/// The sidecar when neither `DAPR_GRPC_ENDPOINT` nor `DAPR_GRPC_PORT` is set (daprd's default).
-pub const DEFAULT_DAPR_GRPC_ENDPOINT: &str = "http://127.0.0.1:50001";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50053);
+pub use todo_env::DEFAULT_DAPR_GRPC_ENDPOINT;
 /// `NOTIFICATION_RETENTION_HOURS` when unset: 30 days, well past Kafka's default 7-day
 /// retention, so no redelivery can outlive the record that makes it a no-op.
 pub const DEFAULT_RETENTION_HOURS: u64 = 30 * 24;
@@ -49,19 +52,10 @@ pub struct Config {
     pub request_timeout: Duration,
 }
 
-/// A variable with a bad value.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
+pub use todo_env::ConfigError;
 
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
+    ConfigError::new(var, reason)
 }
 
 /// The topic names the service uses, under its prefix.
@@ -85,9 +79,6 @@ impl Topics {
     }
 }
 
-/// Kafka's limit on a topic name's length.
-const MAX_TOPIC_LEN: usize = 249;
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -96,47 +87,28 @@ impl Config {
 
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let listen = get("APP_ADDR")
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
-            .parse()
-            .map_err(|e| err("APP_ADDR", format!("not a socket address: {e}")))?;
-        let auth = AuthMode::from_lookup(get).map_err(|e| err(e.var, e.reason))?;
-        let dapr_grpc_endpoint = match (get("DAPR_GRPC_ENDPOINT"), get("DAPR_GRPC_PORT")) {
-            (Some(e), _) => endpoint(&e)?,
-            (None, Some(p)) => {
-                let port: u16 = p
-                    .parse()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .ok_or_else(|| err("DAPR_GRPC_PORT", format!("{p:?} is not a port")))?;
-                format!("http://127.0.0.1:{port}")
-            }
-            (None, None) => DEFAULT_DAPR_GRPC_ENDPOINT.to_owned(),
-        };
-        let topic_prefix = get(topics::PREFIX_VAR).unwrap_or_default();
-        check_prefix(&topic_prefix)?;
-        let retention_hours: u64 = positive(
-            &get,
-            "NOTIFICATION_RETENTION_HOURS",
-            DEFAULT_RETENTION_HOURS,
-        )?;
+        let env = Env::new(get);
+        let listen = env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?;
+        let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
+        let dapr_grpc_endpoint = env.dapr_grpc_endpoint()?;
+        let topic_prefix = env.topic_prefix(|p| {
+            let t = Topics::new(p);
+            [t.reminders, t.reminders_dead_letter]
+        })?;
+        let retention_hours: u64 =
+            env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).
         if retention_hours > 500_000 {
             return Err(err("NOTIFICATION_RETENTION_HOURS", "at most 500000 hours"));
         }
-        let list_max = positive(&get, "NOTIFICATIONS_PER_USER", DEFAULT_LIST_MAX)?;
+        let list_max = env.positive("NOTIFICATIONS_PER_USER", DEFAULT_LIST_MAX)?;
         if list_max > MAX_LIST_MAX {
             return Err(err(
                 "NOTIFICATIONS_PER_USER",
                 format!("at most {MAX_LIST_MAX} (each user's list is one state value)"),
             ));
         }
-        let claim_lease_ms: u64 = positive(&get, "NOTIFICATION_CLAIM_LEASE_MS", 15_000)?;
+        let claim_lease_ms: u64 = env.positive("NOTIFICATION_CLAIM_LEASE_MS", 15_000)?;
         if !(1_000..=600_000).contains(&claim_lease_ms) {
             return Err(err(
                 "NOTIFICATION_CLAIM_LEASE_MS",
@@ -146,16 +118,18 @@ impl Config {
         Ok(Self {
             listen,
             auth,
-            app_api_token: get("APP_API_TOKEN"),
+            app_api_token: env.get("APP_API_TOKEN"),
             dapr_grpc_endpoint,
-            dapr_api_token: get("DAPR_API_TOKEN"),
+            dapr_api_token: env.get("DAPR_API_TOKEN"),
             topic_prefix,
-            state_store: get("STATE_STORE").unwrap_or_else(|| crate::STATE_STORE.to_owned()),
+            state_store: env
+                .get("STATE_STORE")
+                .unwrap_or_else(|| crate::STATE_STORE.to_owned()),
             retention: Duration::from_secs(retention_hours * 3600),
             list_max,
             claim_lease: Duration::from_millis(claim_lease_ms),
-            state_timeout: Duration::from_millis(positive(&get, "STATE_TIMEOUT_MS", 5_000)?),
-            request_timeout: Duration::from_millis(positive(&get, "REQUEST_TIMEOUT_MS", 10_000)?),
+            state_timeout: Duration::from_millis(env.positive("STATE_TIMEOUT_MS", 5_000)?),
+            request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
         })
     }
 
@@ -163,68 +137,6 @@ impl Config {
     pub fn topics(&self) -> Topics {
         Topics::new(&self.topic_prefix)
     }
-}
-
-fn positive<T: std::str::FromStr + PartialOrd + Default>(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match get(var) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| *n > T::default())
-            .ok_or_else(|| err(var, format!("{v:?} is not a positive number"))),
-    }
-}
-
-/// `DAPR_GRPC_ENDPOINT` as a URI the gRPC client takes: `host:port` gets `http://`.
-fn endpoint(raw: &str) -> Result<String, ConfigError> {
-    const VAR: &str = "DAPR_GRPC_ENDPOINT";
-    let with_scheme = if raw.contains("://") {
-        raw.to_owned()
-    } else {
-        format!("http://{raw}")
-    };
-    let uri: tonic::transport::Uri = with_scheme
-        .parse()
-        .map_err(|e| err(VAR, format!("{raw:?} is not a URI: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(err(VAR, format!("{raw:?}: use http:// or https://")));
-    }
-    if uri.port_u16().is_none() {
-        return Err(err(
-            VAR,
-            format!("{raw:?} has no port (e.g. http://127.0.0.1:50001)"),
-        ));
-    }
-    Ok(with_scheme)
-}
-
-/// Kafka topic names are made of `[A-Za-z0-9._-]` and at most 249 characters long.
-fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
-    if let Some(c) = prefix
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(err(
-            topics::PREFIX_VAR,
-            format!("{c:?} is not allowed in a Kafka topic name (use A-Z a-z 0-9 . _ -)"),
-        ));
-    }
-    let t = Topics::new(prefix);
-    if let Some(long) = [&t.reminders, &t.reminders_dead_letter]
-        .into_iter()
-        .find(|t| t.len() > MAX_TOPIC_LEN)
-    {
-        return Err(err(
-            topics::PREFIX_VAR,
-            format!("too long: topic {long:?} exceeds Kafka's {MAX_TOPIC_LEN} characters"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -247,7 +159,7 @@ mod tests {
     #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg(&[DEV]).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
         assert!(matches!(c.auth, AuthMode::Dev));
         assert_eq!(c.state_store, "notification-state");

@@ -1,13 +1,16 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
+use todo_env::Env;
 use todo_topology::topics;
 
 /// `APP_ADDR` when unset: next to task-service's 50051.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:50052";
-/// The sidecar when neither `DAPR_GRPC_ENDPOINT` nor `DAPR_GRPC_PORT` is set (daprd's default).
-pub const DEFAULT_DAPR_GRPC_ENDPOINT: &str = "http://127.0.0.1:50001";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
+pub use todo_env::DEFAULT_DAPR_GRPC_ENDPOINT;
 
 /// Everything recurring-task-service needs to start.
 #[derive(Debug, Clone)]
@@ -26,20 +29,7 @@ pub struct Config {
     pub publish_timeout: Duration,
 }
 
-/// A variable with a bad value.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
-
-fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
-}
+pub use todo_env::ConfigError;
 
 /// The topic names the service uses, under its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,17 +54,14 @@ impl Topics {
         }
     }
 
-    fn all(&self) -> [&str; 3] {
+    fn all(self) -> [String; 3] {
         [
-            &self.task_events,
-            &self.task_events_dead_letter,
-            &self.task_occurrences,
+            self.task_events,
+            self.task_events_dead_letter,
+            self.task_occurrences,
         ]
     }
 }
-
-/// Kafka's limit on a topic name's length.
-const MAX_TOPIC_LEN: usize = 249;
 
 impl Config {
     /// Reads the process environment.
@@ -84,44 +71,14 @@ impl Config {
 
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let listen = get("APP_ADDR")
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned())
-            .trim()
-            .parse()
-            .map_err(|e| err("APP_ADDR", format!("not a socket address: {e}")))?;
-        let dapr_grpc_endpoint = match (get("DAPR_GRPC_ENDPOINT"), get("DAPR_GRPC_PORT")) {
-            (Some(e), _) => endpoint(e.trim())?,
-            (None, Some(p)) => {
-                let port: u16 = p
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .ok_or_else(|| err("DAPR_GRPC_PORT", format!("{p:?} is not a port")))?;
-                format!("http://127.0.0.1:{port}")
-            }
-            (None, None) => DEFAULT_DAPR_GRPC_ENDPOINT.to_owned(),
-        };
-        let topic_prefix = get(topics::PREFIX_VAR)
-            .map(|p| p.trim().to_owned())
-            .unwrap_or_default();
-        check_prefix(&topic_prefix)?;
-        let publish_timeout_ms: u64 = match get("PUBLISH_TIMEOUT_MS") {
-            None => 5_000,
-            Some(v) => v.trim().parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
-                err(
-                    "PUBLISH_TIMEOUT_MS",
-                    format!("{v:?} is not a positive number of milliseconds"),
-                )
-            })?,
-        };
+        let env = Env::new(get);
+        let publish_timeout_ms: u64 = env.positive("PUBLISH_TIMEOUT_MS", 5_000)?;
         Ok(Self {
-            listen,
-            app_api_token: get("APP_API_TOKEN"),
-            dapr_grpc_endpoint,
-            dapr_api_token: get("DAPR_API_TOKEN"),
-            topic_prefix,
+            listen: env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?,
+            app_api_token: env.get("APP_API_TOKEN"),
+            dapr_grpc_endpoint: env.dapr_grpc_endpoint()?,
+            dapr_api_token: env.get("DAPR_API_TOKEN"),
+            topic_prefix: env.topic_prefix(|p| Topics::new(p).all())?,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
         })
     }
@@ -130,50 +87,6 @@ impl Config {
     pub fn topics(&self) -> Topics {
         Topics::new(&self.topic_prefix)
     }
-}
-
-/// `DAPR_GRPC_ENDPOINT` as a URI the gRPC client takes: `host:port` gets `http://`.
-fn endpoint(raw: &str) -> Result<String, ConfigError> {
-    const VAR: &str = "DAPR_GRPC_ENDPOINT";
-    let with_scheme = if raw.contains("://") {
-        raw.to_owned()
-    } else {
-        format!("http://{raw}")
-    };
-    let uri: tonic::transport::Uri = with_scheme
-        .parse()
-        .map_err(|e| err(VAR, format!("{raw:?} is not a URI: {e}")))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(err(VAR, format!("{raw:?}: use http:// or https://")));
-    }
-    if uri.port_u16().is_none() {
-        return Err(err(
-            VAR,
-            format!("{raw:?} has no port (e.g. http://127.0.0.1:50001)"),
-        ));
-    }
-    Ok(with_scheme)
-}
-
-/// Kafka topic names are made of `[A-Za-z0-9._-]` and at most 249 characters long.
-fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
-    if let Some(c) = prefix
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(err(
-            topics::PREFIX_VAR,
-            format!("{c:?} is not allowed in a Kafka topic name (use A-Z a-z 0-9 . _ -)"),
-        ));
-    }
-    let topics = Topics::new(prefix);
-    if let Some(long) = topics.all().into_iter().find(|t| t.len() > MAX_TOPIC_LEN) {
-        return Err(err(
-            topics::PREFIX_VAR,
-            format!("too long: topic {long:?} exceeds Kafka's {MAX_TOPIC_LEN} characters"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -194,7 +107,7 @@ mod tests {
     #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
         assert_eq!(c.topic_prefix, "");
         assert_eq!(c.app_api_token, None);

@@ -1,6 +1,11 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use todo_env::Env;
 
 use crate::auth::AuthMode;
 
@@ -37,20 +42,16 @@ pub struct Config {
     pub default_reminders: Vec<todo_proto::todo::v1::Reminder>,
 }
 
-/// A variable with a bad value.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {reason}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub reason: String,
-}
+pub use todo_env::ConfigError;
 
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var,
-        reason: reason.into(),
-    }
+    ConfigError::new(var, reason)
 }
+
+/// `APP_ADDR` when unset.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+/// `METRICS_ADDR` when unset.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 
 impl Config {
     /// Reads the process environment.
@@ -60,13 +61,11 @@ impl Config {
 
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let listen = get("APP_ADDR")
-            .unwrap_or_else(|| "127.0.0.1:50051".to_owned())
-            .parse()
-            .map_err(|e| err("APP_ADDR", format!("not a socket address: {e}")))?;
-        let database_url =
-            get("DATABASE_URL").unwrap_or_else(|| "sqlite://.data/tasks.db?mode=rwc".to_owned());
+        let env = Env::new(get);
+        let listen = env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?;
+        let database_url = env
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://.data/tasks.db?mode=rwc".to_owned());
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
             return Err(err("DATABASE_URL", "use a sqlite:// or postgres:// URL"));
         }
@@ -75,54 +74,48 @@ impl Config {
         } else {
             16
         };
-        let database_max_connections = parse(&get, "DATABASE_MAX_CONNECTIONS", default_conns)?;
-        let auth = AuthMode::from_lookup(get).map_err(|e| err(e.var, e.reason))?;
-        let dapr_grpc_endpoint = match (get("DAPR_GRPC_ENDPOINT"), get("DAPR_GRPC_PORT")) {
-            (Some(e), _) => e,
-            (None, Some(p)) => {
-                let port: u16 = p
-                    .parse()
-                    .map_err(|_| err("DAPR_GRPC_PORT", format!("{p:?} is not a port")))?;
-                format!("http://127.0.0.1:{port}")
-            }
-            (None, None) => "http://127.0.0.1:50001".to_owned(),
-        };
+        let database_max_connections = env.positive("DATABASE_MAX_CONNECTIONS", default_conns)?;
+        let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
+        let dapr_grpc_endpoint = env.dapr_grpc_endpoint()?;
+        let topic_prefix = env.topic_prefix(|p| {
+            let t = crate::events::Topics::new(p);
+            let dead_letter = todo_topology::topics::dead_letter(&t.task_occurrences);
+            [
+                t.task_events,
+                t.task_updates,
+                t.reminders,
+                t.task_occurrences,
+                dead_letter,
+            ]
+        })?;
         Ok(Self {
             listen,
             database_url,
             database_max_connections,
             auth,
-            app_api_token: get("APP_API_TOKEN"),
+            app_api_token: env.get("APP_API_TOKEN"),
             dapr_grpc_endpoint,
-            dapr_api_token: get("DAPR_API_TOKEN"),
-            request_timeout: Duration::from_millis(parse(&get, "REQUEST_TIMEOUT_MS", 10_000)?),
-            max_concurrent_requests: parse(&get, "MAX_CONCURRENT_REQUESTS", 512)?,
-            topic_prefix: get(todo_topology::topics::PREFIX_VAR).unwrap_or_default(),
-            metrics_addr: match get("METRICS_ADDR").as_deref() {
+            dapr_api_token: env.get("DAPR_API_TOKEN"),
+            request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
+            max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
+            topic_prefix,
+            metrics_addr: match env.get("METRICS_ADDR").as_deref() {
                 Some("off") => None,
-                Some(a) => Some(a.parse().map_err(|e| {
-                    err(
-                        "METRICS_ADDR",
-                        format!("not a socket address (or off): {e}"),
-                    )
-                })?),
-                None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+                _ => Some(env.socket_addr("METRICS_ADDR", DEFAULT_METRICS)?),
             },
             relay: crate::outbox::RelayConfig {
-                batch_size: parse(&get, "OUTBOX_BATCH_SIZE", 200)?,
-                poll_interval: Duration::from_millis(parse(&get, "OUTBOX_POLL_MS", 1000)?),
-                warn_age: Duration::from_secs(parse(&get, "OUTBOX_WARN_AGE_SECS", 60)?),
+                batch_size: env.positive("OUTBOX_BATCH_SIZE", 200)?,
+                poll_interval: Duration::from_millis(env.positive("OUTBOX_POLL_MS", 1000)?),
+                warn_age: Duration::from_secs(env.positive("OUTBOX_WARN_AGE_SECS", 60)?),
                 ..crate::outbox::RelayConfig::default()
             },
             scheduler: crate::reminders::SchedulerConfig {
-                max_lateness: Duration::from_secs(parse(
-                    &get,
-                    "REMINDER_MAX_LATENESS_SECS",
-                    6 * 3600,
-                )?),
+                max_lateness: Duration::from_secs(
+                    env.positive("REMINDER_MAX_LATENESS_SECS", 6 * 3600)?,
+                ),
                 ..crate::reminders::SchedulerConfig::default()
             },
-            default_reminders: match get("DEFAULT_REMINDERS_SECS") {
+            default_reminders: match env.get("DEFAULT_REMINDERS_SECS") {
                 None => crate::reminders::default_reminders(),
                 Some(list) => list
                     .split(',')
@@ -147,20 +140,6 @@ impl Config {
                     .collect::<Result<_, _>>()?,
             },
         })
-    }
-}
-
-fn parse<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match get(var) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| err(var, format!("{v:?} is not a valid number"))),
     }
 }
 
@@ -208,6 +187,19 @@ mod tests {
                 .var,
             "DATABASE_URL"
         );
+        for (var, value) in [
+            ("REQUEST_TIMEOUT_MS", "0"),
+            ("OUTBOX_BATCH_SIZE", "0"),
+            ("DATABASE_MAX_CONNECTIONS", "-1"),
+            ("DAPR_GRPC_ENDPOINT", "http://no-port"),
+            ("DAPR_GRPC_PORT", "0"),
+            ("METRICS_ADDR", "everywhere"),
+            (todo_topology::topics::PREFIX_VAR, "has space"),
+            ("DEFAULT_REMINDERS_SECS", "3600,soon"),
+        ] {
+            let e = cfg(&[("AUTH_MODE", "dev"), (var, value)]).unwrap_err();
+            assert_eq!(e.var, var, "{var}={value}: {e}");
+        }
     }
 
     #[test]
@@ -215,5 +207,10 @@ mod tests {
         let c = cfg(&[("AUTH_MODE", "dev")]).unwrap();
         assert!(c.database_url.starts_with("sqlite:"));
         assert_eq!(c.dapr_grpc_endpoint, "http://127.0.0.1:50001");
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.topic_prefix, "");
+        let off = cfg(&[("AUTH_MODE", "dev"), ("METRICS_ADDR", "off")]).unwrap();
+        assert_eq!(off.metrics_addr, None);
     }
 }
