@@ -31,7 +31,10 @@ pub const MAX_PAGE_SIZE: i32 = 1000;
 /// The Task API over one database. Every change commits with its events (outbox).
 #[derive(Debug, Clone)]
 pub struct TaskApi {
+    /// Reads.
     db: DatabaseConnection,
+    /// Write transactions (see [`crate::db::writer`]).
+    writer: DatabaseConnection,
     topics: Topics,
     wakeup: Wakeup,
     nudge: Nudge,
@@ -41,6 +44,7 @@ pub struct TaskApi {
 impl TaskApi {
     pub fn new(
         db: DatabaseConnection,
+        writer: DatabaseConnection,
         topics: Topics,
         wakeup: Wakeup,
         nudge: Nudge,
@@ -48,6 +52,7 @@ impl TaskApi {
     ) -> Self {
         Self {
             db,
+            writer,
             topics,
             wakeup,
             nudge,
@@ -105,7 +110,7 @@ impl TaskApi {
         } else {
             TaskEventKind::Reopened
         };
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         if !tasks::update_if(&txn, &next, row.version, false).await? {
             return Err(TaskError::Conflict);
         }
@@ -201,7 +206,7 @@ impl TaskService for TaskApi {
         row.request_id = request_id.clone();
         let snapshot = tasks::to_proto(&row);
         let result: Result<bool, DbErr> = async {
-            let txn = self.db.begin().await?;
+            let txn = self.writer.begin().await?;
             tasks::insert(&txn, &row).await?;
             outbox::write(&txn, self.events(TaskEventKind::Created, &snapshot, vec![])).await?;
             let scheduled =
@@ -381,7 +386,7 @@ impl TaskService for TaskApi {
         let before = tasks::to_proto(&row);
         let snapshot = tasks::to_proto(&next);
         let changed = changed_paths(&before, &snapshot);
-        let txn = self.db.begin().await.map_err(TaskError::from)?;
+        let txn = self.writer.begin().await.map_err(TaskError::from)?;
         if !tasks::update_if(&txn, &next, row.version, tags_changed)
             .await
             .map_err(TaskError::from)?
@@ -450,7 +455,7 @@ impl TaskService for TaskApi {
         let row = self.load(&user, id).await?;
         check_etag(&row, &r.etag)?;
         let snapshot = tasks::to_proto(&row);
-        let txn = self.db.begin().await.map_err(TaskError::from)?;
+        let txn = self.writer.begin().await.map_err(TaskError::from)?;
         if !tasks::delete_if(&txn, &row, row.version)
             .await
             .map_err(TaskError::from)?

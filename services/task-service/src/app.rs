@@ -36,6 +36,7 @@ pub struct App {
 /// the Task API, health, reflection and Dapr's AppCallback on one port.
 pub async fn build(config: Config) -> anyhow::Result<App> {
     let db = db::connect(&config.database_url, config.database_max_connections).await?;
+    let writer = db::writer(&config.database_url, &db).await?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
 
@@ -71,7 +72,13 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let wakeup = Wakeup::default();
     let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
     let relay = tokio::spawn(
-        Relay::new(db.clone(), publisher, config.relay.clone(), wakeup.clone()).run(stop_rx),
+        Relay::new(
+            writer.clone(),
+            publisher,
+            config.relay.clone(),
+            wakeup.clone(),
+        )
+        .run(stop_rx),
     );
     // Events left from before a restart go out now.
     wakeup.wake();
@@ -80,7 +87,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let nudge = crate::reminders::Nudge::default();
     let scheduler = tokio::spawn(
         crate::reminders::Scheduler {
-            db: db.clone(),
+            db: writer.clone(),
             topics: topics.clone(),
             config: config.scheduler.clone(),
             nudge: nudge.clone(),
@@ -89,7 +96,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .run(stop_relay.subscribe()),
     );
     let occurrences = crate::occurrences::Occurrences {
-        db: db.clone(),
+        db: writer.clone(),
         topics: topics.clone(),
         wakeup: wakeup.clone(),
         nudge: nudge.clone(),
@@ -111,6 +118,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let api = TaskServiceServer::with_interceptor(
         TaskApi::new(
             db.clone(),
+            writer,
             topics,
             wakeup,
             nudge,

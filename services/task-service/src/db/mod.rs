@@ -19,6 +19,33 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         std::fs::create_dir_all(dir)
             .map_err(|e| DbErr::Custom(format!("creating {}: {e}", dir.display())))?;
     }
+    let db = Database::connect(options(url, max_connections)).await?;
+    migration::Migrator::up(&db, None).await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA optimize").await?;
+    }
+    Ok(db)
+}
+
+/// The connection every write transaction goes through, next to `pool` (from [`connect`],
+/// which reads use).
+///
+/// SQLite lets one connection write at a time; a writer that finds the lock taken sleeps
+/// in SQLite's busy handler (1, 2, 5, 10, … up to 100 ms) instead of being woken when it
+/// frees, which made the slowest creates wait hundreds of milliseconds under load. So on
+/// SQLite the writes get a pool of their own with one connection: they queue in order in
+/// the pool (woken the moment it frees), while reads keep the other connections (WAL:
+/// readers never wait for the writer). PostgreSQL locks rows, not the database: its
+/// writes share `pool`.
+pub async fn writer(url: &str, pool: &DatabaseConnection) -> Result<DatabaseConnection, DbErr> {
+    // (An in-memory SQLite database exists once per connection: it cannot be shared.)
+    if pool.get_database_backend() != DbBackend::Sqlite || sqlite_path(url).is_none() {
+        return Ok(pool.clone());
+    }
+    Database::connect(options(url, 1)).await
+}
+
+fn options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(max_connections)
         .min_connections(1)
@@ -32,12 +59,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
-    let db = Database::connect(opts).await?;
-    migration::Migrator::up(&db, None).await?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA optimize").await?;
-    }
-    Ok(db)
+    opts
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
