@@ -58,7 +58,9 @@ cat <<MSG
   its daprd     grpc 50001, http 3500, metrics http://127.0.0.1:9090/metrics
   outbox/relay  metrics http://127.0.0.1:9464/metrics
   recurring-task-service  grpc://127.0.0.1:50052 (AppCallback, health); daprd grpc 50002
+                          metrics http://127.0.0.1:9465/metrics
   notification-service    grpc://127.0.0.1:50053 (ListNotifications, reflection); daprd grpc 50003
+                          metrics http://127.0.0.1:9466/metrics
                           each notification is a JSON line prefixed [notification-service]
   kafka         127.0.0.1:19092
 

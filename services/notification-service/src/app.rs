@@ -49,6 +49,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// `grpc.health.v1` and server reflection. The sidecar is dialled lazily, on the first state
 /// call, so the app can start before its sidecar (daprd waits for the app).
 pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> anyhow::Result<App> {
+    if let Some(addr) = config.metrics_addr {
+        todo_telemetry::serve_metrics(addr);
+    }
     let store = StateStore::lazy(
         &config.dapr_grpc_endpoint,
         &config.state_store,

@@ -13,6 +13,8 @@ use crate::auth::AuthMode;
 /// `APP_ADDR` when unset: after task-service's 50051 and recurring-task-service's 50052.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50053);
 pub use todo_env::DEFAULT_DAPR_GRPC_ENDPOINT;
+/// `METRICS_ADDR` when unset: after task-service's 9464.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9466);
 /// `NOTIFICATION_RETENTION_HOURS` when unset: 30 days, well past Kafka's default 7-day
 /// retention, so no redelivery can outlive the record that makes it a no-op.
 pub const DEFAULT_RETENTION_HOURS: u64 = 30 * 24;
@@ -36,6 +38,8 @@ pub struct Config {
     pub dapr_api_token: Option<String>,
     /// `TOPIC_PREFIX`: prefixes every topic name (empty in production).
     pub topic_prefix: String,
+    /// `METRICS_ADDR`: Prometheus `/metrics` (default 127.0.0.1:9466; `off` disables).
+    pub metrics_addr: Option<SocketAddr>,
     /// `STATE_STORE` (default `notification-state`): the state store component's name.
     pub state_store: String,
     /// `NOTIFICATION_RETENTION_HOURS` (default 720): how long a delivery is remembered (the
@@ -122,6 +126,7 @@ impl Config {
             dapr_grpc_endpoint,
             dapr_api_token: env.get("DAPR_API_TOKEN"),
             topic_prefix,
+            metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
             state_store: env
                 .get("STATE_STORE")
                 .unwrap_or_else(|| crate::STATE_STORE.to_owned()),
@@ -166,6 +171,7 @@ mod tests {
         assert_eq!(c.retention, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(c.list_max, 500);
         assert_eq!(c.claim_lease, Duration::from_secs(15));
+        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.state_timeout, Duration::from_secs(5));
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(
@@ -234,6 +240,7 @@ mod tests {
             ("NOTIFICATION_CLAIM_LEASE_MS", "999"),
             ("NOTIFICATION_CLAIM_LEASE_MS", "600001"),
             ("REQUEST_TIMEOUT_MS", "0"),
+            ("METRICS_ADDR", "on"),
         ] {
             let mut pairs = vec![(var, value)];
             if var != "AUTH_MODE" && var != "JWT_ALGORITHM" {

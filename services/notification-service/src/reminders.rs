@@ -70,8 +70,11 @@ impl Stats {
         }
     }
 
-    fn count(counter: &AtomicU64, outcome: Outcome) -> Outcome {
+    /// Counts one answer here and in the Prometheus counter `reminders_handled_total{result}`
+    /// (due reminders and other events on `reminders`).
+    fn count(counter: &AtomicU64, result: &'static str, outcome: Outcome) -> Outcome {
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("reminders_handled_total", "result" => result).increment(1);
         outcome
     }
 }
@@ -169,20 +172,20 @@ impl Reminders {
                     dead_letter_topic = %self.topics.reminders_dead_letter,
                     "invalid due reminder: dropping to the dead-letter topic"
                 );
-                return Stats::count(&stats.dropped, Outcome::Drop);
+                return Stats::count(&stats.dropped, "dropped", Outcome::Drop);
             }
         };
         match self.log.deliver_once(&n, self.channel.as_ref()).await {
             Ok(Once::Delivered) => {
                 tracing::debug!(lateness_ms = n.lateness_ms, channel = %n.channel, "reminder delivered");
-                Stats::count(&stats.delivered, Outcome::Success)
+                Stats::count(&stats.delivered, "delivered", Outcome::Success)
             }
             Ok(Once::DeliveredTakenOver) => {
                 tracing::warn!(
                     channel = %n.channel,
                     "reminder delivered, but this handling outlived its lease and was taken over: it may be delivered twice"
                 );
-                Stats::count(&stats.delivered, Outcome::Success)
+                Stats::count(&stats.delivered, "delivered", Outcome::Success)
             }
             Ok(Once::DeliveredUnrecorded(e)) => {
                 // Acknowledged all the same: a retry would deliver it again.
@@ -191,7 +194,7 @@ impl Reminders {
                     store = %self.log.store_name(),
                     "reminder delivered but not recorded: it is not listed"
                 );
-                Stats::count(&stats.delivered, Outcome::Success)
+                Stats::count(&stats.delivered, "delivered", Outcome::Success)
             }
             Ok(Once::Duplicate(earlier)) => {
                 tracing::info!(
@@ -199,7 +202,7 @@ impl Reminders {
                     earlier_delivered_at = %earlier.delivered_at,
                     "reminder already delivered: skipping"
                 );
-                Stats::count(&stats.duplicates, Outcome::Success)
+                Stats::count(&stats.duplicates, "duplicates", Outcome::Success)
             }
             Err(e) => {
                 tracing::warn!(error = %e, store = %self.log.store_name(), "reminder not delivered: retrying");
@@ -213,7 +216,7 @@ impl Reminders {
                         "could not release the claim of a failed delivery: the retry waits for its lease"
                     );
                 }
-                Stats::count(&stats.retried, Outcome::Retry)
+                Stats::count(&stats.retried, "retried", Outcome::Retry)
             }
         }
     }
@@ -221,13 +224,13 @@ impl Reminders {
     /// Any other type on `reminders`.
     pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
         if NOT_OURS.contains(&event.event_type.as_str()) {
-            return Stats::count(&self.stats.not_ours, Outcome::Success);
+            return Stats::count(&self.stats.not_ours, "not_ours", Outcome::Success);
         }
         tracing::warn!(
             event_type = %event.event_type,
             dead_letter_topic = %self.topics.reminders_dead_letter,
             "unknown CloudEvent type on reminders: dropping to the dead-letter topic"
         );
-        Stats::count(&self.stats.dropped, Outcome::Drop)
+        Stats::count(&self.stats.dropped, "dropped", Outcome::Drop)
     }
 }

@@ -31,6 +31,9 @@ pub struct App {
 /// `grpc.health.v1` on one port. The sidecar is dialled lazily, on the first publish, so
 /// the app can start before its sidecar (daprd waits for the app, not the other way round).
 pub async fn build(config: Config) -> anyhow::Result<App> {
+    if let Some(addr) = config.metrics_addr {
+        todo_telemetry::serve_metrics(addr);
+    }
     let mut publisher_config = PublisherConfig::new(&config.dapr_grpc_endpoint, PUBSUB);
     publisher_config.api_token = config.dapr_api_token.clone();
     publisher_config.call_timeout = config.publish_timeout;

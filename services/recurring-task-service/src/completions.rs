@@ -72,8 +72,11 @@ impl Stats {
         }
     }
 
-    fn count(counter: &AtomicU64, outcome: Outcome) -> Outcome {
+    /// Counts one answer here and in the Prometheus counter `task_events_handled_total{result}`
+    /// (events on `task-events`).
+    fn count(counter: &AtomicU64, result: &'static str, outcome: Outcome) -> Outcome {
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("task_events_handled_total", "result" => result).increment(1);
         outcome
     }
 }
@@ -133,7 +136,7 @@ impl Completions {
             Ok(Decision::Next(o)) => o,
             Ok(decision) => {
                 tracing::debug!(task_id, ?decision, "nothing to publish");
-                return Stats::count(&stats.nothing_to_do, Outcome::Success);
+                return Stats::count(&stats.nothing_to_do, "nothing_to_do", Outcome::Success);
             }
             Err(why) => {
                 tracing::warn!(
@@ -144,7 +147,7 @@ impl Completions {
                     dead_letter_topic = %self.topics.task_events_dead_letter,
                     "invalid completed-task event: dropping to the dead-letter topic"
                 );
-                return Stats::count(&stats.dropped, Outcome::Drop);
+                return Stats::count(&stats.dropped, "dropped", Outcome::Drop);
             }
         };
         let outgoing = OutgoingEvent {
@@ -163,11 +166,11 @@ impl Completions {
                     next_due = ?occurrence.due_time.as_ref().and_then(todo_proto::from_timestamp),
                     "next occurrence requested"
                 );
-                Stats::count(&stats.published, Outcome::Success)
+                Stats::count(&stats.published, "published", Outcome::Success)
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, task_id, "publishing the next occurrence failed: retrying");
-                Stats::count(&stats.retried, Outcome::Retry)
+                Stats::count(&stats.retried, "retried", Outcome::Retry)
             }
             Err(e) => {
                 tracing::error!(
@@ -175,7 +178,7 @@ impl Completions {
                     task_id,
                     "the sidecar refused the next occurrence for good: dropping to the dead-letter topic"
                 );
-                Stats::count(&stats.dropped, Outcome::Drop)
+                Stats::count(&stats.dropped, "dropped", Outcome::Drop)
             }
         }
     }
@@ -183,13 +186,13 @@ impl Completions {
     /// Any other type on `task-events`.
     pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
         if NOT_OURS.contains(&event.event_type.as_str()) {
-            return Stats::count(&self.stats.not_ours, Outcome::Success);
+            return Stats::count(&self.stats.not_ours, "not_ours", Outcome::Success);
         }
         tracing::warn!(
             event_type = %event.event_type,
             dead_letter_topic = %self.topics.task_events_dead_letter,
             "unknown CloudEvent type on task-events: dropping to the dead-letter topic"
         );
-        Stats::count(&self.stats.dropped, Outcome::Drop)
+        Stats::count(&self.stats.dropped, "dropped", Outcome::Drop)
     }
 }

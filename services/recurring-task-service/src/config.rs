@@ -11,6 +11,8 @@ use todo_topology::topics;
 /// `APP_ADDR` when unset: next to task-service's 50051.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
 pub use todo_env::DEFAULT_DAPR_GRPC_ENDPOINT;
+/// `METRICS_ADDR` when unset: after task-service's 9464.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9465);
 
 /// Everything recurring-task-service needs to start.
 #[derive(Debug, Clone)]
@@ -25,6 +27,8 @@ pub struct Config {
     pub dapr_api_token: Option<String>,
     /// `TOPIC_PREFIX`: prefixes every topic name (empty in production).
     pub topic_prefix: String,
+    /// `METRICS_ADDR`: Prometheus `/metrics` (default 127.0.0.1:9465; `off` disables).
+    pub metrics_addr: Option<SocketAddr>,
     /// `PUBLISH_TIMEOUT_MS` (default 5000): deadline of one publish; past it the event is retried.
     pub publish_timeout: Duration,
 }
@@ -79,6 +83,7 @@ impl Config {
             dapr_grpc_endpoint: env.dapr_grpc_endpoint()?,
             dapr_api_token: env.get("DAPR_API_TOKEN"),
             topic_prefix: env.topic_prefix(|p| Topics::new(p).all())?,
+            metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
         })
     }
@@ -110,6 +115,7 @@ mod tests {
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
         assert_eq!(c.topic_prefix, "");
+        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.app_api_token, None);
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
         assert_eq!(
@@ -158,6 +164,7 @@ mod tests {
             (topics::PREFIX_VAR, "slash/no"),
             ("PUBLISH_TIMEOUT_MS", "soon"),
             ("PUBLISH_TIMEOUT_MS", "0"),
+            ("METRICS_ADDR", "on"),
         ] {
             let e = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}: {e}");

@@ -50,13 +50,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .build_v1()?;
 
     if let Some(metrics_addr) = config.metrics_addr {
-        match metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(metrics_addr)
-            .install()
-        {
-            Ok(()) => tracing::info!(%metrics_addr, "Prometheus metrics at /metrics"),
-            Err(e) => tracing::warn!(error = %e, "metrics exporter not installed"),
-        }
+        todo_telemetry::serve_metrics(metrics_addr);
     }
 
     // The relay publishes through the sidecar; the API never waits on it.

@@ -99,10 +99,7 @@ impl Config {
             request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
             max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
             topic_prefix,
-            metrics_addr: match env.get("METRICS_ADDR").as_deref() {
-                Some("off") => None,
-                _ => Some(env.socket_addr("METRICS_ADDR", DEFAULT_METRICS)?),
-            },
+            metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
             relay: crate::outbox::RelayConfig {
                 batch_size: env.positive("OUTBOX_BATCH_SIZE", 200)?,
                 poll_interval: Duration::from_millis(env.positive("OUTBOX_POLL_MS", 1000)?),

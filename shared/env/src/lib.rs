@@ -108,6 +108,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// `METRICS_ADDR`: where Prometheus `/metrics` is served, `default` when unset; `off`
+    /// serves none.
+    pub fn metrics_addr(&self, default: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.get("METRICS_ADDR").as_deref() {
+            Some("off") => Ok(None),
+            _ => self.socket_addr("METRICS_ADDR", default).map(Some),
+        }
+    }
+
     /// The sidecar's gRPC endpoint: `DAPR_GRPC_ENDPOINT` (a URI; `host:port` gets
     /// `http://`), else `DAPR_GRPC_PORT` on 127.0.0.1, else [`DEFAULT_DAPR_GRPC_ENDPOINT`].
     pub fn dapr_grpc_endpoint(&self) -> Result<String, ConfigError> {
@@ -238,6 +247,28 @@ mod tests {
         let err = e.socket_addr("ADDR", default).unwrap_err();
         assert!(err.to_string().starts_with("ADDR: \"nowhere\""), "{err}");
         assert_eq!(e.dapr_grpc_endpoint().unwrap_err().var, "DAPR_GRPC_PORT");
+    }
+
+    #[test]
+    fn metrics_can_be_moved_or_turned_off() {
+        let default = SocketAddr::from(([127, 0, 0, 1], 9464));
+        assert_eq!(env(&[]).metrics_addr(default).unwrap(), Some(default));
+        assert_eq!(
+            env(&[("METRICS_ADDR", "off")])
+                .metrics_addr(default)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            env(&[("METRICS_ADDR", "0.0.0.0:9100")])
+                .metrics_addr(default)
+                .unwrap(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 9100)))
+        );
+        let err = env(&[("METRICS_ADDR", "on")])
+            .metrics_addr(default)
+            .unwrap_err();
+        assert_eq!(err.var, "METRICS_ADDR");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Logging for every service: `RUST_LOG` filters, `LOG_FORMAT=json` for JSON lines.
+//! Logging and metrics for every service: `RUST_LOG` filters, `LOG_FORMAT=json` for JSON
+//! lines, and a Prometheus `/metrics` endpoint for what the `metrics` crate records.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -22,4 +23,18 @@ pub fn init(default_filter: &str) {
     };
     // Already installed (several tests in one process): keep the first.
     let _ = result;
+}
+
+/// Serves Prometheus `/metrics` on `addr` for everything recorded through the `metrics`
+/// crate (the AppCallback runtime's `events_consumed_total` and `event_handler_seconds`, and
+/// each service's own counters). One per process: a second call (several apps in one test
+/// process) keeps the first and says so in the log.
+pub fn serve_metrics(addr: std::net::SocketAddr) {
+    match metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+    {
+        Ok(()) => tracing::info!(%addr, "Prometheus metrics at /metrics"),
+        Err(e) => tracing::warn!(error = %e, %addr, "metrics exporter not installed"),
+    }
 }

@@ -18,7 +18,7 @@ const APPS: [(&str, u16, &str); 3] = [
     (app_ids::RECURRING_TASK_SERVICE, 50052, topics::TASK_EVENTS),
     (app_ids::NOTIFICATION_SERVICE, 50053, topics::REMINDERS),
 ];
-/// task-service's Prometheus port (METRICS_ADDR).
+/// Every service's Prometheus port in the cluster (METRICS_ADDR).
 const METRICS_PORT: u16 = 9464;
 /// notification-service's Dapr state store (its delivery log).
 const NOTIFICATION_STATE: &str = "notification-state";
@@ -242,19 +242,40 @@ fn each_app_runs_under_its_id_on_its_port() {
     let p = &svc.1["spec"]["ports"][0];
     assert_eq!(p["port"].as_u64(), Some(50051));
     assert_eq!(p["targetPort"].as_str(), Some("grpc"));
-    let task_config = kustomization["configMapGenerator"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"].as_str() == Some("task-service-config"))
-        .unwrap();
-    assert!(
-        task_config["literals"]
+    // Every service serves Prometheus metrics on the port its Deployment names `metrics`.
+    for app in [
+        app_ids::TASK_SERVICE,
+        app_ids::RECURRING_TASK_SERVICE,
+        app_ids::NOTIFICATION_SERVICE,
+    ] {
+        let generated = format!("{app}-config");
+        let config = kustomization["configMapGenerator"]
             .as_sequence()
             .unwrap()
             .iter()
-            .any(|l| str_of(l) == format!("METRICS_ADDR=0.0.0.0:{METRICS_PORT}"))
-    );
+            .find(|g| g["name"].as_str() == Some(generated.as_str()))
+            .unwrap_or_else(|| panic!("a configMapGenerator {generated}"));
+        assert!(
+            config["literals"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|l| str_of(l) == format!("METRICS_ADDR=0.0.0.0:{METRICS_PORT}")),
+            "{generated}: METRICS_ADDR"
+        );
+        let deployment = docs(&root().join(format!("kustomize/base/{app}/deployment.yaml")))
+            .into_iter()
+            .find(|d| d["kind"].as_str() == Some("Deployment"))
+            .unwrap_or_else(|| panic!("{app}: a Deployment"));
+        let ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{app}: container ports"));
+        assert!(
+            ports.iter().any(|p| p["name"].as_str() == Some("metrics")
+                && p["containerPort"].as_u64() == Some(u64::from(METRICS_PORT))),
+            "{app}: a container port metrics = {METRICS_PORT}"
+        );
+    }
     // The real topic names: no prefix.
     let common = kustomization["configMapGenerator"]
         .as_sequence()

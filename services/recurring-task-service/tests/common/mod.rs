@@ -165,6 +165,8 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
                 .cloned()
                 .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
         ),
+        // One exporter per process, on a fixed port: off unless a test asks for it.
+        "METRICS_ADDR" => Some(vars.get(k).cloned().unwrap_or_else(|| "off".to_owned())),
         _ => vars.get(k).cloned(),
     })
     .unwrap()
