@@ -30,6 +30,11 @@
 //!    **one state transaction**, so that a listed notification is always recorded and a
 //!    recorded one always listed.
 //!
+//! A delivery nobody else had costs three state calls: the create-only claim (read only
+//! when it fails), one bulk read of the claim (for its ETag) and the list, and the
+//! transaction. Dapr hands a partition's events over one at a time, so these round trips
+//! bound the throughput per partition.
+//!
 //! State calls that fail (the sidecar restarting, the store away) are retried inside the
 //! handling, within the lease, before the event is given back to Dapr for a retry: the
 //! handler runs in its own task, so it finishes even when the request that started it is
@@ -407,23 +412,42 @@ impl DeliveryLog {
         }
     }
 
-    /// Claims `n` for the handling `token`, or says who has it.
+    /// Claims `n` for the handling `token`, or says who has it. The create-only write comes
+    /// first (one call when nobody had it); the claim is read only when that write fails.
     pub async fn claim(&self, n: &Notification, token: &str) -> Result<Claim, LogError> {
         let key = delivered_key(&n.user_id, &n.reminder_id);
+        let ours = |now: DateTime<Utc>| ClaimRecord {
+            v: ClaimRecord::VERSION,
+            status: ClaimStatus::Claimed,
+            token: token.to_owned(),
+            lease_until: self.lease_from(now),
+            notification: n.clone(),
+        };
+        let mut write = Write::Create {
+            key: key.clone(),
+            value: to_json(&ours(Utc::now())),
+            ttl: self.retention,
+        };
         let mut attempt = 0;
         loop {
-            let now = Utc::now();
-            let ours = ClaimRecord {
-                v: ClaimRecord::VERSION,
-                status: ClaimStatus::Claimed,
-                token: token.to_owned(),
-                lease_until: self.lease_from(now),
-                notification: n.clone(),
+            // A failed write lost a race (or the store is away): reading tells which.
+            let Err(failed) = self.store.transact(vec![write]).await else {
+                return Ok(Claim::Ours);
             };
-            let write = match self.store.get(&key).await? {
+            attempt += 1;
+            if attempt >= MAX_ATTEMPTS {
+                return Err(LogError::Contended {
+                    key,
+                    attempts: attempt,
+                    last: failed,
+                });
+            }
+            let now = Utc::now();
+            write = match self.store.get(&key).await? {
+                // Gone again (released, or expired) since the write failed: try again.
                 None => Write::Create {
                     key: key.clone(),
-                    value: to_json(&ours),
+                    value: to_json(&ours(now)),
                     ttl: self.retention,
                 },
                 Some(stored) => {
@@ -446,7 +470,7 @@ impl DeliveryLog {
                             );
                             Write::Replace {
                                 key: key.clone(),
-                                value: to_json(&ours),
+                                value: to_json(&ours(now)),
                                 etag: stored.etag,
                                 ttl: self.retention,
                             }
@@ -454,20 +478,7 @@ impl DeliveryLog {
                     }
                 }
             };
-            // A failed write lost a race (or the store is away): reading again tells which.
-            let Err(failed) = self.store.transact(vec![write]).await else {
-                return Ok(Claim::Ours);
-            };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
-                return Err(LogError::Contended {
-                    key,
-                    attempts: attempt,
-                    last: failed,
-                });
-            }
-            tracing::debug!(attempt, error = %failed, %key, "claim write failed: reading again");
-            backoff(attempt).await;
+            tracing::debug!(attempt, error = %failed, %key, "claim write failed: read it, trying again");
         }
     }
 
@@ -477,7 +488,14 @@ impl DeliveryLog {
         let list_key = inbox_key(&n.user_id);
         let mut attempt = 0;
         loop {
-            let Some(stored_claim) = self.store.get(&claim_key).await? else {
+            // The claim (for its ETag) and the list, in one call.
+            let mut both = self
+                .store
+                .get_many(&[claim_key.as_str(), list_key.as_str()])
+                .await?
+                .into_iter();
+            let (stored_claim, stored_list) = (both.next().flatten(), both.next().flatten());
+            let Some(stored_claim) = stored_claim else {
                 return Ok(Record::Gone);
             };
             let mut claim = ClaimRecord::parse(&claim_key, &stored_claim.data)?;
@@ -488,7 +506,6 @@ impl DeliveryLog {
                 // Our earlier attempt committed; its answer was lost.
                 return Ok(Record::Recorded);
             }
-            let stored_list = self.store.get(&list_key).await?;
             let mut inbox = match Self::read_inbox(&list_key, stored_list.as_ref()) {
                 Ok(inbox) => inbox,
                 // The claims are what keep deliveries single; the list is for reading. A list

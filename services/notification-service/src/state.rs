@@ -8,8 +8,8 @@ use dapr::dapr::proto::{
         state_options::{StateConcurrency, StateConsistency},
     },
     runtime::v1::{
-        ExecuteStateTransactionRequest, GetStateRequest, TransactionalStateOperation,
-        dapr_client::DaprClient,
+        ExecuteStateTransactionRequest, GetBulkStateRequest, GetStateRequest,
+        TransactionalStateOperation, dapr_client::DaprClient,
     },
 };
 use tonic::{
@@ -31,6 +31,8 @@ pub enum StateError {
     BadAddress { address: String, reason: String },
     #[error("the Dapr sidecar failed the state call: {0}")]
     Sidecar(#[from] Status),
+    #[error("the state store failed to read {key}: {reason}")]
+    Item { key: String, reason: String },
 }
 
 /// A stored value and the ETag it was read with.
@@ -191,6 +193,40 @@ impl StateStore {
                 etag: resp.etag,
             }),
         )
+    }
+
+    /// The values of `keys`, in their order, in one call (`None` where a key does not
+    /// exist). Each value comes with its ETag, as from [`Self::get`].
+    pub async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>, StateError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .get_bulk_state(GetBulkStateRequest {
+                store_name: self.store.clone(),
+                keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+                parallelism: 0,
+                metadata: HashMap::new(),
+            })
+            .await?
+            .into_inner();
+        let mut found: HashMap<String, Versioned> = HashMap::with_capacity(resp.items.len());
+        for item in resp.items {
+            if !item.error.is_empty() {
+                return Err(StateError::Item {
+                    key: item.key,
+                    reason: item.error,
+                });
+            }
+            if !item.etag.is_empty() || !item.data.is_empty() {
+                found.insert(
+                    item.key,
+                    Versioned {
+                        data: item.data,
+                        etag: item.etag,
+                    },
+                );
+            }
+        }
+        Ok(keys.iter().map(|k| found.remove(*k)).collect())
     }
 
     /// Applies `writes` atomically: all commit, or none does (any precondition failing

@@ -334,16 +334,27 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        // After a database error: 50 ms, doubling to 2 s (a busy database is usually free
+        // again at once; a database that is down is not hammered).
+        let mut error_pause = Duration::from_millis(50);
         loop {
             if *stop.borrow() {
                 return;
             }
             let sleep = match self.fire_due().await {
-                Ok(n) if n as u64 >= self.config.batch_size => continue,
-                Ok(_) => self.until_next().await.unwrap_or(self.config.max_sleep),
+                Ok(n) if n as u64 >= self.config.batch_size => {
+                    error_pause = Duration::from_millis(50);
+                    continue;
+                }
+                Ok(_) => {
+                    error_pause = Duration::from_millis(50);
+                    self.until_next().await.unwrap_or(self.config.max_sleep)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reminder scheduler: database error; retrying");
-                    Duration::from_secs(1)
+                    tracing::warn!(error = %e, retry_in = ?error_pause, "reminder scheduler: database error; retrying");
+                    let pause = error_pause;
+                    error_pause = (error_pause * 2).min(Duration::from_secs(2));
+                    pause
                 }
             };
             tokio::select! {
