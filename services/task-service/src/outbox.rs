@@ -233,14 +233,13 @@ impl Relay {
         if self.careful.load(std::sync::atomic::Ordering::Relaxed) {
             return self.publish_carefully(db, &rows).await;
         }
-        // One bulk call per topic, each in insertion order.
+        // One bulk call per topic, each in insertion order; the topics at the same time
+        // (order is kept per user within a topic, and topics are independent).
         let mut by_topic: BTreeMap<&str, Vec<&outbox::Model>> = BTreeMap::new();
         for r in &rows {
             by_topic.entry(r.topic.as_str()).or_default().push(r);
         }
-        let mut acked: Vec<i64> = Vec::with_capacity(rows.len());
-        let mut failure: Option<RelayError> = None;
-        for batch in by_topic.values() {
+        let publishing = by_topic.values().map(|batch| async move {
             let events: Vec<OutgoingEvent> = batch
                 .iter()
                 .map(|r| OutgoingEvent {
@@ -251,7 +250,12 @@ impl Relay {
                     data: r.payload.clone(),
                 })
                 .collect();
-            match self.publisher.publish_bulk(&events).await {
+            (batch, self.publisher.publish_bulk(&events).await)
+        });
+        let mut acked: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut failure: Option<RelayError> = None;
+        for (batch, result) in futures::future::join_all(publishing).await {
+            match result {
                 Ok(outcome) if outcome.failed.is_empty() => {
                     acked.extend(batch.iter().map(|r| r.seq));
                 }
@@ -269,12 +273,8 @@ impl Relay {
                         total: batch.len(),
                         first: outcome.failed[0].1.clone(),
                     });
-                    break;
                 }
-                Err(e) => {
-                    failure = Some(e.into());
-                    break;
-                }
+                Err(e) => failure = Some(e.into()),
             }
         }
         if !acked.is_empty() {
