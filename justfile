@@ -66,8 +66,21 @@ bench-pipe: bootstrap kafka-up
 bench-api: bootstrap pg-up
     cargo run --release -p task-service --example bench_api
 
+# Task events end to end: mutations/s through the outbox, relay, daprd and Kafka to a
+# consumer, and commit→consumer latency, next to the raw pipe measured in the same run.
+bench-events: bootstrap kafka-up pg-up
+    cargo run --release -p task-service --example bench_events
+
+# Recurring tasks: completion → next occurrence visible, p50/p99.
+bench-recurrence: bootstrap kafka-up
+    cargo run --release -p recurring-task-service --example bench_recurrence
+
+# Reminders: 10,000 due within 60 s; lateness p50/p99 and duplicates.
+bench-reminders: bootstrap kafka-up
+    cargo run --release -p notification-service --example bench_reminders
+
 # All benchmarks.
-bench: bench-pipe bench-api
+bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders
 
 # Stop everything this project started in the background.
 down: kafka-down pg-down

@@ -255,12 +255,24 @@ pub struct Instance {
 
 impl Instance {
     /// Builds the app (its sidecar's gRPC port chosen up front), then starts the sidecar.
-    async fn start(
+    pub async fn start(
         prefix: &str,
         app_id: String,
         resources: &Path,
         channel: Arc<Recorder>,
         tokens: Tokens,
+    ) -> Self {
+        Self::start_with(prefix, app_id, resources, channel, tokens, &[]).await
+    }
+
+    /// [`Self::start`] with more configuration variables.
+    pub async fn start_with(
+        prefix: &str,
+        app_id: String,
+        resources: &Path,
+        channel: Arc<Recorder>,
+        tokens: Tokens,
+        extra: &[(&str, &str)],
     ) -> Self {
         let grpc_port = free_port().unwrap();
         let grpc_port_s = grpc_port.to_string();
@@ -281,6 +293,7 @@ impl Instance {
             vars.push(("APP_API_TOKEN", a));
             vars.push(("DAPR_API_TOKEN", d));
         }
+        vars.extend_from_slice(extra);
         let config = config(&vars);
         let app = notification_service::build_with_channel(config.clone(), channel)
             .await
@@ -319,6 +332,22 @@ impl Instance {
     /// Every answer since the first start, across restarts.
     pub fn stats(&self) -> StatsSnapshot {
         add(self.earlier, self.app().stats())
+    }
+
+    /// Waits until this instance's answers satisfy `done`, failing after [`WAIT`].
+    pub async fn stats_until(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.stats();
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited {WAIT:?}, got {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the app gracefully and starts a new one on the same port (the sidecar stays,

@@ -1,0 +1,1162 @@
+//! The reminder benchmark: 10,000 reminders due within 60 s, through the whole chain, and
+//! how late each one reached its user.
+//!
+//! Everything runs for real, in one process plus its sidecars:
+//!
+//! ```text
+//! load generator --gRPC CreateTask--> task-service (SQLite or PostgreSQL)
+//!   reminder scheduler --outbox--> relay --> daprd(task) --> Kafka <prefix>.reminders
+//!   --> daprd(notification) --> notification-service (delivery log in the SQLite state
+//!   store) --> recording Channel (wall-clock time of each delivery)
+//! ```
+//!
+//! task-service is built by `task_service::build` (what its `main` runs) on a fresh
+//! database: a SQLite file in a temporary directory, or, with `BENCH_DATABASE=postgres`, a
+//! fresh database created on `DATABASE_URL_PG` (dropped at the end). notification-service is
+//! built by `notification_service::build_with_channel` with a [`Channel`] that records each
+//! delivery and when it went out; its sidecar loads a copy of dapr-components/ whose
+//! `notification-state` store is a SQLite file of its own. Both use `AUTH_MODE=dev`, their
+//! other settings at their defaults, and a unique `TOPIC_PREFIX`.
+//!
+//! Method: `BENCH_REMINDERS` tasks are created through the gRPC API (`BENCH_CONCURRENCY`
+//! in flight, round-robin over `BENCH_USERS` users), each with one absolute reminder; the
+//! reminders are evenly spaced over a window of `BENCH_WINDOW_SECS` that opens
+//! `BENCH_START_SECS` after the first create (creation must be over by then, or the run
+//! fails and says to raise it). The run then waits until every reminder was delivered, or
+//! `BENCH_TIMEOUT_SECS` past the window's end, then `BENCH_SETTLE_SECS` more for late
+//! duplicates. Figures:
+//!
+//! - lateness = delivery wall-clock time − `remind_at` (HDR histogram, µs);
+//! - its parts: the scheduler's own fire lateness (carried by the event), the pipe (fire →
+//!   the service's handler starts: outbox relay, daprd, Kafka, daprd, queueing behind the
+//!   partition's earlier events) and the claim (handler start → channel call);
+//! - per-event handling time when the partition had a queue: with events of a partition
+//!   handed over one at a time (Dapr's Kafka consumer, non-bulk), the gap between two
+//!   handler starts on a partition is the whole handling of the first (claim, deliver,
+//!   record, answer, daprd's commit and hand-over of the next). Partitions are inferred from
+//!   the key (user id) with Sarama's hash partitioner, as daprd's producer picks them;
+//! - duplicates (a reminder delivered more than once: must be 0) and missing reminders (must
+//!   be 0): the example exits non-zero if either is not.
+//!
+//! Run with `just bench-reminders`, i.e. `cargo run --release -p notification-service
+//! --example bench_reminders` (Kafka on 127.0.0.1:19092 is started when it does not answer;
+//! daprd from `just bootstrap`). Environment: `BENCH_REMINDERS` (10000), `BENCH_WINDOW_SECS`
+//! (60), `BENCH_START_SECS` (30), `BENCH_USERS` (100), `BENCH_CONCURRENCY` (32),
+//! `BENCH_CHANNELS` (4), `BENCH_TIMEOUT_SECS` (180), `BENCH_SETTLE_SECS` (5),
+//! `BENCH_PARTITIONS` (3, as scripts/kafka.sh creates topics), `BENCH_DATABASE` (`sqlite` or
+//! `postgres`), `DATABASE_URL_PG` (postgres://todo:todo@127.0.0.1:15432/todo). Passed
+//! through to the services when set: `DATABASE_MAX_CONNECTIONS`, `OUTBOX_BATCH_SIZE`,
+//! `OUTBOX_POLL_MS`, `NOTIFICATION_CLAIM_LEASE_MS`, `STATE_TIMEOUT_MS`,
+//! `NOTIFICATIONS_PER_USER`. `RUST_LOG` filters the services' logs (default `warn`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use chrono::{DateTime, TimeDelta, Utc};
+use hdrhistogram::Histogram;
+use notification_service::{
+    channel::{Channel, ChannelError},
+    notification::Notification,
+    reminders::StatsSnapshot,
+};
+use sea_orm::{ConnectionTrait, Database};
+use todo_harness::{Daprd, DaprdOptions, ensure_kafka, free_port, repo_root, unique};
+use todo_proto::{
+    to_timestamp,
+    todo::v1::{
+        CreateTaskRequest, Reminder, Task, reminder::When, task_service_client::TaskServiceClient,
+    },
+};
+use todo_topology::{app_ids, topics};
+use tonic::{
+    Request,
+    metadata::AsciiMetadataValue,
+    transport::{Channel as GrpcChannel, Endpoint},
+};
+
+const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
+/// The issue's goal: lateness p99 at most this (µs).
+const GOAL_P99_US: u64 = 1_000_000;
+/// What the seeds ask for: lateness under this (µs).
+const SEED_LIMIT_US: u64 = 10_000_000;
+/// A reminder fired this long before the previous handling on its partition started was
+/// surely queued behind it (the unloaded pipe takes ~15 ms: see bench-pipe).
+const QUEUED_MARGIN: TimeDelta = TimeDelta::milliseconds(100);
+/// How many failure messages the create phase keeps for the report.
+const KEEP_ERRORS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// What to run, from the environment.
+#[derive(Debug, Clone)]
+struct Config {
+    reminders: usize,
+    window: Duration,
+    start: Duration,
+    users: usize,
+    concurrency: usize,
+    channels: usize,
+    timeout: Duration,
+    settle: Duration,
+    partitions: u32,
+    database: Db,
+    pg_admin_url: String,
+}
+
+fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => {
+            let n: usize = v
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a whole number"))?;
+            ensure!(n > 0, "{name} must be at least 1, got {n}");
+            Ok(n)
+        }
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => bail!("{name}: {e}"),
+    }
+}
+
+fn env_secs(name: &str, default: u64) -> anyhow::Result<Duration> {
+    Ok(Duration::from_secs(u64::try_from(env_usize(
+        name,
+        usize::try_from(default)?,
+    )?)?))
+}
+
+impl Config {
+    fn from_env() -> anyhow::Result<Self> {
+        let database = match std::env::var("BENCH_DATABASE")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "sqlite" => Db::Sqlite,
+            "postgres" | "postgresql" | "pg" => Db::Postgres,
+            other => bail!("BENCH_DATABASE: unknown database {other:?} (sqlite, postgres)"),
+        };
+        Ok(Self {
+            reminders: env_usize("BENCH_REMINDERS", 10_000)?,
+            window: env_secs("BENCH_WINDOW_SECS", 60)?,
+            start: env_secs("BENCH_START_SECS", 30)?,
+            users: env_usize("BENCH_USERS", 100)?,
+            concurrency: env_usize("BENCH_CONCURRENCY", 32)?,
+            channels: env_usize("BENCH_CHANNELS", 4)?,
+            timeout: env_secs("BENCH_TIMEOUT_SECS", 180)?,
+            settle: env_secs("BENCH_SETTLE_SECS", 5)?,
+            partitions: u32::try_from(env_usize("BENCH_PARTITIONS", 3)?)?,
+            database,
+            pg_admin_url: std::env::var("DATABASE_URL_PG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+        })
+    }
+}
+
+// ------------------------------------------------------------------ the recording channel
+
+/// One delivery, as the channel saw it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    notification: Notification,
+    /// Wall-clock time of the channel call.
+    at: DateTime<Utc>,
+}
+
+/// A [`Channel`] that remembers every delivery and when it went out.
+#[derive(Debug, Default)]
+struct Recorder {
+    deliveries: Mutex<Vec<Delivery>>,
+    count: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Channel for Recorder {
+    fn name(&self) -> &str {
+        "bench-recorder"
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<(), ChannelError> {
+        let at = Utc::now();
+        self.deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Delivery {
+                notification: n.clone(),
+                at,
+            });
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn all(&self) -> Vec<Delivery> {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+// ------------------------------------------------------------------ the chain
+
+/// A copy of dapr-components/ whose notification state store is a SQLite file of its own,
+/// loaded by the sidecar `app_id` (as notification-service's tests do).
+struct Resources {
+    components: tempfile::TempDir,
+    /// Outside `components`: daprd watches that folder and reloads on every change there.
+    _data: tempfile::TempDir,
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> anyhow::Result<String> {
+    ensure!(
+        text.matches(from).count() == 1,
+        "expected {from:?} once in statestore-notifications.yaml"
+    );
+    Ok(text.replace(from, to))
+}
+
+fn resources(app_id: &str) -> anyhow::Result<Resources> {
+    let temp = |prefix: &str| tempfile::Builder::new().prefix(prefix).tempdir();
+    let (components, data) = (temp("bench-ns-components-")?, temp("bench-ns-data-")?);
+    let src = repo_root().join("dapr-components");
+    for entry in std::fs::read_dir(&src).with_context(|| src.display().to_string())? {
+        let path = entry?.path();
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let mut text = std::fs::read_to_string(&path)?;
+        if name == "statestore-notifications.yaml" {
+            let db = data.path().join("notifications.db");
+            text = replace_once(
+                &text,
+                "\".data/notifications.db\"",
+                &format!("\"{}\"", db.display()),
+            )?;
+            text = replace_once(
+                &text,
+                &format!("  - {}\n", app_ids::NOTIFICATION_SERVICE),
+                &format!("  - {app_id}\n"),
+            )?;
+        }
+        std::fs::write(components.path().join(name), text)?;
+    }
+    Ok(Resources {
+        components,
+        _data: data,
+    })
+}
+
+/// A service's configuration lookup: `fixed` first, then the passed-through variables.
+fn lookup(
+    fixed: Vec<(&'static str, String)>,
+    pass: &'static [&'static str],
+) -> impl Fn(&str) -> Option<String> {
+    let fixed: HashMap<&'static str, String> = fixed.into_iter().collect();
+    move |k: &str| {
+        fixed
+            .get(k)
+            .cloned()
+            .or_else(|| pass.contains(&k).then(|| std::env::var(k).ok()).flatten())
+    }
+}
+
+struct NotificationSide {
+    app: notification_service::App,
+    sidecar: Daprd,
+    _resources: Resources,
+}
+
+async fn start_notification_service(
+    prefix: &str,
+    recorder: Arc<Recorder>,
+) -> anyhow::Result<NotificationSide> {
+    let app_id = unique("bench-notification-service");
+    let resources = resources(&app_id)?;
+    let grpc_port = free_port()?;
+    let config = notification_service::Config::from_lookup(lookup(
+        vec![
+            ("APP_ADDR", "127.0.0.1:0".to_owned()),
+            ("AUTH_MODE", "dev".to_owned()),
+            (topics::PREFIX_VAR, prefix.to_owned()),
+            ("DAPR_GRPC_PORT", grpc_port.to_string()),
+        ],
+        &[
+            "NOTIFICATION_CLAIM_LEASE_MS",
+            "STATE_TIMEOUT_MS",
+            "NOTIFICATIONS_PER_USER",
+        ],
+    ))?;
+    let app = notification_service::build_with_channel(config, recorder).await?;
+    let mut opts = DaprdOptions::new(app_id, Some(app.addr.port()));
+    opts.resources_path = resources.components.path().to_owned();
+    opts.grpc_port = Some(grpc_port);
+    let sidecar = Daprd::start(opts).await?;
+    Ok(NotificationSide {
+        app,
+        sidecar,
+        _resources: resources,
+    })
+}
+
+struct TaskSide {
+    app: task_service::App,
+    sidecar: Daprd,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_task_service(prefix: &str, database_url: &str) -> anyhow::Result<TaskSide> {
+    let dir = tempfile::Builder::new().prefix("bench-tasks-").tempdir()?;
+    let url = if database_url.is_empty() {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("tasks.db").display()
+        )
+    } else {
+        database_url.to_owned()
+    };
+    let grpc_port = free_port()?;
+    let config = task_service::Config::from_lookup(lookup(
+        vec![
+            ("APP_ADDR", "127.0.0.1:0".to_owned()),
+            ("AUTH_MODE", "dev".to_owned()),
+            ("METRICS_ADDR", "off".to_owned()),
+            ("DATABASE_URL", url),
+            (topics::PREFIX_VAR, prefix.to_owned()),
+            ("DAPR_GRPC_PORT", grpc_port.to_string()),
+        ],
+        &[
+            "DATABASE_MAX_CONNECTIONS",
+            "OUTBOX_BATCH_SIZE",
+            "OUTBOX_POLL_MS",
+        ],
+    ))?;
+    let app = task_service::build(config).await?;
+    let mut opts = DaprdOptions::new(unique("bench-task-service"), Some(app.addr.port()));
+    opts.grpc_port = Some(grpc_port);
+    let sidecar = Daprd::start(opts).await?;
+    Ok(TaskSide {
+        app,
+        sidecar,
+        _dir: dir,
+    })
+}
+
+/// Creates a fresh database on the PostgreSQL server; answers its name and URL.
+async fn create_pg_database(admin_url: &str) -> anyhow::Result<(String, String)> {
+    let name = format!("bench_rem_{}", uuid::Uuid::new_v4().simple());
+    let conn = Database::connect(admin_url).await.with_context(|| {
+        "PostgreSQL at DATABASE_URL_PG does not answer: start it with `just pg-up` (or point \
+         DATABASE_URL_PG at a server where the user may CREATE DATABASE)"
+    })?;
+    let created = conn
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("CREATE DATABASE {name}"));
+    conn.close().await?;
+    created?;
+    let base = admin_url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(b, _)| b)
+        .context("DATABASE_URL_PG has no /database part")?;
+    Ok((name.clone(), format!("{base}/{name}")))
+}
+
+async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let conn = Database::connect(admin_url).await?;
+    let dropped = conn
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    conn.close().await?;
+    dropped?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ creating the reminders
+
+/// One reminder the benchmark asked for.
+#[derive(Debug, Clone)]
+struct Planned {
+    remind_at: DateTime<Utc>,
+}
+
+/// Creates the tasks, `concurrency` requests in flight; answers task id → its reminder, and
+/// the failures.
+async fn create_all(
+    addr: std::net::SocketAddr,
+    cfg: &Config,
+    window_start: DateTime<Utc>,
+) -> anyhow::Result<(HashMap<String, Planned>, usize, Vec<String>)> {
+    let mut clients = Vec::with_capacity(cfg.channels);
+    for _ in 0..cfg.channels {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to task-service at {addr}"))?;
+        clients.push(TaskServiceClient::new(channel));
+    }
+    let users = (0..cfg.users)
+        .map(|u| {
+            AsciiMetadataValue::try_from(format!("bench-user-{u:03}"))
+                .context("a user id that is not a header value")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients: Arc<Vec<TaskServiceClient<GrpcChannel>>> = Arc::new(clients);
+    let users = Arc::new(users);
+    let step_ns = cfg.window.as_nanos() / cfg.reminders as u128;
+    let n = cfg.reminders;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..cfg.concurrency.min(n) {
+        let (clients, users, next) = (clients.clone(), users.clone(), next.clone());
+        workers.spawn(async move {
+            let mut made = Vec::new();
+            let mut errors = Vec::new();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= n {
+                    return (made, errors);
+                }
+                let offset = TimeDelta::nanoseconds(
+                    i64::try_from(step_ns * seq as u128).unwrap_or(i64::MAX),
+                );
+                let remind_at = window_start + offset;
+                let task = Task {
+                    title: format!("benchmark reminder {seq}"),
+                    due_time: Some(to_timestamp(remind_at + TimeDelta::hours(1))),
+                    reminders: vec![Reminder {
+                        when: Some(When::At(to_timestamp(remind_at))),
+                    }],
+                    ..Task::default()
+                };
+                let mut req = Request::new(CreateTaskRequest {
+                    task: Some(task),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    no_default_reminders: true,
+                });
+                req.metadata_mut()
+                    .insert("x-user-id", users[seq % users.len()].clone());
+                match clients[seq % clients.len()].clone().create_task(req).await {
+                    Ok(r) => made.push((r.into_inner().id, Planned { remind_at })),
+                    Err(s) => errors.push(format!("{:?}: {}", s.code(), s.message())),
+                }
+            }
+        });
+    }
+    let mut planned = HashMap::with_capacity(n);
+    let (mut failed, mut first_errors) = (0, Vec::new());
+    while let Some(joined) = workers.join_next().await {
+        let (made, errors) = joined.context("a create worker panicked")?;
+        planned.extend(made);
+        failed += errors.len();
+        first_errors.extend(errors);
+    }
+    first_errors.truncate(KEEP_ERRORS);
+    Ok((planned, failed, first_errors))
+}
+
+// ------------------------------------------------------------------ measuring
+
+/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
+}
+
+/// Microseconds of a (possibly negative) span, clamped to the histogram's range.
+fn us(d: TimeDelta) -> u64 {
+    u64::try_from(d.num_microseconds().unwrap_or(i64::MAX))
+        .unwrap_or(0)
+        .max(1)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1}", us as f64 / 1000.0)
+}
+
+/// p50 / p90 / p99 / max of a histogram, in ms.
+fn quantiles(h: &Histogram<u64>) -> [String; 4] {
+    if h.is_empty() {
+        return ["–".into(), "–".into(), "–".into(), "–".into()];
+    }
+    [
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.90)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+    ]
+}
+
+/// The partition daprd's producer picks for `key`: Sarama's hash partitioner (FNV-1a, as a
+/// signed 32-bit number, remainder, absolute value).
+fn partition(key: &str, partitions: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let p = (h as i32) % (partitions as i32);
+    p.unsigned_abs()
+}
+
+/// CPU time of this process and of the whole machine (as bench_api measures it).
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    process: u64,
+    host_idle: u64,
+    cpus: usize,
+}
+
+impl CpuSample {
+    fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let process = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        let host = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = host
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let host_idle = cpu.get(3)? + cpu.get(4)?;
+        let cpus = host
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
+        Some(Self {
+            process,
+            host_idle,
+            cpus,
+        })
+    }
+}
+
+/// Cores used, as "this process / whole machine", between two samples.
+fn cores_used(from: Option<CpuSample>, to: Option<CpuSample>, wall: Duration) -> String {
+    const TICKS_PER_SEC: f64 = 100.0;
+    match (from, to) {
+        (Some(a), Some(b)) if wall > Duration::ZERO => {
+            let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
+            let idle = b.host_idle.saturating_sub(a.host_idle) as f64 / ticks;
+            format!(
+                "{:.1} / {:.1}",
+                b.process.saturating_sub(a.process) as f64 / ticks,
+                (b.cpus as f64 - idle).max(0.0)
+            )
+        }
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// The other processes of the chain, to tell who used the CPU: (name, pid).
+fn chain_processes(task_app_id: &str, notification_app_id: &str) -> Vec<(String, Option<u32>)> {
+    let mut found: Vec<(String, Option<u32>)> = vec![
+        ("this process".to_owned(), Some(std::process::id())),
+        ("daprd of task-service".to_owned(), None),
+        ("daprd of notification-service".to_owned(), None),
+        ("Kafka".to_owned(), None),
+    ];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let app_id = args
+            .iter()
+            .position(|a| a == "--app-id")
+            .and_then(|i| args.get(i + 1));
+        let slot = if app_id.is_some_and(|a| a == task_app_id) {
+            1
+        } else if app_id.is_some_and(|a| a == notification_app_id) {
+            2
+        } else if args.iter().any(|a| a == "kafka.Kafka") {
+            3
+        } else {
+            continue;
+        };
+        found[slot].1 = Some(pid);
+    }
+    found
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Cores each process used between two samples of `procs`.
+fn cores_by_process(
+    procs: &[(String, Option<u32>)],
+    from: &[Option<u64>],
+    to: &[Option<u64>],
+    wall: Duration,
+) -> String {
+    const TICKS_PER_SEC: f64 = 100.0;
+    let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
+    procs
+        .iter()
+        .zip(from.iter().zip(to))
+        .map(|((name, _), (a, b))| match (a, b) {
+            (Some(a), Some(b)) if ticks > 0.0 => {
+                format!("{name} {:.2}", b.saturating_sub(*a) as f64 / ticks)
+            }
+            _ => format!("{name} n/a"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn sample(procs: &[(String, Option<u32>)]) -> Vec<Option<u64>> {
+    procs
+        .iter()
+        .map(|(_, pid)| pid.and_then(process_ticks))
+        .collect()
+}
+
+/// When the event of a delivery was fired by the scheduler (ms resolution).
+fn fired_at(n: &Notification) -> Option<DateTime<Utc>> {
+    n.fire_lateness_ms
+        .and_then(|l| i64::try_from(l).ok())
+        .map(|l| n.remind_at + TimeDelta::milliseconds(l))
+}
+
+/// Everything the run measured.
+struct Report {
+    expected: usize,
+    delivered_distinct: usize,
+    duplicates: usize,
+    missing: usize,
+    unexpected: usize,
+    wrong_moment: usize,
+    lateness: Histogram<u64>,
+    fire: Histogram<u64>,
+    pipe: Histogram<u64>,
+    claim: Histogram<u64>,
+    /// Per-event handling time on a partition with a queue, and its two parts.
+    cycle: Histogram<u64>,
+    cycle_claim: Histogram<u64>,
+    cycle_rest: Histogram<u64>,
+    /// Consecutive handlings on one inferred partition that overlapped (0 if the inference
+    /// and the one-at-a-time model hold).
+    overlaps: usize,
+    over_seed_limit: usize,
+    /// Per 10 s of `remind_at`: (count, p50, p99, max) lateness in µs.
+    timeline: BTreeMap<i64, Histogram<u64>>,
+    first_delivery: Option<DateTime<Utc>>,
+    last_delivery: Option<DateTime<Utc>>,
+}
+
+fn analyse(
+    cfg: &Config,
+    planned: &HashMap<String, Planned>,
+    deliveries: &[Delivery],
+    window_start: DateTime<Utc>,
+) -> anyhow::Result<Report> {
+    let mut r = Report {
+        expected: planned.len(),
+        delivered_distinct: 0,
+        duplicates: 0,
+        missing: 0,
+        unexpected: 0,
+        wrong_moment: 0,
+        lateness: histogram()?,
+        fire: histogram()?,
+        pipe: histogram()?,
+        claim: histogram()?,
+        cycle: histogram()?,
+        cycle_claim: histogram()?,
+        cycle_rest: histogram()?,
+        overlaps: 0,
+        over_seed_limit: 0,
+        timeline: BTreeMap::new(),
+        first_delivery: deliveries.iter().map(|d| d.at).min(),
+        last_delivery: deliveries.iter().map(|d| d.at).max(),
+    };
+    let mut per_reminder: HashMap<&str, usize> = HashMap::new();
+    let mut per_task: HashMap<&str, usize> = HashMap::new();
+    for d in deliveries {
+        let n = &d.notification;
+        *per_reminder.entry(n.reminder_id.as_str()).or_default() += 1;
+        *per_task.entry(n.task_id.as_str()).or_default() += 1;
+        let Some(p) = planned.get(&n.task_id) else {
+            r.unexpected += 1;
+            continue;
+        };
+        if (n.remind_at - p.remind_at).num_microseconds() != Some(0) {
+            r.wrong_moment += 1;
+        }
+        let late = us(d.at - n.remind_at);
+        r.lateness.saturating_record(late);
+        if late >= SEED_LIMIT_US {
+            r.over_seed_limit += 1;
+        }
+        if let Some(f) = n.fire_lateness_ms {
+            r.fire.saturating_record(f.saturating_mul(1000).max(1));
+        }
+        if let Some(fired) = fired_at(n) {
+            r.pipe.saturating_record(us(n.delivered_at - fired));
+        }
+        r.claim.saturating_record(us(d.at - n.delivered_at));
+        let bucket = (n.remind_at - window_start).num_seconds().div_euclid(10) * 10;
+        match r.timeline.get_mut(&bucket) {
+            Some(h) => h.saturating_record(late),
+            None => {
+                let mut h = histogram()?;
+                h.saturating_record(late);
+                r.timeline.insert(bucket, h);
+            }
+        }
+    }
+    r.delivered_distinct = per_reminder.len();
+    r.duplicates = per_reminder.values().map(|c| c - 1).sum();
+    r.missing = planned
+        .keys()
+        .filter(|t| !per_task.contains_key(t.as_str()))
+        .count();
+
+    // Handlings on one partition, in the order their handlers started.
+    let mut by_partition: HashMap<u32, Vec<&Delivery>> = HashMap::new();
+    for d in deliveries {
+        by_partition
+            .entry(partition(&d.notification.user_id, cfg.partitions))
+            .or_default()
+            .push(d);
+    }
+    for list in by_partition.values_mut() {
+        list.sort_by_key(|d| d.notification.delivered_at);
+        for pair in list.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.notification.delivered_at < a.at {
+                r.overlaps += 1;
+                continue;
+            }
+            let queued = fired_at(&b.notification)
+                .is_some_and(|f| f + QUEUED_MARGIN <= a.notification.delivered_at);
+            if queued {
+                r.cycle.saturating_record(us(
+                    b.notification.delivered_at - a.notification.delivered_at
+                ));
+                r.cycle_claim
+                    .saturating_record(us(a.at - a.notification.delivered_at));
+                r.cycle_rest
+                    .saturating_record(us(b.notification.delivered_at - a.at));
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kb: u64 = info
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The command line that reproduces this run.
+fn command() -> String {
+    let mut vars: Vec<String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("BENCH_")
+                || matches!(
+                    k.as_str(),
+                    "DATABASE_MAX_CONNECTIONS"
+                        | "OUTBOX_BATCH_SIZE"
+                        | "OUTBOX_POLL_MS"
+                        | "NOTIFICATION_CLAIM_LEASE_MS"
+                        | "STATE_TIMEOUT_MS"
+                        | "NOTIFICATIONS_PER_USER"
+                )
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vars.sort();
+    vars.push("cargo run --release -p notification-service --example bench_reminders".to_owned());
+    format!("`{}`", vars.join(" "))
+}
+
+fn secs(d: TimeDelta) -> String {
+    format!("{:.1}", d.num_milliseconds() as f64 / 1000.0)
+}
+
+// ------------------------------------------------------------------ the run
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    todo_telemetry::init("warn");
+    let cfg = Config::from_env()?;
+    let (t, c) = (Instant::now(), CpuSample::now());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_load = cores_used(c, CpuSample::now(), t.elapsed());
+
+    ensure_kafka().await?;
+    let prefix = unique("bench-rem");
+    let pg = match cfg.database {
+        Db::Sqlite => None,
+        Db::Postgres => Some(create_pg_database(&cfg.pg_admin_url).await?),
+    };
+    let url = pg.as_ref().map(|(_, u)| u.clone()).unwrap_or_default();
+    let recorder = Arc::new(Recorder::default());
+    let started = Instant::now();
+    let (notif, tasks) = tokio::join!(
+        start_notification_service(&prefix, recorder.clone()),
+        start_task_service(&prefix, &url),
+    );
+    let (notif, tasks) = (notif?, tasks?);
+    eprintln!(
+        "bench-reminders: chain up in {:.1} s (prefix {prefix}; sidecar logs {} and {})",
+        started.elapsed().as_secs_f64(),
+        notif.sidecar.log_path.display(),
+        tasks.sidecar.log_path.display()
+    );
+
+    let outcome = run(&cfg, &tasks, &notif, &recorder).await;
+
+    let NotificationSide { app, sidecar, .. } = notif;
+    let stats_before = app.stats();
+    let _ = tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await;
+    drop(sidecar);
+    let TaskSide { app, sidecar, .. } = tasks;
+    let _ = tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await;
+    drop(sidecar);
+    if let Some((name, _)) = &pg
+        && let Err(e) = drop_pg_database(&cfg.pg_admin_url, name).await
+    {
+        eprintln!("bench-reminders: could not drop database {name}: {e:#}");
+    }
+    let (report, run_info) = outcome?;
+    print_report(&cfg, &report, &run_info, stats_before, &idle_load);
+    ensure!(
+        report.missing == 0 && report.duplicates == 0 && report.unexpected == 0,
+        "{} reminders missing, {} delivered more than once, {} not ours",
+        report.missing,
+        report.duplicates,
+        report.unexpected
+    );
+    ensure!(
+        report.wrong_moment == 0,
+        "{} deliveries carried another remind_at than the one asked for",
+        report.wrong_moment
+    );
+    Ok(())
+}
+
+/// What the run observed besides the deliveries.
+struct RunInfo {
+    create_wall: Duration,
+    create_rate: f64,
+    scheduled_drained_after: Option<Duration>,
+    window_start: DateTime<Utc>,
+    window_end: DateTime<Utc>,
+    cpu_create: String,
+    cpu_window: String,
+    /// Cores per process of the chain during the window.
+    cpu_window_by_process: String,
+    database: &'static str,
+}
+
+async fn run(
+    cfg: &Config,
+    tasks: &TaskSide,
+    notif: &NotificationSide,
+    recorder: &Recorder,
+) -> anyhow::Result<(Report, RunInfo)> {
+    let procs = chain_processes(&tasks.sidecar.options.app_id, &notif.sidecar.options.app_id);
+    let t0 = Utc::now();
+    let window_start = t0 + TimeDelta::from_std(cfg.start)?;
+    let window_end = window_start + TimeDelta::from_std(cfg.window)?;
+    let create_started = Instant::now();
+    let cpu0 = CpuSample::now();
+    let (planned, failed, first_errors) = create_all(tasks.app.addr, cfg, window_start).await?;
+    let create_wall = create_started.elapsed();
+    let cpu_create = cores_used(cpu0, CpuSample::now(), create_wall);
+    let create_rate = planned.len() as f64 / create_wall.as_secs_f64();
+    eprintln!(
+        "bench-reminders: created {} tasks in {:.1} s ({create_rate:.0}/s), {failed} failed; \
+         window opens in {} s",
+        planned.len(),
+        create_wall.as_secs_f64(),
+        secs(window_start - Utc::now())
+    );
+    ensure!(
+        failed == 0,
+        "{failed} CreateTask calls failed, e.g. {first_errors:?}"
+    );
+    ensure!(
+        Utc::now() + TimeDelta::seconds(1) < window_start,
+        "creating took {:.1} s, past the window's start {} s after the first create: raise \
+         BENCH_START_SECS",
+        create_wall.as_secs_f64(),
+        cfg.start.as_secs()
+    );
+
+    // Until the window opens: the `scheduled` events of the creates drain (acknowledged
+    // untouched by notification-service), so they do not compete with the due ones.
+    let mut scheduled_drained_after = None;
+    let expected = planned.len();
+    let deadline = window_end + TimeDelta::from_std(cfg.timeout)?;
+    let mut last_print = Instant::now();
+    let mut cpu_window_start = None;
+    let mut procs_window_start = Vec::new();
+    let mut window_started_at = None;
+    loop {
+        let now = Utc::now();
+        let s = notif.app.stats();
+        if scheduled_drained_after.is_none() && s.not_ours >= expected as u64 {
+            scheduled_drained_after = Some(create_started.elapsed());
+        }
+        if window_started_at.is_none() && now >= window_start {
+            window_started_at = Some(Instant::now());
+            cpu_window_start = CpuSample::now();
+            procs_window_start = sample(&procs);
+        }
+        let delivered = recorder.count();
+        if delivered >= expected {
+            break;
+        }
+        if now > deadline {
+            eprintln!(
+                "bench-reminders: gave up {} s after the window's end with {delivered} of \
+                 {expected} delivered",
+                cfg.timeout.as_secs()
+            );
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            last_print = Instant::now();
+            eprintln!(
+                "bench-reminders: t{:+.1} s of the window: {delivered}/{expected} delivered; \
+                 service answers {s:?}",
+                (now - window_start).num_milliseconds() as f64 / 1000.0
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cpu_window, cpu_window_by_process) = match window_started_at {
+        Some(t) => (
+            cores_used(cpu_window_start, CpuSample::now(), t.elapsed()),
+            cores_by_process(&procs, &procs_window_start, &sample(&procs), t.elapsed()),
+        ),
+        None => ("n/a".to_owned(), "n/a".to_owned()),
+    };
+    // Late duplicates (a redelivery after the last first delivery) would show up now.
+    tokio::time::sleep(cfg.settle).await;
+    let deliveries = recorder.all();
+    let report = analyse(cfg, &planned, &deliveries, window_start)?;
+    Ok((
+        report,
+        RunInfo {
+            create_wall,
+            create_rate,
+            scheduled_drained_after,
+            window_start,
+            window_end,
+            cpu_create,
+            cpu_window,
+            cpu_window_by_process,
+            database: match cfg.database {
+                Db::Sqlite => "SQLite (fresh file, WAL)",
+                Db::Postgres => "PostgreSQL (fresh database on DATABASE_URL_PG)",
+            },
+        },
+    ))
+}
+
+fn print_report(cfg: &Config, r: &Report, info: &RunInfo, stats: StatsSnapshot, idle_load: &str) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "## Reminders: task-service scheduler → outbox → daprd → Kafka → daprd → notification-service\n"
+    );
+    println!(
+        "| reminders | window s | users | delivered | duplicates | missing | p50 ms | p90 ms | p99 ms | max ms | over 10 s |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let [p50, p90, p99, max] = quantiles(&r.lateness);
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {p50} | {p90} | {p99} | {max} | {} |",
+        r.expected,
+        cfg.window.as_secs(),
+        cfg.users,
+        r.delivered_distinct,
+        r.duplicates,
+        r.missing,
+        r.over_seed_limit
+    );
+    println!("\nWhere the lateness comes from (ms):\n");
+    println!("| part | p50 | p90 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, h) in [
+        ("lateness (delivery − remind_at)", &r.lateness),
+        ("scheduler fire lateness (fire − remind_at)", &r.fire),
+        ("pipe (fire → handler starts)", &r.pipe),
+        ("claim (handler start → channel)", &r.claim),
+        (
+            "handling per event, queued partitions (start → next start)",
+            &r.cycle,
+        ),
+        ("… of which claim", &r.cycle_claim),
+        ("… of which record + answer + next hand-over", &r.cycle_rest),
+    ] {
+        let [a, b, c, d] = quantiles(h);
+        println!("| {name} | {a} | {b} | {c} | {d} |");
+    }
+    println!("\nLateness by moment in the window (remind_at − window start):\n");
+    println!("| s | reminders | p50 ms | p99 ms | max ms |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (bucket, h) in &r.timeline {
+        let [a, _, c, d] = quantiles(h);
+        println!(
+            "| {bucket}–{} | {} | {a} | {c} | {d} |",
+            bucket + 10,
+            h.len()
+        );
+    }
+    println!();
+    println!("- command: {}", command());
+    println!(
+        "- machine: nproc {cpus}, {}, {} RAM; Kafka, both daprd and this process (load \
+         generator, task-service, notification-service) all on these cores",
+        cpu_model(),
+        mem_total()
+    );
+    println!("- CPU busy in the second before the run (this process / host): {idle_load} cores");
+    println!(
+        "- task-service on {}; {} tasks created with one absolute reminder each, {} in \
+         flight, {} users: {:.1} s ({:.0}/s), CPU {} cores (process / host)",
+        info.database,
+        r.expected,
+        cfg.concurrency,
+        cfg.users,
+        info.create_wall.as_secs_f64(),
+        info.create_rate,
+        info.cpu_create
+    );
+    match info.scheduled_drained_after {
+        Some(d) => println!(
+            "- the creates' `scheduled` events were all acknowledged by notification-service {:.1} s after the first create",
+            d.as_secs_f64()
+        ),
+        None => println!(
+            "- the creates' `scheduled` events had not all been acknowledged when the run ended"
+        ),
+    }
+    println!(
+        "- window: {} → {} ({} s after the first create); first delivery at window {}, last at \
+         window {} s (end of window = {} s); CPU during the window {} cores (process / host)",
+        info.window_start.format("%H:%M:%S%.3f"),
+        info.window_end.format("%H:%M:%S%.3f"),
+        cfg.start.as_secs(),
+        r.first_delivery.map_or("–".to_owned(), |t| format!(
+            "{} s",
+            secs(t - info.window_start)
+        )),
+        r.last_delivery
+            .map_or("–".to_owned(), |t| secs(t - info.window_start)),
+        cfg.window.as_secs(),
+        info.cpu_window
+    );
+    println!(
+        "- CPU during the window by process, in cores: {}",
+        info.cpu_window_by_process
+    );
+    println!(
+        "- notification-service answers: {} delivered, {} already delivered (redeliveries \
+         caught by the delivery log), {} not ours (scheduled/cancelled), {} RETRY, {} DROP",
+        stats.delivered, stats.duplicates, stats.not_ours, stats.retried, stats.dropped
+    );
+    println!(
+        "- partition inference (Sarama hash of the user id over {} partitions): {} overlapping \
+         handlings on one partition (0 = one at a time, as assumed)",
+        cfg.partitions, r.overlaps
+    );
+    if r.unexpected > 0 || r.wrong_moment > 0 {
+        println!(
+            "- {} deliveries of tasks not created here, {} with another remind_at than asked",
+            r.unexpected, r.wrong_moment
+        );
+    }
+    let p99 = r.lateness.value_at_quantile(0.99);
+    let complete = r.missing == 0 && r.duplicates == 0 && !r.lateness.is_empty();
+    println!(
+        "- goal lateness p99 ≤ {} ms: {}; seeds' limit < {} s for every reminder: {}",
+        ms(GOAL_P99_US),
+        if complete && p99 <= GOAL_P99_US {
+            "met"
+        } else {
+            "NOT met"
+        },
+        SEED_LIMIT_US / 1_000_000,
+        if complete && r.lateness.max() < SEED_LIMIT_US {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
