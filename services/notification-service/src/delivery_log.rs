@@ -42,7 +42,8 @@
 //!
 //! * The **sidecar** dies (or its answers are lost) at any step: the handling goes on once
 //!   it is back and completes; the redelivered event finds `claimed` (it waits) or
-//!   `delivered` (it skips). Exactly once.
+//!   `delivered` (it skips). Exactly once — as long as the sidecar is back within the lease:
+//!   after a longer outage another replica may take the claim over and deliver again.
 //! * **Two replicas** race on one reminder: one claims, the other waits and skips. Once.
 //! * The **process** dies between claim and record: the claim's lease runs out and the
 //!   redelivered event takes it over and delivers. If the line had already been written,
@@ -456,7 +457,15 @@ impl DeliveryLog {
                         ClaimStatus::Delivered => {
                             return Ok(Claim::Delivered(Box::new(found.notification)));
                         }
-                        ClaimStatus::Claimed if found.token == token => return Ok(Claim::Ours),
+                        // Ours: the write committed though its answer was lost. Renew the
+                        // lease (with the ETag) before delivering under it: the retries may
+                        // have used most of it up.
+                        ClaimStatus::Claimed if found.token == token => Write::Replace {
+                            key: key.clone(),
+                            value: to_json(&ours(now)),
+                            etag: stored.etag,
+                            ttl: self.retention,
+                        },
                         ClaimStatus::Claimed if found.lease_until > now => {
                             return Ok(Claim::Held {
                                 until: found.lease_until,

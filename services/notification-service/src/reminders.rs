@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::{
     channel::Channel,
     config::Topics,
-    delivery_log::{DeliveryLog, Once, OnceError},
+    delivery_log::{DeliveryLog, LogError, Once, OnceError},
     notification::notification_from,
 };
 
@@ -203,6 +203,16 @@ impl Reminders {
                     "reminder already delivered: skipping"
                 );
                 Stats::count(&stats.duplicates, "duplicates", Outcome::Success)
+            }
+            // A claim that cannot be read will not read better on a retry: dead-letter the
+            // event, to be looked at, instead of blocking its partition.
+            Err(e @ OnceError::Claim(LogError::Corrupt { .. })) => {
+                tracing::error!(
+                    error = %e,
+                    dead_letter_topic = %self.topics.reminders_dead_letter,
+                    "unreadable delivery record: dropping to the dead-letter topic"
+                );
+                Stats::count(&stats.dropped, "dropped", Outcome::Drop)
             }
             Err(e) => {
                 tracing::warn!(error = %e, store = %self.log.store_name(), "reminder not delivered: retrying");

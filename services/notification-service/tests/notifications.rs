@@ -390,6 +390,44 @@ async fn a_claim_left_by_a_dead_handling_is_taken_over_when_its_lease_runs_out()
     assert_eq!(stack.channel.all().len(), 1, "delivered again");
 }
 
+/// A delivery record that cannot be read (written by something else) will not read better
+/// on a retry: the event goes to the dead-letter topic instead of blocking its partition,
+/// and the next reminder flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_delivery_record_dead_letters_its_event() {
+    use notification_service::{
+        delivery_log::delivered_key,
+        state::{StateStore, Write},
+    };
+    let stack = Stack::start(Tokens::None).await;
+    let c = &stack.instance().config;
+    let store =
+        StateStore::lazy(&c.dapr_grpc_endpoint, &c.state_store, None, c.state_timeout).unwrap();
+    let broken = due("hana", Duration::ZERO);
+    store
+        .transact(vec![Write::Create {
+            key: delivered_key(&broken.user_id, &broken.reminder_id),
+            value: b"not a claim".to_vec(),
+            ttl: Duration::from_secs(3600),
+        }])
+        .await
+        .unwrap();
+    let fine = due("hana", Duration::ZERO);
+    stack.publish_due(&broken).await;
+    stack.publish_due(&fine).await;
+
+    let dead = stack.dead.wait_for(1).await;
+    assert_eq!(dead[0].1, broken.encode_to_vec());
+    let got = stack.channel.wait_for(1).await;
+    assert_eq!(got[0].reminder_id, fine.reminder_id);
+    let stats = stack.handled(2).await;
+    assert_eq!(
+        (stats.delivered, stats.dropped, stats.retried),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+}
+
 /// Two replicas racing on every reminder (each its own consumer group, so each receives
 /// every event; one delivery log): first write wins, each reminder goes out once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -133,7 +133,21 @@ pub fn next_occurrence(
         occurrence_index: task.occurrence_index,
         completed_at,
     };
-    let Some(next_due) = next_due(&rule, time_zone, &completion)? else {
+    let next = match next_due(&rule, time_zone, &completion) {
+        // A dense rule (several times a day) may be too many occurrences away from the
+        // series' start for the engine's scan: count from this task's due time instead, as
+        // a task without a start does.
+        Err(RecurrenceError::NoOccurrence { .. }) if completion.series_start.is_some() => next_due(
+            &rule,
+            time_zone,
+            &Completion {
+                series_start: None,
+                ..completion
+            },
+        )?,
+        other => other?,
+    };
+    let Some(next_due) = next else {
         return Ok(Decision::SeriesEnded);
     };
     Ok(Decision::Next(Box::new(OccurrenceRequested {
@@ -319,6 +333,25 @@ mod tests {
         assert!(t.due_time.is_none() && t.complete_time.is_none() && t.user_id.is_empty());
         // A task without a series start hands its own due time on as the series' start.
         assert_eq!(t.series_start_time, task.due_time);
+    }
+
+    #[test]
+    fn a_dense_rule_far_from_its_start_counts_from_the_due_time() {
+        // Every 15 minutes of every hour since 2026: ~105,000 occurrences between the start
+        // and this task, more than the engine scans; the next one is still 15 minutes on.
+        let hours: Vec<String> = (0..24).map(|h| h.to_string()).collect();
+        let e = with_task(
+            completed(Some(Recurrence {
+                rrule: format!("FREQ=DAILY;BYHOUR={};BYMINUTE=0,15,30,45", hours.join(",")),
+                ..Recurrence::default()
+            })),
+            |t| {
+                t.time_zone = "UTC".into();
+                t.series_start_time = Some(to_timestamp(at("2027-01-01T00:00:00Z")));
+            },
+        );
+        let o = next(&e);
+        assert_eq!(o.due_time, Some(to_timestamp(at("2030-01-01T08:15:00Z"))));
     }
 
     #[test]

@@ -374,10 +374,14 @@ impl TaskService for TaskApi {
         if next.recurrence.is_some() && next.series_id.is_none() {
             next.series_id = Some(next.id);
         }
-        // A due time set by the caller (or a task made recurring) restarts the rhythm there.
+        // A due time, rule or time zone set by the caller (or a task made recurring)
+        // restarts the rhythm at this task's due time.
         if next.recurrence.is_none() {
             next.series_start = None;
-        } else if next.due_time != row.due_time || row.recurrence.is_none() {
+        } else if next.due_time != row.due_time
+            || next.recurrence != row.recurrence
+            || next.time_zone != row.time_zone
+        {
             next.series_start = next.due_time;
         }
         next.update_time = tasks::micros(Utc::now());
