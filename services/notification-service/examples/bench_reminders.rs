@@ -67,7 +67,11 @@ use notification_service::{
     reminders::StatsSnapshot,
 };
 use sea_orm::{ConnectionTrait, Database};
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, free_port, repo_root, unique};
+use todo_harness::{
+    Daprd, DaprdOptions,
+    bench::{CpuSample, cores_used, env_usize, process_ticks},
+    ensure_kafka, free_port, repo_root, unique,
+};
 use todo_proto::{
     to_timestamp,
     todo::v1::{
@@ -112,21 +116,6 @@ struct Config {
     partitions: u32,
     database: Db,
     pg_admin_url: String,
-}
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => {
-            let n: usize = v
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={v:?} is not a whole number"))?;
-            ensure!(n > 0, "{name} must be at least 1, got {n}");
-            Ok(n)
-        }
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => bail!("{name}: {e}"),
-    }
 }
 
 fn env_secs(name: &str, default: u64) -> anyhow::Result<Duration> {
@@ -524,61 +513,6 @@ fn partition(key: &str, partitions: u32) -> u32 {
     p.unsigned_abs()
 }
 
-/// CPU time of this process and of the whole machine (as bench_api measures it).
-#[derive(Debug, Clone, Copy)]
-struct CpuSample {
-    process: u64,
-    host_idle: u64,
-    cpus: usize,
-}
-
-impl CpuSample {
-    fn now() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let process = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        let host = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = host
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let host_idle = cpu.get(3)? + cpu.get(4)?;
-        let cpus = host
-            .lines()
-            .filter(|l| {
-                l.strip_prefix("cpu")
-                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .count();
-        Some(Self {
-            process,
-            host_idle,
-            cpus,
-        })
-    }
-}
-
-/// Cores used, as "this process / whole machine", between two samples.
-fn cores_used(from: Option<CpuSample>, to: Option<CpuSample>, wall: Duration) -> String {
-    const TICKS_PER_SEC: f64 = 100.0;
-    match (from, to) {
-        (Some(a), Some(b)) if wall > Duration::ZERO => {
-            let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
-            let idle = b.host_idle.saturating_sub(a.host_idle) as f64 / ticks;
-            format!(
-                "{:.1} / {:.1}",
-                b.process.saturating_sub(a.process) as f64 / ticks,
-                (b.cpus as f64 - idle).max(0.0)
-            )
-        }
-        _ => "n/a".to_owned(),
-    }
-}
-
 /// The other processes of the chain, to tell who used the CPU: (name, pid).
 fn chain_processes(task_app_id: &str, notification_app_id: &str) -> Vec<(String, Option<u32>)> {
     let mut found: Vec<(String, Option<u32>)> = vec![
@@ -623,13 +557,6 @@ fn chain_processes(task_app_id: &str, notification_app_id: &str) -> Vec<(String,
     found
 }
 
-/// utime + stime of `pid`, in clock ticks.
-fn process_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 /// Cores each process used between two samples of `procs`.
 fn cores_by_process(
     procs: &[(String, Option<u32>)],
@@ -655,7 +582,7 @@ fn cores_by_process(
 fn sample(procs: &[(String, Option<u32>)]) -> Vec<Option<u64>> {
     procs
         .iter()
-        .map(|(_, pid)| pid.and_then(process_ticks))
+        .map(|(_, pid)| pid.and_then(|pid| process_ticks(&pid.to_string())))
         .collect()
 }
 

@@ -70,11 +70,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use recurring_task_service::{completions::StatsSnapshot, occurrence::occurrence_task_id};
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, free_port, unique};
+use todo_harness::{
+    Daprd, DaprdOptions,
+    bench::{CpuSample, cores, env_usize},
+    ensure_kafka, free_port, unique,
+};
 use todo_proto::{
     from_timestamp, to_timestamp,
     todo::v1::{
@@ -115,21 +119,6 @@ struct Config {
     poll_budget: usize,
     timeout: Duration,
     settle: Duration,
-}
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => {
-            let n: usize = v
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={v:?} is not a whole number"))?;
-            ensure!(n > 0, "{name} must be at least 1, got {n}");
-            Ok(n)
-        }
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => bail!("{name}: {e}"),
-    }
 }
 
 impl Config {
@@ -730,62 +719,9 @@ async fn audit(api: &Api, all: &[Series], completed: usize) -> anyhow::Result<Au
     Ok(a)
 }
 
-/// CPU time of this process and of the whole machine, to tell who was busy in a phase.
-#[derive(Debug, Clone, Copy)]
-struct CpuSample {
-    /// utime + stime of this process (both services and the load), in clock ticks.
-    process: u64,
-    /// Idle + iowait ticks of all CPUs (from /proc/stat).
-    host_idle: u64,
-    cpus: usize,
-}
-
-impl CpuSample {
-    fn now() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let process = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        let host = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = host
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let host_idle = cpu.get(3)? + cpu.get(4)?;
-        let cpus = host
-            .lines()
-            .filter(|l| {
-                l.strip_prefix("cpu")
-                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .count();
-        Some(Self {
-            process,
-            host_idle,
-            cpus,
-        })
-    }
-}
-
-/// Cores used, as "this process / whole machine", between two samples.
+/// Cores used, as "this process / whole machine", to two decimals.
 fn cores_used(from: Option<CpuSample>, to: Option<CpuSample>, wall: Duration) -> String {
-    // Linux reports these in USER_HZ, which is 100 on every mainstream architecture.
-    const TICKS_PER_SEC: f64 = 100.0;
-    match (from, to) {
-        (Some(a), Some(b)) if wall > Duration::ZERO => {
-            let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
-            let idle = b.host_idle.saturating_sub(a.host_idle) as f64 / ticks;
-            format!(
-                "{:.2} / {:.2}",
-                b.process.saturating_sub(a.process) as f64 / ticks,
-                (b.cpus as f64 - idle).max(0.0)
-            )
-        }
-        _ => "n/a".to_owned(),
-    }
+    cores(from, to, wall).map_or_else(|| "n/a".to_owned(), |(p, h)| format!("{p:.2} / {h:.2}"))
 }
 
 fn ms(us: u64) -> f64 {

@@ -44,6 +44,7 @@ use anyhow::{Context, bail, ensure};
 use hdrhistogram::Histogram;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use task_service::{App, auth::AuthMode};
+use todo_harness::bench::{CpuSample, cores_used, env_usize};
 use todo_proto::todo::v1::{
     CreateTaskRequest, GetTaskRequest, ListTasksRequest, Priority, Task,
     task_service_client::TaskServiceClient,
@@ -93,21 +94,6 @@ struct Config {
     pg_admin_url: String,
 }
 
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => {
-            let n: usize = v
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={v:?} is not a whole number"))?;
-            ensure!(n > 0, "{name} must be at least 1, got {n}");
-            Ok(n)
-        }
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => bail!("{name}: {e}"),
-    }
-}
-
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
         let databases = match std::env::var("BENCH_DATABASES") {
@@ -154,69 +140,6 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// CPU time of this process and of the whole machine, to tell who was busy in a phase.
-#[derive(Debug, Clone, Copy)]
-struct CpuSample {
-    /// utime + stime of this process, in clock ticks.
-    process: u64,
-    /// Idle + iowait ticks of all CPUs (from /proc/stat). Busy time is derived from idle
-    /// time, which a tickless kernel accounts exactly, rather than from the tick-sampled
-    /// busy fields, which miss short bursts (a request every millisecond, say).
-    host_idle: u64,
-    /// Online CPUs.
-    cpus: usize,
-}
-
-impl CpuSample {
-    fn now() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let after = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let process = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-        let host = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = host
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal ...
-        let host_idle = cpu.get(3)? + cpu.get(4)?;
-        let cpus = host
-            .lines()
-            .filter(|l| {
-                l.strip_prefix("cpu")
-                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .count();
-        Some(Self {
-            process,
-            host_idle,
-            cpus,
-        })
-    }
-}
-
-/// Cores used, as "this process / whole machine", between two samples.
-fn cores_used(from: Option<CpuSample>, to: Option<CpuSample>, wall: Duration) -> String {
-    // Linux reports these in USER_HZ, which is 100 on every mainstream architecture.
-    const TICKS_PER_SEC: f64 = 100.0;
-    match (from, to) {
-        (Some(a), Some(b)) if wall > Duration::ZERO => {
-            let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
-            let idle = b.host_idle.saturating_sub(a.host_idle) as f64 / ticks;
-            format!(
-                "{:.1} / {:.1}",
-                b.process.saturating_sub(a.process) as f64 / ticks,
-                (b.cpus as f64 - idle).max(0.0)
-            )
-        }
-        _ => "n/a".to_owned(),
-    }
 }
 
 /// The figures of one measured phase.

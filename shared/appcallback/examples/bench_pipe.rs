@@ -39,7 +39,9 @@ use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions}
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use hdrhistogram::Histogram;
 use prost::Message;
-use todo_harness::{Daprd, DaprdOptions, cache_dir, ensure_kafka, kafka_brokers, unique};
+use todo_harness::{
+    Daprd, DaprdOptions, bench::env_usize, cache_dir, ensure_kafka, kafka_brokers, unique,
+};
 use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
 use todo_proto::todo::v1::Task;
 use todo_topology::{components::PUBSUB, event_types, topics};
@@ -58,21 +60,6 @@ struct Config {
     timeout: Duration,
     /// Whether the subscriber app sets TCP_NODELAY on the connections daprd makes to it.
     nodelay: bool,
-}
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => {
-            let n: usize = v
-                .trim()
-                .parse()
-                .with_context(|| format!("{name}={v:?} is not a whole number"))?;
-            ensure!(n > 0, "{name} must be at least 1, got {n}");
-            Ok(n)
-        }
-        Err(std::env::VarError::NotPresent) => Ok(default),
-        Err(e) => bail!("{name}: {e}"),
-    }
 }
 
 impl Config {

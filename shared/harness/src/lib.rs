@@ -3,6 +3,7 @@
 //! Nothing here is a double. A component that cannot be found is an error that says how
 //! to get it (`just bootstrap`), so a test fails instead of skipping.
 
+pub mod bench;
 mod daprd;
 mod kafka;
 
