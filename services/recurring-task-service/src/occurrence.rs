@@ -133,21 +133,7 @@ pub fn next_occurrence(
         occurrence_index: task.occurrence_index,
         completed_at,
     };
-    let next = match next_due(&rule, time_zone, &completion) {
-        // A dense rule (several times a day) may be too many occurrences away from the
-        // series' start for the engine's scan: count from this task's due time instead, as
-        // a task without a start does.
-        Err(RecurrenceError::NoOccurrence { .. }) if completion.series_start.is_some() => next_due(
-            &rule,
-            time_zone,
-            &Completion {
-                series_start: None,
-                ..completion
-            },
-        )?,
-        other => other?,
-    };
-    let Some(next_due) = next else {
+    let Some(next_due) = next_due(&rule, time_zone, &completion)? else {
         return Ok(Decision::SeriesEnded);
     };
     Ok(Decision::Next(Box::new(OccurrenceRequested {

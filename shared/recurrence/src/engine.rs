@@ -39,8 +39,28 @@ pub struct Completion {
 /// # Errors
 ///
 /// [`RecurrenceError::NoOccurrence`] when the next occurrence is more than
-/// [`MAX_SCANNED_OCCURRENCES`] away from the series' start or beyond chrono's range.
+/// [`MAX_SCANNED_OCCURRENCES`] away from the completed task's due time (a dense rule, such as
+/// every 15 minutes, may be that far from the series' start: then it counts from the due
+/// time, as without a start) or beyond chrono's range.
 pub fn next_due(
+    rule: &RecurrenceRule,
+    time_zone: Tz,
+    completion: &Completion,
+) -> Result<Option<DateTime<Utc>>, RecurrenceError> {
+    match next_due_counted(rule, time_zone, completion) {
+        Err(RecurrenceError::NoOccurrence { .. }) if completion.series_start.is_some() => {
+            let from_due = Completion {
+                series_start: None,
+                ..*completion
+            };
+            next_due_counted(rule, time_zone, &from_due)
+        }
+        other => other,
+    }
+}
+
+/// [`next_due`], counting from `completion.series_start` whatever it costs.
+fn next_due_counted(
     rule: &RecurrenceRule,
     time_zone: Tz,
     completion: &Completion,
