@@ -6,7 +6,6 @@ use std::{
 };
 
 use todo_env::Env;
-use todo_topology::topics;
 
 use crate::auth::AuthMode;
 
@@ -54,34 +53,54 @@ pub struct Config {
     pub state_timeout: Duration,
     /// `REQUEST_TIMEOUT_MS` (default 10000): deadline of one API request.
     pub request_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS` (default 512): requests and callbacks handled at once.
+    pub max_concurrent_requests: usize,
 }
 
 pub use todo_env::ConfigError;
+use todo_env::cli::{self, Var};
+
+/// What `notification-service --help` says it is.
+pub const ABOUT: &str = "Delivers each due reminder once (structured log lines first), recorded in a Dapr \
+     state store; lists them per user.";
+
+/// Every variable notification-service reads (`--help` lists them).
+pub fn vars() -> Vec<Var> {
+    let own = [
+        Var::new(
+            "STATE_STORE",
+            "notification-state",
+            "the Dapr state store component that keeps the delivery log",
+        ),
+        Var::new(
+            "NOTIFICATION_RETENTION_HOURS",
+            "720",
+            "how long a delivery is remembered (the TTL of its record) and listed",
+        ),
+        Var::new(
+            "NOTIFICATIONS_PER_USER",
+            "500",
+            "how many notifications a user's list keeps (at most 5000)",
+        ),
+        Var::new(
+            "NOTIFICATION_CLAIM_LEASE_MS",
+            "15000",
+            "how long a claim keeps other handlings of the same reminder out (1000 to 600000)",
+        ),
+        Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
+    ];
+    cli::common("127.0.0.1:50053", "127.0.0.1:9466")
+        .into_iter()
+        .chain(cli::AUTH)
+        .chain(own)
+        .collect()
+}
 
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::new(var, reason)
 }
 
-/// The topic names the service uses, under its prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    /// Where due reminders arrive (`reminders`).
-    pub reminders: String,
-    /// Where what this service DROPs goes (`reminders-dlq`).
-    pub reminders_dead_letter: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            reminders: topics::namespaced(prefix, topics::REMINDERS),
-            reminders_dead_letter: topics::namespaced(
-                prefix,
-                &topics::dead_letter(topics::REMINDERS),
-            ),
-        }
-    }
-}
+pub use todo_topology::Topics;
 
 impl Config {
     /// Reads the process environment.
@@ -95,10 +114,7 @@ impl Config {
         let listen = env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?;
         let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
         let dapr_grpc_endpoint = env.dapr_grpc_endpoint()?;
-        let topic_prefix = env.topic_prefix(|p| {
-            let t = Topics::new(p);
-            [t.reminders, t.reminders_dead_letter]
-        })?;
+        let topic_prefix = env.topic_prefix(|p| Topics::new(p).all())?;
         let retention_hours: u64 =
             env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).
@@ -135,6 +151,7 @@ impl Config {
             claim_lease: Duration::from_millis(claim_lease_ms),
             state_timeout: Duration::from_millis(env.positive("STATE_TIMEOUT_MS", 5_000)?),
             request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
+            max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
         })
     }
 
@@ -150,6 +167,7 @@ mod tests {
 
     use super::*;
     use std::collections::HashMap;
+    use todo_topology::topics;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs
@@ -174,13 +192,7 @@ mod tests {
         assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.state_timeout, Duration::from_secs(5));
         assert_eq!(c.request_timeout, Duration::from_secs(10));
-        assert_eq!(
-            c.topics(),
-            Topics {
-                reminders: "reminders".into(),
-                reminders_dead_letter: "reminders-dlq".into(),
-            }
-        );
+        assert_eq!(c.topics(), Topics::new(""));
     }
 
     #[test]
@@ -262,5 +274,22 @@ mod tests {
         let c = cfg(&[DEV, ("APP_API_TOKEN", "  "), ("STATE_STORE", "")]).unwrap();
         assert_eq!(c.app_api_token, None);
         assert_eq!(c.state_store, crate::STATE_STORE);
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_in_help() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Config::from_lookup(|k| {
+            read.borrow_mut().insert(k.to_owned());
+            (k == "AUTH_MODE").then(|| "dev".to_owned())
+        });
+        let listed: Vec<&str> = vars().iter().map(|v| v.name).collect();
+        for var in read.borrow().iter() {
+            assert!(
+                listed.contains(&var.as_str()),
+                "{var} is read but not in vars()"
+            );
+        }
+        assert!(read.borrow().len() > 5);
     }
 }

@@ -63,6 +63,7 @@
 
 use std::{cmp::Ordering, future::Future, time::Duration};
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -279,10 +280,24 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// A jittered exponential pause: 5–20 ms doubled per attempt, up to 16 times that.
+/// The pauses between attempts at a state call: 20 ms doubling to 160 ms, each plus a
+/// random jitter of up to itself (so at most 320 ms).
+fn state_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(160))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// The pause before the `attempt`th retry of a lost read-modify-write race.
 fn backoff_delay(attempt: u32) -> Duration {
-    let base = rand::random_range(5..=20_u64);
-    Duration::from_millis(base << attempt.min(4))
+    use backon::BackoffBuilder;
+    state_backoff()
+        .with_min_delay(Duration::from_millis(5))
+        .build()
+        .nth(attempt as usize)
+        .unwrap_or(Duration::from_millis(320))
 }
 
 async fn backoff(attempt: u32) {
@@ -290,26 +305,17 @@ async fn backoff(attempt: u32) {
 }
 
 /// Retries `call` while it fails with a transient error and `deadline` is not reached.
-async fn retrying<T, F, Fut>(deadline: Instant, what: &str, mut call: F) -> Result<T, LogError>
+async fn retrying<T, F, Fut>(deadline: Instant, what: &str, call: F) -> Result<T, LogError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, LogError>>,
 {
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) => {
-                let pause = backoff_delay(attempt + 2);
-                if !e.transient() || Instant::now() + pause >= deadline {
-                    return Err(e);
-                }
-                attempt += 1;
-                tracing::debug!(attempt, error = %e, "{what} failed: trying again");
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    call.retry(state_backoff().with_total_delay(Some(left)))
+        .sleep(tokio::time::sleep)
+        .when(LogError::transient)
+        .notify(|e, pause| tracing::debug!(error = %e, ?pause, "{what} failed: trying again"))
+        .await
 }
 
 impl DeliveryLog {
@@ -722,7 +728,7 @@ mod tests {
             reason: "x".into(),
         };
         assert!(!corrupt.transient());
-        let away = LogError::Store(StateError::Sidecar(tonic::Status::unavailable("gone")));
+        let away = LogError::Store(StateError::Call(tonic::Status::unavailable("gone")));
         assert!(away.transient());
         for attempt in 0..10 {
             let d = backoff_delay(attempt);

@@ -6,7 +6,6 @@ use std::{
 };
 
 use todo_env::Env;
-use todo_topology::topics;
 
 /// `APP_ADDR` when unset: next to task-service's 50051.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
@@ -31,41 +30,32 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// `PUBLISH_TIMEOUT_MS` (default 5000): deadline of one publish; past it the event is retried.
     pub publish_timeout: Duration,
+    /// `REQUEST_TIMEOUT_MS` (default 10000): deadline of one callback.
+    pub request_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS` (default 512): callbacks handled at once.
+    pub max_concurrent_requests: usize,
 }
 
 pub use todo_env::ConfigError;
+use todo_env::cli::{self, Var};
 
-/// The topic names the service uses, under its prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    /// Where completed tasks arrive (`task-events`).
-    pub task_events: String,
-    /// Where what this service DROPs goes (`task-events-dlq`).
-    pub task_events_dead_letter: String,
-    /// Where next occurrences are requested (`task-occurrences`).
-    pub task_occurrences: String,
+/// What `recurring-task-service --help` says it is.
+pub const ABOUT: &str = "Turns a completed recurring task into a request for its next occurrence \
+     (a stateless Dapr subscriber of task-events).";
+
+/// Every variable recurring-task-service reads (`--help` lists them).
+pub fn vars() -> Vec<Var> {
+    cli::common("127.0.0.1:50052", "127.0.0.1:9465")
+        .into_iter()
+        .chain([Var::new(
+            "PUBLISH_TIMEOUT_MS",
+            "5000",
+            "deadline of one publish; past it the event is retried",
+        )])
+        .collect()
 }
 
-impl Topics {
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            task_events: topics::namespaced(prefix, topics::TASK_EVENTS),
-            task_events_dead_letter: topics::namespaced(
-                prefix,
-                &topics::dead_letter(topics::TASK_EVENTS),
-            ),
-            task_occurrences: topics::namespaced(prefix, topics::TASK_OCCURRENCES),
-        }
-    }
-
-    fn all(self) -> [String; 3] {
-        [
-            self.task_events,
-            self.task_events_dead_letter,
-            self.task_occurrences,
-        ]
-    }
-}
+pub use todo_topology::Topics;
 
 impl Config {
     /// Reads the process environment.
@@ -85,6 +75,8 @@ impl Config {
             topic_prefix: env.topic_prefix(|p| Topics::new(p).all())?,
             metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
+            request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
+            max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
         })
     }
 
@@ -100,6 +92,7 @@ mod tests {
 
     use super::*;
     use std::collections::HashMap;
+    use todo_topology::topics;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = pairs
@@ -118,14 +111,7 @@ mod tests {
         assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.app_api_token, None);
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
-        assert_eq!(
-            c.topics(),
-            Topics {
-                task_events: "task-events".into(),
-                task_events_dead_letter: "task-events-dlq".into(),
-                task_occurrences: "task-occurrences".into(),
-            }
-        );
+        assert_eq!(c.topics(), Topics::new(""));
     }
 
     #[test]
@@ -182,5 +168,22 @@ mod tests {
         let c = cfg(&[("APP_API_TOKEN", "  "), (topics::PREFIX_VAR, "")]).unwrap();
         assert_eq!(c.app_api_token, None);
         assert_eq!(c.topic_prefix, "");
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_in_help() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Config::from_lookup(|k| {
+            read.borrow_mut().insert(k.to_owned());
+            (k == "AUTH_MODE").then(|| "dev".to_owned())
+        });
+        let listed: Vec<&str> = vars().iter().map(|v| v.name).collect();
+        for var in read.borrow().iter() {
+            assert!(
+                listed.contains(&var.as_str()),
+                "{var} is read but not in vars()"
+            );
+        }
+        assert!(read.borrow().len() > 5);
     }
 }

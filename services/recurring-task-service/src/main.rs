@@ -1,11 +1,14 @@
 //! recurring-task-service: read the configuration, set up logging, serve until SIGINT/SIGTERM.
 
-use recurring_task_service::{Config, build, shutdown_signal};
+use recurring_task_service::{Config, build, config, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let vars = config::vars();
+    let matches =
+        todo_env::cli::command("recurring-task-service", config::ABOUT, &vars).get_matches();
     todo_telemetry::init("info");
-    let config = match Config::from_env() {
+    let config = match Config::from_lookup(todo_env::cli::lookup(&matches, &vars)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("invalid configuration: {e}");

@@ -43,6 +43,57 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
+use todo_env::cli::{self, Var};
+
+/// What `task-service --help` says it is.
+pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes every change through Dapr \
+     (transactional outbox), consumes task-occurrences, fires reminders.";
+
+/// Every variable task-service reads (`--help` lists them; the README's table agrees).
+pub fn vars() -> Vec<Var> {
+    let own = [
+        Var::new(
+            "DATABASE_URL",
+            "sqlite://.data/tasks.db?mode=rwc",
+            "`sqlite://…` or `postgres://…`",
+        ),
+        Var::new(
+            "DATABASE_MAX_CONNECTIONS",
+            "16 (PostgreSQL), 4 (SQLite)",
+            "the pool for reads (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
+        ),
+        Var::new(
+            "OUTBOX_BATCH_SIZE",
+            "200",
+            "events the relay publishes per batch",
+        ),
+        Var::new(
+            "OUTBOX_POLL_MS",
+            "1000",
+            "the relay's fallback poll, in milliseconds",
+        ),
+        Var::new(
+            "OUTBOX_WARN_AGE_SECS",
+            "60",
+            "warn when the oldest unsent event is older",
+        ),
+        Var::new(
+            "DEFAULT_REMINDERS_SECS",
+            "86400,3600",
+            "default reminder offsets before the due time, comma-separated seconds",
+        ),
+        Var::new(
+            "REMINDER_MAX_LATENESS_SECS",
+            "21600",
+            "a reminder missed by more (service down) is cancelled, not fired",
+        ),
+    ];
+    cli::common("127.0.0.1:50051", "127.0.0.1:9464")
+        .into_iter()
+        .chain(cli::AUTH)
+        .chain(own)
+        .collect()
+}
 
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::new(var, reason)
@@ -196,6 +247,22 @@ mod tests {
         ] {
             let e = cfg(&[("AUTH_MODE", "dev"), (var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_in_help() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Config::from_lookup(|k| {
+            read.borrow_mut().insert(k.to_owned());
+            (k == "AUTH_MODE").then(|| "dev".to_owned())
+        });
+        let listed: Vec<&str> = vars().iter().map(|v| v.name).collect();
+        for var in read.borrow().iter() {
+            assert!(
+                listed.contains(&var.as_str()),
+                "{var} is read but not in vars()"
+            );
         }
     }
 

@@ -43,10 +43,7 @@ impl From<TaskError> for Status {
             TaskError::NotFound(id) => Status::not_found(format!("task {id} not found")),
             e @ TaskError::StaleEtag { .. } => Status::aborted(e.to_string()),
             e @ TaskError::Conflict => Status::aborted(e.to_string()),
-            TaskError::Database(db) => {
-                tracing::error!(error = %db, "database error");
-                Status::unavailable("the task database is unavailable; retry later")
-            }
+            TaskError::Database(db) => todo_service::db::status(&db, "the task database failed"),
         }
     }
 }

@@ -6,28 +6,10 @@ use todo_proto::todo::{
     events::v1::{TaskChanged, TaskEvent, TaskEventKind},
     v1::Task,
 };
-use todo_topology::{event_types, topics};
+use todo_topology::event_types;
 use uuid::Uuid;
 
-/// The topic names this deployment uses (under `TOPIC_PREFIX`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    pub task_events: String,
-    pub task_updates: String,
-    pub reminders: String,
-    pub task_occurrences: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str) -> Self {
-        Self {
-            task_events: topics::namespaced(prefix, topics::TASK_EVENTS),
-            task_updates: topics::namespaced(prefix, topics::TASK_UPDATES),
-            reminders: topics::namespaced(prefix, topics::REMINDERS),
-            task_occurrences: topics::namespaced(prefix, topics::TASK_OCCURRENCES),
-        }
-    }
-}
+pub use todo_topology::Topics;
 
 /// One event to write to the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,18 +1,22 @@
 //! task-service: read the configuration, set up logging, serve until SIGINT/SIGTERM.
 
-use task_service::{Config, app};
+use task_service::{Config, app, config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let vars = config::vars();
+    let matches = todo_env::cli::command("task-service", config::ABOUT, &vars)
+        .subcommand(clap::Command::new("migrate").about("Apply the database migrations and exit"))
+        .get_matches();
     todo_telemetry::init("info,sqlx=warn,sea_orm=warn");
-    let config = match Config::from_env() {
+    let config = match Config::from_lookup(todo_env::cli::lookup(&matches, &vars)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("invalid configuration: {e}");
             std::process::exit(2);
         }
     };
-    if std::env::args().nth(1).as_deref() == Some("migrate") {
+    if matches.subcommand_name() == Some("migrate") {
         task_service::db::connect(&config.database_url, 1)
             .await?
             .close()

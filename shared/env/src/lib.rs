@@ -10,6 +10,8 @@
 //! assert_eq!(env.parse("PUBLISH_TIMEOUT_MS", 5_000_u64).unwrap(), 5_000);
 //! ```
 
+pub mod cli;
+
 use std::{fmt::Display, net::SocketAddr, str::FromStr};
 
 use todo_topology::topics;

@@ -6,15 +6,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use dapr::dapr::proto::runtime::v1::{
-    BulkPublishRequest, BulkPublishRequestEntry, GetMetadataRequest, PublishEventRequest,
-    dapr_client::DaprClient,
+    BulkPublishRequest, BulkPublishRequestEntry, PublishEventRequest,
 };
-use tonic::{
-    Request, Status,
-    metadata::AsciiMetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
-};
+pub use dapr_sidecar::{Sidecar, SidecarConfig, SidecarError};
+use tonic::Status;
 
 /// The content type every event is published with (see the module docs).
 pub const CONTENT_TYPE: &str = "application/octet-stream";
@@ -52,14 +47,8 @@ impl OutgoingEvent {
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("invalid sidecar address {address:?}: {reason}")]
-    BadAddress { address: String, reason: String },
-    #[error("the Dapr sidecar at {address} did not become ready within {waited:?}: {last}")]
-    SidecarNotReady {
-        address: String,
-        waited: Duration,
-        last: String,
-    },
+    #[error(transparent)]
+    Unusable(#[from] SidecarError),
     #[error("the Dapr sidecar refused or failed the publish: {0}")]
     Sidecar(#[from] Status),
     #[error("a batch must publish to one topic; got {0} and {1}")]
@@ -76,8 +65,8 @@ impl PublishError {
                     | tonic::Code::PermissionDenied
                     | tonic::Code::Unauthenticated
             ),
-            Self::SidecarNotReady { .. } => true,
-            Self::BadAddress { .. } | Self::MixedTopics(..) => false,
+            Self::Unusable(SidecarError::NotReady { .. }) => true,
+            Self::Unusable(_) | Self::MixedTopics(..) => false,
         }
     }
 }
@@ -87,19 +76,6 @@ impl PublishError {
 pub struct BulkOutcome {
     /// (event id, error) for every entry that failed.
     pub failed: Vec<(String, String)>,
-}
-
-/// Adds `dapr-api-token` to every call when a token is configured.
-#[derive(Debug, Clone)]
-pub struct ApiToken(Option<AsciiMetadataValue>);
-
-impl Interceptor for ApiToken {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(t) = &self.0 {
-            req.metadata_mut().insert("dapr-api-token", t.clone());
-        }
-        Ok(req)
-    }
 }
 
 /// Where the sidecar is and how long to wait for it.
@@ -132,36 +108,30 @@ impl PublisherConfig {
 /// A cheap-to-clone handle on the sidecar's publish API.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    client: DaprClient<InterceptedService<Channel, ApiToken>>,
+    client: dapr_sidecar::Client,
     pubsub_name: String,
-    address: String,
+    sidecar: Sidecar,
 }
 
 impl Publisher {
-    /// A publisher whose connection is made lazily (it never waits; calls fail while the
-    /// sidecar is away and work again when it is back).
+    /// Publishes to `pubsub_name` through the service's one sidecar channel.
+    pub fn new(sidecar: &Sidecar, pubsub_name: impl Into<String>) -> Self {
+        Self {
+            client: sidecar.client(),
+            pubsub_name: pubsub_name.into(),
+            sidecar: sidecar.clone(),
+        }
+    }
+
+    /// A publisher on a sidecar channel of its own, made lazily (it never waits; calls fail
+    /// while the sidecar is away and work again when it is back).
     pub fn lazy(config: &PublisherConfig) -> Result<Self, PublishError> {
-        let bad = |reason: String| PublishError::BadAddress {
-            address: config.sidecar_address.clone(),
-            reason,
-        };
-        let endpoint = Endpoint::from_shared(config.sidecar_address.clone())
-            .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(config.call_timeout)
-            .tcp_nodelay(true);
-        let token = match &config.api_token {
-            Some(t) if !t.is_empty() => {
-                Some(AsciiMetadataValue::try_from(t.as_str()).map_err(|e| bad(e.to_string()))?)
-            }
-            _ => None,
-        };
-        let channel = endpoint.connect_lazy();
-        Ok(Self {
-            client: DaprClient::with_interceptor(channel, ApiToken(token)),
-            pubsub_name: config.pubsub_name.clone(),
-            address: config.sidecar_address.clone(),
-        })
+        let sidecar = Sidecar::lazy(
+            &SidecarConfig::new(config.sidecar_address.clone())
+                .api_token(config.api_token.clone())
+                .call_timeout(config.call_timeout),
+        )?;
+        Ok(Self::new(&sidecar, config.pubsub_name.clone()))
     }
 
     /// Connects and waits, with exponential backoff, until the sidecar answers.
@@ -173,26 +143,7 @@ impl Publisher {
 
     /// Waits until the sidecar answers its metadata API.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), PublishError> {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let mut client = self.client.clone();
-            match client.get_metadata(GetMetadataRequest {}).await {
-                Ok(_) => return Ok(()),
-                Err(status) => {
-                    if started.elapsed() >= timeout {
-                        return Err(PublishError::SidecarNotReady {
-                            address: self.address.clone(),
-                            waited: timeout,
-                            last: status.to_string(),
-                        });
-                    }
-                    tracing::debug!(error = %status, ?delay, "waiting for the Dapr sidecar");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        Ok(self.sidecar.wait_ready(timeout).await?)
     }
 
     /// Publishes one event; returns when Dapr acknowledged it (Kafka has it).
@@ -284,7 +235,7 @@ mod tests {
         let cfg = PublisherConfig::new("not a uri", "ps");
         assert!(matches!(
             Publisher::lazy(&cfg),
-            Err(PublishError::BadAddress { .. })
+            Err(PublishError::Unusable(SidecarError::BadAddress { .. }))
         ));
     }
 }

@@ -25,15 +25,26 @@ pub fn init(default_filter: &str) {
     let _ = result;
 }
 
+/// Histogram buckets of every latency, in seconds.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
 /// Serves Prometheus `/metrics` on `addr` for everything recorded through the `metrics`
 /// crate (the AppCallback runtime's `events_consumed_total` and `event_handler_seconds`, and
 /// each service's own counters). One per process: a second call (several apps in one test
 /// process) keeps the first and says so in the log.
 pub fn serve_metrics(addr: std::net::SocketAddr) {
-    match metrics_exporter_prometheus::PrometheusBuilder::new()
+    // Every `*_seconds` figure is a Prometheus histogram (not a summary), so latencies
+    // aggregate across replicas: 0.5 ms to 30 s.
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
-        .install()
-    {
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
+            &LATENCY_BUCKETS,
+        );
+    match builder.and_then(|b| b.install()) {
         Ok(()) => tracing::info!(%addr, "Prometheus metrics at /metrics"),
         Err(e) => tracing::warn!(error = %e, %addr, "metrics exporter not installed"),
     }

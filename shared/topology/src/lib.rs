@@ -50,6 +50,60 @@ pub mod topics {
     }
 }
 
+/// The system's topics as one deployment names them: every topic under the deployment's
+/// `TOPIC_PREFIX`, with its dead-letter topic. Every service reads its topics from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// Every change of a task, full snapshot (`task-events`).
+    pub task_events: String,
+    /// Changes for live clients (`task-updates`).
+    pub task_updates: String,
+    /// Reminder schedule and due reminders (`reminders`).
+    pub reminders: String,
+    /// Requested next occurrences of recurring tasks (`task-occurrences`).
+    pub task_occurrences: String,
+    /// Where Dapr puts what the consumers of each topic DROP (`<topic>-dlq`).
+    pub task_events_dead_letter: String,
+    pub task_updates_dead_letter: String,
+    pub reminders_dead_letter: String,
+    pub task_occurrences_dead_letter: String,
+}
+
+impl Topics {
+    /// The topics under `prefix` (see [`topics::namespaced`]).
+    pub fn new(prefix: &str) -> Self {
+        let name = |topic| topics::namespaced(prefix, topic);
+        let dlq = |topic| topics::dead_letter(&name(topic));
+        Self {
+            task_events: name(topics::TASK_EVENTS),
+            task_updates: name(topics::TASK_UPDATES),
+            reminders: name(topics::REMINDERS),
+            task_occurrences: name(topics::TASK_OCCURRENCES),
+            task_events_dead_letter: dlq(topics::TASK_EVENTS),
+            task_updates_dead_letter: dlq(topics::TASK_UPDATES),
+            reminders_dead_letter: dlq(topics::REMINDERS),
+            task_occurrences_dead_letter: dlq(topics::TASK_OCCURRENCES),
+        }
+    }
+
+    /// Every topic, then every dead-letter topic (for checking names against Kafka's limits).
+    pub fn all(&self) -> Vec<String> {
+        [
+            &self.task_events,
+            &self.task_updates,
+            &self.reminders,
+            &self.task_occurrences,
+            &self.task_events_dead_letter,
+            &self.task_updates_dead_letter,
+            &self.reminders_dead_letter,
+            &self.task_occurrences_dead_letter,
+        ]
+        .into_iter()
+        .cloned()
+        .collect()
+    }
+}
+
 /// CloudEvent types (set by the publisher through `cloudevent.type` metadata).
 pub mod event_types {
     pub const TASK_CREATED: &str = "todo.task.created.v1";
@@ -119,6 +173,15 @@ mod tests {
             !version.starts_with("2.") && !version.starts_with("3.1."),
             "version {version}"
         );
+    }
+
+    #[test]
+    fn topics_live_under_the_prefix_with_their_dead_letters() {
+        let t = Topics::new("t1");
+        assert_eq!(t.task_events, "t1.task-events");
+        assert_eq!(Topics::new("").reminders, "reminders");
+        assert!(t.all().contains(&"t1.task-occurrences-dlq".to_owned()));
+        assert_eq!(t.all().len(), 8);
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! Database errors mapped to gRPC statuses by kind, not all to one code.
+
+use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
+use tonic::Status;
+
+/// What kind of failure a database error is, for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A row with the same key exists (a unique constraint): ALREADY_EXISTS.
+    Duplicate,
+    /// The transaction lost to a concurrent one (serialization failure, deadlock, SQLite
+    /// busy): ABORTED, the caller may simply try again.
+    Contention,
+    /// The database cannot be reached or the pool is exhausted: UNAVAILABLE.
+    Unavailable,
+    /// Anything else (a bug, corrupt data, a failed migration): INTERNAL, with an error id.
+    Unexpected,
+}
+
+/// Sorts a database error into a [`Kind`].
+pub fn kind(e: &DbErr) -> Kind {
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = e.sql_err() {
+        return Kind::Duplicate;
+    }
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Kind::Unavailable,
+        DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => {
+            sqlx_kind(s)
+        }
+        _ => Kind::Unexpected,
+    }
+}
+
+fn sqlx_kind(e: &sqlx::Error) -> Kind {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Kind::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+            Some("40001" | "40P01" | "55P03") => Kind::Contention,
+            // PostgreSQL: connection exceptions, admin shutdown, cannot connect now,
+            // too many connections.
+            Some(c) if c.starts_with("08") => Kind::Unavailable,
+            Some("57P01" | "57P02" | "57P03" | "53300") => Kind::Unavailable,
+            // SQLite: SQLITE_BUSY and SQLITE_LOCKED (and their extended codes).
+            Some(c) if is_sqlite_busy(c) => Kind::Contention,
+            _ => Kind::Unexpected,
+        },
+        _ => Kind::Unexpected,
+    }
+}
+
+fn is_sqlite_busy(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
+/// The status for a database error of an operation described by `what`.
+pub fn status(e: &DbErr, what: &str) -> Status {
+    match kind(e) {
+        Kind::Duplicate => Status::already_exists(format!("{what}: it already exists")),
+        Kind::Contention => {
+            tracing::warn!(error = %e, "{what}: lost to a concurrent transaction");
+            Status::aborted(format!("{what}: a concurrent change won; retry"))
+        }
+        Kind::Unavailable => {
+            tracing::error!(error = %e, "{what}: database unavailable");
+            Status::unavailable(format!("{what}: the database is unavailable; retry later"))
+        }
+        Kind::Unexpected => crate::internal(e, what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_sorted_by_kind() {
+        assert_eq!(
+            kind(&DbErr::ConnectionAcquire(
+                sea_orm::error::ConnAcquireErr::Timeout
+            )),
+            Kind::Unavailable
+        );
+        assert_eq!(
+            kind(&DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(
+                sqlx::Error::PoolTimedOut
+            )))),
+            Kind::Unavailable
+        );
+        assert_eq!(kind(&DbErr::Custom("x".into())), Kind::Unexpected);
+        assert_eq!(
+            status(&DbErr::Custom("x".into()), "reading").code(),
+            tonic::Code::Internal
+        );
+    }
+
+    #[test]
+    fn sqlite_busy_and_locked_are_contention() {
+        for code in ["5", "6", "261", "517", "262"] {
+            assert!(is_sqlite_busy(code), "{code}");
+        }
+        for code in ["1", "19", "2067", "x"] {
+            assert!(!is_sqlite_busy(code), "{code}");
+        }
+    }
+}

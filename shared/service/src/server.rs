@@ -1,0 +1,237 @@
+//! The server every service runs: its own gRPC services and AppCallback routes behind one
+//! tower stack, with health, reflection and graceful shutdown.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use dapr_appcallback::{ApiTokenLayer, AppCallbackService, Subscriptions};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::ServiceBuilder as TowerStack;
+use tower_http::{classify::SharedClassifier, trace::TraceLayer};
+
+use crate::{RpcMetricsLayer, callers_mistakes_are_answers};
+
+/// The reflection services' own names (advertised with the service's own).
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+const HEALTH: &str = "grpc.health.v1.Health";
+
+/// What every server shares, read from the environment by each service's config
+/// (`APP_ADDR`, `REQUEST_TIMEOUT_MS`, `MAX_CONCURRENT_REQUESTS`, `APP_API_TOKEN`,
+/// `METRICS_ADDR`).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The service's name in logs (its Dapr app id).
+    pub name: &'static str,
+    /// Where the gRPC API and Dapr's AppCallback are served (port 0: the OS chooses).
+    pub listen: SocketAddr,
+    /// The longest a unary request may take.
+    pub request_timeout: Duration,
+    /// Requests handled at once, across connections; more wait.
+    pub max_concurrent_requests: usize,
+    /// The `dapr-api-token` the sidecar must send on Dapr's callbacks.
+    pub app_api_token: Option<String>,
+    /// Where Prometheus `/metrics` is served (`None`: nowhere).
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Collects a service's gRPC services and subscriptions, then [`serve`s](Self::serve) them.
+pub struct ServiceBuilder {
+    config: ServeConfig,
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    subscriptions: Option<Subscriptions>,
+    accept_http1: bool,
+}
+
+impl ServiceBuilder {
+    pub fn new(config: ServeConfig) -> Self {
+        Self {
+            config,
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            subscriptions: None,
+            accept_http1: false,
+        }
+    }
+
+    /// Serves one of the service's own gRPC services (advertised by health and reflection).
+    pub fn grpc<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// Serves Dapr's AppCallback (and its health check and bulk alpha API) from these routes.
+    pub fn subscriptions(mut self, subscriptions: Subscriptions) -> Self {
+        self.subscriptions = Some(subscriptions);
+        self
+    }
+
+    /// Accepts HTTP/1.1 too (gRPC-Web from browsers).
+    pub fn accept_http1(mut self) -> Self {
+        self.accept_http1 = true;
+        self
+    }
+
+    /// Binds the listener and starts serving; returns once the port is bound.
+    pub async fn serve(self) -> anyhow::Result<Running> {
+        let Self {
+            config,
+            mut routes,
+            mut names,
+            subscriptions,
+            accept_http1,
+        } = self;
+        if let Some(addr) = config.metrics_addr {
+            todo_telemetry::serve_metrics(addr);
+        }
+        if let Some(subscriptions) = subscriptions {
+            let callbacks = AppCallbackService::new(subscriptions);
+            routes
+                .add_service(callbacks.app_callback_server())
+                .add_service(callbacks.health_check_server())
+                .add_service(callbacks.alpha_server());
+            names.push(
+                <dapr_appcallback::proto::app_callback_server::AppCallbackServer<
+                    AppCallbackService,
+                > as NamedService>::NAME,
+            );
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &names {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        routes.add_service(health_service);
+        let advertised: Vec<&'static str> = names
+            .iter()
+            .copied()
+            .chain([HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA])
+            .collect();
+        let reflection = || {
+            advertised.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(todo_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    // The error details the services send (google.rpc.BadRequest, …), so
+                    // grpcurl can show why a request was rejected.
+                    .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
+                |b, name| b.with_service_name(*name),
+            )
+        };
+        routes
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("APP_ADDR: cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+
+        let layers = TowerStack::new()
+            .layer(RpcMetricsLayer)
+            .layer(TraceLayer::new(SharedClassifier::new(
+                callers_mistakes_are_answers(),
+            )))
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                config.max_concurrent_requests,
+            ))
+            .layer(ApiTokenLayer::for_dapr_callbacks(
+                config.app_api_token.clone(),
+            ))
+            .into_inner();
+        let router = tonic::transport::Server::builder()
+            .timeout(config.request_timeout)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .accept_http1(accept_http1)
+            .layer(layers)
+            .add_routes(routes.routes());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(
+            // Without TCP_NODELAY every small reply waits on a delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        tracing::info!(
+            service = config.name,
+            %addr,
+            serves = ?names,
+            app_api_token = config.app_api_token.is_some(),
+            metrics = ?config.metrics_addr,
+            "serving"
+        );
+        Ok(Running {
+            addr,
+            name: config.name,
+            names,
+            health,
+            stop: Some(stop),
+            server,
+        })
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens (the port the OS chose when the config asked for port 0).
+    pub addr: SocketAddr,
+    name: &'static str,
+    names: Vec<&'static str>,
+    health: HealthReporter,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    /// The health reporter, for a service that reports its own status changes.
+    pub fn health(&self) -> &HealthReporter {
+        &self.health
+    }
+
+    /// Reports NOT_SERVING, stops accepting, and waits for in-flight requests and event
+    /// handlers to finish: an event whose answer was not sent is redelivered by Dapr.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for name in &self.names {
+            self.health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server).await??;
+        tracing::info!(service = self.name, "stopped serving");
+        Ok(())
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        tracing::info!(
+            service = self.name,
+            "shutting down: finishing in-flight requests"
+        );
+        self.shutdown().await
+    }
+}
