@@ -18,14 +18,6 @@ use crate::{
     notification::notification_from,
 };
 
-/// The other CloudEvent types on `reminders`: task-service's bookkeeping, none of this
-/// service's business, so they are acknowledged untouched. Any type neither listed here nor
-/// routed (e.g. a future `todo.reminder.due.v2`) is DROPped to the dead-letter topic.
-const NOT_OURS: [&str; 2] = [
-    event_types::REMINDER_SCHEDULED,
-    event_types::REMINDER_CANCELLED,
-];
-
 /// How many events ended how, since start. Events that do not decode as a `ReminderEvent`
 /// are DROPped by the AppCallback runtime before they reach a handler, and are not counted.
 #[derive(Debug, Default)]
@@ -115,6 +107,7 @@ impl Reminders {
         };
         let due = self.clone();
         let other = self.clone();
+        let stats = self.stats.clone();
         Subscriptions::builder()
             .route(
                 route().event_type(event_types::REMINDER_DUE),
@@ -141,7 +134,13 @@ impl Reminders {
                     }
                 },
             )
-            // Without a catch-all the runtime would DROP every scheduled/cancelled event.
+            // Scheduled, cancelled (task-service's bookkeeping) and reminder types added
+            // later are not ours: acknowledged untouched.
+            .ignore(&route(), event_types::REMINDER_FAMILY, move |_| {
+                Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
+            })
+            // Anything else (another version of `due`, a stranger's type) is counted and
+            // DROPped to the dead-letter topic.
             .route_bytes(route(), move |e: Event<Vec<u8>>| {
                 let this = other.clone();
                 async move { this.on_other(&e) }
@@ -233,9 +232,6 @@ impl Reminders {
 
     /// Any other type on `reminders`.
     pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
-        if NOT_OURS.contains(&event.event_type.as_str()) {
-            return Stats::count(&self.stats.not_ours, "not_ours", Outcome::Success);
-        }
         tracing::warn!(
             event_type = %event.event_type,
             dead_letter_topic = %self.topics.reminders_dead_letter,

@@ -18,16 +18,6 @@ use crate::{
     occurrence::{Decision, next_occurrence},
 };
 
-/// The other CloudEvent types on `task-events`: none of this service's business, so they
-/// are acknowledged untouched. Any type not listed here or routed (e.g. a future
-/// `todo.task.completed.v2`) is DROPped to the dead-letter topic, where it is seen.
-const NOT_OURS: [&str; 4] = [
-    event_types::TASK_CREATED,
-    event_types::TASK_UPDATED,
-    event_types::TASK_REOPENED,
-    event_types::TASK_DELETED,
-];
-
 /// How many events ended how, since start. Events that do not decode as a `TaskEvent` are
 /// DROPped by the AppCallback runtime before they reach a handler, and are not counted.
 #[derive(Debug, Default)]
@@ -110,6 +100,7 @@ impl Completions {
         };
         let completed = self.clone();
         let other = self.clone();
+        let stats = self.stats.clone();
         Subscriptions::builder()
             .route(
                 route().event_type(event_types::TASK_COMPLETED),
@@ -118,13 +109,27 @@ impl Completions {
                     async move { this.on_completed(&e).await }
                 },
             )
-            // Without a catch-all the runtime would DROP every created/updated/... event
-            // to the dead-letter topic.
+            // Created, updated, … (and task types added later) are not ours: acknowledged.
+            .ignore(&route(), event_types::TASK_FAMILY, move |_| {
+                Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
+            })
+            // Anything else (another version of `completed`, a stranger's type) is counted
+            // and DROPped to the dead-letter topic, where it is seen.
             .route_bytes(route(), move |e: Event<Vec<u8>>| {
                 let this = other.clone();
                 async move { this.on_other(&e) }
             })
             .build()
+    }
+
+    /// A type on `task-events` no route takes and outside the ignored family.
+    pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
+        tracing::warn!(
+            event_type = %event.event_type,
+            dead_letter_topic = %self.topics.task_events_dead_letter,
+            "unknown CloudEvent type on task-events: dropping to the dead-letter topic"
+        );
+        Stats::count(&self.stats.dropped, "dropped", Outcome::Drop)
     }
 
     /// A completed task: publish its next occurrence, if it has one.
@@ -181,18 +186,5 @@ impl Completions {
                 Stats::count(&stats.dropped, "dropped", Outcome::Drop)
             }
         }
-    }
-
-    /// Any other type on `task-events`.
-    pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
-        if NOT_OURS.contains(&event.event_type.as_str()) {
-            return Stats::count(&self.stats.not_ours, "not_ours", Outcome::Success);
-        }
-        tracing::warn!(
-            event_type = %event.event_type,
-            dead_letter_topic = %self.topics.task_events_dead_letter,
-            "unknown CloudEvent type on task-events: dropping to the dead-letter topic"
-        );
-        Stats::count(&self.stats.dropped, "dropped", Outcome::Drop)
     }
 }

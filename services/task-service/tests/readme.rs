@@ -61,10 +61,17 @@ async fn the_readme_walkthrough_works_as_written() {
     assert!(stdout.contains("bob: not found, as expected"), "{stdout}");
     assert!(stderr.contains("NotFound"), "{stderr}");
     assert!(stdout.contains("rejected, as expected"), "{stdout}");
+    // grpcurl renders the google.rpc.BadRequest details (reflection serves their
+    // descriptors): the field and the reason, not a base64 blob.
     assert!(
-        stderr.contains("task.title"),
+        stderr.contains("type.googleapis.com/google.rpc.BadRequest"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"field\": \"task.title\""),
         "the rejection names the field: {stderr}"
     );
+    assert!(!stderr.contains("is not recognized"), "{stderr}");
     app.shutdown().await.unwrap();
 }
 
@@ -101,5 +108,32 @@ async fn health_and_reflection_answer() {
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("todo.v1.TaskService"), "{listed}");
     assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+    // Only what this binary serves: not notification-service's API.
+    assert!(!listed.contains("NotificationService"), "{listed}");
+
+    // Older clients (ghz) speak only grpc.reflection.v1alpha.
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut alpha = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(services)) = answer.message_response else {
+        panic!("{answer:?}")
+    };
+    let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"todo.v1.TaskService".to_owned()),
+        "{names:?}"
+    );
     app.shutdown().await.unwrap();
 }

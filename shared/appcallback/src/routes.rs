@@ -123,10 +123,23 @@ struct Registered {
     handler: ErasedHandler,
 }
 
+type IgnoredHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A family of CloudEvent types a service knowingly ignores on a topic.
+struct Ignored {
+    pubsub_name: String,
+    topic: String,
+    /// e.g. `todo.task.`: every type that starts with it.
+    family: String,
+    /// Called with the type of each event acknowledged this way (a service's own counter).
+    on_ignored: IgnoredHook,
+}
+
 /// The routing table: built once at start, read by every call.
 #[derive(Clone, Default)]
 pub struct Subscriptions {
     routes: Arc<Vec<Registered>>,
+    ignored: Arc<Vec<Ignored>>,
 }
 
 impl fmt::Debug for Subscriptions {
@@ -141,6 +154,7 @@ impl fmt::Debug for Subscriptions {
 #[derive(Default)]
 pub struct SubscriptionsBuilder {
     routes: Vec<Registered>,
+    ignored: Vec<Ignored>,
 }
 
 impl Subscriptions {
@@ -197,6 +211,11 @@ impl Subscriptions {
     /// Calls the handler for this event and says what happened. Never panics: a panicking
     /// handler is logged and the event DROPped (it would panic again on every redelivery).
     pub(crate) async fn dispatch(&self, event: RawEvent) -> Outcome {
+        if let Some(ignored) = self.ignores(&event) {
+            tracing::debug!(event_type = %event.event_type, family = %ignored.family, "not ours: acknowledged");
+            (ignored.on_ignored)(&event.event_type);
+            return Outcome::Success;
+        }
         let Some(reg) = self.find(&event.pubsub_name, &event.topic, &event.event_type) else {
             tracing::warn!(
                 topic = %event.topic,
@@ -219,6 +238,27 @@ impl Subscriptions {
                 Outcome::Drop
             }
         }
+    }
+
+    /// The ignored family this event belongs to, when no route takes its exact type and it
+    /// is not another version of a type a route takes (`todo.task.completed.v2` next to a
+    /// route for `todo.task.completed.v1` is an unknown version: DROPped, not ignored).
+    fn ignores(&self, event: &RawEvent) -> Option<&Ignored> {
+        let on_topic = |topic: &str, pubsub: &str| {
+            topic == event.topic && (event.pubsub_name.is_empty() || pubsub == event.pubsub_name)
+        };
+        let family = self.ignored.iter().find(|i| {
+            on_topic(&i.topic, &i.pubsub_name) && event.event_type.starts_with(&i.family)
+        })?;
+        let unversioned = |t: &str| t.rsplit_once(".v").map_or(t, |(base, _)| base).to_owned();
+        let routed = self.routes.iter().any(|r| {
+            on_topic(&r.route.topic, &r.route.pubsub_name)
+                && r.route
+                    .event_type
+                    .as_deref()
+                    .is_some_and(|t| unversioned(t) == unversioned(&event.event_type))
+        });
+        (!routed).then_some(family)
     }
 
     /// The handler for an event: an exact type match first, then a catch-all for the topic.
@@ -314,9 +354,31 @@ impl SubscriptionsBuilder {
         self
     }
 
+    /// Acknowledges (SUCCESS), on `route`'s topic, every event whose CloudEvent type starts
+    /// with `family` (e.g. `todo.task.`) and that no route takes, calling `on_ignored` with
+    /// its type. A consumer interested in one type of a producer's family says so once,
+    /// here, instead of listing the others: a type the producer adds later is ignored too,
+    /// not dead-lettered. Types outside the family, and other versions of a type a route
+    /// takes, still go to the dead-letter topic.
+    pub fn ignore(
+        mut self,
+        route: &Route,
+        family: impl Into<String>,
+        on_ignored: impl Fn(&str) + Send + Sync + 'static,
+    ) -> Self {
+        self.ignored.push(Ignored {
+            pubsub_name: route.pubsub_name.clone(),
+            topic: route.topic.clone(),
+            family: family.into(),
+            on_ignored: Arc::new(on_ignored),
+        });
+        self
+    }
+
     pub fn build(self) -> Subscriptions {
         Subscriptions {
             routes: Arc::new(self.routes),
+            ignored: Arc::new(self.ignored),
         }
     }
 }
@@ -372,6 +434,47 @@ mod tests {
         assert_eq!(
             s.dispatch(raw("u", "anything", ts(1))).await,
             Outcome::Success
+        );
+    }
+
+    #[tokio::test]
+    async fn an_ignored_family_is_acknowledged_but_not_other_versions_or_families() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let route = Route::new("ps", "t", "t-dlq");
+        let s = Subscriptions::builder()
+            .route(
+                route.clone().event_type("todo.task.completed.v1"),
+                |_e: Event<Timestamp>| async { Outcome::Success },
+            )
+            .ignore(&route, "todo.task.", move |t| {
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(t.to_owned());
+            })
+            .build();
+        // Routed, ignored (a type the producer added later too), unknown version, stranger.
+        let cases = [
+            ("todo.task.completed.v1", Outcome::Success),
+            ("todo.task.created.v1", Outcome::Success),
+            ("todo.task.archived.v1", Outcome::Success),
+            ("todo.task.completed.v2", Outcome::Drop),
+            ("todo.reminder.due.v1", Outcome::Drop),
+        ];
+        for (event_type, expected) in cases {
+            assert_eq!(
+                s.dispatch(raw("t", event_type, ts(1))).await,
+                expected,
+                "{event_type}"
+            );
+        }
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(seen, ["todo.task.created.v1", "todo.task.archived.v1"]);
+        // Not on another topic.
+        assert_eq!(
+            s.dispatch(raw("other", "todo.task.created.v1", ts(1)))
+                .await,
+            Outcome::Drop
         );
     }
 

@@ -116,6 +116,11 @@ pub mod event_types {
     pub const REMINDER_DUE: &str = "todo.reminder.due.v1";
     pub const REMINDER_CANCELLED: &str = "todo.reminder.cancelled.v1";
     pub const OCCURRENCE_REQUESTED: &str = "todo.occurrence.requested.v1";
+
+    /// The families of types: a consumer that takes one type of a family acknowledges the
+    /// others (and those a producer adds later) instead of dead-lettering them.
+    pub const TASK_FAMILY: &str = "todo.task.";
+    pub const REMINDER_FAMILY: &str = "todo.reminder.";
 }
 
 #[cfg(test)]
