@@ -14,9 +14,11 @@ use crate::notification::Notification;
 
 /// A way to tell a user about a reminder.
 ///
-/// Called once per notification, after the delivery log recorded it (see
+/// Called once per notification, between the delivery log's claim and its record: the
+/// handling first claims the reminder (a leased, create-only write), then delivers through
+/// the channel, then marks the claim delivered together with the user's list (see
 /// [`crate::delivery_log`] for why in that order). An error is treated as transient: the
-/// record is released and the event retried. A channel that talks to an outside provider
+/// claim is released and the event retried. A channel that talks to an outside provider
 /// should pass `reminder_id` as the provider's idempotency key where it has one.
 #[async_trait::async_trait]
 pub trait Channel: Send + Sync + fmt::Debug {

@@ -1,25 +1,19 @@
 //! notification-service: read the configuration, set up logging, serve until SIGINT/SIGTERM.
 
-use notification_service::{Config, build, config, shutdown_signal};
+use notification_service::{Config, auth::AuthMode, build, config, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let vars = config::vars();
-    let matches =
-        todo_env::cli::command("notification-service", config::ABOUT, &vars).get_matches();
-    todo_telemetry::init("info");
-    let config = match Config::from_lookup(todo_env::cli::lookup(&matches, &vars)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("invalid configuration: {e}");
-            std::process::exit(2);
-        }
-    };
-    if matches!(config.auth, notification_service::auth::AuthMode::Dev) {
-        tracing::warn!(
-            "AUTH_MODE=dev: the x-user-id header is trusted as the caller; never use this in production"
-        );
+    let (config, _) = todo_service::cli::start(
+        "notification-service",
+        config::ABOUT,
+        &config::vars(),
+        |cmd| cmd,
+        "info",
+        |get| Config::from_lookup(get),
+    );
+    if matches!(config.auth, AuthMode::Dev) {
+        todo_service::cli::warn_dev_auth();
     }
-    let app = build(config).await?;
-    app.run_until(shutdown_signal()).await
+    build(config).await?.run_until(shutdown_signal()).await
 }

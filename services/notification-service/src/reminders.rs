@@ -95,8 +95,8 @@ impl Reminders {
         }
     }
 
-    /// The routing table: due events to [`Self::on_due`], every other type on the topic to
-    /// [`Self::on_other`]; both dead-letter to `reminders-dlq`.
+    /// The routing table: due events to [`Self::on_due`], the other reminder types acknowledged as
+    /// not ours; the rest is DROPped to `reminders-dlq`.
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let route = || {
             Route::new(
@@ -106,8 +106,8 @@ impl Reminders {
             )
         };
         let due = self.clone();
-        let other = self.clone();
         let stats = self.stats.clone();
+        let dropped = self.stats.clone();
         Subscriptions::builder()
             .route(
                 route().event_type(event_types::REMINDER_DUE),
@@ -141,9 +141,8 @@ impl Reminders {
             })
             // Anything else (another version of `due`, a stranger's type) is counted and
             // DROPped to the dead-letter topic.
-            .route_bytes(route(), move |e: Event<Vec<u8>>| {
-                let this = other.clone();
-                async move { this.on_other(&e) }
+            .unrouted(&route(), move |_| {
+                Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
             })
             .build()
     }
@@ -228,15 +227,5 @@ impl Reminders {
                 Stats::count(&stats.retried, "retried", Outcome::Retry)
             }
         }
-    }
-
-    /// Any other type on `reminders`.
-    pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
-        tracing::warn!(
-            event_type = %event.event_type,
-            dead_letter_topic = %self.topics.reminders_dead_letter,
-            "unknown CloudEvent type on reminders: dropping to the dead-letter topic"
-        );
-        Stats::count(&self.stats.dropped, "dropped", Outcome::Drop)
     }
 }

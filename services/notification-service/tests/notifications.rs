@@ -85,6 +85,7 @@ async fn a_due_reminder_is_delivered_once_and_listed_with_its_lateness() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
             "todo.notifications.v1.NotificationService",
         ]
     );

@@ -88,8 +88,8 @@ impl Completions {
         }
     }
 
-    /// The routing table: completed events to [`Self::on_completed`], every other type on
-    /// the topic to [`Self::on_other`]; both dead-letter to `task-events-dlq`.
+    /// The routing table: completed events to [`Self::on_completed`], the other task types
+    /// acknowledged as not ours; the rest is DROPped to `task-events-dlq`.
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let route = || {
             Route::new(
@@ -99,8 +99,8 @@ impl Completions {
             )
         };
         let completed = self.clone();
-        let other = self.clone();
         let stats = self.stats.clone();
+        let dropped = self.stats.clone();
         Subscriptions::builder()
             .route(
                 route().event_type(event_types::TASK_COMPLETED),
@@ -115,21 +115,10 @@ impl Completions {
             })
             // Anything else (another version of `completed`, a stranger's type) is counted
             // and DROPped to the dead-letter topic, where it is seen.
-            .route_bytes(route(), move |e: Event<Vec<u8>>| {
-                let this = other.clone();
-                async move { this.on_other(&e) }
+            .unrouted(&route(), move |_| {
+                Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
             })
             .build()
-    }
-
-    /// A type on `task-events` no route takes and outside the ignored family.
-    pub fn on_other(&self, event: &Event<Vec<u8>>) -> Outcome {
-        tracing::warn!(
-            event_type = %event.event_type,
-            dead_letter_topic = %self.topics.task_events_dead_letter,
-            "unknown CloudEvent type on task-events: dropping to the dead-letter topic"
-        );
-        Stats::count(&self.stats.dropped, "dropped", Outcome::Drop)
     }
 
     /// A completed task: publish its next occurrence, if it has one.

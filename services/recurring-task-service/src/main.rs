@@ -4,17 +4,13 @@ use recurring_task_service::{Config, build, config, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let vars = config::vars();
-    let matches =
-        todo_env::cli::command("recurring-task-service", config::ABOUT, &vars).get_matches();
-    todo_telemetry::init("info");
-    let config = match Config::from_lookup(todo_env::cli::lookup(&matches, &vars)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("invalid configuration: {e}");
-            std::process::exit(2);
-        }
-    };
-    let app = build(config).await?;
-    app.run_until(shutdown_signal()).await
+    let (config, _) = todo_service::cli::start(
+        "recurring-task-service",
+        config::ABOUT,
+        &config::vars(),
+        |cmd| cmd,
+        "info",
+        |get| Config::from_lookup(get),
+    );
+    build(config).await?.run_until(shutdown_signal()).await
 }

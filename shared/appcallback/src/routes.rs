@@ -125,6 +125,13 @@ struct Registered {
 
 type IgnoredHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Told of each event on a topic that no route takes (and that is DROPped).
+struct Unrouted {
+    pubsub_name: String,
+    topic: String,
+    hook: IgnoredHook,
+}
+
 /// A family of CloudEvent types a service knowingly ignores on a topic.
 struct Ignored {
     pubsub_name: String,
@@ -140,6 +147,7 @@ struct Ignored {
 pub struct Subscriptions {
     routes: Arc<Vec<Registered>>,
     ignored: Arc<Vec<Ignored>>,
+    unrouted: Arc<Vec<Unrouted>>,
 }
 
 impl fmt::Debug for Subscriptions {
@@ -155,6 +163,7 @@ impl fmt::Debug for Subscriptions {
 pub struct SubscriptionsBuilder {
     routes: Vec<Registered>,
     ignored: Vec<Ignored>,
+    unrouted: Vec<Unrouted>,
 }
 
 impl Subscriptions {
@@ -217,6 +226,12 @@ impl Subscriptions {
             return Outcome::Success;
         }
         let Some(reg) = self.find(&event.pubsub_name, &event.topic, &event.event_type) else {
+            for u in self.unrouted.iter().filter(|u| {
+                u.topic == event.topic
+                    && (event.pubsub_name.is_empty() || u.pubsub_name == event.pubsub_name)
+            }) {
+                (u.hook)(&event.event_type);
+            }
             tracing::warn!(
                 topic = %event.topic,
                 event_type = %event.event_type,
@@ -375,10 +390,23 @@ impl SubscriptionsBuilder {
         self
     }
 
+    /// Calls `hook` with the type of every event on `route`'s topic that no route takes and
+    /// no ignored family covers: such an event is DROPped to the dead-letter topic (and
+    /// logged); the hook lets a service count it.
+    pub fn unrouted(mut self, route: &Route, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.unrouted.push(Unrouted {
+            pubsub_name: route.pubsub_name.clone(),
+            topic: route.topic.clone(),
+            hook: Arc::new(hook),
+        });
+        self
+    }
+
     pub fn build(self) -> Subscriptions {
         Subscriptions {
             routes: Arc::new(self.routes),
             ignored: Arc::new(self.ignored),
+            unrouted: Arc::new(self.unrouted),
         }
     }
 }
@@ -439,8 +467,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_ignored_family_is_acknowledged_but_not_other_versions_or_families() {
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let log = seen.clone();
+        let dropped = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let drops = dropped.clone();
         let route = Route::new("ps", "t", "t-dlq");
         let s = Subscriptions::builder()
             .route(
@@ -449,6 +479,12 @@ mod tests {
             )
             .ignore(&route, "todo.task.", move |t| {
                 log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(t.to_owned());
+            })
+            .unrouted(&route, move |t| {
+                drops
+                    .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(t.to_owned());
             })
@@ -470,6 +506,8 @@ mod tests {
         }
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         assert_eq!(seen, ["todo.task.created.v1", "todo.task.archived.v1"]);
+        let dropped = dropped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(dropped, ["todo.task.completed.v2", "todo.reminder.due.v1"]);
         // Not on another topic.
         assert_eq!(
             s.dispatch(raw("other", "todo.task.created.v1", ts(1)))

@@ -13,6 +13,7 @@
 //! by kind.
 
 mod classify;
+pub mod cli;
 #[cfg(feature = "db")]
 pub mod db;
 mod errors;

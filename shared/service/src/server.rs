@@ -91,20 +91,26 @@ impl ServiceBuilder {
         let Self {
             config,
             mut routes,
-            mut names,
+            names,
             subscriptions,
             accept_http1,
         } = self;
         if let Some(addr) = config.metrics_addr {
             todo_telemetry::serve_metrics(addr);
         }
+        let has_callbacks = subscriptions.is_some();
         if let Some(subscriptions) = subscriptions {
             let callbacks = AppCallbackService::new(subscriptions);
             routes
                 .add_service(callbacks.app_callback_server())
                 .add_service(callbacks.health_check_server())
                 .add_service(callbacks.alpha_server());
-            names.push(
+        }
+        // Health reports Dapr's callbacks too; reflection advertises only the service's own
+        // APIs (the callbacks are for the sidecar, and their descriptors are not served).
+        let mut health_names = names.clone();
+        if has_callbacks {
+            health_names.push(
                 <dapr_appcallback::proto::app_callback_server::AppCallbackServer<
                     AppCallbackService,
                 > as NamedService>::NAME,
@@ -112,7 +118,7 @@ impl ServiceBuilder {
         }
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        for name in &names {
+        for name in &health_names {
             health
                 .set_service_status(*name, ServingStatus::Serving)
                 .await;
@@ -172,7 +178,7 @@ impl ServiceBuilder {
         tracing::info!(
             service = config.name,
             %addr,
-            serves = ?names,
+            serves = ?health_names,
             app_api_token = config.app_api_token.is_some(),
             metrics = ?config.metrics_addr,
             "serving"
@@ -180,7 +186,7 @@ impl ServiceBuilder {
         Ok(Running {
             addr,
             name: config.name,
-            names,
+            names: health_names,
             health,
             stop: Some(stop),
             server,
