@@ -3,9 +3,8 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use dapr_sidecar::{Sidecar, SidecarConfig};
 use todo_proto::todo::notifications::v1::notification_service_server::NotificationServiceServer;
-use todo_service::{Running, ServeConfig, ServiceBuilder};
+use todo_service::{Running, ServiceBuilder};
 use todo_topology::app_ids;
 
 use crate::{
@@ -37,12 +36,8 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
 /// `grpc.health.v1` and server reflection. The sidecar is dialled lazily, on the first state
 /// call, so the app can start before its sidecar (daprd waits for the app).
 pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> anyhow::Result<App> {
-    let sidecar = Sidecar::lazy(
-        &SidecarConfig::new(config.dapr_grpc_endpoint.clone())
-            .api_token(config.dapr_api_token.clone())
-            .call_timeout(config.state_timeout),
-    )
-    .context("DAPR_GRPC_ENDPOINT")?;
+    let sidecar = todo_service::sidecar(&config.common, config.state_timeout)
+        .context("DAPR_GRPC_ENDPOINT")?;
     let store = StateStore::new(&sidecar, &config.state_store);
     let log = DeliveryLog::new(store, config.retention, config.list_max, config.claim_lease);
 
@@ -58,21 +53,14 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
         NotificationApi::new(log),
         Authenticate(config.auth.clone()),
     );
-    let server = ServiceBuilder::new(ServeConfig {
-        name: app_ids::NOTIFICATION_SERVICE,
-        listen: config.listen,
-        request_timeout: config.request_timeout,
-        max_concurrent_requests: config.max_concurrent_requests,
-        app_api_token: config.app_api_token.clone(),
-        metrics_addr: config.metrics_addr,
-    })
-    .grpc(api)
-    .subscriptions(reminders.subscriptions())
-    .serve()
-    .await?;
+    let server = ServiceBuilder::new(app_ids::NOTIFICATION_SERVICE, &config.common)
+        .grpc(api)
+        .subscriptions(reminders.subscriptions())
+        .serve()
+        .await?;
     tracing::info!(
         addr = %server.addr,
-        sidecar = %config.dapr_grpc_endpoint,
+        sidecar = %config.common.dapr_grpc_endpoint,
         subscribes = %topics.reminders,
         dead_letter = %topics.reminders_dead_letter,
         state_store = %config.state_store,

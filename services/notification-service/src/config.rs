@@ -25,20 +25,11 @@ pub const MAX_LIST_MAX: usize = 5_000;
 /// Everything notification-service needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `APP_ADDR`: where the Notification API, AppCallback, health and reflection are served.
-    pub listen: SocketAddr,
+    /// What every service reads: listen address, sidecar, tokens, limits, topic prefix,
+    /// metrics (see [`todo_env::Common`]).
+    pub common: todo_env::Common,
     /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
     pub auth: AuthMode,
-    /// `APP_API_TOKEN`: required from daprd on callbacks.
-    pub app_api_token: Option<String>,
-    /// `DAPR_GRPC_ENDPOINT` (e.g. `http://127.0.0.1:50001`) or `DAPR_GRPC_PORT`: the sidecar.
-    pub dapr_grpc_endpoint: String,
-    /// `DAPR_API_TOKEN`: sent to the sidecar.
-    pub dapr_api_token: Option<String>,
-    /// `TOPIC_PREFIX`: prefixes every topic name (empty in production).
-    pub topic_prefix: String,
-    /// `METRICS_ADDR`: Prometheus `/metrics` (default 127.0.0.1:9466; `off` disables).
-    pub metrics_addr: Option<SocketAddr>,
     /// `STATE_STORE` (default `notification-state`): the state store component's name.
     pub state_store: String,
     /// `NOTIFICATION_RETENTION_HOURS` (default 720): how long a delivery is remembered (the
@@ -51,10 +42,6 @@ pub struct Config {
     pub claim_lease: Duration,
     /// `STATE_TIMEOUT_MS` (default 5000): deadline of one state call.
     pub state_timeout: Duration,
-    /// `REQUEST_TIMEOUT_MS` (default 10000): deadline of one API request.
-    pub request_timeout: Duration,
-    /// `MAX_CONCURRENT_REQUESTS` (default 512): requests and callbacks handled at once.
-    pub max_concurrent_requests: usize,
 }
 
 pub use todo_env::ConfigError;
@@ -111,10 +98,8 @@ impl Config {
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
-        let listen = env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?;
         let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
-        let dapr_grpc_endpoint = env.dapr_grpc_endpoint()?;
-        let topic_prefix = env.topic_prefix(|p| Topics::new(p).all())?;
+        let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         let retention_hours: u64 =
             env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).
@@ -136,13 +121,8 @@ impl Config {
             ));
         }
         Ok(Self {
-            listen,
+            common,
             auth,
-            app_api_token: env.get("APP_API_TOKEN"),
-            dapr_grpc_endpoint,
-            dapr_api_token: env.get("DAPR_API_TOKEN"),
-            topic_prefix,
-            metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
             state_store: env
                 .get("STATE_STORE")
                 .unwrap_or_else(|| crate::STATE_STORE.to_owned()),
@@ -150,14 +130,12 @@ impl Config {
             list_max,
             claim_lease: Duration::from_millis(claim_lease_ms),
             state_timeout: Duration::from_millis(env.positive("STATE_TIMEOUT_MS", 5_000)?),
-            request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
-            max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
         })
     }
 
     /// The topic names under `TOPIC_PREFIX`.
     pub fn topics(&self) -> Topics {
-        Topics::new(&self.topic_prefix)
+        self.common.topics()
     }
 }
 
@@ -182,16 +160,16 @@ mod tests {
     #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg(&[DEV]).unwrap();
-        assert_eq!(c.listen, DEFAULT_LISTEN);
-        assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
+        assert_eq!(c.common.listen, DEFAULT_LISTEN);
+        assert_eq!(c.common.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
         assert!(matches!(c.auth, AuthMode::Dev));
         assert_eq!(c.state_store, "notification-state");
         assert_eq!(c.retention, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(c.list_max, 500);
         assert_eq!(c.claim_lease, Duration::from_secs(15));
-        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.state_timeout, Duration::from_secs(5));
-        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.common.request_timeout, Duration::from_secs(10));
         assert_eq!(c.topics(), Topics::new(""));
     }
 
@@ -222,14 +200,14 @@ mod tests {
     #[test]
     fn the_sidecar_comes_from_an_endpoint_or_a_port() {
         let c = cfg(&[DEV, ("DAPR_GRPC_PORT", "50003")]).unwrap();
-        assert_eq!(c.dapr_grpc_endpoint, "http://127.0.0.1:50003");
+        assert_eq!(c.common.dapr_grpc_endpoint, "http://127.0.0.1:50003");
         let c = cfg(&[
             DEV,
             ("DAPR_GRPC_ENDPOINT", "localhost:7000"),
             ("DAPR_GRPC_PORT", "1"),
         ])
         .unwrap();
-        assert_eq!(c.dapr_grpc_endpoint, "http://localhost:7000");
+        assert_eq!(c.common.dapr_grpc_endpoint, "http://localhost:7000");
     }
 
     #[test]
@@ -272,7 +250,7 @@ mod tests {
     #[test]
     fn blank_values_count_as_unset() {
         let c = cfg(&[DEV, ("APP_API_TOKEN", "  "), ("STATE_STORE", "")]).unwrap();
-        assert_eq!(c.app_api_token, None);
+        assert_eq!(c.common.app_api_token, None);
         assert_eq!(c.state_store, crate::STATE_STORE);
     }
 

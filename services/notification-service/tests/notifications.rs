@@ -402,8 +402,13 @@ async fn an_unreadable_delivery_record_dead_letters_its_event() {
     };
     let stack = Stack::start(Tokens::None).await;
     let c = &stack.instance().config;
-    let store =
-        StateStore::lazy(&c.dapr_grpc_endpoint, &c.state_store, None, c.state_timeout).unwrap();
+    let store = StateStore::lazy(
+        &c.common.dapr_grpc_endpoint,
+        &c.state_store,
+        None,
+        c.state_timeout,
+    )
+    .unwrap();
     let broken = due("hana", Duration::ZERO);
     store
         .transact(vec![Write::Create {

@@ -4,8 +4,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use dapr_publisher::Publisher;
-use dapr_sidecar::{Sidecar, SidecarConfig};
-use todo_service::{Running, ServeConfig, ServiceBuilder};
+use todo_service::{Running, ServiceBuilder};
 use todo_topology::{app_ids, components::PUBSUB};
 
 use crate::{
@@ -26,31 +25,20 @@ pub struct App {
 /// `grpc.health.v1` on one port. The sidecar is dialled lazily, on the first publish, so
 /// the app can start before its sidecar (daprd waits for the app, not the other way round).
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let sidecar = Sidecar::lazy(
-        &SidecarConfig::new(config.dapr_grpc_endpoint.clone())
-            .api_token(config.dapr_api_token.clone())
-            .call_timeout(config.publish_timeout),
-    )
-    .context("DAPR_GRPC_ENDPOINT")?;
+    let sidecar = todo_service::sidecar(&config.common, config.publish_timeout)
+        .context("DAPR_GRPC_ENDPOINT")?;
     let publisher = Publisher::new(&sidecar, PUBSUB);
 
     let topics = config.topics();
     let stats = Arc::new(Stats::default());
     let completions = Arc::new(Completions::new(publisher, topics.clone(), stats.clone()));
-    let server = ServiceBuilder::new(ServeConfig {
-        name: app_ids::RECURRING_TASK_SERVICE,
-        listen: config.listen,
-        request_timeout: config.request_timeout,
-        max_concurrent_requests: config.max_concurrent_requests,
-        app_api_token: config.app_api_token.clone(),
-        metrics_addr: config.metrics_addr,
-    })
-    .subscriptions(completions.subscriptions())
-    .serve()
-    .await?;
+    let server = ServiceBuilder::new(app_ids::RECURRING_TASK_SERVICE, &config.common)
+        .subscriptions(completions.subscriptions())
+        .serve()
+        .await?;
     tracing::info!(
         addr = %server.addr,
-        sidecar = %config.dapr_grpc_endpoint,
+        sidecar = %config.common.dapr_grpc_endpoint,
         subscribes = %topics.task_events,
         dead_letter = %topics.task_events_dead_letter,
         publishes = %topics.task_occurrences,

@@ -16,24 +16,11 @@ pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOC
 /// Everything recurring-task-service needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `APP_ADDR`: where Dapr's AppCallback and gRPC health are served (default 127.0.0.1:50052).
-    pub listen: SocketAddr,
-    /// `APP_API_TOKEN`: required from daprd on callbacks.
-    pub app_api_token: Option<String>,
-    /// `DAPR_GRPC_ENDPOINT` (e.g. `http://127.0.0.1:50001`) or `DAPR_GRPC_PORT`: the sidecar.
-    pub dapr_grpc_endpoint: String,
-    /// `DAPR_API_TOKEN`: sent to the sidecar.
-    pub dapr_api_token: Option<String>,
-    /// `TOPIC_PREFIX`: prefixes every topic name (empty in production).
-    pub topic_prefix: String,
-    /// `METRICS_ADDR`: Prometheus `/metrics` (default 127.0.0.1:9465; `off` disables).
-    pub metrics_addr: Option<SocketAddr>,
+    /// What every service reads: listen address, sidecar, tokens, limits, topic prefix,
+    /// metrics (see [`todo_env::Common`]).
+    pub common: todo_env::Common,
     /// `PUBLISH_TIMEOUT_MS` (default 5000): deadline of one publish; past it the event is retried.
     pub publish_timeout: Duration,
-    /// `REQUEST_TIMEOUT_MS` (default 10000): deadline of one callback.
-    pub request_timeout: Duration,
-    /// `MAX_CONCURRENT_REQUESTS` (default 512): callbacks handled at once.
-    pub max_concurrent_requests: usize,
 }
 
 pub use todo_env::ConfigError;
@@ -68,21 +55,14 @@ impl Config {
         let env = Env::new(get);
         let publish_timeout_ms: u64 = env.positive("PUBLISH_TIMEOUT_MS", 5_000)?;
         Ok(Self {
-            listen: env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?,
-            app_api_token: env.get("APP_API_TOKEN"),
-            dapr_grpc_endpoint: env.dapr_grpc_endpoint()?,
-            dapr_api_token: env.get("DAPR_API_TOKEN"),
-            topic_prefix: env.topic_prefix(|p| Topics::new(p).all())?,
-            metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
+            common: env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
-            request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
-            max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
         })
     }
 
     /// The topic names under `TOPIC_PREFIX`.
     pub fn topics(&self) -> Topics {
-        Topics::new(&self.topic_prefix)
+        self.common.topics()
     }
 }
 
@@ -105,11 +85,11 @@ mod tests {
     #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.listen, DEFAULT_LISTEN);
-        assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
-        assert_eq!(c.topic_prefix, "");
-        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
-        assert_eq!(c.app_api_token, None);
+        assert_eq!(c.common.listen, DEFAULT_LISTEN);
+        assert_eq!(c.common.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
+        assert_eq!(c.common.topic_prefix, "");
+        assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.common.app_api_token, None);
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
         assert_eq!(c.topics(), Topics::new(""));
     }
@@ -126,15 +106,15 @@ mod tests {
     #[test]
     fn the_sidecar_comes_from_an_endpoint_or_a_port() {
         let c = cfg(&[("DAPR_GRPC_PORT", "50002")]).unwrap();
-        assert_eq!(c.dapr_grpc_endpoint, "http://127.0.0.1:50002");
+        assert_eq!(c.common.dapr_grpc_endpoint, "http://127.0.0.1:50002");
         let c = cfg(&[
             ("DAPR_GRPC_ENDPOINT", "localhost:7000"),
             ("DAPR_GRPC_PORT", "1"),
         ])
         .unwrap();
-        assert_eq!(c.dapr_grpc_endpoint, "http://localhost:7000");
+        assert_eq!(c.common.dapr_grpc_endpoint, "http://localhost:7000");
         let c = cfg(&[("DAPR_GRPC_ENDPOINT", "https://dapr.internal:443")]).unwrap();
-        assert_eq!(c.dapr_grpc_endpoint, "https://dapr.internal:443");
+        assert_eq!(c.common.dapr_grpc_endpoint, "https://dapr.internal:443");
     }
 
     #[test]
@@ -166,8 +146,8 @@ mod tests {
     #[test]
     fn blank_values_count_as_unset() {
         let c = cfg(&[("APP_API_TOKEN", "  "), (topics::PREFIX_VAR, "")]).unwrap();
-        assert_eq!(c.app_api_token, None);
-        assert_eq!(c.topic_prefix, "");
+        assert_eq!(c.common.app_api_token, None);
+        assert_eq!(c.common.topic_prefix, "");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use dapr_appcallback::{Route, Subscriptions};
 use sea_orm::DatabaseConnection;
 use todo_proto::todo::v1::task_service_server::TaskServiceServer;
-use todo_service::{Running, ServeConfig, ServiceBuilder};
+use todo_service::{Running, ServiceBuilder};
 use todo_topology::{app_ids, components::PUBSUB, event_types};
 use tokio::task::JoinHandle;
 
@@ -14,7 +14,6 @@ use crate::{
     auth::Authenticate,
     config::Config,
     db,
-    events::Topics,
     outbox::{Relay, Wakeup},
 };
 
@@ -38,14 +37,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let writer = db::writer(&config.database_url, &db).await?;
 
     // The relay publishes through the sidecar; the API never waits on it.
-    let sidecar = dapr_sidecar::Sidecar::lazy(
-        &dapr_sidecar::SidecarConfig::new(config.dapr_grpc_endpoint.clone())
-            .api_token(config.dapr_api_token.clone())
-            // Longer than daprd's own retries (dapr-components/resiliency.yaml): abandoning
-            // a call daprd is still working on would let a retry overtake it and reorder
-            // events.
-            .call_timeout(Duration::from_secs(60)),
-    )?;
+    // Calls longer than daprd's own retries (dapr-components/resiliency.yaml): abandoning
+    // a call daprd is still working on would let a retry overtake it and reorder events.
+    let sidecar = todo_service::sidecar(&config.common, Duration::from_secs(60))?;
     let publisher = dapr_publisher::Publisher::new(&sidecar, PUBSUB);
     let wakeup = Wakeup::default();
     let (stop_relay, stop_rx) = tokio::sync::watch::channel(false);
@@ -61,7 +55,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     // Events left from before a restart go out now.
     wakeup.wake();
 
-    let topics = Topics::new(&config.topic_prefix);
+    let topics = config.common.topics();
     let nudge = crate::reminders::Nudge::default();
     let scheduler = tokio::spawn(
         crate::reminders::Scheduler {
@@ -104,18 +98,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         ),
         Authenticate(config.auth.clone()),
     );
-    let server = ServiceBuilder::new(ServeConfig {
-        name: app_ids::TASK_SERVICE,
-        listen: config.listen,
-        request_timeout: config.request_timeout,
-        max_concurrent_requests: config.max_concurrent_requests,
-        app_api_token: config.app_api_token.clone(),
-        metrics_addr: config.metrics_addr,
-    })
-    .grpc(api)
-    .subscriptions(subscriptions)
-    .serve()
-    .await?;
+    let server = ServiceBuilder::new(app_ids::TASK_SERVICE, &config.common)
+        .grpc(api)
+        .subscriptions(subscriptions)
+        .serve()
+        .await?;
     tracing::info!(addr = %server.addr, database = %redact(&config.database_url), auth = ?config.auth, "task-service serving");
     Ok(App {
         addr: server.addr,

@@ -12,28 +12,15 @@ use crate::auth::AuthMode;
 /// Everything task-service needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `APP_ADDR`: where the gRPC API and Dapr's AppCallback are served (default 127.0.0.1:50051).
-    pub listen: SocketAddr,
+    /// What every service reads: listen address, sidecar, tokens, limits, topic prefix,
+    /// metrics (see [`todo_env::Common`]).
+    pub common: todo_env::Common,
     /// `DATABASE_URL` (default: SQLite file `.data/tasks.db`).
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS` (default 16 on PostgreSQL, 4 on SQLite).
     pub database_max_connections: u32,
     /// `AUTH_MODE` (jwt|dev) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
     pub auth: AuthMode,
-    /// `APP_API_TOKEN`: required from daprd on callbacks.
-    pub app_api_token: Option<String>,
-    /// `DAPR_GRPC_ENDPOINT` or `DAPR_GRPC_PORT`: the sidecar.
-    pub dapr_grpc_endpoint: String,
-    /// `DAPR_API_TOKEN`: sent to the sidecar.
-    pub dapr_api_token: Option<String>,
-    /// `REQUEST_TIMEOUT_MS` (default 10000).
-    pub request_timeout: Duration,
-    /// `MAX_CONCURRENT_REQUESTS` (default 512).
-    pub max_concurrent_requests: usize,
-    /// `TOPIC_PREFIX`: namespaces every topic (empty in production).
-    pub topic_prefix: String,
-    /// `METRICS_ADDR`: Prometheus `/metrics` (default 127.0.0.1:9464; `off` disables).
-    pub metrics_addr: Option<SocketAddr>,
     /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_WARN_AGE_SECS`.
     pub relay: crate::outbox::RelayConfig,
     /// `REMINDER_MAX_LATENESS_SECS` (default 21600).
@@ -113,7 +100,6 @@ impl Config {
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
-        let listen = env.socket_addr("APP_ADDR", DEFAULT_LISTEN)?;
         let database_url = env
             .get("DATABASE_URL")
             .unwrap_or_else(|| "sqlite://.data/tasks.db?mode=rwc".to_owned());
@@ -127,30 +113,12 @@ impl Config {
         };
         let database_max_connections = env.positive("DATABASE_MAX_CONNECTIONS", default_conns)?;
         let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
-        let dapr_grpc_endpoint = env.dapr_grpc_endpoint()?;
-        let topic_prefix = env.topic_prefix(|p| {
-            let t = crate::events::Topics::new(p);
-            let dead_letter = todo_topology::topics::dead_letter(&t.task_occurrences);
-            [
-                t.task_events,
-                t.task_updates,
-                t.reminders,
-                t.task_occurrences,
-                dead_letter,
-            ]
-        })?;
+        let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         Ok(Self {
-            listen,
+            common,
             database_url,
             database_max_connections,
             auth,
-            app_api_token: env.get("APP_API_TOKEN"),
-            dapr_grpc_endpoint,
-            dapr_api_token: env.get("DAPR_API_TOKEN"),
-            request_timeout: Duration::from_millis(env.positive("REQUEST_TIMEOUT_MS", 10_000)?),
-            max_concurrent_requests: env.positive("MAX_CONCURRENT_REQUESTS", 512)?,
-            topic_prefix,
-            metrics_addr: env.metrics_addr(DEFAULT_METRICS)?,
             relay: crate::outbox::RelayConfig {
                 batch_size: env.positive("OUTBOX_BATCH_SIZE", 200)?,
                 poll_interval: Duration::from_millis(env.positive("OUTBOX_POLL_MS", 1000)?),
@@ -270,11 +238,11 @@ mod tests {
     fn defaults_run_on_one_machine() {
         let c = cfg(&[("AUTH_MODE", "dev")]).unwrap();
         assert!(c.database_url.starts_with("sqlite:"));
-        assert_eq!(c.dapr_grpc_endpoint, "http://127.0.0.1:50001");
-        assert_eq!(c.listen, DEFAULT_LISTEN);
-        assert_eq!(c.metrics_addr, Some(DEFAULT_METRICS));
-        assert_eq!(c.topic_prefix, "");
+        assert_eq!(c.common.dapr_grpc_endpoint, "http://127.0.0.1:50001");
+        assert_eq!(c.common.listen, DEFAULT_LISTEN);
+        assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.common.topic_prefix, "");
         let off = cfg(&[("AUTH_MODE", "dev"), ("METRICS_ADDR", "off")]).unwrap();
-        assert_eq!(off.metrics_addr, None);
+        assert_eq!(off.common.metrics_addr, None);
     }
 }

@@ -115,8 +115,8 @@ impl Stack {
 
 fn stack_config(url: &str, dapr_grpc_port: u16, topics: &Topics) -> task_service::Config {
     let mut c = common::config(url, jwt_mode());
-    c.dapr_grpc_endpoint = format!("http://127.0.0.1:{dapr_grpc_port}");
-    c.topic_prefix = topics
+    c.common.dapr_grpc_endpoint = format!("http://127.0.0.1:{dapr_grpc_port}");
+    c.common.topic_prefix = topics
         .task_events
         .trim_end_matches(".task-events")
         .to_owned();

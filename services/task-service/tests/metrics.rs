@@ -27,7 +27,7 @@ async fn every_call_is_counted_by_method_and_code_with_a_latency_histogram() {
             .parse()
             .unwrap();
     let mut config = common::config(&url, common::jwt_mode());
-    config.metrics_addr = Some(metrics_addr);
+    config.common.metrics_addr = Some(metrics_addr);
     let app = task_service::build(config).await.unwrap();
     let mut client = todo_proto::todo::v1::task_service_client::TaskServiceClient::connect(
         format!("http://{}", app.addr),

@@ -12,9 +12,9 @@
 
 pub mod cli;
 
-use std::{fmt::Display, net::SocketAddr, str::FromStr};
+use std::{fmt::Display, net::SocketAddr, str::FromStr, time::Duration};
 
-use todo_topology::topics;
+use todo_topology::{Topics, topics};
 
 /// The sidecar when neither `DAPR_GRPC_ENDPOINT` nor `DAPR_GRPC_PORT` is set (daprd's
 /// default gRPC port).
@@ -22,6 +22,34 @@ pub const DEFAULT_DAPR_GRPC_ENDPOINT: &str = "http://127.0.0.1:50001";
 
 /// Kafka's limit on a topic name's length.
 pub const MAX_TOPIC_LEN: usize = 249;
+
+/// What every service reads the same way (the variables of [`cli::common`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Common {
+    /// `APP_ADDR`: where the service's gRPC API and Dapr's AppCallback are served.
+    pub listen: SocketAddr,
+    /// `APP_API_TOKEN`: required from the sidecar on Dapr's callbacks.
+    pub app_api_token: Option<String>,
+    /// `DAPR_GRPC_ENDPOINT` or `DAPR_GRPC_PORT`: the sidecar.
+    pub dapr_grpc_endpoint: String,
+    /// `DAPR_API_TOKEN`: sent to the sidecar.
+    pub dapr_api_token: Option<String>,
+    /// `REQUEST_TIMEOUT_MS` (default 10000): deadline of one request.
+    pub request_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS` (default 512): requests handled at once.
+    pub max_concurrent_requests: usize,
+    /// `TOPIC_PREFIX`: namespaces every topic (empty in production).
+    pub topic_prefix: String,
+    /// `METRICS_ADDR`: Prometheus `/metrics`; `off` disables.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Common {
+    /// The system's topics under `TOPIC_PREFIX`.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.topic_prefix)
+    }
+}
 
 /// A variable with a bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +136,21 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 .parse()
                 .map_err(|e| ConfigError::new(var, format!("{v:?} is not a socket address: {e}"))),
         }
+    }
+
+    /// The variables every service reads ([`Common`]), with the service's own default
+    /// listen and metrics addresses.
+    pub fn common(&self, listen: SocketAddr, metrics: SocketAddr) -> Result<Common, ConfigError> {
+        Ok(Common {
+            listen: self.socket_addr("APP_ADDR", listen)?,
+            app_api_token: self.get("APP_API_TOKEN"),
+            dapr_grpc_endpoint: self.dapr_grpc_endpoint()?,
+            dapr_api_token: self.get("DAPR_API_TOKEN"),
+            request_timeout: Duration::from_millis(self.positive("REQUEST_TIMEOUT_MS", 10_000)?),
+            max_concurrent_requests: self.positive("MAX_CONCURRENT_REQUESTS", 512)?,
+            topic_prefix: self.topic_prefix(|p| Topics::new(p).all())?,
+            metrics_addr: self.metrics_addr(metrics)?,
+        })
     }
 
     /// `METRICS_ADDR`: where Prometheus `/metrics` is served, `default` when unset; `off`

@@ -23,5 +23,19 @@ mod server;
 pub use classify::callers_mistakes_are_answers;
 pub use errors::internal;
 pub use rpc_metrics::RpcMetricsLayer;
-pub use server::{Running, ServeConfig, ServiceBuilder};
+pub use server::{Running, ServiceBuilder};
+
+/// The service's one sidecar client (publisher and state store share its channel), from
+/// `DAPR_GRPC_ENDPOINT`/`DAPR_GRPC_PORT` and `DAPR_API_TOKEN`, each call bounded by
+/// `call_timeout`. Connects lazily, so the app can start before its sidecar.
+pub fn sidecar(
+    common: &todo_env::Common,
+    call_timeout: std::time::Duration,
+) -> Result<dapr_sidecar::Sidecar, dapr_sidecar::SidecarError> {
+    dapr_sidecar::Sidecar::lazy(
+        &dapr_sidecar::SidecarConfig::new(common.dapr_grpc_endpoint.clone())
+            .api_token(common.dapr_api_token.clone())
+            .call_timeout(call_timeout),
+    )
+}
 pub use todo_env::shutdown_signal;

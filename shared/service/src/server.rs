@@ -5,6 +5,7 @@ use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use dapr_appcallback::{ApiTokenLayer, AppCallbackService, Subscriptions};
+use todo_env::Common;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -18,28 +19,10 @@ const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const HEALTH: &str = "grpc.health.v1.Health";
 
-/// What every server shares, read from the environment by each service's config
-/// (`APP_ADDR`, `REQUEST_TIMEOUT_MS`, `MAX_CONCURRENT_REQUESTS`, `APP_API_TOKEN`,
-/// `METRICS_ADDR`).
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// The service's name in logs (its Dapr app id).
-    pub name: &'static str,
-    /// Where the gRPC API and Dapr's AppCallback are served (port 0: the OS chooses).
-    pub listen: SocketAddr,
-    /// The longest a unary request may take.
-    pub request_timeout: Duration,
-    /// Requests handled at once, across connections; more wait.
-    pub max_concurrent_requests: usize,
-    /// The `dapr-api-token` the sidecar must send on Dapr's callbacks.
-    pub app_api_token: Option<String>,
-    /// Where Prometheus `/metrics` is served (`None`: nowhere).
-    pub metrics_addr: Option<SocketAddr>,
-}
-
 /// Collects a service's gRPC services and subscriptions, then [`serve`s](Self::serve) them.
 pub struct ServiceBuilder {
-    config: ServeConfig,
+    name: &'static str,
+    config: Common,
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     subscriptions: Option<Subscriptions>,
@@ -47,9 +30,13 @@ pub struct ServiceBuilder {
 }
 
 impl ServiceBuilder {
-    pub fn new(config: ServeConfig) -> Self {
+    /// A service named `name` (its Dapr app id, for logs), served as `common` says
+    /// (`APP_ADDR`, `REQUEST_TIMEOUT_MS`, `MAX_CONCURRENT_REQUESTS`, `APP_API_TOKEN`,
+    /// `METRICS_ADDR`).
+    pub fn new(name: &'static str, common: &Common) -> Self {
         Self {
-            config,
+            name,
+            config: common.clone(),
             routes: RoutesBuilder::default(),
             names: Vec::new(),
             subscriptions: None,
@@ -89,6 +76,7 @@ impl ServiceBuilder {
     /// Binds the listener and starts serving; returns once the port is bound.
     pub async fn serve(self) -> anyhow::Result<Running> {
         let Self {
+            name,
             config,
             mut routes,
             names,
@@ -176,7 +164,7 @@ impl ServiceBuilder {
             },
         ));
         tracing::info!(
-            service = config.name,
+            service = name,
             %addr,
             serves = ?health_names,
             app_api_token = config.app_api_token.is_some(),
@@ -185,7 +173,7 @@ impl ServiceBuilder {
         );
         Ok(Running {
             addr,
-            name: config.name,
+            name,
             names: health_names,
             health,
             stop: Some(stop),

@@ -320,9 +320,9 @@ impl Instance {
     pub fn delivery_log(&self) -> DeliveryLog {
         let c = &self.config;
         let store = StateStore::lazy(
-            &c.dapr_grpc_endpoint,
+            &c.common.dapr_grpc_endpoint,
             &c.state_store,
-            c.dapr_api_token.as_deref(),
+            c.common.dapr_api_token.as_deref(),
             c.state_timeout,
         )
         .unwrap();
@@ -361,7 +361,7 @@ impl Instance {
             .unwrap();
         self.earlier = add(self.earlier, stopped);
         let mut config = self.config.clone();
-        config.listen = addr;
+        config.common.listen = addr;
         self.app = Some(
             notification_service::build_with_channel(config, channel)
                 .await
