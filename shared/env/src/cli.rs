@@ -150,6 +150,22 @@ pub fn lookup<'a>(
     }
 }
 
+/// The variables `read` asks for that `vars` does not list (a service's test calls this
+/// with its `Config::from_lookup`, so `--help` cannot forget a variable).
+pub fn unlisted(vars: &[Var], read: impl FnOnce(&dyn Fn(&str) -> Option<String>)) -> Vec<String> {
+    let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    read(&|k: &str| {
+        asked.borrow_mut().insert(k.to_owned());
+        // Dev mode, so that identity needs no secret and the rest of the config is read.
+        (k == "AUTH_MODE").then(|| "dev".to_owned())
+    });
+    asked
+        .into_inner()
+        .into_iter()
+        .filter(|k| !vars.iter().any(|v| v.name == k))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -169,6 +185,14 @@ mod tests {
         assert!(help.contains("APP_ADDR"), "{help}");
         assert!(help.contains("[default: 127.0.0.1:1]"), "{help}");
         assert!(help.contains("APP_API_TOKEN"), "{help}");
+    }
+
+    #[test]
+    fn a_variable_read_but_not_listed_is_found() {
+        let missing = unlisted(&VARS, |get| {
+            let _ = (get("APP_ADDR"), get("SECRET_KNOB"));
+        });
+        assert_eq!(missing, ["SECRET_KNOB"]);
     }
 
     #[test]

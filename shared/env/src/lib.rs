@@ -51,6 +51,15 @@ impl Common {
     }
 }
 
+/// A lookup over fixed pairs (tests of a service's `Config::from_lookup`).
+pub fn from_pairs(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
 /// A variable with a bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {reason}")]
@@ -267,6 +276,42 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Env::new(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn common_reads_every_shared_variable_with_the_services_defaults() {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 50059));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], 9469));
+        let c = env(&[]).common(listen, metrics).unwrap();
+        assert_eq!(c.listen, listen);
+        assert_eq!(c.metrics_addr, Some(metrics));
+        assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_concurrent_requests, 512);
+        assert_eq!((c.app_api_token, c.dapr_api_token), (None, None));
+        assert_eq!(c.topic_prefix, "");
+        let c = env(&[(topics::PREFIX_VAR, "t-1a2b"), ("APP_API_TOKEN", " ")])
+            .common(listen, metrics)
+            .unwrap();
+        assert_eq!(c.topics().task_events_dead_letter, "t-1a2b.task-events-dlq");
+        assert_eq!(c.app_api_token, None, "blank is unset");
+        let long = "p".repeat(240);
+        for (var, value) in [
+            ("APP_ADDR", "nope"),
+            ("REQUEST_TIMEOUT_MS", "soon"),
+            ("REQUEST_TIMEOUT_MS", "0"),
+            ("MAX_CONCURRENT_REQUESTS", "-1"),
+            ("DAPR_GRPC_ENDPOINT", "ftp://127.0.0.1:1"),
+            ("DAPR_GRPC_ENDPOINT", "http://no-port"),
+            (topics::PREFIX_VAR, "has space"),
+            (topics::PREFIX_VAR, "slash/no"),
+            (topics::PREFIX_VAR, &long),
+            ("METRICS_ADDR", "on"),
+        ] {
+            let e = env(&[(var, value)]).common(listen, metrics).unwrap_err();
+            assert_eq!(e.var, var, "{var}={value}: {e}");
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
     }
 
     #[test]
