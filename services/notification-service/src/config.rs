@@ -76,15 +76,12 @@ pub fn vars() -> Vec<Var> {
         ),
         Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
     ];
-    cli::common("127.0.0.1:50053", "127.0.0.1:9466")
-        .into_iter()
-        .chain(cli::AUTH)
-        .chain(own)
-        .collect()
-}
-
-fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(var, reason)
+    cli::service_vars(
+        "127.0.0.1:50053",
+        "127.0.0.1:9466",
+        cli::Callers::Authenticated,
+        own,
+    )
 }
 
 pub use todo_topology::Topics;
@@ -98,24 +95,28 @@ impl Config {
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
-        let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
+        let auth =
+            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
         let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         let retention_hours: u64 =
             env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).
         if retention_hours > 500_000 {
-            return Err(err("NOTIFICATION_RETENTION_HOURS", "at most 500000 hours"));
+            return Err(ConfigError::new(
+                "NOTIFICATION_RETENTION_HOURS",
+                "at most 500000 hours",
+            ));
         }
         let list_max = env.positive("NOTIFICATIONS_PER_USER", DEFAULT_LIST_MAX)?;
         if list_max > MAX_LIST_MAX {
-            return Err(err(
+            return Err(ConfigError::new(
                 "NOTIFICATIONS_PER_USER",
                 format!("at most {MAX_LIST_MAX} (each user's list is one state value)"),
             ));
         }
         let claim_lease_ms: u64 = env.positive("NOTIFICATION_CLAIM_LEASE_MS", 15_000)?;
         if !(1_000..=600_000).contains(&claim_lease_ms) {
-            return Err(err(
+            return Err(ConfigError::new(
                 "NOTIFICATION_CLAIM_LEASE_MS",
                 "between 1000 and 600000 (1 s to 10 min)",
             ));
@@ -212,9 +213,6 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        let missing = cli::unlisted(&vars(), |get| {
-            let _ = Config::from_lookup(get);
-        });
-        assert!(missing.is_empty(), "not in --help: {missing:?}");
+        cli::assert_listed(&vars(), |get| drop(Config::from_lookup(get)));
     }
 }

@@ -32,14 +32,16 @@ pub const ABOUT: &str = "Turns a completed recurring task into a request for its
 
 /// Every variable recurring-task-service reads (`--help` lists them).
 pub fn vars() -> Vec<Var> {
-    cli::common("127.0.0.1:50052", "127.0.0.1:9465")
-        .into_iter()
-        .chain([Var::new(
+    cli::service_vars(
+        "127.0.0.1:50052",
+        "127.0.0.1:9465",
+        cli::Callers::SidecarOnly,
+        [Var::new(
             "PUBLISH_TIMEOUT_MS",
             "5000",
             "deadline of one publish; past it the event is retried",
-        )])
-        .collect()
+        )],
+    )
 }
 
 pub use todo_topology::Topics;
@@ -95,9 +97,6 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        let missing = cli::unlisted(&vars(), |get| {
-            let _ = Config::from_lookup(get);
-        });
-        assert!(missing.is_empty(), "not in --help: {missing:?}");
+        cli::assert_listed(&vars(), |get| drop(Config::from_lookup(get)));
     }
 }

@@ -75,15 +75,12 @@ pub fn vars() -> Vec<Var> {
             "a reminder missed by more (service down) is cancelled, not fired",
         ),
     ];
-    cli::common("127.0.0.1:50051", "127.0.0.1:9464")
-        .into_iter()
-        .chain(cli::AUTH)
-        .chain(own)
-        .collect()
-}
-
-fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::new(var, reason)
+    cli::service_vars(
+        "127.0.0.1:50051",
+        "127.0.0.1:9464",
+        cli::Callers::Authenticated,
+        own,
+    )
 }
 
 /// `APP_ADDR` when unset.
@@ -104,7 +101,10 @@ impl Config {
             .get("DATABASE_URL")
             .unwrap_or_else(|| "sqlite://.data/tasks.db?mode=rwc".to_owned());
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
-            return Err(err("DATABASE_URL", "use a sqlite:// or postgres:// URL"));
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "use a sqlite:// or postgres:// URL",
+            ));
         }
         let default_conns = if database_url.starts_with("sqlite:") {
             4
@@ -112,7 +112,8 @@ impl Config {
             16
         };
         let database_max_connections = env.positive("DATABASE_MAX_CONNECTIONS", default_conns)?;
-        let auth = AuthMode::from_lookup(|k| env.get(k)).map_err(|e| err(e.var, e.reason))?;
+        let auth =
+            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
         let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         Ok(Self {
             common,
@@ -147,7 +148,7 @@ impl Config {
                                 )),
                             })
                             .ok_or_else(|| {
-                                err(
+                                ConfigError::new(
                                     "DEFAULT_REMINDERS_SECS",
                                     format!("{s:?} is not a number of seconds"),
                                 )
@@ -215,10 +216,7 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        let missing = cli::unlisted(&vars(), |get| {
-            let _ = Config::from_lookup(get);
-        });
-        assert!(missing.is_empty(), "not in --help: {missing:?}");
+        cli::assert_listed(&vars(), |get| drop(Config::from_lookup(get)));
     }
 
     #[test]

@@ -107,6 +107,34 @@ pub const AUTH: [Var; 4] = [
     Var::new("JWT_PUBLIC_KEY", "—", "the RS256/ES256 public key, PEM"),
 ];
 
+/// Whether a service has a caller-facing API, and so reads the identity variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callers {
+    /// JWT or dev-mode identity ([`AUTH`]).
+    Authenticated,
+    /// Only the sidecar calls it.
+    SidecarOnly,
+}
+
+/// A service's whole list: [`common`] with its own listen and metrics addresses, [`AUTH`]
+/// when it has callers, then its own variables.
+pub fn service_vars(
+    app_addr: &'static str,
+    metrics_addr: &'static str,
+    callers: Callers,
+    own: impl IntoIterator<Item = Var>,
+) -> Vec<Var> {
+    let auth = match callers {
+        Callers::Authenticated => &AUTH[..],
+        Callers::SidecarOnly => &[],
+    };
+    common(app_addr, metrics_addr)
+        .into_iter()
+        .chain(auth.iter().copied())
+        .chain(own)
+        .collect()
+}
+
 /// The command line of a service: `--help` lists `vars`; each can also be given as a flag.
 pub fn command(name: &'static str, about: &'static str, vars: &[Var]) -> Command {
     vars.iter().fold(
@@ -164,6 +192,13 @@ pub fn unlisted(vars: &[Var], read: impl FnOnce(&dyn Fn(&str) -> Option<String>)
         .into_iter()
         .filter(|k| !vars.iter().any(|v| v.name == k))
         .collect()
+}
+
+/// Panics, naming them, when `read` asks for variables `vars` does not list (for each
+/// service's test that `--help` forgets no variable).
+pub fn assert_listed(vars: &[Var], read: impl FnOnce(&dyn Fn(&str) -> Option<String>)) {
+    let missing = unlisted(vars, read);
+    assert!(missing.is_empty(), "read but not in --help: {missing:?}");
 }
 
 #[cfg(test)]
