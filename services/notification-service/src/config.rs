@@ -167,21 +167,6 @@ mod tests {
     }
 
     #[test]
-    fn jwt_is_the_default_and_needs_a_secret() {
-        assert_eq!(cfg(&[]).unwrap_err().var, "JWT_SECRET");
-        assert_eq!(
-            cfg(&[("JWT_SECRET", "short")]).unwrap_err().var,
-            "JWT_SECRET"
-        );
-        let c = cfg(&[("JWT_SECRET", &"x".repeat(32))]).unwrap();
-        assert!(matches!(c.auth, AuthMode::Jwt(_)));
-        assert_eq!(
-            cfg(&[("JWT_ALGORITHM", "RS256")]).unwrap_err().var,
-            "JWT_PUBLIC_KEY"
-        );
-    }
-
-    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("AUTH_MODE", "magic"),

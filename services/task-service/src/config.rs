@@ -169,16 +169,6 @@ mod tests {
     }
 
     #[test]
-    fn jwt_mode_needs_a_secret_and_names_it() {
-        assert_eq!(cfg(&[]).unwrap_err().var, "JWT_SECRET");
-        assert_eq!(
-            cfg(&[("JWT_SECRET", "short")]).unwrap_err().var,
-            "JWT_SECRET"
-        );
-        assert!(cfg(&[("JWT_SECRET", &"x".repeat(32))]).is_ok());
-    }
-
-    #[test]
     fn bad_values_name_their_variable() {
         assert_eq!(
             cfg(&[("AUTH_MODE", "dev"), ("APP_ADDR", "nope")])

@@ -146,11 +146,36 @@ pub fn caller<T>(req: &Request<T>) -> Result<String, Status> {
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
 
     use super::*;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use tonic::service::Interceptor;
+
+    #[test]
+    fn jwt_is_the_default_and_its_key_is_checked_by_name() {
+        let read = |pairs: &'static [(&'static str, &'static str)]| {
+            AuthMode::from_lookup(|k| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        assert_eq!(read(&[]).map(drop).unwrap_err().var, "JWT_SECRET");
+        let short = read(&[("JWT_SECRET", "short")]).map(drop).unwrap_err();
+        assert_eq!(short.var, "JWT_SECRET");
+        assert!(matches!(
+            read(&[("JWT_SECRET", "0123456789abcdef0123456789abcdef")]),
+            Ok(AuthMode::Jwt(_))
+        ));
+        let rsa = read(&[("JWT_ALGORITHM", "RS256")]).map(drop).unwrap_err();
+        assert_eq!(rsa.var, "JWT_PUBLIC_KEY");
+        let magic = read(&[("AUTH_MODE", "magic")]).map(drop).unwrap_err();
+        assert_eq!(magic.var, "AUTH_MODE");
+        assert!(matches!(read(&[("AUTH_MODE", "dev")]), Ok(AuthMode::Dev)));
+    }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
