@@ -65,13 +65,19 @@ impl Occurrences {
             };
             row.series_start = Some(tasks::micros(start));
         }
-        let snapshot = tasks::to_proto(&row);
         let result: Result<(), DbErr> = async {
             // Already created by an earlier delivery: done.
             if tasks::find(&self.db, &m.user_id, id).await?.is_some() {
                 return Ok(());
             }
             let txn = self.db.begin().await?;
+            // The series keeps its reminder policy: on the defaults (and so the soon-due
+            // rule) only when the task it follows was. A parent deleted meanwhile counts
+            // as the caller's choice.
+            row.default_reminders = tasks::find(&txn, &m.user_id, parent)
+                .await?
+                .is_some_and(|p| p.default_reminders);
+            let snapshot = tasks::to_proto(&row);
             tasks::insert(&txn, &row).await?;
             outbox::write(
                 &txn,
@@ -85,8 +91,16 @@ impl Occurrences {
             )
             .await?;
             // A deterministic id may have had rows before (created, deleted, requested again).
-            crate::reminders::replan(&txn, &self.topics, id, &m.user_id, Some(&snapshot), "")
-                .await?;
+            crate::reminders::replan(
+                &txn,
+                &self.topics,
+                id,
+                &m.user_id,
+                Some(&snapshot),
+                crate::reminders::Policy::due_set(row.default_reminders),
+                "",
+            )
+            .await?;
             txn.commit().await
         }
         .await;

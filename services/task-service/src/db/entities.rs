@@ -37,6 +37,10 @@ pub mod task {
         pub request_id: Option<String>,
         /// The due time the series counts its rhythm from (see `Task.series_start_time`).
         pub series_start: Option<i64>,
+        /// The reminders are the service's defaults (filled in whenever the task has a due
+        /// time, and subject to the soon-due rule); false when the caller chose them, or
+        /// none at all (`no_default_reminders`).
+        pub default_reminders: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002CreateOutbox),
             Box::new(M0003CreateReminders),
             Box::new(M0004AddSeriesStart),
+            Box::new(M0005AddDefaultReminders),
         ]
     }
 }
@@ -40,6 +41,7 @@ enum Tasks {
     Version,
     RequestId,
     SeriesStart,
+    DefaultReminders,
 }
 
 #[derive(DeriveIden)]
@@ -294,6 +296,40 @@ impl MigrationTrait for M0004AddSeriesStart {
             Table::alter()
                 .table(Tasks::Table)
                 .drop_column(Tasks::SeriesStart)
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+/// Whether a task's reminders are the service's defaults (`tasks.default_reminders`).
+/// Existing rows get false: their reminders stay what is stored, as before (a task created
+/// before this migration without a due time does not gain defaults with one).
+struct M0005AddDefaultReminders;
+
+impl MigrationName for M0005AddDefaultReminders {
+    fn name(&self) -> &str {
+        "m0005_add_default_reminders"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005AddDefaultReminders {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Tasks::Table)
+                .add_column(boolean(Tasks::DefaultReminders).default(false))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Tasks::Table)
+                .drop_column(Tasks::DefaultReminders)
                 .to_owned(),
         )
         .await

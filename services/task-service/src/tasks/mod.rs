@@ -112,6 +112,7 @@ pub fn new_row(user: &str, id: Uuid, f: &TaskFields, now: DateTime<Utc>) -> task
         version: 1,
         request_id: None,
         series_start: None,
+        default_reminders: false,
     };
     apply_fields(&mut m, f);
     if f.recurrence.is_some() {
