@@ -1,6 +1,8 @@
 //! Consumes `todo.occurrence.requested.v1`: creates the next task of a recurring series,
-//! exactly once. The task id is deterministic (chosen by recurring-task-service), so a
-//! redelivered request finds the task already there and changes nothing.
+//! exactly once. The task id is deterministic (chosen by recurring-task-service), and the
+//! create is an atomic insert-if-absent (`ON CONFLICT (id) DO NOTHING`) that also refuses
+//! the id of a deleted task (its tombstone): a redelivered or replayed request changes
+//! nothing, and a deleted occurrence never comes back.
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome};
@@ -65,11 +67,7 @@ impl Occurrences {
             };
             row.series_start = Some(tasks::micros(start));
         }
-        let result: Result<(), DbErr> = async {
-            // Already created by an earlier delivery: done.
-            if tasks::find(&self.db, &m.user_id, id).await?.is_some() {
-                return Ok(());
-            }
+        let result: Result<bool, DbErr> = async {
             let txn = self.db.begin().await?;
             // The series keeps its reminder policy: on the defaults (and so the soon-due
             // rule) only when the task it follows was. A parent deleted meanwhile counts
@@ -78,7 +76,18 @@ impl Occurrences {
                 .await?
                 .is_some_and(|p| p.default_reminders);
             let snapshot = tasks::to_proto(&row);
-            tasks::insert(&txn, &row).await?;
+            // Already created by an earlier delivery: done.
+            if !tasks::insert_if_absent(&txn, &row).await? {
+                txn.rollback().await?;
+                return Ok(false);
+            }
+            // Checked after the insert: a delete that committed while it waited on the id
+            // is seen here (its tombstone), and the insert is undone.
+            if tasks::is_deleted(&txn, id).await? {
+                txn.rollback().await?;
+                tracing::info!(task_id = %id, "occurrence request for a deleted task: nothing created");
+                return Ok(false);
+            }
             outbox::write(
                 &txn,
                 events::task_changed(
@@ -101,13 +110,16 @@ impl Occurrences {
                 "",
             )
             .await?;
-            txn.commit().await
+            txn.commit().await?;
+            Ok(true)
         }
         .await;
         match result {
-            Ok(()) => {
-                self.wakeup.wake();
-                self.nudge.nudge();
+            Ok(created) => {
+                if created {
+                    self.wakeup.wake();
+                    self.nudge.nudge();
+                }
                 Outcome::Success
             }
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {

@@ -95,6 +95,26 @@ pub mod outbox {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The id of a deleted task: it stays deleted (a redelivered occurrence request for it
+/// creates nothing).
+pub mod tombstone {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_tombstones")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: Uuid,
+        pub user_id: String,
+        pub deleted_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// A planned reminder of a task: pending until the scheduler fires or cancels it.
 pub mod reminder {
     use sea_orm::entity::prelude::*;

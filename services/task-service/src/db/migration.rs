@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003CreateReminders),
             Box::new(M0004AddSeriesStart),
             Box::new(M0005AddDefaultReminders),
+            Box::new(M0006CreateTombstones),
         ]
     }
 }
@@ -333,5 +334,43 @@ impl MigrationTrait for M0005AddDefaultReminders {
                 .to_owned(),
         )
         .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskTombstones {
+    Table,
+    TaskId,
+    UserId,
+    DeletedAt,
+}
+
+/// The ids of deleted tasks, so a deleted occurrence is never created again.
+struct M0006CreateTombstones;
+
+impl MigrationName for M0006CreateTombstones {
+    fn name(&self) -> &str {
+        "m0006_create_tombstones"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006CreateTombstones {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(TaskTombstones::Table)
+                .if_not_exists()
+                .col(uuid(TaskTombstones::TaskId).primary_key())
+                .col(string(TaskTombstones::UserId))
+                .col(big_integer(TaskTombstones::DeletedAt))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(TaskTombstones::Table).to_owned())
+            .await
     }
 }
