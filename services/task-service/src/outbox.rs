@@ -8,13 +8,24 @@
 //!
 //! Order per user: a bulk call is split by the Kafka producer into several in-flight
 //! requests, and when the broker is failing over, an early request can fail while a later
-//! one succeeds. So after any failure the relay turns careful: it publishes each user's
-//! events one at a time (users in parallel), the next only after the previous was
-//! acknowledged, until a whole batch went through; then it returns to bulk. On PostgreSQL several replicas may run: a transaction-scoped advisory lock
+//! one succeeds. So a bulk is a set of per-user chains (each user's events on the topic, in
+//! order), and when some entries fail, each chain is acknowledged only up to its first
+//! failed entry ([`acknowledged`]): a user's later events stay in the outbox and go out
+//! again after the failed one, so the newest event is the last one a consumer sees. (daprd
+//! 1.18 answers a partly failed bulk over gRPC with an error for the whole call; then
+//! nothing is acknowledged.) After any failure the relay turns careful: it publishes each
+//! user's events one at a time (users in parallel), the next only after the previous was
+//! acknowledged, until a whole batch went through; then it returns to bulk.
+//!
+//! On PostgreSQL several replicas may run: a transaction-scoped advisory lock
 //! lets one relay work at a time (others stand by), which keeps the global order. On
 //! SQLite the one process is the one relay.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::Utc;
 use dapr_publisher::{OutgoingEvent, PublishError, Publisher};
@@ -99,6 +110,26 @@ impl Wakeup {
     pub fn wake(&self) {
         self.0.notify_one();
     }
+}
+
+/// The rows of one bulk (in insertion order) that may be deleted when the entries whose
+/// event ids are in `failed` were not acknowledged: each (topic, user) chain up to its first
+/// failed entry, none of that user's events on the topic after it (pure).
+pub fn acknowledged(batch: &[&outbox::Model], failed: &HashSet<String>) -> Vec<i64> {
+    let mut broken: HashSet<(&str, &str)> = HashSet::new();
+    let mut acked = Vec::with_capacity(batch.len());
+    for r in batch {
+        let chain = (r.topic.as_str(), r.partition_key.as_str());
+        if broken.contains(&chain) {
+            continue;
+        }
+        if failed.contains(&r.event_id.to_string()) {
+            broken.insert(chain);
+            continue;
+        }
+        acked.push(r.seq);
+    }
+    acked
 }
 
 /// Advisory lock key of the relay ("todo-outbox-relay").
@@ -260,14 +291,9 @@ impl Relay {
                     acked.extend(batch.iter().map(|r| r.seq));
                 }
                 Ok(outcome) => {
-                    let failed: std::collections::HashSet<&str> =
-                        outcome.failed.iter().map(|(id, _)| id.as_str()).collect();
-                    acked.extend(
-                        batch
-                            .iter()
-                            .filter(|r| !failed.contains(r.event_id.to_string().as_str()))
-                            .map(|r| r.seq),
-                    );
+                    let failed: HashSet<String> =
+                        outcome.failed.iter().map(|(id, _)| id.clone()).collect();
+                    acked.extend(acknowledged(batch, &failed));
                     failure = Some(RelayError::Partial {
                         failed: outcome.failed.len(),
                         total: batch.len(),
@@ -366,6 +392,87 @@ impl Relay {
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 Ok(rows.len())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, topic: &str, user: &str) -> outbox::Model {
+        outbox::Model {
+            seq,
+            event_id: uuid::Uuid::from_u128(seq as u128),
+            topic: topic.to_owned(),
+            event_type: "t".to_owned(),
+            partition_key: user.to_owned(),
+            payload: Vec::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_users_chain_stops_at_its_first_failure() {
+        // (name, rows as (seq, topic, user), failed seqs, acknowledged seqs)
+        type Case = (
+            &'static str,
+            Vec<(i64, &'static str, &'static str)>,
+            Vec<i64>,
+            Vec<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "nothing failed: everything",
+                vec![(1, "t", "a"), (2, "t", "b"), (3, "t", "a")],
+                vec![],
+                vec![1, 2, 3],
+            ),
+            (
+                "a's middle event failed: a's later ones wait, b goes on",
+                vec![
+                    (1, "t", "a"),
+                    (2, "t", "a"),
+                    (3, "t", "b"),
+                    (4, "t", "a"),
+                    (5, "t", "b"),
+                ],
+                vec![2],
+                vec![1, 3, 5],
+            ),
+            (
+                "a later event failed alone: the earlier one is acknowledged",
+                vec![(1, "t", "a"), (2, "t", "a"), (3, "t", "a")],
+                vec![3],
+                vec![1, 2],
+            ),
+            (
+                "first event failed: none of that user's",
+                vec![(1, "t", "a"), (2, "t", "a"), (3, "t", "b")],
+                vec![1],
+                vec![3],
+            ),
+            (
+                "chains are per topic too",
+                vec![(1, "t", "a"), (2, "u", "a"), (3, "t", "a"), (4, "u", "a")],
+                vec![1],
+                vec![2, 4],
+            ),
+            (
+                "everything failed",
+                vec![(1, "t", "a"), (2, "t", "b")],
+                vec![1, 2],
+                vec![],
+            ),
+        ];
+        for (name, rows, failed, want) in cases {
+            let rows: Vec<outbox::Model> = rows.into_iter().map(|(s, t, u)| row(s, t, u)).collect();
+            let batch: Vec<&outbox::Model> = rows.iter().collect();
+            let failed: HashSet<String> = failed
+                .into_iter()
+                .map(|s| uuid::Uuid::from_u128(s as u128).to_string())
+                .collect();
+            assert_eq!(acknowledged(&batch, &failed), want, "{name}");
         }
     }
 }
