@@ -27,6 +27,8 @@ use std::{
     time::Duration,
 };
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+
 use chrono::Utc;
 use dapr_publisher::{OutgoingEvent, PublishError, Publisher};
 use rand::Rng;
@@ -132,6 +134,18 @@ pub fn acknowledged(batch: &[&outbox::Model], failed: &HashSet<String>) -> Vec<i
     acked
 }
 
+/// The relay's pauses after consecutive failures: `min_backoff`, doubling up to
+/// `max_backoff`, without end (each is then scaled by a random 0.5–1.0 so replicas do not
+/// retry in step).
+pub fn publish_backoff(config: &RelayConfig) -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(config.min_backoff)
+        .with_max_delay(config.max_backoff)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 /// Advisory lock key of the relay ("todo-outbox-relay").
 const RELAY_LOCK: i64 = 0x746f_646f_7265_6c61;
 
@@ -163,9 +177,13 @@ impl Relay {
         }
     }
 
+    fn backoff(&self) -> backon::ExponentialBackoff {
+        publish_backoff(&self.config)
+    }
+
     /// Runs until `stop` turns true, finishing the batch in hand.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = self.config.min_backoff;
+        let mut backoff = self.backoff();
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             if *stop.borrow() {
@@ -177,19 +195,19 @@ impl Relay {
             }
             let wait = match self.drain_once().await {
                 Ok(n) if n as u64 >= self.config.batch_size => {
-                    backoff = self.config.min_backoff;
+                    backoff = self.backoff();
                     continue;
                 }
                 Ok(_) => {
-                    backoff = self.config.min_backoff;
+                    backoff = self.backoff();
                     None
                 }
                 Err(e) => {
                     metrics::counter!("outbox_publish_failures_total").increment(1);
                     let jitter = rand::rng().random_range(0.5..1.0);
-                    let sleep = backoff.mul_f64(jitter);
+                    let pause = backoff.next().unwrap_or(self.config.max_backoff);
+                    let sleep = pause.mul_f64(jitter);
                     tracing::warn!(error = %e, retry_in = ?sleep, "outbox relay: publish failed; will retry");
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                     Some(sleep)
                 }
             };
@@ -474,5 +492,15 @@ mod tests {
                 .collect();
             assert_eq!(acknowledged(&batch, &failed), want, "{name}");
         }
+    }
+
+    #[test]
+    fn backoff_keeps_its_bounds() {
+        // (backon multiplies in f32: a few nanoseconds off exact doubling.)
+        let got: Vec<u128> = publish_backoff(&RelayConfig::default())
+            .take(9)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
     }
 }

@@ -413,28 +413,40 @@ pub struct Scheduler {
     pub relay: Wakeup,
 }
 
+/// The scheduler's pauses after consecutive database errors: 50 ms, doubling to 2 s (a busy
+/// database is usually free again at once; a database that is down is not hammered).
+pub fn error_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(ERROR_PAUSE_MIN)
+        .with_max_delay(ERROR_PAUSE_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
+const ERROR_PAUSE_MIN: Duration = Duration::from_millis(50);
+const ERROR_PAUSE_MAX: Duration = Duration::from_secs(2);
+
 impl Scheduler {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        // After a database error: 50 ms, doubling to 2 s (a busy database is usually free
-        // again at once; a database that is down is not hammered).
-        let mut error_pause = Duration::from_millis(50);
+        let mut errors = error_backoff();
         loop {
             if *stop.borrow() {
                 return;
             }
             let sleep = match self.fire_due().await {
                 Ok(n) if n as u64 >= self.config.batch_size => {
-                    error_pause = Duration::from_millis(50);
+                    errors = error_backoff();
                     continue;
                 }
                 Ok(_) => {
-                    error_pause = Duration::from_millis(50);
+                    errors = error_backoff();
                     self.until_next().await.unwrap_or(self.config.max_sleep)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?error_pause, "reminder scheduler: database error; retrying");
-                    let pause = error_pause;
-                    error_pause = (error_pause * 2).min(Duration::from_secs(2));
+                    let pause = errors.next().unwrap_or(ERROR_PAUSE_MAX);
+                    tracing::warn!(error = %e, retry_in = ?pause, "reminder scheduler: database error; retrying");
                     pause
                 }
             };
@@ -709,5 +721,11 @@ mod tests {
             a[0].reminder_id,
             "a new due time gets its own"
         );
+    }
+
+    #[test]
+    fn error_pauses_double_from_50_ms_to_2_s() {
+        let got: Vec<u128> = error_backoff().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(got, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
     }
 }
