@@ -120,8 +120,9 @@ impl TaskApi {
         } else {
             ""
         };
+        let policy = reminders::Policy::keep(row.default_reminders);
         let scheduled =
-            reminders::replan(&txn, &self.topics, id, user, Some(&snapshot), why).await?;
+            reminders::replan(&txn, &self.topics, id, user, Some(&snapshot), policy, why).await?;
         txn.commit().await?;
         self.committed(scheduled);
         Ok(snapshot)
@@ -191,7 +192,10 @@ impl TaskService for TaskApi {
         if !violations.is_empty() {
             return Err(TaskError::Invalid(violations).into());
         }
-        if fields.reminders.is_empty() && fields.due_time.is_some() && !req.no_default_reminders {
+        // Without reminders of its own the task uses the defaults whenever it has a due time
+        // (now or later), unless the caller asked for none.
+        let uses_defaults = fields.reminders.is_empty() && !req.no_default_reminders;
+        if uses_defaults && fields.due_time.is_some() {
             fields.reminders = self.default_reminders.clone();
         }
         let request_id = (!req.request_id.is_empty()).then(|| req.request_id.to_lowercase());
@@ -204,13 +208,21 @@ impl TaskService for TaskApi {
         }
         let mut row = tasks::new_row(&user, Uuid::now_v7(), &fields, Utc::now());
         row.request_id = request_id.clone();
+        row.default_reminders = uses_defaults;
         let snapshot = tasks::to_proto(&row);
         let result: Result<bool, DbErr> = async {
             let txn = self.writer.begin().await?;
             tasks::insert(&txn, &row).await?;
             outbox::write(&txn, self.events(TaskEventKind::Created, &snapshot, vec![])).await?;
-            let scheduled =
-                reminders::schedule_new(&txn, &self.topics, row.id, &user, &snapshot).await?;
+            let scheduled = reminders::schedule_new(
+                &txn,
+                &self.topics,
+                row.id,
+                &user,
+                &snapshot,
+                reminders::Policy::due_set(uses_defaults),
+            )
+            .await?;
             txn.commit().await?;
             Ok(scheduled)
         }
@@ -364,9 +376,20 @@ impl TaskService for TaskApi {
                 _ => {}
             }
         }
+        // Reminders set by the caller are theirs from now on; a task on the defaults gets
+        // them whenever it has a due time (a due time added later included).
+        let uses_defaults = row.default_reminders && !paths.iter().any(|p| p == "reminders");
+        if uses_defaults {
+            merged.reminders = if merged.due_time.is_some() {
+                self.default_reminders.clone()
+            } else {
+                Vec::new()
+            };
+        }
         let fields = validate::task_fields(&merged, "task.").map_err(TaskError::from)?;
         let mut next = row.clone();
         tasks::apply_fields(&mut next, &fields);
+        next.default_reminders = uses_defaults;
         if next == row {
             // Nothing changed: no write, no new etag.
             return Ok(Response::new(tasks::to_proto(&row)));
@@ -400,6 +423,11 @@ impl TaskService for TaskApi {
         let replan = changed
             .iter()
             .any(|c| c == "due_time" || c == "reminders" || c == "title");
+        let policy = if changed.iter().any(|c| c == "due_time") {
+            reminders::Policy::due_set(uses_defaults)
+        } else {
+            reminders::Policy::keep(uses_defaults)
+        };
         outbox::write(
             &txn,
             self.events(TaskEventKind::Updated, &snapshot, changed),
@@ -413,6 +441,7 @@ impl TaskService for TaskApi {
                 id,
                 &user,
                 Some(&snapshot),
+                policy,
                 "rescheduled",
             )
             .await
@@ -469,9 +498,17 @@ impl TaskService for TaskApi {
         outbox::write(&txn, self.events(TaskEventKind::Deleted, &snapshot, vec![]))
             .await
             .map_err(TaskError::from)?;
-        reminders::replan(&txn, &self.topics, id, &user, None, "task deleted")
-            .await
-            .map_err(TaskError::from)?;
+        reminders::replan(
+            &txn,
+            &self.topics,
+            id,
+            &user,
+            None,
+            reminders::Policy::default(),
+            "task deleted",
+        )
+        .await
+        .map_err(TaskError::from)?;
         txn.commit().await.map_err(TaskError::from)?;
         self.committed(false);
         Ok(Response::new(()))

@@ -1,6 +1,8 @@
 //! Consumes `todo.occurrence.requested.v1`: creates the next task of a recurring series,
-//! exactly once. The task id is deterministic (chosen by recurring-task-service), so a
-//! redelivered request finds the task already there and changes nothing.
+//! exactly once. The task id is deterministic (chosen by recurring-task-service), and the
+//! create is an atomic insert-if-absent (`ON CONFLICT (id) DO NOTHING`) that also refuses
+//! the id of a deleted task (its tombstone): a redelivered or replayed request changes
+//! nothing, and a deleted occurrence never comes back.
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome};
@@ -65,14 +67,27 @@ impl Occurrences {
             };
             row.series_start = Some(tasks::micros(start));
         }
-        let snapshot = tasks::to_proto(&row);
-        let result: Result<(), DbErr> = async {
-            // Already created by an earlier delivery: done.
-            if tasks::find(&self.db, &m.user_id, id).await?.is_some() {
-                return Ok(());
-            }
+        let result: Result<bool, DbErr> = async {
             let txn = self.db.begin().await?;
-            tasks::insert(&txn, &row).await?;
+            // The series keeps its reminder policy: on the defaults (and so the soon-due
+            // rule) only when the task it follows was. A parent deleted meanwhile counts
+            // as the caller's choice.
+            row.default_reminders = tasks::find(&txn, &m.user_id, parent)
+                .await?
+                .is_some_and(|p| p.default_reminders);
+            let snapshot = tasks::to_proto(&row);
+            // Already created by an earlier delivery: done.
+            if !tasks::insert_if_absent(&txn, &row).await? {
+                txn.rollback().await?;
+                return Ok(false);
+            }
+            // Checked after the insert: a delete that committed while it waited on the id
+            // is seen here (its tombstone), and the insert is undone.
+            if tasks::is_deleted(&txn, id).await? {
+                txn.rollback().await?;
+                tracing::info!(task_id = %id, "occurrence request for a deleted task: nothing created");
+                return Ok(false);
+            }
             outbox::write(
                 &txn,
                 events::task_changed(
@@ -85,15 +100,26 @@ impl Occurrences {
             )
             .await?;
             // A deterministic id may have had rows before (created, deleted, requested again).
-            crate::reminders::replan(&txn, &self.topics, id, &m.user_id, Some(&snapshot), "")
-                .await?;
-            txn.commit().await
+            crate::reminders::replan(
+                &txn,
+                &self.topics,
+                id,
+                &m.user_id,
+                Some(&snapshot),
+                crate::reminders::Policy::due_set(row.default_reminders),
+                "",
+            )
+            .await?;
+            txn.commit().await?;
+            Ok(true)
         }
         .await;
         match result {
-            Ok(()) => {
-                self.wakeup.wake();
-                self.nudge.nudge();
+            Ok(created) => {
+                if created {
+                    self.wakeup.wake();
+                    self.nudge.nudge();
+                }
                 Outcome::Success
             }
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {

@@ -8,13 +8,26 @@
 //!
 //! Order per user: a bulk call is split by the Kafka producer into several in-flight
 //! requests, and when the broker is failing over, an early request can fail while a later
-//! one succeeds. So after any failure the relay turns careful: it publishes each user's
-//! events one at a time (users in parallel), the next only after the previous was
-//! acknowledged, until a whole batch went through; then it returns to bulk. On PostgreSQL several replicas may run: a transaction-scoped advisory lock
+//! one succeeds. So a bulk is a set of per-user chains (each user's events on the topic, in
+//! order), and when some entries fail, each chain is acknowledged only up to its first
+//! failed entry ([`acknowledged`]): a user's later events stay in the outbox and go out
+//! again after the failed one, so the newest event is the last one a consumer sees. (daprd
+//! 1.18 answers a partly failed bulk over gRPC with an error for the whole call; then
+//! nothing is acknowledged.) After any failure the relay turns careful: it publishes each
+//! user's events one at a time (users in parallel), the next only after the previous was
+//! acknowledged, until a whole batch went through; then it returns to bulk.
+//!
+//! On PostgreSQL several replicas may run: a transaction-scoped advisory lock
 //! lets one relay work at a time (others stand by), which keeps the global order. On
 //! SQLite the one process is the one relay.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use chrono::Utc;
 use dapr_publisher::{OutgoingEvent, PublishError, Publisher};
@@ -101,6 +114,38 @@ impl Wakeup {
     }
 }
 
+/// The rows of one bulk (in insertion order) that may be deleted when the entries whose
+/// event ids are in `failed` were not acknowledged: each (topic, user) chain up to its first
+/// failed entry, none of that user's events on the topic after it (pure).
+pub fn acknowledged(batch: &[&outbox::Model], failed: &HashSet<String>) -> Vec<i64> {
+    let mut broken: HashSet<(&str, &str)> = HashSet::new();
+    let mut acked = Vec::with_capacity(batch.len());
+    for r in batch {
+        let chain = (r.topic.as_str(), r.partition_key.as_str());
+        if broken.contains(&chain) {
+            continue;
+        }
+        if failed.contains(&r.event_id.to_string()) {
+            broken.insert(chain);
+            continue;
+        }
+        acked.push(r.seq);
+    }
+    acked
+}
+
+/// The relay's pauses after consecutive failures: `min_backoff`, doubling up to
+/// `max_backoff`, without end (each is then scaled by a random 0.5–1.0 so replicas do not
+/// retry in step).
+pub fn publish_backoff(config: &RelayConfig) -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(config.min_backoff)
+        .with_max_delay(config.max_backoff)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 /// Advisory lock key of the relay ("todo-outbox-relay").
 const RELAY_LOCK: i64 = 0x746f_646f_7265_6c61;
 
@@ -132,9 +177,13 @@ impl Relay {
         }
     }
 
+    fn backoff(&self) -> backon::ExponentialBackoff {
+        publish_backoff(&self.config)
+    }
+
     /// Runs until `stop` turns true, finishing the batch in hand.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = self.config.min_backoff;
+        let mut backoff = self.backoff();
         let mut last_stats = tokio::time::Instant::now() - Duration::from_secs(60);
         loop {
             if *stop.borrow() {
@@ -146,19 +195,19 @@ impl Relay {
             }
             let wait = match self.drain_once().await {
                 Ok(n) if n as u64 >= self.config.batch_size => {
-                    backoff = self.config.min_backoff;
+                    backoff = self.backoff();
                     continue;
                 }
                 Ok(_) => {
-                    backoff = self.config.min_backoff;
+                    backoff = self.backoff();
                     None
                 }
                 Err(e) => {
                     metrics::counter!("outbox_publish_failures_total").increment(1);
                     let jitter = rand::rng().random_range(0.5..1.0);
-                    let sleep = backoff.mul_f64(jitter);
+                    let pause = backoff.next().unwrap_or(self.config.max_backoff);
+                    let sleep = pause.mul_f64(jitter);
                     tracing::warn!(error = %e, retry_in = ?sleep, "outbox relay: publish failed; will retry");
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                     Some(sleep)
                 }
             };
@@ -260,14 +309,9 @@ impl Relay {
                     acked.extend(batch.iter().map(|r| r.seq));
                 }
                 Ok(outcome) => {
-                    let failed: std::collections::HashSet<&str> =
-                        outcome.failed.iter().map(|(id, _)| id.as_str()).collect();
-                    acked.extend(
-                        batch
-                            .iter()
-                            .filter(|r| !failed.contains(r.event_id.to_string().as_str()))
-                            .map(|r| r.seq),
-                    );
+                    let failed: HashSet<String> =
+                        outcome.failed.iter().map(|(id, _)| id.clone()).collect();
+                    acked.extend(acknowledged(batch, &failed));
                     failure = Some(RelayError::Partial {
                         failed: outcome.failed.len(),
                         total: batch.len(),
@@ -367,5 +411,96 @@ impl Relay {
                 Ok(rows.len())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, topic: &str, user: &str) -> outbox::Model {
+        outbox::Model {
+            seq,
+            event_id: uuid::Uuid::from_u128(seq as u128),
+            topic: topic.to_owned(),
+            event_type: "t".to_owned(),
+            partition_key: user.to_owned(),
+            payload: Vec::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_users_chain_stops_at_its_first_failure() {
+        // (name, rows as (seq, topic, user), failed seqs, acknowledged seqs)
+        type Case = (
+            &'static str,
+            Vec<(i64, &'static str, &'static str)>,
+            Vec<i64>,
+            Vec<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "nothing failed: everything",
+                vec![(1, "t", "a"), (2, "t", "b"), (3, "t", "a")],
+                vec![],
+                vec![1, 2, 3],
+            ),
+            (
+                "a's middle event failed: a's later ones wait, b goes on",
+                vec![
+                    (1, "t", "a"),
+                    (2, "t", "a"),
+                    (3, "t", "b"),
+                    (4, "t", "a"),
+                    (5, "t", "b"),
+                ],
+                vec![2],
+                vec![1, 3, 5],
+            ),
+            (
+                "a later event failed alone: the earlier one is acknowledged",
+                vec![(1, "t", "a"), (2, "t", "a"), (3, "t", "a")],
+                vec![3],
+                vec![1, 2],
+            ),
+            (
+                "first event failed: none of that user's",
+                vec![(1, "t", "a"), (2, "t", "a"), (3, "t", "b")],
+                vec![1],
+                vec![3],
+            ),
+            (
+                "chains are per topic too",
+                vec![(1, "t", "a"), (2, "u", "a"), (3, "t", "a"), (4, "u", "a")],
+                vec![1],
+                vec![2, 4],
+            ),
+            (
+                "everything failed",
+                vec![(1, "t", "a"), (2, "t", "b")],
+                vec![1, 2],
+                vec![],
+            ),
+        ];
+        for (name, rows, failed, want) in cases {
+            let rows: Vec<outbox::Model> = rows.into_iter().map(|(s, t, u)| row(s, t, u)).collect();
+            let batch: Vec<&outbox::Model> = rows.iter().collect();
+            let failed: HashSet<String> = failed
+                .into_iter()
+                .map(|s| uuid::Uuid::from_u128(s as u128).to_string())
+                .collect();
+            assert_eq!(acknowledged(&batch, &failed), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn backoff_keeps_its_bounds() {
+        // (backon multiplies in f32: a few nanoseconds off exact doubling.)
+        let got: Vec<u128> = publish_backoff(&RelayConfig::default())
+            .take(9)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
     }
 }

@@ -1,9 +1,16 @@
 //! Reminders: planning (pure) and the durable schedule.
 //!
-//! A task's reminders are offsets before its due time or absolute instants. When a task
-//! with a due time is created without reminders, it gets the defaults (24 h and 1 h
-//! before; `DEFAULT_REMINDERS`), unless the request asked for none. Reminders whose moment
-//! has already passed when they are planned are not scheduled. Each planned reminder is
+//! A task's reminders are offsets before its due time or absolute instants. A task created
+//! without reminders uses the defaults (24 h and 1 h before; `DEFAULT_REMINDERS_SECS`)
+//! whenever it has a due time — at creation or when one is set later — unless the request
+//! asked for none (`no_default_reminders`, remembered in `tasks.default_reminders`).
+//! Reminders whose moment has already passed when they are planned are not scheduled.
+//!
+//! Soon-due rule: when a task uses the default reminders and every default moment is
+//! already past but its due time is not (a task due in 30 minutes), one reminder fires
+//! now instead. It applies when the due time is set (create, a due-time change, a next
+//! occurrence), never to reminders the caller chose, and at most once per due time (its
+//! id is derived from the due time, not the moment). Each planned reminder is
 //! a row in `reminders`, written in the same transaction as the task change, with a
 //! stable id (UUIDv5 of the task id and the moment), so re-planning a task that did not
 //! really change keeps its reminders and emits nothing.
@@ -58,6 +65,42 @@ pub fn default_reminders() -> Vec<Reminder> {
         .collect()
 }
 
+/// How a task's reminders are planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// The reminders are the service's defaults (not the caller's choice).
+    pub defaults: bool,
+    /// The due time was just set (create, due-time change, next occurrence): the soon-due
+    /// rule may add a reminder now.
+    pub due_just_set: bool,
+}
+
+impl Policy {
+    /// Planning for a change that did not set the due time (rename, reopen, ...).
+    pub fn keep(defaults: bool) -> Self {
+        Self {
+            defaults,
+            due_just_set: false,
+        }
+    }
+
+    /// Planning right after the due time was set.
+    pub fn due_set(defaults: bool) -> Self {
+        Self {
+            defaults,
+            due_just_set: true,
+        }
+    }
+}
+
+/// The id of the soon-due reminder of a task for one due time.
+fn soon_id(task_id: Uuid, due: DateTime<Utc>) -> Uuid {
+    let mut name = task_id.as_bytes().to_vec();
+    name.extend_from_slice(b"soon");
+    name.extend_from_slice(&due.timestamp_micros().to_be_bytes());
+    Uuid::new_v5(&REMINDER_NAMESPACE, &name)
+}
+
 /// One reminder moment of a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
@@ -66,8 +109,10 @@ pub struct Planned {
 }
 
 /// The reminders to schedule for `task` now (pure): none for a task that is completed or
-/// has no due time (absolute ones still count), none in the past, one per distinct moment.
-pub fn plan(task: &Task, now: DateTime<Utc>) -> Vec<Planned> {
+/// has no due time (absolute ones still count), none in the past, one per distinct moment;
+/// plus the soon-due reminder (at `now`) when `policy` allows it and every default moment
+/// is past while the due time is not (see the module docs).
+pub fn plan(task: &Task, policy: Policy, now: DateTime<Utc>) -> Vec<Planned> {
     if task.status == TaskStatus::Completed as i32 {
         return Vec::new();
     }
@@ -76,6 +121,7 @@ pub fn plan(task: &Task, now: DateTime<Utc>) -> Vec<Planned> {
     };
     let due = task.due_time.as_ref().and_then(todo_proto::from_timestamp);
     let mut out: Vec<Planned> = Vec::new();
+    let mut any_moment = false;
     for r in &task.reminders {
         let at = match &r.when {
             Some(When::BeforeDue(d)) => due.and_then(|due| {
@@ -86,6 +132,7 @@ pub fn plan(task: &Task, now: DateTime<Utc>) -> Vec<Planned> {
             None => None,
         };
         let Some(at) = at else { continue };
+        any_moment = true;
         if at <= now {
             continue;
         }
@@ -98,6 +145,17 @@ pub fn plan(task: &Task, now: DateTime<Utc>) -> Vec<Planned> {
         out.push(Planned {
             reminder_id: Uuid::new_v5(&REMINDER_NAMESPACE, &name),
             remind_at: micros,
+        });
+    }
+    if policy.defaults
+        && policy.due_just_set
+        && any_moment
+        && out.is_empty()
+        && let Some(due) = due.filter(|d| *d > now)
+    {
+        out.push(Planned {
+            reminder_id: soon_id(task_id, due),
+            remind_at: now.timestamp_micros(),
         });
     }
     out.sort_by_key(|p| p.remind_at);
@@ -151,6 +209,7 @@ pub async fn replan<C: ConnectionTrait>(
     task_id: Uuid,
     user_id: &str,
     task: Option<&Task>,
+    policy: Policy,
     reason: &str,
 ) -> Result<bool, DbErr> {
     let pending = reminder::Entity::find()
@@ -158,7 +217,17 @@ pub async fn replan<C: ConnectionTrait>(
         .filter(reminder::Column::State.eq(PENDING))
         .all(db)
         .await?;
-    apply_plan(db, topics, task_id, user_id, task, reason, Some(pending)).await
+    apply_plan(
+        db,
+        topics,
+        task_id,
+        user_id,
+        task,
+        policy,
+        reason,
+        Some(pending),
+    )
+    .await
 }
 
 /// Schedules the reminders of a task created in this transaction: it has no reminder
@@ -169,33 +238,45 @@ pub async fn schedule_new<C: ConnectionTrait>(
     task_id: Uuid,
     user_id: &str,
     task: &Task,
+    policy: Policy,
 ) -> Result<bool, DbErr> {
-    apply_plan(db, topics, task_id, user_id, Some(task), "", None).await
+    apply_plan(db, topics, task_id, user_id, Some(task), policy, "", None).await
 }
 
 /// `existing`: the task's pending reminders, or `None` for a task that has no rows at all.
+#[allow(clippy::too_many_arguments)]
 async fn apply_plan<C: ConnectionTrait>(
     db: &C,
     topics: &Topics,
     task_id: Uuid,
     user_id: &str,
     task: Option<&Task>,
+    policy: Policy,
     reason: &str,
     existing: Option<Vec<reminder::Model>>,
 ) -> Result<bool, DbErr> {
     let now = Utc::now();
     let is_new = existing.is_none();
     let pending = existing.unwrap_or_default();
-    let planned = task.map(|t| plan(t, now)).unwrap_or_default();
+    let planned = task.map(|t| plan(t, policy, now)).unwrap_or_default();
     let title = task.map(|t| t.title.clone()).unwrap_or_default();
     let due = task
         .and_then(|t| t.due_time.as_ref())
         .and_then(todo_proto::from_timestamp)
         .map(|d| d.timestamp_micros());
+    // A soon-due reminder still pending for the current due time stays (a rename right
+    // after the create must not cancel it); completion or deletion plans nothing: cancelled.
+    let soon = task
+        .filter(|t| t.status != TaskStatus::Completed as i32)
+        .and(due)
+        .and_then(DateTime::from_timestamp_micros)
+        .map(|d| soon_id(task_id, d));
     let mut events = Vec::new();
     let mut cancel = Vec::new();
     for row in &pending {
-        if !planned.iter().any(|p| p.reminder_id == row.reminder_id) {
+        if !planned.iter().any(|p| p.reminder_id == row.reminder_id)
+            && Some(row.reminder_id) != soon
+        {
             cancel.push(row.reminder_id);
             events.push(event(
                 topics,
@@ -332,28 +413,40 @@ pub struct Scheduler {
     pub relay: Wakeup,
 }
 
+/// The scheduler's pauses after consecutive database errors: 50 ms, doubling to 2 s (a busy
+/// database is usually free again at once; a database that is down is not hammered).
+pub fn error_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(ERROR_PAUSE_MIN)
+        .with_max_delay(ERROR_PAUSE_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
+const ERROR_PAUSE_MIN: Duration = Duration::from_millis(50);
+const ERROR_PAUSE_MAX: Duration = Duration::from_secs(2);
+
 impl Scheduler {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        // After a database error: 50 ms, doubling to 2 s (a busy database is usually free
-        // again at once; a database that is down is not hammered).
-        let mut error_pause = Duration::from_millis(50);
+        let mut errors = error_backoff();
         loop {
             if *stop.borrow() {
                 return;
             }
             let sleep = match self.fire_due().await {
                 Ok(n) if n as u64 >= self.config.batch_size => {
-                    error_pause = Duration::from_millis(50);
+                    errors = error_backoff();
                     continue;
                 }
                 Ok(_) => {
-                    error_pause = Duration::from_millis(50);
+                    errors = error_backoff();
                     self.until_next().await.unwrap_or(self.config.max_sleep)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?error_pause, "reminder scheduler: database error; retrying");
-                    let pause = error_pause;
-                    error_pause = (error_pause * 2).min(Duration::from_secs(2));
+                    let pause = errors.next().unwrap_or(ERROR_PAUSE_MAX);
+                    tracing::warn!(error = %e, retry_in = ?pause, "reminder scheduler: database error; retrying");
                     pause
                 }
             };
@@ -485,7 +578,7 @@ mod tests {
             Some(1_100_000),
             vec![before(3600), at(1_050_000), before(86_400)],
         );
-        let p: Vec<i64> = plan(&t, now())
+        let p: Vec<i64> = plan(&t, Policy::default(), now())
             .iter()
             .map(|p| p.remind_at / 1_000_000)
             .collect();
@@ -498,7 +591,7 @@ mod tests {
             Some(1_003_000),
             vec![before(86_400), before(3600), before(1000), at(1_002_000)],
         );
-        let p = plan(&t, now());
+        let p = plan(&t, Policy::default(), now());
         assert_eq!(p.len(), 1, "{p:?}");
     }
 
@@ -506,33 +599,133 @@ mod tests {
     fn completed_or_undated_tasks_have_no_relative_reminders() {
         let mut t = task(Some(1_100_000), vec![before(60)]);
         t.status = TaskStatus::Completed as i32;
-        assert!(plan(&t, now()).is_empty());
-        assert!(plan(&task(None, vec![before(60)]), now()).is_empty());
-        assert_eq!(plan(&task(None, vec![at(1_000_100)]), now()).len(), 1);
+        assert!(plan(&t, Policy::default(), now()).is_empty());
+        assert!(plan(&task(None, vec![before(60)]), Policy::default(), now()).is_empty());
+        assert_eq!(
+            plan(&task(None, vec![at(1_000_100)]), Policy::default(), now()).len(),
+            1
+        );
     }
 
     #[test]
     fn ids_are_stable_per_task_and_moment() {
         let t = task(Some(1_100_000), vec![before(60)]);
-        assert_eq!(plan(&t, now()), plan(&t, now()));
+        assert_eq!(
+            plan(&t, Policy::default(), now()),
+            plan(&t, Policy::default(), now())
+        );
         let mut moved = t.clone();
         moved.due_time = Some(prost_types::Timestamp {
             seconds: 1_200_000,
             nanos: 0,
         });
         assert_ne!(
-            plan(&t, now())[0].reminder_id,
-            plan(&moved, now())[0].reminder_id
+            plan(&t, Policy::default(), now())[0].reminder_id,
+            plan(&moved, Policy::default(), now())[0].reminder_id
         );
     }
 
     #[test]
     fn defaults_are_a_day_and_an_hour_before() {
         let t = task(Some(1_200_000), default_reminders());
-        let p: Vec<i64> = plan(&t, now())
+        let p: Vec<i64> = plan(&t, Policy::default(), now())
             .iter()
             .map(|p| p.remind_at / 1_000_000)
             .collect();
         assert_eq!(p, [1_113_600, 1_196_400]);
+    }
+
+    #[test]
+    fn soon_due_rule_table() {
+        let defaults = Policy::due_set(true);
+        // (due in s, reminders, policy, expected moments in s after now)
+        type Case = (&'static str, i64, Vec<Reminder>, Policy, Vec<i64>);
+        let cases: Vec<Case> = vec![
+            (
+                "due in 30 min, defaults",
+                1800,
+                default_reminders(),
+                defaults,
+                vec![0],
+            ),
+            (
+                "due in 2 h: the 1 h default is ahead",
+                7200,
+                default_reminders(),
+                defaults,
+                vec![3600],
+            ),
+            (
+                "due in 23 h: the 1 h default is ahead",
+                23 * 3600,
+                default_reminders(),
+                defaults,
+                vec![22 * 3600],
+            ),
+            (
+                "already due: nothing",
+                -10,
+                default_reminders(),
+                defaults,
+                vec![],
+            ),
+            (
+                "explicit reminders are never topped up",
+                1800,
+                vec![before(3600)],
+                Policy::due_set(false),
+                vec![],
+            ),
+            (
+                "no reminders at all (opted out)",
+                1800,
+                vec![],
+                defaults,
+                vec![],
+            ),
+            (
+                "due time not just set (rename)",
+                1800,
+                default_reminders(),
+                Policy::keep(true),
+                vec![],
+            ),
+        ];
+        for (name, due_in, reminders, policy, want) in cases {
+            let t = task(Some(1_000_000 + due_in), reminders);
+            let got: Vec<i64> = plan(&t, policy, now())
+                .iter()
+                .map(|p| p.remind_at / 1_000_000 - 1_000_000)
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_soon_reminder_has_one_id_per_due_time() {
+        let t = task(Some(1_001_800), default_reminders());
+        let a = plan(&t, Policy::due_set(true), now());
+        let later = now() + chrono::Duration::seconds(60);
+        let b = plan(&t, Policy::due_set(true), later);
+        assert_eq!(
+            a[0].reminder_id, b[0].reminder_id,
+            "planned again: same reminder"
+        );
+        let mut moved = t.clone();
+        moved.due_time = Some(prost_types::Timestamp {
+            seconds: 1_001_500,
+            nanos: 0,
+        });
+        assert_ne!(
+            plan(&moved, Policy::due_set(true), now())[0].reminder_id,
+            a[0].reminder_id,
+            "a new due time gets its own"
+        );
+    }
+
+    #[test]
+    fn error_pauses_double_from_50_ms_to_2_s() {
+        let got: Vec<u128> = error_backoff().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(got, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
     }
 }

@@ -37,6 +37,10 @@ pub mod task {
         pub request_id: Option<String>,
         /// The due time the series counts its rhythm from (see `Task.series_start_time`).
         pub series_start: Option<i64>,
+        /// The reminders are the service's defaults (filled in whenever the task has a due
+        /// time, and subject to the soon-due rule); false when the caller chose them, or
+        /// none at all (`no_default_reminders`).
+        pub default_reminders: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -83,6 +87,26 @@ pub mod outbox {
         /// The encoded protobuf event.
         pub payload: Vec<u8>,
         pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The id of a deleted task: it stays deleted (a redelivered occurrence request for it
+/// creates nothing).
+pub mod tombstone {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_tombstones")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: Uuid,
+        pub user_id: String,
+        pub deleted_at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,8 @@ impl MigratorTrait for Migrator {
             Box::new(M0002CreateOutbox),
             Box::new(M0003CreateReminders),
             Box::new(M0004AddSeriesStart),
+            Box::new(M0005AddDefaultReminders),
+            Box::new(M0006CreateTombstones),
         ]
     }
 }
@@ -40,6 +42,7 @@ enum Tasks {
     Version,
     RequestId,
     SeriesStart,
+    DefaultReminders,
 }
 
 #[derive(DeriveIden)]
@@ -297,5 +300,77 @@ impl MigrationTrait for M0004AddSeriesStart {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Whether a task's reminders are the service's defaults (`tasks.default_reminders`).
+/// Existing rows get false: their reminders stay what is stored, as before (a task created
+/// before this migration without a due time does not gain defaults with one).
+struct M0005AddDefaultReminders;
+
+impl MigrationName for M0005AddDefaultReminders {
+    fn name(&self) -> &str {
+        "m0005_add_default_reminders"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005AddDefaultReminders {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Tasks::Table)
+                .add_column(boolean(Tasks::DefaultReminders).default(false))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(Tasks::Table)
+                .drop_column(Tasks::DefaultReminders)
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum TaskTombstones {
+    Table,
+    TaskId,
+    UserId,
+    DeletedAt,
+}
+
+/// The ids of deleted tasks, so a deleted occurrence is never created again.
+struct M0006CreateTombstones;
+
+impl MigrationName for M0006CreateTombstones {
+    fn name(&self) -> &str {
+        "m0006_create_tombstones"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006CreateTombstones {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(TaskTombstones::Table)
+                .if_not_exists()
+                .col(uuid(TaskTombstones::TaskId).primary_key())
+                .col(string(TaskTombstones::UserId))
+                .col(big_integer(TaskTombstones::DeletedAt))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(TaskTombstones::Table).to_owned())
+            .await
     }
 }

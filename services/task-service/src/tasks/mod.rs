@@ -14,7 +14,7 @@ use sea_orm::{
 use todo_proto::todo::v1::{Recurrence, Reminder, Task, TaskStatus};
 use uuid::Uuid;
 
-use crate::db::entities::{task, task_tag};
+use crate::db::entities::{task, task_tag, tombstone};
 use paging::{Order, OrderKey, PageToken};
 use validate::TaskFields;
 
@@ -112,6 +112,7 @@ pub fn new_row(user: &str, id: Uuid, f: &TaskFields, now: DateTime<Utc>) -> task
         version: 1,
         request_id: None,
         series_start: None,
+        default_reminders: false,
     };
     apply_fields(&mut m, f);
     if f.recurrence.is_some() {
@@ -131,6 +132,32 @@ pub async fn insert<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), s
         .exec_without_returning(db)
         .await?;
     insert_tags(db, m).await
+}
+
+/// Inserts a row and its tag index unless a task with its id exists (atomically:
+/// `INSERT … ON CONFLICT (id) DO NOTHING`). Returns whether it was inserted.
+pub async fn insert_if_absent<C: ConnectionTrait>(
+    db: &C,
+    m: &task::Model,
+) -> Result<bool, sea_orm::DbErr> {
+    let inserted = task::Entity::insert(m.clone().into_active_model())
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(task::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    insert_tags(db, m).await?;
+    Ok(true)
+}
+
+/// Whether a task with this id was deleted (its tombstone exists).
+pub async fn is_deleted<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<bool, sea_orm::DbErr> {
+    Ok(tombstone::Entity::find_by_id(id).one(db).await?.is_some())
 }
 
 /// Replaces the tag index of an existing task.
@@ -211,7 +238,8 @@ pub async fn update_if<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// Deletes the caller's task if its version is still `expected`.
+/// Deletes the caller's task if its version is still `expected`, leaving a tombstone of its
+/// id (in the same transaction) so it is never created again.
 pub async fn delete_if<C: ConnectionTrait>(
     db: &C,
     m: &task::Model,
@@ -227,7 +255,22 @@ pub async fn delete_if<C: ConnectionTrait>(
         .filter(task::Column::Version.eq(expected))
         .exec(db)
         .await?;
-    Ok(res.rows_affected == 1)
+    if res.rows_affected != 1 {
+        return Ok(false);
+    }
+    tombstone::Entity::insert(tombstone::ActiveModel {
+        task_id: Set(m.id),
+        user_id: Set(m.user_id.clone()),
+        deleted_at: Set(micros(Utc::now())),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(tombstone::Column::TaskId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(true)
 }
 
 /// ListTasks' filters.

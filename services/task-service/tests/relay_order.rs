@@ -1,0 +1,177 @@
+//! Per-user order under a partial bulk publish failure (issue 11 item 4), on the real stack.
+//!
+//! The fault is real: one entry of a bulk is larger than the Kafka producer's
+//! `maxMessageBytes` (dapr-components/pubsub-kafka.yaml, 1 MiB), so daprd's Kafka component
+//! fails that entry alone and publishes the others of the same bulk call. The relay must
+//! not acknowledge the same user's later events after the failed one: they stay in the
+//! outbox and are published again after it, so the user's newest event is the last one a
+//! consumer sees.
+//!
+//! (daprd 1.18 answers a partly failed bulk over gRPC with an error for the whole call and
+//! no per-entry detail, so here the relay sees a whole failure; the per-entry branch, for
+//! a sidecar that names the failed entries, is covered by `outbox::chains` table tests.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "common/live.rs"]
+mod live;
+#[path = "common/events.rs"]
+mod recorder;
+
+use std::time::Duration;
+
+use common::Backend;
+use live::Live;
+use prost::Message;
+use sea_orm::{
+    ColumnTrait, Database, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+use task_service::{db::entities::outbox, events::PendingEvent};
+use todo_harness::unique;
+use todo_proto::todo::{
+    events::v1::{TaskEvent, TaskEventKind},
+    v1::Task,
+};
+use todo_topology::event_types;
+
+/// An update event of `user`'s task titled `title`, with a description of `size` bytes.
+fn update(live: &Live, user: &str, title: &str, size: usize) -> PendingEvent {
+    let event_id = uuid::Uuid::now_v7();
+    let msg = TaskEvent {
+        event_id: event_id.to_string(),
+        occurred_at: Some(todo_proto::to_timestamp(chrono::Utc::now())),
+        user_id: user.to_owned(),
+        kind: TaskEventKind::Updated as i32,
+        task: Some(Task {
+            id: uuid::Uuid::now_v7().to_string(),
+            title: title.to_owned(),
+            description: "x".repeat(size),
+            user_id: user.to_owned(),
+            ..Task::default()
+        }),
+        changed_fields: vec!["title".into()],
+    };
+    PendingEvent {
+        event_id,
+        topic: live.topics.task_events.clone(),
+        event_type: event_types::TASK_UPDATED,
+        key: user.to_owned(),
+        payload: msg.encode_to_vec(),
+        created_at: chrono::Utc::now().timestamp_micros(),
+    }
+}
+
+/// Titles of `user`'s task events in delivery order, every delivery (duplicates included).
+fn deliveries(live: &Live, user: &str) -> Vec<String> {
+    live.recorder
+        .inbox
+        .on(&live.topics.task_events)
+        .into_iter()
+        .map(|(_, b)| TaskEvent::decode(b.as_slice()).unwrap())
+        .filter(|e| e.user_id == user)
+        .map(|e| e.task.unwrap().title)
+        .collect()
+}
+
+async fn wait_for(live: &Live, what: &str, pred: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pred() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 60 s for {what}; have {:?}",
+            live.recorder.inbox.on(&live.topics.task_events).len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partly_failed_bulk_keeps_each_users_order() {
+    let live = Live::start(Backend::Sqlite).await;
+    let (a, b) = (unique("ord-a"), unique("ord-b"));
+    let db = Database::connect(&live.url).await.unwrap();
+    // One commit, so the relay takes all five in one batch and one bulk call (one topic).
+    let too_large = update(&live, &a, "a2", 1_200_000);
+    let too_large_id = too_large.event_id;
+    let txn = db.begin().await.unwrap();
+    task_service::outbox::write(
+        &txn,
+        vec![
+            update(&live, &a, "a1", 10),
+            too_large,
+            update(&live, &a, "a3", 10),
+            update(&live, &b, "b1", 10),
+            update(&live, &b, "b2", 10),
+        ],
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+
+    // The other user's events and a's first go through.
+    wait_for(&live, "a1, b1, b2", || {
+        deliveries(&live, &b) == ["b1", "b2"] && deliveries(&live, &a).contains(&"a1".into())
+    })
+    .await;
+    // Acknowledged: a1, b1, b2. Waiting: a2 (it keeps failing) and a3 behind it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let waiting: Vec<uuid::Uuid> = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Seq)
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event_id)
+            .collect();
+        if waiting.len() <= 2 {
+            break waiting;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a1, b1 and b2 are acknowledged in time: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Stays so: the relay keeps retrying a2 and holds a3 back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = outbox::Entity::find().count(&db).await.unwrap();
+    assert_eq!(
+        (waiting.len(), still),
+        (2, 2),
+        "a2 failed, and a3 (after it, same user and topic) is not acknowledged: {waiting:?}; \
+         a's deliveries {:?}",
+        deliveries(&live, &a)
+    );
+    assert_eq!(waiting[0], too_large_id);
+
+    // The fault heals (the entry shrinks): a2, then a3 again, so a3 is the last a consumer sees.
+    let healed = update(&live, &a, "a2", 10);
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Payload,
+            sea_orm::sea_query::Expr::value(healed.payload),
+        )
+        .filter(outbox::Column::EventId.eq(too_large_id))
+        .exec(&db)
+        .await
+        .unwrap();
+    wait_for(&live, "a's events after the fault healed", || {
+        deliveries(&live, &a).last().map(String::as_str) == Some("a3")
+            && deliveries(&live, &a).contains(&"a2".into())
+    })
+    .await;
+    let got = deliveries(&live, &a);
+    let first_a2 = got.iter().position(|t| t == "a2").unwrap();
+    let last_a3 = got.iter().rposition(|t| t == "a3").unwrap();
+    assert!(first_a2 < last_a3, "a3 is delivered after a2: {got:?}");
+    assert_eq!(got[0], "a1", "{got:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !outbox::Entity::find().all(&db).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "everything is acknowledged in the end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
