@@ -17,7 +17,7 @@
 //! publisher (`occurred_at`), and the subscriber's handler records now − occurred_at in an
 //! HDR histogram. Throughput is events / (first publish → last delivery).
 //!
-//! Run with `just bench-pipe`, i.e. `cargo run --release -p dapr-appcallback --example
+//! Run with `just bench-pipe`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
 //! `BENCH_CONCURRENCY` (16), `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY` (1),
 //! `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase), `BENCH_NODELAY`
@@ -449,7 +449,7 @@ fn command() -> String {
         .collect();
     vars.sort();
     let plain = vars.is_empty();
-    vars.push("cargo run --release -p dapr-appcallback --example bench_pipe".to_owned());
+    vars.push("cargo run --release -p todo-bench --bin bench_pipe".to_owned());
     let command = format!("`{}`", vars.join(" "));
     if plain {
         format!("{command} (`just bench-pipe`)")

@@ -32,7 +32,7 @@
 //! task-updates (nobody subscribes to it here), so the relay publishes two events per
 //! mutation.
 //!
-//! Run with `just bench-events`, i.e. `cargo run --release -p task-service --example
+//! Run with `just bench-events`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_events`. Environment: `BENCH_PIPE_EVENTS` (5000), `BENCH_PIPE_BATCH` (100),
 //! `BENCH_MUTATIONS` (6000, rounded up to whole chains of 3), `BENCH_WARMUP` (300
 //! mutations), `BENCH_CONCURRENCY` (32), `BENCH_USERS` (100), `BENCH_CHANNELS` (4),
@@ -1152,7 +1152,7 @@ fn command() -> String {
         .collect();
     vars.sort();
     let plain = vars.is_empty();
-    vars.push("cargo run --release -p task-service --example bench_events".to_owned());
+    vars.push("cargo run --release -p todo-bench --bin bench_events".to_owned());
     let command = format!("`{}`", vars.join(" "));
     if plain {
         format!("{command} (`just bench-events`)")

@@ -21,7 +21,7 @@
 //! / wall time of the phase. Failed requests are counted and reported, and the example
 //! exits non-zero if any request failed.
 //!
-//! Run with `just bench-api`, i.e. `cargo run --release -p task-service --example
+//! Run with `just bench-api`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_api` (PostgreSQL must be up: `bash scripts/pg.sh up`). Environment:
 //! `BENCH_REQUESTS` (10000 per RPC), `BENCH_WARMUP` (500 per RPC), `BENCH_CONCURRENCY`
 //! (32), `BENCH_USERS` (100), `BENCH_CHANNELS` (4), `BENCH_PAGE_SIZE` (50), `BENCH_RATE`
@@ -794,7 +794,7 @@ fn command() -> String {
         .collect();
     vars.sort();
     let plain = vars.is_empty();
-    vars.push("cargo run --release -p task-service --example bench_api".to_owned());
+    vars.push("cargo run --release -p todo-bench --bin bench_api".to_owned());
     let command = format!("`{}`", vars.join(" "));
     if plain {
         format!("{command} (`just bench-api`)")

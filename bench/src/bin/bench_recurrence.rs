@@ -52,8 +52,8 @@
 //! non-zero on any failed call, any occurrence not seen within `BENCH_TIMEOUT_SECS`, any
 //! wrong, duplicate or missing task; missing the latency goal is reported, not an error.
 //!
-//! Run with `just bench-recurrence`, i.e. `cargo run --release -p recurring-task-service
-//! --example bench_recurrence`. Environment: `BENCH_COMPLETIONS` (500), `BENCH_WARMUP`
+//! Run with `just bench-recurrence`, i.e. `cargo run --release -p todo-bench
+//! --bin bench_recurrence`. Environment: `BENCH_COMPLETIONS` (500), `BENCH_WARMUP`
 //! (20), `BENCH_RATE` (20 completions/s), `BENCH_USERS` (10), `BENCH_POLL_MS` (5),
 //! `BENCH_POLL_BUDGET` (1000 GetTask/s), `BENCH_TIMEOUT_SECS` (30), `BENCH_SETTLE_MS` (2000); task-service's
 //! `DATABASE_MAX_CONNECTIONS`, `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`,
@@ -792,7 +792,7 @@ fn command() -> String {
     vars.sort();
     let plain = vars.is_empty();
     vars.push(
-        "cargo run --release -p recurring-task-service --example bench_recurrence".to_owned(),
+        "cargo run --release -p todo-bench --bin bench_recurrence".to_owned(),
     );
     let command = format!("`{}`", vars.join(" "));
     if plain {

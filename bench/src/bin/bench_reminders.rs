@@ -38,8 +38,8 @@
 //! - duplicates (a reminder delivered more than once: must be 0) and missing reminders (must
 //!   be 0): the example exits non-zero if either is not.
 //!
-//! Run with `just bench-reminders`, i.e. `cargo run --release -p notification-service
-//! --example bench_reminders` (Kafka on 127.0.0.1:19092 is started when it does not answer;
+//! Run with `just bench-reminders`, i.e. `cargo run --release -p todo-bench
+//! --bin bench_reminders` (Kafka on 127.0.0.1:19092 is started when it does not answer;
 //! daprd from `just bootstrap`). Environment: `BENCH_REMINDERS` (10000), `BENCH_WINDOW_SECS`
 //! (60), `BENCH_START_SECS` (30), `BENCH_USERS` (100), `BENCH_CONCURRENCY` (32),
 //! `BENCH_CHANNELS` (4), `BENCH_TIMEOUT_SECS` (180), `BENCH_SETTLE_SECS` (5),
@@ -765,7 +765,7 @@ fn command() -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     vars.sort();
-    vars.push("cargo run --release -p notification-service --example bench_reminders".to_owned());
+    vars.push("cargo run --release -p todo-bench --bin bench_reminders".to_owned());
     format!("`{}`", vars.join(" "))
 }
 
