@@ -42,9 +42,13 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use hdrhistogram::Histogram;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use task_service::{App, auth::AuthMode};
-use todo_harness::bench::{CpuSample, cores_used, env_usize};
+use todo_bench::report::{command, histogram, micros, ms, server_version};
+use todo_harness::{
+    bench::{CpuSample, cores_used, env_usize},
+    machine::{cpu_model, mem_total},
+    pg,
+};
 use todo_proto::todo::v1::{
     CreateTaskRequest, GetTaskRequest, ListTasksRequest, Priority, Task,
     task_service_client::TaskServiceClient,
@@ -131,15 +135,6 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_PG.to_owned()),
         })
     }
-}
-
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The figures of one measured phase.
@@ -473,66 +468,6 @@ struct RunInfo {
     pool: u32,
 }
 
-/// Creates a fresh database on the PostgreSQL server; answers its name and URL.
-async fn create_pg_database(admin_url: &str) -> anyhow::Result<(String, String)> {
-    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let conn = Database::connect(admin_url).await.with_context(|| {
-        format!(
-            "PostgreSQL at {} does not answer: start it with `bash scripts/pg.sh up` \
-             (or set DATABASE_URL_PG to a server where the user may CREATE DATABASE)",
-            redact(admin_url)
-        )
-    })?;
-    let created = conn
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"));
-    conn.close().await?;
-    created?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
-        .map(|(b, _)| b)
-        .context("DATABASE_URL_PG has no /database part")?;
-    Ok((name.clone(), format!("{base}/{name}")))
-}
-
-async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let conn = Database::connect(admin_url).await?;
-    let dropped = conn
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .with_context(|| format!("DROP DATABASE {name}"));
-    conn.close().await?;
-    dropped?;
-    Ok(())
-}
-
-/// The database URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
-
-async fn server_version(db: &DatabaseConnection, database: Db) -> String {
-    let sql = match database {
-        Db::Sqlite => "SELECT sqlite_version()",
-        Db::Postgres => "SHOW server_version",
-    };
-    match db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-    {
-        Ok(Some(row)) => row
-            .try_get_by_index::<String>(0)
-            .unwrap_or_else(|_| "unknown".to_owned()),
-        _ => "unknown".to_owned(),
-    }
-}
-
 /// Builds task-service on `url` and measures every phase against it.
 async fn measure(database: Db, url: &str, cfg: &Config) -> anyhow::Result<(Vec<Figures>, RunInfo)> {
     // The service's own defaults for this database (pool size, limits, timeout), with the
@@ -560,7 +495,7 @@ async fn measure(database: Db, url: &str, cfg: &Config) -> anyhow::Result<(Vec<F
         .with_context(|| format!("starting task-service on {}", database.name()))?;
     let info = RunInfo {
         database,
-        version: server_version(&app.db, database).await,
+        version: server_version(&app.db).await,
         pool,
     };
     let clients = Arc::new(Clients::connect(app.addr, cfg).await?);
@@ -699,20 +634,16 @@ async fn run_database(database: Db, cfg: &Config) -> anyhow::Result<(Vec<Figures
             measure(database, &url, cfg).await
         }
         Db::Postgres => {
-            let (name, url) = create_pg_database(&cfg.pg_admin_url).await?;
+            let (name, url) = pg::create_database(&cfg.pg_admin_url, "bench").await?;
             eprintln!("bench_api: PostgreSQL: database {name} created");
             let result = measure(database, &url, cfg).await;
-            let dropped = drop_pg_database(&cfg.pg_admin_url, &name).await;
+            let dropped = pg::drop_database(&cfg.pg_admin_url, &name).await;
             let out = result?;
             dropped.with_context(|| format!("dropping the benchmark database {name}"))?;
             eprintln!("bench_api: PostgreSQL: database {name} dropped");
             Ok(out)
         }
     }
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.2}", us as f64 / 1000.0)
 }
 
 fn table(figures: &[Figures]) -> String {
@@ -752,57 +683,6 @@ fn table(figures: &[Figures]) -> String {
     out
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS" | "MAX_CONCURRENT_REQUESTS" | "REQUEST_TIMEOUT_MS"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push("cargo run --release -p todo-bench --bin bench_api".to_owned());
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-api`)")
-    } else {
-        command
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
@@ -821,7 +701,17 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Task API: gRPC → task-service → SQLite / PostgreSQL\n");
     println!("{}", table(&figures));
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_api",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_TIMEOUT_MS"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; load generator, task-service and the database \
          server all on these cores",

@@ -44,10 +44,9 @@
 //! are passed through when set.
 
 use std::{
-    collections::HashSet,
     path::Path,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -55,17 +54,23 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use chrono::Utc;
-use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use hdrhistogram::Histogram;
 use prost::Message;
 use prost_types::FieldMask;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use task_service::{App, auth::AuthMode, db::entities::outbox, events::Topics};
+use todo_bench::{
+    pipe::{Phase, serve},
+    report::{command, histogram, micros, ms, quantile, server_version},
+};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores_used, env_usize},
-    ensure_kafka, free_port, kafka_brokers, unique,
+    ensure_kafka, free_port, kafka_brokers,
+    machine::{cpu_model, log_complaints, mem_total},
+    pg, unique,
 };
 use todo_proto::todo::{
     events::v1::{TaskEvent, TaskEventKind},
@@ -75,11 +80,11 @@ use todo_proto::todo::{
     },
 };
 use todo_topology::{components::PUBSUB, event_types, topics};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
+use tokio::{task::JoinSet, time::Instant};
 use tonic::{
     Request, Status,
     metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint, server::TcpIncoming},
+    transport::{Channel, Endpoint},
 };
 
 const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
@@ -175,106 +180,8 @@ impl Config {
     }
 }
 
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
 // ---------------------------------------------------------------------------------------
 // The consumer.
-
-/// What the consumer has seen of one phase.
-struct Recorder {
-    seen: HashSet<String>,
-    duplicates: u64,
-    /// Events whose `occurred_at` was missing or out of range.
-    unreadable: u64,
-    /// `occurred_at` → delivery, in microseconds.
-    latency_us: Histogram<u64>,
-    last_delivery: Option<Instant>,
-}
-
-/// One phase's deliveries.
-struct Phase {
-    recorder: Mutex<Recorder>,
-    /// The number of distinct events delivered so far.
-    delivered: watch::Sender<usize>,
-}
-
-impl Phase {
-    fn new() -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(Self {
-            recorder: Mutex::new(Recorder {
-                seen: HashSet::new(),
-                duplicates: 0,
-                unreadable: 0,
-                latency_us: histogram()?,
-                last_delivery: None,
-            }),
-            delivered: watch::channel(0).0,
-        }))
-    }
-
-    /// The consumer's handler: records the event's latency once per event id.
-    fn record(&self, event: &TaskEvent) {
-        let now = Utc::now();
-        let at = Instant::now();
-        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
-        if !r.seen.insert(event.event_id.clone()) {
-            r.duplicates += 1;
-            return;
-        }
-        match event
-            .occurred_at
-            .as_ref()
-            .and_then(todo_proto::from_timestamp)
-        {
-            Some(occurred) => {
-                let us = (now - occurred).num_microseconds().unwrap_or(i64::MAX);
-                r.latency_us
-                    .saturating_record(u64::try_from(us).unwrap_or(0).max(1));
-            }
-            None => r.unreadable += 1,
-        }
-        r.last_delivery = Some(at);
-        let n = r.seen.len();
-        drop(r);
-        self.delivered.send_replace(n);
-    }
-
-    /// Waits until `n` distinct events arrived (then callers listen `SETTLE` more for
-    /// duplicates).
-    async fn wait_for(&self, n: usize, deadline: Instant, what: &str) -> anyhow::Result<()> {
-        let mut delivered = self.delivered.subscribe();
-        let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|got| *got >= n)).await;
-        let got = *self.delivered.borrow();
-        match waited {
-            Err(_) => bail!(
-                "{what}: {got} of {n} events arrived in time (see the daprd logs under \
-                 target/test-logs/)"
-            ),
-            Ok(Err(_)) => bail!("{what}: the consumer's recorder went away"),
-            Ok(Ok(_)) => {}
-        }
-        Ok(())
-    }
-
-    /// (distinct, duplicates, unreadable, latency, last delivery).
-    fn snapshot(&self) -> (usize, u64, u64, Histogram<u64>, Option<Instant>) {
-        let r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
-        (
-            r.seen.len(),
-            r.duplicates,
-            r.unreadable,
-            r.latency_us.clone(),
-            r.last_delivery,
-        )
-    }
-}
 
 /// The phases of one database's task-events topic, told apart by the user id's first word.
 struct EventsSink {
@@ -309,24 +216,6 @@ impl EventsSink {
             }
         }
     }
-}
-
-/// Serves the consumer's AppCallback on a free port with TCP_NODELAY; returns the port.
-async fn serve(subs: Subscriptions) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .add_service(svc.alpha_server())
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)));
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            eprintln!("bench_events: the consumer's AppCallback server stopped: {e}");
-        }
-    });
-    Ok(port)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -419,9 +308,6 @@ async fn run_pipe(
         cpu,
     })
 }
-
-// ---------------------------------------------------------------------------------------
-// CPU use (as in bench_api).
 
 // ---------------------------------------------------------------------------------------
 // The load on task-service.
@@ -851,7 +737,7 @@ async fn measure_database(
     let mut sidecar = Daprd::start(opts)
         .await
         .context("starting task-service's daprd")?;
-    let version = server_version(&app.db, database).await;
+    let version = server_version(&app.db).await;
     let result = async {
         let clients = Arc::new(Clients::connect(app.addr, cfg).await?);
         eprintln!(
@@ -920,72 +806,9 @@ async fn measure_database(
             relay_batch,
             stray: sink.stray.load(Ordering::Relaxed),
             sidecar_log: sidecar.log_path.clone(),
-            complaints: log_complaints(&sidecar.log_path),
+            complaints: log_complaints(&sidecar.log_path, &STARTUP_WARNINGS),
         },
     ))
-}
-
-/// Creates a fresh database on the PostgreSQL server; answers its name and URL.
-async fn create_pg_database(admin_url: &str) -> anyhow::Result<(String, String)> {
-    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let conn = Database::connect(admin_url).await.with_context(|| {
-        format!(
-            "PostgreSQL at {} does not answer: start it with `bash scripts/pg.sh up` \
-             (or set DATABASE_URL_PG to a server where the user may CREATE DATABASE)",
-            redact(admin_url)
-        )
-    })?;
-    let created = conn
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"));
-    conn.close().await?;
-    created?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
-        .map(|(b, _)| b)
-        .context("DATABASE_URL_PG has no /database part")?;
-    Ok((name.clone(), format!("{base}/{name}")))
-}
-
-async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let conn = Database::connect(admin_url).await?;
-    let dropped = conn
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .with_context(|| format!("DROP DATABASE {name}"));
-    conn.close().await?;
-    dropped?;
-    Ok(())
-}
-
-/// The database URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
-
-async fn server_version(db: &DatabaseConnection, database: Db) -> String {
-    let sql = match database {
-        Db::Sqlite => "SELECT sqlite_version()",
-        Db::Postgres => "SHOW server_version",
-    };
-    match db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            sql,
-        ))
-        .await
-    {
-        Ok(Some(row)) => row
-            .try_get_by_index::<String>(0)
-            .unwrap_or_else(|_| "unknown".to_owned()),
-        _ => "unknown".to_owned(),
-    }
 }
 
 /// One database from creation to cleanup; `None` when PostgreSQL was not asked for by
@@ -1008,7 +831,7 @@ async fn run_database(
             ))
         }
         Db::Postgres => {
-            let (name, url) = match create_pg_database(&cfg.pg_admin_url).await {
+            let (name, url) = match pg::create_database(&cfg.pg_admin_url, "bench").await {
                 Ok(created) => created,
                 Err(e) if !cfg.databases_named => {
                     eprintln!("bench_events: skipping PostgreSQL: {e:#}");
@@ -1018,7 +841,7 @@ async fn run_database(
             };
             eprintln!("bench_events: PostgreSQL: database {name} created");
             let result = measure_database(database, &url, prefix, sink, cfg).await;
-            let dropped = drop_pg_database(&cfg.pg_admin_url, &name).await;
+            let dropped = pg::drop_database(&cfg.pg_admin_url, &name).await;
             let out = result?;
             dropped.with_context(|| format!("dropping the benchmark database {name}"))?;
             eprintln!("bench_events: PostgreSQL: database {name} dropped");
@@ -1029,18 +852,6 @@ async fn run_database(
 
 // ---------------------------------------------------------------------------------------
 // The report.
-
-fn ms(us: u64) -> String {
-    format!("{:.1}", us as f64 / 1000.0)
-}
-
-fn quantile(h: &Histogram<u64>, q: f64) -> String {
-    if h.is_empty() {
-        "–".to_owned()
-    } else {
-        ms(h.value_at_quantile(q))
-    }
-}
 
 fn table(pipe: &PipeFigures, cfg: &Config, figures: &[EventFigures]) -> String {
     let mut out = String::from(
@@ -1106,61 +917,6 @@ fn depth_series(f: &EventFigures) -> String {
         .join(", ")
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS"
-                        | "MAX_CONCURRENT_REQUESTS"
-                        | "REQUEST_TIMEOUT_MS"
-                        | "OUTBOX_BATCH_SIZE"
-                        | "OUTBOX_POLL_MS"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push("cargo run --release -p todo-bench --bin bench_events".to_owned());
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-events`)")
-    } else {
-        command
-    }
-}
-
 /// What every daprd here warns at start, by design of a local run (no mTLS, no placement,
 /// no scheduler; no app behind the publisher's sidecar): left out of the report so that a
 /// real complaint stands out.
@@ -1170,23 +926,6 @@ const STARTUP_WARNINGS: [&str; 4] = [
     "No scheduler host addresses",
     "App channel is not initialized",
 ];
-
-/// Warning and error lines of a daprd log (logfmt `level=warning` / `level=error`).
-fn log_complaints(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|log| {
-            log.lines()
-                .filter(|l| {
-                    (l.contains("level=warning")
-                        || l.contains("level=error")
-                        || l.contains("level=fatal"))
-                        && !STARTUP_WARNINGS.iter().any(|w| l.contains(w))
-                })
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn print_log(app_id: &str, path: &Path, complaints: &[String]) {
     println!(
@@ -1241,7 +980,7 @@ async fn main() -> anyhow::Result<()> {
         );
         per_db.push((database, prefix, sink));
     }
-    let port = serve(subs.build()).await?;
+    let port = serve(subs.build(), true, "bench_events").await?;
     let consumer = Daprd::start(DaprdOptions::new(unique("bench-consumer"), Some(port)))
         .await
         .context("starting the consumer's daprd")?;
@@ -1269,7 +1008,7 @@ async fn main() -> anyhow::Result<()> {
     let publ_log = (
         publ.options.app_id.clone(),
         publ.log_path.clone(),
-        log_complaints(&publ.log_path),
+        log_complaints(&publ.log_path, &STARTUP_WARNINGS),
     );
     drop(publ);
 
@@ -1290,7 +1029,19 @@ async fn main() -> anyhow::Result<()> {
         "## Task events end to end: mutation → outbox → relay → daprd → Kafka → daprd → consumer\n"
     );
     println!("{}", table(&pipe, &cfg, &figures));
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_events",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_TIMEOUT_MS",
+                "OUTBOX_BATCH_SIZE",
+                "OUTBOX_POLL_MS"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; Kafka {} (single KRaft node), the daprd \
          sidecars, the database server and this process (load generator, task-service, \
@@ -1410,7 +1161,7 @@ async fn main() -> anyhow::Result<()> {
     print_log(
         &consumer.options.app_id,
         &consumer.log_path,
-        &log_complaints(&consumer.log_path),
+        &log_complaints(&consumer.log_path, &STARTUP_WARNINGS),
     );
     for i in &infos {
         print_log(

@@ -74,10 +74,13 @@ use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use recurring_task_service::{completions::StatsSnapshot, occurrence::occurrence_task_id};
+use todo_bench::report::{command, histogram, micros};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores, env_usize},
-    ensure_kafka, free_port, unique,
+    ensure_kafka, free_port,
+    machine::{cpu_model, mem_total},
+    unique,
 };
 use todo_proto::{
     from_timestamp, to_timestamp,
@@ -134,15 +137,6 @@ impl Config {
             settle: Duration::from_millis(env_usize("BENCH_SETTLE_MS", 2000)? as u64),
         })
     }
-}
-
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 fn describe(s: &Status) -> String {
@@ -744,64 +738,6 @@ fn row(what: &str, h: &Histogram<u64>) -> String {
     )
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS"
-                        | "OUTBOX_BATCH_SIZE"
-                        | "OUTBOX_POLL_MS"
-                        | "MAX_CONCURRENT_REQUESTS"
-                        | "REQUEST_TIMEOUT_MS"
-                        | "PUBLISH_TIMEOUT_MS"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push(
-        "cargo run --release -p todo-bench --bin bench_recurrence".to_owned(),
-    );
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-recurrence`)")
-    } else {
-        command
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // task-service's tower-http trace layer logs every non-OK answer at ERROR, and most
@@ -924,7 +860,20 @@ fn print_report(cfg: &Config, r: &Report, idle_load: &str) {
     print!("{}", row("CompleteTask round trip", &m.complete_rpc));
     println!();
     let seen = m.from_response.len() as f64;
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_recurrence",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "OUTBOX_BATCH_SIZE",
+                "OUTBOX_POLL_MS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_TIMEOUT_MS",
+                "PUBLISH_TIMEOUT_MS"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; Kafka, two daprd and this process (both \
          services and the load) all on these cores",

@@ -1,4 +1,6 @@
-//! The test harness: the real Kafka broker and a real daprd per app under test.
+//! The test harness: the real Kafka broker and a real daprd per app under test, and the kit
+//! the tests and benchmarks share (a recording subscriber, fresh PostgreSQL databases,
+//! machine facts for reports).
 //!
 //! Nothing here is a double. A component that cannot be found is an error that says how
 //! to get it (`just bootstrap`), so a test fails instead of skipping.
@@ -6,6 +8,9 @@
 pub mod bench;
 mod daprd;
 mod kafka;
+pub mod machine;
+pub mod pg;
+pub mod recorder;
 
 use std::{
     net::{Ipv4Addr, TcpListener},
@@ -47,4 +52,25 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}-{}", &id[..8])
+}
+
+/// Whether a service under test and its sidecar guard their APIs with tokens
+/// (`APP_API_TOKEN`, `DAPR_API_TOKEN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    None,
+    Both,
+}
+
+impl Tokens {
+    /// Fresh (app API token, Dapr API token), or none.
+    pub fn pair(self) -> (Option<String>, Option<String>) {
+        match self {
+            Self::None => (None, None),
+            Self::Both => (
+                Some(uuid::Uuid::new_v4().to_string()),
+                Some(uuid::Uuid::new_v4().to_string()),
+            ),
+        }
+    }
 }

@@ -19,7 +19,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use notification_service::{
     App, Config,
@@ -31,7 +30,12 @@ use notification_service::{
     state::StateStore,
 };
 use prost::Message;
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, free_port, repo_root, unique};
+pub use todo_harness::Tokens;
+use todo_harness::{
+    Daprd, DaprdOptions, ensure_kafka, free_port,
+    recorder::{Inbox, Recorder as SideApp},
+    repo_root, unique,
+};
 use todo_proto::{
     to_timestamp,
     todo::{
@@ -43,7 +47,7 @@ use todo_proto::{
     },
 };
 use todo_topology::{app_ids, components::PUBSUB, event_types, topics};
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::{sync::Notify, task::JoinHandle};
 
 /// How long a test waits for something that normally takes a second or two.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -134,29 +138,18 @@ pub fn assert_unique(delivered: &[Notification]) -> HashSet<(String, String)> {
 }
 
 /// What the side app received on the dead-letter topic: (CloudEvent type, bytes).
-#[derive(Default)]
 pub struct DeadLetters {
-    events: Mutex<Vec<(String, Vec<u8>)>>,
-    changed: Notify,
+    inbox: Arc<Inbox>,
+    topic: String,
 }
 
 impl DeadLetters {
     pub fn all(&self) -> Vec<(String, Vec<u8>)> {
-        self.events.lock().unwrap().clone()
+        self.inbox.on(&self.topic)
     }
 
     pub async fn wait_for(&self, n: usize) -> Vec<(String, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let notified = self.changed.notified();
-            let got = self.all();
-            if got.len() >= n {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("waited {WAIT:?} for {n} dead letters, got {}", got.len());
-            }
-        }
+        self.inbox.wait_for(&self.topic, n).await
     }
 }
 
@@ -236,13 +229,6 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
     .unwrap()
 }
 
-/// Whether the service and its sidecar guard their APIs with tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tokens {
-    None,
-    Both,
-}
-
 /// One notification-service with its sidecar.
 pub struct Instance {
     pub app: Option<App>,
@@ -276,13 +262,7 @@ impl Instance {
     ) -> Self {
         let grpc_port = free_port().unwrap();
         let grpc_port_s = grpc_port.to_string();
-        let (app_token, dapr_token) = match tokens {
-            Tokens::None => (None, None),
-            Tokens::Both => (
-                Some(uuid::Uuid::new_v4().to_string()),
-                Some(uuid::Uuid::new_v4().to_string()),
-            ),
-        };
+        let (app_token, dapr_token) = tokens.pair();
         let mut vars = vec![
             (topics::PREFIX_VAR, prefix),
             ("DAPR_GRPC_PORT", grpc_port_s.as_str()),
@@ -452,31 +432,16 @@ fn add(a: StatsSnapshot, b: StatsSnapshot) -> StatsSnapshot {
     }
 }
 
-/// Serves `subs` (AppCallback only) on a free port.
-async fn serve(subs: Subscriptions) -> (u16, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        );
-    (port, tokio::spawn(async move { server.await.unwrap() }))
-}
-
 /// Everything one test needs, under its own topic prefix, app ids and state store file.
 pub struct Stack {
     pub topics: Topics,
     pub channel: Arc<Recorder>,
-    pub dead: Arc<DeadLetters>,
+    pub dead: DeadLetters,
     /// The notification-service instances (two when testing replicas).
     pub instances: Vec<Instance>,
     publisher: Publisher,
     // Kept alive for the test; killed/removed when dropped.
-    _side: Daprd,
-    _side_task: JoinHandle<()>,
+    _side: SideApp,
     _resources: Resources,
 }
 
@@ -497,36 +462,16 @@ impl Stack {
         let id_refs: Vec<&str> = app_ids.iter().map(String::as_str).collect();
         let resources = resources(&id_refs, n > 1);
         let channel = Arc::new(Recorder::default());
-        let dead = Arc::new(DeadLetters::default());
 
         // A side app that publishes and records the dead-letter topic.
-        let d = dead.clone();
-        let subs = Subscriptions::builder()
-            .route_bytes(
-                Route::new(
-                    PUBSUB,
-                    &topics.reminders_dead_letter,
-                    topics::dead_letter(&topics.reminders_dead_letter),
-                ),
-                move |e: Event<Vec<u8>>| {
-                    let d = d.clone();
-                    async move {
-                        d.events.lock().unwrap().push((e.event_type, e.raw));
-                        d.changed.notify_waiters();
-                        Outcome::Success
-                    }
-                },
-            )
-            .build();
         let side = async {
-            let (port, task) = serve(subs).await;
-            let daprd = Daprd::start(DaprdOptions::new(unique("ns-side"), Some(port)))
-                .await
-                .unwrap();
-            let publisher = Publisher::connect(&PublisherConfig::new(daprd.grpc_address(), PUBSUB))
-                .await
-                .unwrap();
-            (daprd, task, publisher)
+            let dlq = [topics.reminders_dead_letter.clone()];
+            let side = SideApp::start("ns-side", &dlq, None).await.unwrap();
+            let publisher =
+                Publisher::connect(&PublisherConfig::new(side.daprd.grpc_address(), PUBSUB))
+                    .await
+                    .unwrap();
+            (side, publisher)
         };
         // The side app and the services start in parallel: each sidecar takes a second or two.
         let services = async {
@@ -545,15 +490,17 @@ impl Stack {
             }
             v
         };
-        let ((side, side_task, publisher), instances) = tokio::join!(side, services);
+        let ((side, publisher), instances) = tokio::join!(side, services);
         Self {
+            dead: DeadLetters {
+                inbox: side.inbox.clone(),
+                topic: topics.reminders_dead_letter.clone(),
+            },
             topics,
             channel,
-            dead,
             instances,
             publisher,
             _side: side,
-            _side_task: side_task,
             _resources: resources,
         }
     }

@@ -1,0 +1,129 @@
+//! The measuring consumer: an AppCallback app that records, once per event id, how long
+//! each `TaskEvent` took from the instant carried in its `occurred_at` to its delivery.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use anyhow::bail;
+use chrono::Utc;
+use dapr_appcallback::{AppCallbackService, Subscriptions};
+use hdrhistogram::Histogram;
+use todo_proto::todo::events::v1::TaskEvent;
+use tokio::{net::TcpListener, sync::watch, time::Instant};
+use tonic::transport::server::TcpIncoming;
+
+use crate::report::histogram;
+
+/// What the consumer has seen of one phase.
+struct Recorder {
+    seen: HashSet<String>,
+    duplicates: u64,
+    /// Events whose `occurred_at` was missing or out of range.
+    unreadable: u64,
+    /// `occurred_at` → delivery, in microseconds.
+    latency_us: Histogram<u64>,
+    last_delivery: Option<Instant>,
+}
+
+/// One phase's deliveries.
+pub struct Phase {
+    recorder: Mutex<Recorder>,
+    /// The number of distinct events delivered so far.
+    delivered: watch::Sender<usize>,
+}
+
+impl Phase {
+    pub fn new() -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            recorder: Mutex::new(Recorder {
+                seen: HashSet::new(),
+                duplicates: 0,
+                unreadable: 0,
+                latency_us: histogram()?,
+                last_delivery: None,
+            }),
+            delivered: watch::channel(0).0,
+        }))
+    }
+
+    /// The consumer's handler: records the event's latency once per event id.
+    pub fn record(&self, event: &TaskEvent) {
+        let now = Utc::now();
+        let at = Instant::now();
+        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+        if !r.seen.insert(event.event_id.clone()) {
+            r.duplicates += 1;
+            return;
+        }
+        match event
+            .occurred_at
+            .as_ref()
+            .and_then(todo_proto::from_timestamp)
+        {
+            Some(occurred) => {
+                let us = (now - occurred).num_microseconds().unwrap_or(i64::MAX);
+                r.latency_us
+                    .saturating_record(u64::try_from(us).unwrap_or(0).max(1));
+            }
+            None => r.unreadable += 1,
+        }
+        r.last_delivery = Some(at);
+        let n = r.seen.len();
+        drop(r);
+        self.delivered.send_replace(n);
+    }
+
+    /// Waits until `n` distinct events arrived, failing at `deadline` with `what` in the
+    /// error.
+    pub async fn wait_for(&self, n: usize, deadline: Instant, what: &str) -> anyhow::Result<()> {
+        let mut delivered = self.delivered.subscribe();
+        let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|got| *got >= n)).await;
+        let got = *self.delivered.borrow();
+        match waited {
+            Err(_) => bail!(
+                "{what}: {got} of {n} events arrived in time (see the daprd logs under \
+                 target/test-logs/)"
+            ),
+            Ok(Err(_)) => bail!("{what}: the consumer's recorder went away"),
+            Ok(Ok(_)) => {}
+        }
+        Ok(())
+    }
+
+    /// (distinct, duplicates, unreadable, latency, last delivery).
+    pub fn snapshot(&self) -> (usize, u64, u64, Histogram<u64>, Option<Instant>) {
+        let r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+        (
+            r.seen.len(),
+            r.duplicates,
+            r.unreadable,
+            r.latency_us.clone(),
+            r.last_delivery,
+        )
+    }
+}
+
+/// Serves the AppCallback (plain, bulk and health) of `subs` on a free port; returns the port.
+///
+/// `serve_with_incoming` ignores `Server::tcp_nodelay`: TCP_NODELAY must be set on the
+/// incoming stream itself. Without it (`nodelay` false, what a bare `TcpListenerStream`
+/// gives), every delivery waits on Nagle's algorithm and a delayed ACK, and the pipe
+/// delivers about ten times fewer events per second.
+pub async fn serve(subs: Subscriptions, nodelay: bool, who: &'static str) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let svc = AppCallbackService::new(subs);
+    let server = tonic::transport::Server::builder()
+        .add_service(svc.app_callback_server())
+        .add_service(svc.health_check_server())
+        .add_service(svc.alpha_server())
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(nodelay)));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            eprintln!("{who}: the consumer's AppCallback server stopped: {e}");
+        }
+    });
+    Ok(port)
+}
