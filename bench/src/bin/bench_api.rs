@@ -40,10 +40,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;
 use task_service::{App, auth::AuthMode};
-use todo_bench::report::{command, histogram, micros, ms, server_version};
+use todo_bench::{
+    api::{self, describe},
+    db::{Db, databases_from_env, pg_admin_url},
+    report::{command, histogram, micros, ms, server_version},
+};
 use todo_harness::{
     bench::{CpuSample, cores_used, env_usize},
     machine::{cpu_model, mem_total},
@@ -53,13 +57,8 @@ use todo_proto::todo::v1::{
     CreateTaskRequest, GetTaskRequest, ListTasksRequest, Priority, Task,
     task_service_client::TaskServiceClient,
 };
-use tonic::{
-    Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 
-const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
 /// Where the service's outbox relay is told its sidecar is: a port nothing listens on.
 const NO_SIDECAR: &str = "http://127.0.0.1:1";
 /// The goal: CreateTask p99 at most this many µs at the open-loop rate.
@@ -67,21 +66,6 @@ const GOAL_P99_US: u64 = 5_000;
 const GOAL_RATE: usize = 1_000;
 /// How many failure messages a phase keeps for the report.
 const KEEP_ERRORS: usize = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "SQLite",
-            Self::Postgres => "PostgreSQL",
-        }
-    }
-}
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -100,23 +84,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let databases = match std::env::var("BENCH_DATABASES") {
-            Err(std::env::VarError::NotPresent) => vec![Db::Sqlite, Db::Postgres],
-            Err(e) => bail!("BENCH_DATABASES: {e}"),
-            Ok(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| match s.to_ascii_lowercase().as_str() {
-                    "sqlite" => Ok(Db::Sqlite),
-                    "postgres" | "postgresql" | "pg" => Ok(Db::Postgres),
-                    other => {
-                        bail!("BENCH_DATABASES: unknown database {other:?} (sqlite, postgres)")
-                    }
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?,
-        };
-        ensure!(!databases.is_empty(), "BENCH_DATABASES names no database");
+        let (databases, _) = databases_from_env()?;
         let page_size = env_usize("BENCH_PAGE_SIZE", 50)?;
         ensure!(page_size <= 1000, "BENCH_PAGE_SIZE must be at most 1000");
         Ok(Self {
@@ -129,10 +97,7 @@ impl Config {
             rate: env_usize("BENCH_RATE", GOAL_RATE)?,
             rate_secs: env_usize("BENCH_RATE_SECS", 5)?,
             databases,
-            pg_admin_url: std::env::var("DATABASE_URL_PG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+            pg_admin_url: pg_admin_url(),
         })
     }
 }
@@ -196,10 +161,6 @@ impl Outcome {
     }
 }
 
-fn describe(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 /// The connections to the service and the users requests are spread over.
 struct Clients {
     clients: Vec<TaskServiceClient<Channel>>,
@@ -209,23 +170,8 @@ struct Clients {
 
 impl Clients {
     async fn connect(addr: std::net::SocketAddr, cfg: &Config) -> anyhow::Result<Self> {
-        let mut clients = Vec::with_capacity(cfg.channels);
-        for _ in 0..cfg.channels {
-            // One `connect` is one HTTP/2 connection.
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .timeout(Duration::from_secs(30))
-                .connect()
-                .await
-                .with_context(|| format!("connecting to task-service at {addr}"))?;
-            clients.push(TaskServiceClient::new(channel));
-        }
-        let users = (0..cfg.users)
-            .map(|u| {
-                AsciiMetadataValue::try_from(format!("bench-user-{u:03}"))
-                    .context("a user id that is not a header value")
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let clients = api::connect(addr, cfg.channels).await?;
+        let users = api::users("bench-user", cfg.users)?;
         Ok(Self { clients, users })
     }
 
@@ -238,10 +184,7 @@ impl Clients {
     }
 
     fn request<T>(&self, user: usize, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.metadata_mut()
-            .insert("x-user-id", self.users[user % self.users.len()].clone());
-        r
+        api::as_user(&self.users[user % self.users.len()], msg)
     }
 
     /// CreateTask number `seq`, as user `seq % users`; answers (user, new task id).

@@ -62,6 +62,8 @@ use prost_types::FieldMask;
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use task_service::{App, auth::AuthMode, db::entities::outbox, events::Topics};
 use todo_bench::{
+    api::{self, describe},
+    db::{Db, databases_from_env, pg_admin_url},
     pipe::{Phase, serve},
     report::{command, histogram, micros, ms, quantile, server_version},
 };
@@ -81,13 +83,8 @@ use todo_proto::todo::{
 };
 use todo_topology::{components::PUBSUB, event_types, topics};
 use tokio::{task::JoinSet, time::Instant};
-use tonic::{
-    Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 
-const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
 /// The goals: mutations/s end to end, as a share of the raw pipe, and commit →
 /// consumer p99 at the open-loop rate.
 const GOAL_MUTATIONS_PER_SEC: f64 = 5_000.0;
@@ -100,21 +97,6 @@ const CHAIN: usize = 3;
 const KEEP_ERRORS: usize = 3;
 /// After the last expected delivery, how long to keep listening for duplicates.
 const SETTLE: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "SQLite",
-            Self::Postgres => "PostgreSQL",
-        }
-    }
-}
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -139,25 +121,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let (databases, databases_named) = match std::env::var("BENCH_DATABASES") {
-            Err(std::env::VarError::NotPresent) => (vec![Db::Sqlite, Db::Postgres], false),
-            Err(e) => bail!("BENCH_DATABASES: {e}"),
-            Ok(v) => (
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| match s.to_ascii_lowercase().as_str() {
-                        "sqlite" => Ok(Db::Sqlite),
-                        "postgres" | "postgresql" | "pg" => Ok(Db::Postgres),
-                        other => {
-                            bail!("BENCH_DATABASES: unknown database {other:?} (sqlite, postgres)")
-                        }
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?,
-                true,
-            ),
-        };
-        ensure!(!databases.is_empty(), "BENCH_DATABASES names no database");
+        let (databases, databases_named) = databases_from_env()?;
         Ok(Self {
             pipe_events: env_usize("BENCH_PIPE_EVENTS", 5_000)?,
             pipe_batch: env_usize("BENCH_PIPE_BATCH", 100)?,
@@ -172,10 +136,7 @@ impl Config {
             timeout: Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 180)? as u64),
             databases,
             databases_named,
-            pg_admin_url: std::env::var("DATABASE_URL_PG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+            pg_admin_url: pg_admin_url(),
         })
     }
 }
@@ -312,10 +273,6 @@ async fn run_pipe(
 // ---------------------------------------------------------------------------------------
 // The load on task-service.
 
-fn describe(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 /// The connections to the service.
 struct Clients {
     clients: Vec<TaskServiceClient<Channel>>,
@@ -324,17 +281,7 @@ struct Clients {
 
 impl Clients {
     async fn connect(addr: std::net::SocketAddr, cfg: &Config) -> anyhow::Result<Self> {
-        let mut clients = Vec::with_capacity(cfg.channels);
-        for _ in 0..cfg.channels {
-            // One `connect` is one HTTP/2 connection.
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .timeout(Duration::from_secs(30))
-                .connect()
-                .await
-                .with_context(|| format!("connecting to task-service at {addr}"))?;
-            clients.push(TaskServiceClient::new(channel));
-        }
+        let clients = api::connect(addr, cfg.channels).await?;
         Ok(Self {
             clients,
             users: cfg.users,

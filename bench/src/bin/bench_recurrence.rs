@@ -74,7 +74,10 @@ use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use recurring_task_service::{completions::StatsSnapshot, occurrence::occurrence_task_id};
-use todo_bench::report::{command, histogram, micros};
+use todo_bench::{
+    api::{self, describe},
+    report::{command, histogram, micros},
+};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores, env_usize},
@@ -90,11 +93,7 @@ use todo_proto::{
     },
 };
 use todo_topology::topics;
-use tonic::{
-    Code, Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 
 /// The goal: completion → next occurrence visible, p99 at most this many ms.
 const GOAL_P99_MS: f64 = 200.0;
@@ -137,10 +136,6 @@ impl Config {
             settle: Duration::from_millis(env_usize("BENCH_SETTLE_MS", 2000)? as u64),
         })
     }
-}
-
-fn describe(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
 }
 
 /// The two services, their sidecars and the database folder, all of this run's own.
@@ -278,29 +273,16 @@ struct Api {
 
 impl Api {
     async fn connect(addr: std::net::SocketAddr, users: usize) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to task-service at {addr}"))?;
-        let users = (0..users)
-            .map(|u| {
-                AsciiMetadataValue::try_from(format!("bench-rec-user-{u:03}"))
-                    .context("a user id that is not a header value")
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self {
-            client: TaskServiceClient::new(channel),
-            users,
-        })
+        let client = api::connect(addr, 1)
+            .await?
+            .pop()
+            .context("no connection to task-service")?;
+        let users = api::users("bench-rec-user", users)?;
+        Ok(Self { client, users })
     }
 
     fn request<T>(&self, user: usize, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.metadata_mut()
-            .insert("x-user-id", self.users[user].clone());
-        r
+        api::as_user(&self.users[user], msg)
     }
 
     async fn get(&self, user: usize, id: &str) -> Result<Task, Status> {

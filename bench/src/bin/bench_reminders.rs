@@ -66,7 +66,11 @@ use notification_service::{
     notification::Notification,
     reminders::StatsSnapshot,
 };
-use todo_bench::report::{command, histogram, ms};
+use todo_bench::{
+    api,
+    db::{Db, pg_admin_url},
+    report::{command, histogram, ms},
+};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores_used, env_usize, process_ticks},
@@ -81,13 +85,8 @@ use todo_proto::{
     },
 };
 use todo_topology::{app_ids, topics};
-use tonic::{
-    Request,
-    metadata::AsciiMetadataValue,
-    transport::{Channel as GrpcChannel, Endpoint},
-};
+use tonic::{Request, transport::Channel as GrpcChannel};
 
-const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
 /// The goal: lateness p99 at most this (µs).
 const GOAL_P99_US: u64 = 1_000_000;
 /// What the seeds ask for: lateness under this (µs).
@@ -97,12 +96,6 @@ const SEED_LIMIT_US: u64 = 10_000_000;
 const QUEUED_MARGIN: TimeDelta = TimeDelta::milliseconds(100);
 /// How many failure messages the create phase keeps for the report.
 const KEEP_ERRORS: usize = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -150,10 +143,7 @@ impl Config {
             settle: env_secs("BENCH_SETTLE_SECS", 5)?,
             partitions: u32::try_from(env_usize("BENCH_PARTITIONS", 3)?)?,
             database,
-            pg_admin_url: std::env::var("DATABASE_URL_PG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+            pg_admin_url: pg_admin_url(),
         })
     }
 }
@@ -370,22 +360,8 @@ async fn create_all(
     cfg: &Config,
     window_start: DateTime<Utc>,
 ) -> anyhow::Result<(HashMap<String, Planned>, usize, Vec<String>)> {
-    let mut clients = Vec::with_capacity(cfg.channels);
-    for _ in 0..cfg.channels {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to task-service at {addr}"))?;
-        clients.push(TaskServiceClient::new(channel));
-    }
-    let users = (0..cfg.users)
-        .map(|u| {
-            AsciiMetadataValue::try_from(format!("bench-user-{u:03}"))
-                .context("a user id that is not a header value")
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = api::connect(addr, cfg.channels).await?;
+    let users = api::users("bench-user", cfg.users)?;
     let clients: Arc<Vec<TaskServiceClient<GrpcChannel>>> = Arc::new(clients);
     let users = Arc::new(users);
     let step_ns = cfg.window.as_nanos() / cfg.reminders as u128;
