@@ -8,11 +8,11 @@ use std::{
 
 use anyhow::bail;
 use chrono::Utc;
-use dapr_appcallback::{AppCallbackService, Subscriptions};
+use dapr_appcallback::Subscriptions;
 use hdrhistogram::Histogram;
+use todo_harness::recorder::serve_with;
 use todo_proto::todo::events::v1::TaskEvent;
-use tokio::{net::TcpListener, sync::watch, time::Instant};
-use tonic::transport::server::TcpIncoming;
+use tokio::{sync::watch, time::Instant};
 
 use crate::report::histogram;
 
@@ -105,25 +105,9 @@ impl Phase {
     }
 }
 
-/// Serves the AppCallback (plain, bulk and health) of `subs` on a free port; returns the port.
-///
-/// `serve_with_incoming` ignores `Server::tcp_nodelay`: TCP_NODELAY must be set on the
-/// incoming stream itself. Without it (`nodelay` false, what a bare `TcpListenerStream`
-/// gives), every delivery waits on Nagle's algorithm and a delayed ACK, and the pipe
-/// delivers about ten times fewer events per second.
-pub async fn serve(subs: Subscriptions, nodelay: bool, who: &'static str) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .add_service(svc.alpha_server())
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(nodelay)));
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            eprintln!("{who}: the consumer's AppCallback server stopped: {e}");
-        }
-    });
+/// Serves the consumer's AppCallback on a free port, TCP_NODELAY on or off (see
+/// [`serve_with`]); returns the port.
+pub async fn serve(subs: Subscriptions, nodelay: bool) -> anyhow::Result<u16> {
+    let (port, _server) = serve_with(subs, nodelay, None).await?;
     Ok(port)
 }

@@ -927,7 +927,7 @@ async fn main() -> anyhow::Result<()> {
         );
         per_db.push((database, prefix, sink));
     }
-    let port = serve(subs.build(), true, "bench_events").await?;
+    let port = serve(subs.build(), true).await?;
     let consumer = Daprd::start(DaprdOptions::new(unique("bench-consumer"), Some(port)))
         .await
         .context("starting the consumer's daprd")?;

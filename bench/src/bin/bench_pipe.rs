@@ -318,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
             },
         );
     }
-    let port = pipe::serve(subs.build(), cfg.nodelay, "bench_pipe").await?;
+    let port = pipe::serve(subs.build(), cfg.nodelay).await?;
     let sub = Daprd::start(DaprdOptions::new(unique("bench-sub"), Some(port)))
         .await
         .context("starting the subscriber's daprd")?;

@@ -74,3 +74,18 @@ impl Tokens {
         }
     }
 }
+
+/// A service's configuration lookup as a test gives it: `vars` first, then `defaults`,
+/// else unset. Tests pass it to the service's own `Config::from_lookup`, the parser `main`
+/// uses.
+pub fn lookup(
+    vars: &[(&str, &str)],
+    defaults: &[(&str, &str)],
+) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut all: std::collections::HashMap<String, String> = defaults
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    move |k| all.get(k).cloned()
+}

@@ -9,7 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     path::Path,
     sync::{
         Arc, Mutex,
@@ -32,7 +32,7 @@ use notification_service::{
 use prost::Message;
 pub use todo_harness::Tokens;
 use todo_harness::{
-    Daprd, DaprdOptions, ensure_kafka, free_port,
+    Daprd, DaprdOptions, ensure_kafka, free_port, lookup,
     recorder::{Inbox, Recorder as SideApp},
     repo_root, unique,
 };
@@ -211,22 +211,13 @@ fn rewrite_store(text: &str, db: &Path, app_ids: &[&str], shared_keys: bool) -> 
 
 /// The service's configuration as a test gives it: through the same parser as `main`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Config::from_lookup(|k| match k {
-        "APP_ADDR" => Some(
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-        ),
-        "AUTH_MODE" => Some(vars.get(k).cloned().unwrap_or_else(|| "dev".to_owned())),
-        // One exporter per process, on a fixed port: off unless a test asks for it.
-        "METRICS_ADDR" => Some(vars.get(k).cloned().unwrap_or_else(|| "off".to_owned())),
-        _ => vars.get(k).cloned(),
-    })
-    .unwrap()
+    // One exporter per process, on a fixed port: off unless a test asks for it.
+    let defaults = [
+        ("APP_ADDR", "127.0.0.1:0"),
+        ("AUTH_MODE", "dev"),
+        ("METRICS_ADDR", "off"),
+    ];
+    Config::from_lookup(lookup(vars, &defaults)).unwrap()
 }
 
 /// One notification-service with its sidecar.
@@ -316,18 +307,7 @@ impl Instance {
 
     /// Waits until this instance's answers satisfy `done`, failing after [`WAIT`].
     pub async fn stats_until(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = self.stats();
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited {WAIT:?}, got {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        stats_until(|| self.stats(), done).await
     }
 
     /// Stops the app gracefully and starts a new one on the same port (the sidecar stays,
@@ -419,6 +399,25 @@ impl Instance {
         let ids: HashSet<&str> = out.iter().map(|n| n.reminder_id.as_str()).collect();
         assert_eq!(ids.len(), out.len(), "pages overlap");
         out
+    }
+}
+
+/// Polls `stats` until `done` holds of it, failing after [`WAIT`].
+async fn stats_until(
+    stats: impl Fn() -> StatsSnapshot,
+    done: impl Fn(&StatsSnapshot) -> bool,
+) -> StatsSnapshot {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = stats();
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {WAIT:?}, got {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -559,18 +558,7 @@ impl Stack {
 
     /// Waits until the instances' answers satisfy `done`, failing after [`WAIT`].
     pub async fn stats_until(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = self.stats();
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited {WAIT:?}, got {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        stats_until(|| self.stats(), done).await
     }
 
     /// Waits until the instances together have answered `n` deliveries.

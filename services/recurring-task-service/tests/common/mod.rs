@@ -7,13 +7,17 @@
 //! ```
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use dapr_publisher::{OutgoingEvent, Publisher};
 use prost::Message;
 use recurring_task_service::{App, Config, completions::StatsSnapshot, config::Topics};
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, recorder::Recorder, unique};
+use todo_harness::{
+    Daprd, DaprdOptions, ensure_kafka, lookup,
+    recorder::{Recorder, publisher},
+    unique,
+};
 use todo_proto::{
     to_timestamp,
     todo::{
@@ -21,7 +25,7 @@ use todo_proto::{
         v1::{Frequency, Priority, Recurrence, Task, TaskStatus},
     },
 };
-use todo_topology::{components::PUBSUB, event_types, topics};
+use todo_topology::{event_types, topics};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -64,21 +68,9 @@ async fn forwarder() -> (u16, watch::Sender<Option<u16>>, JoinHandle<()>) {
 
 /// The service's configuration as a test gives it: through the same parser as `main`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Config::from_lookup(|k| match k {
-        "APP_ADDR" => Some(
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-        ),
-        // One exporter per process, on a fixed port: off unless a test asks for it.
-        "METRICS_ADDR" => Some(vars.get(k).cloned().unwrap_or_else(|| "off".to_owned())),
-        _ => vars.get(k).cloned(),
-    })
-    .unwrap()
+    // One exporter per process, on a fixed port: off unless a test asks for it.
+    let defaults = [("APP_ADDR", "127.0.0.1:0"), ("METRICS_ADDR", "off")];
+    Config::from_lookup(lookup(vars, &defaults)).unwrap()
 }
 
 /// Everything one test needs, under its own topic prefix and app ids.
@@ -126,20 +118,12 @@ impl Stack {
             fwd_target.send_replace(Some(sidecar.grpc_port));
             (app, sidecar)
         };
-        let publisher = async {
-            let d = Daprd::start(DaprdOptions::new(unique("rts-pub"), None))
-                .await
-                .unwrap();
-            let p = Publisher::connect(&PublisherConfig::new(d.grpc_address(), PUBSUB))
-                .await
-                .unwrap();
-            (d, p)
-        };
-        let ((app, app_sidecar), (pub_sidecar, publisher), recorder) = tokio::join!(
+        let ((app, app_sidecar), publisher, recorder) = tokio::join!(
             service,
-            publisher,
+            publisher("rts-pub"),
             Recorder::start("rts-rec", &recorded, None)
         );
+        let (pub_sidecar, publisher) = publisher.unwrap();
         Self {
             topics,
             app: Some(app),
