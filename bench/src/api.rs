@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
-use todo_proto::todo::v1::task_service_client::TaskServiceClient;
+use todo_proto::todo::v1::{Priority, Task, task_service_client::TaskServiceClient};
 use tonic::{
     Request, Status,
     metadata::AsciiMetadataValue,
@@ -51,4 +51,16 @@ pub fn as_user<T>(user: &AsciiMetadataValue, msg: T) -> Request<T> {
 /// A failed call in a report: its code and message.
 pub fn describe(s: &Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
+}
+
+/// Task number `seq` of a benchmark: a task of realistic size, "created by the
+/// `<created_by>` example".
+pub fn task(seq: usize, created_by: &str) -> Task {
+    Task {
+        title: format!("benchmark task {seq}"),
+        description: format!("a task of realistic size, created by the {created_by} example"),
+        priority: Priority::Medium as i32,
+        tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
+        ..Task::default()
+    }
 }

@@ -191,14 +191,7 @@ impl Clients {
     async fn create(&self, seq: usize) -> Result<(usize, String), Status> {
         let user = self.user_of(seq);
         let msg = CreateTaskRequest {
-            task: Some(Task {
-                title: format!("benchmark task {seq}"),
-                description: "a task of realistic size, created by the bench_api example"
-                    .to_owned(),
-                priority: Priority::Medium as i32,
-                tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
-                ..Task::default()
-            }),
+            task: Some(api::task(seq, "bench_api")),
             // As a well-behaved client sends it: the idempotency key of this create.
             request_id: uuid::Uuid::new_v4().to_string(),
             no_default_reminders: false,

@@ -203,11 +203,7 @@ fn stamped_event(topic: &str, seq: usize, users: usize) -> OutgoingEvent {
         task: Some(Task {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: user.clone(),
-            title: format!("benchmark task {seq}"),
-            description: "a task of realistic size, created by the bench_events example".to_owned(),
-            priority: Priority::Medium as i32,
-            tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
-            ..Task::default()
+            ..api::task(seq, "bench_events")
         }),
         changed_fields: vec![],
     };
@@ -303,14 +299,7 @@ impl Clients {
 
     async fn create(&self, tag: &str, seq: usize) -> Result<Task, Status> {
         let msg = CreateTaskRequest {
-            task: Some(Task {
-                title: format!("benchmark task {seq}"),
-                description: "a task of realistic size, created by the bench_events example"
-                    .to_owned(),
-                priority: Priority::Medium as i32,
-                tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
-                ..Task::default()
-            }),
+            task: Some(api::task(seq, "bench_events")),
             request_id: uuid::Uuid::new_v4().to_string(),
             no_default_reminders: false,
         };
