@@ -9,12 +9,45 @@ use std::{
 use anyhow::bail;
 use chrono::Utc;
 use dapr_appcallback::Subscriptions;
+use dapr_publisher::OutgoingEvent;
 use hdrhistogram::Histogram;
+use prost::Message;
 use todo_harness::recorder::serve_with;
-use todo_proto::todo::events::v1::TaskEvent;
+use todo_proto::todo::{
+    events::v1::{TaskEvent, TaskEventKind},
+    v1::Task,
+};
 use tokio::{sync::watch, time::Instant};
 
 use crate::report::histogram;
+
+/// `task`'s event of `kind` (CloudEvent type `event_type`) on `topic`, keyed by its user
+/// and stamped with the current instant as its publish time (`occurred_at`), which the
+/// consumer's [`Phase::record`] measures from.
+pub fn stamped_event(
+    topic: &str,
+    kind: TaskEventKind,
+    event_type: &str,
+    changed_fields: Vec<String>,
+    task: Task,
+) -> OutgoingEvent {
+    let user = task.user_id.clone();
+    let event = TaskEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        occurred_at: Some(todo_proto::to_timestamp(Utc::now())),
+        user_id: user.clone(),
+        kind: kind as i32,
+        task: Some(task),
+        changed_fields,
+    };
+    OutgoingEvent {
+        id: event.event_id.clone(),
+        topic: topic.to_owned(),
+        event_type: event_type.to_owned(),
+        key: user,
+        data: event.encode_to_vec(),
+    }
+}
 
 /// What the consumer has seen of one phase.
 struct Recorder {

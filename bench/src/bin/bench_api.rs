@@ -54,8 +54,7 @@ use todo_harness::{
     pg,
 };
 use todo_proto::todo::v1::{
-    CreateTaskRequest, GetTaskRequest, ListTasksRequest, Priority, Task,
-    task_service_client::TaskServiceClient,
+    CreateTaskRequest, GetTaskRequest, ListTasksRequest, task_service_client::TaskServiceClient,
 };
 use tonic::{Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 

@@ -53,18 +53,16 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use hdrhistogram::Histogram;
-use prost::Message;
 use prost_types::FieldMask;
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use task_service::{App, auth::AuthMode, db::entities::outbox, events::Topics};
 use todo_bench::{
     api::{self, describe},
     db::{Db, databases_from_env, pg_admin_url},
-    pipe::{Phase, serve},
+    pipe::{self, Phase, serve},
     report::{command, histogram, micros, ms, quantile, server_version},
 };
 use todo_harness::{
@@ -77,7 +75,7 @@ use todo_harness::{
 use todo_proto::todo::{
     events::v1::{TaskEvent, TaskEventKind},
     v1::{
-        CompleteTaskRequest, CreateTaskRequest, Priority, Task, UpdateTaskRequest,
+        CompleteTaskRequest, CreateTaskRequest, Task, UpdateTaskRequest,
         task_service_client::TaskServiceClient,
     },
 };
@@ -192,28 +190,20 @@ struct PipeFigures {
     cpu: String,
 }
 
-/// A `TaskEvent` stamped with the current instant as its publish time.
+/// A creation of task number `seq`, of user `seq % users`, stamped with its publish time.
 fn stamped_event(topic: &str, seq: usize, users: usize) -> OutgoingEvent {
-    let user = format!("pipe-user-{}", seq % users);
-    let event = TaskEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(todo_proto::to_timestamp(Utc::now())),
-        user_id: user.clone(),
-        kind: TaskEventKind::Created as i32,
-        task: Some(Task {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.clone(),
-            ..api::task(seq, "bench_events")
-        }),
-        changed_fields: vec![],
+    let task = Task {
+        id: uuid::Uuid::now_v7().to_string(),
+        user_id: format!("pipe-user-{}", seq % users),
+        ..api::task(seq, "bench_events")
     };
-    OutgoingEvent {
-        id: event.event_id.clone(),
-        topic: topic.to_owned(),
-        event_type: event_types::TASK_CREATED.to_owned(),
-        key: user,
-        data: event.encode_to_vec(),
-    }
+    pipe::stamped_event(
+        topic,
+        TaskEventKind::Created,
+        event_types::TASK_CREATED,
+        vec![],
+        task,
+    )
 }
 
 /// Publishes `events` events in bulk, one call in flight, and waits for every delivery.

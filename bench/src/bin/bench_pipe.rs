@@ -32,11 +32,9 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use hdrhistogram::Histogram;
-use prost::Message;
 use todo_bench::{
     pipe,
     report::{command, ms},
@@ -147,31 +145,24 @@ struct Figures {
     duplicates: u64,
 }
 
-/// A `TaskEvent` stamped with the current instant as its publish time.
+/// An update of task number `seq`, of user `seq % users`, stamped with its publish time.
 fn stamped_event(topic: &str, seq: usize, users: usize) -> OutgoingEvent {
-    let user = format!("bench-user-{}", seq % users);
-    let event = TaskEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(todo_proto::to_timestamp(Utc::now())),
-        user_id: user.clone(),
-        kind: TaskEventKind::Updated as i32,
-        task: Some(Task {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.clone(),
-            title: format!("benchmark task {seq}"),
-            description: "a task event of realistic size, published by bench_pipe".to_owned(),
-            tags: vec!["bench".to_owned(), "pipe".to_owned()],
-            ..Task::default()
-        }),
-        changed_fields: vec!["title".to_owned()],
+    let task = Task {
+        id: uuid::Uuid::now_v7().to_string(),
+        user_id: format!("bench-user-{}", seq % users),
+        title: format!("benchmark task {seq}"),
+        description: "a task event of realistic size, published by bench_pipe".to_owned(),
+        tags: vec!["bench".to_owned(), "pipe".to_owned()],
+        ..Task::default()
     };
-    OutgoingEvent {
-        id: event.event_id.clone(),
-        topic: topic.to_owned(),
-        event_type: event_types::TASK_UPDATED.to_owned(),
-        key: user,
-        data: event.encode_to_vec(),
-    }
+    let changed = vec!["title".to_owned()];
+    pipe::stamped_event(
+        topic,
+        TaskEventKind::Updated,
+        event_types::TASK_UPDATED,
+        changed,
+        task,
+    )
 }
 
 /// Publishes `events` events to the phase's topic and waits until all are delivered.

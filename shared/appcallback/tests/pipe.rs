@@ -363,7 +363,7 @@ async fn with_an_app_api_token_only_the_sidecar_gets_in() {
         .await
         .unwrap();
     let got = inbox
-        .wait_until(&topic, Duration::from_secs(60), |got| got.len() >= 1)
+        .wait_until(&topic, Duration::from_secs(60), |got| !got.is_empty())
         .await;
     assert_eq!(got[0].1, e.encode_to_vec());
 
