@@ -19,6 +19,14 @@ impl Db {
             Self::Postgres => "PostgreSQL",
         }
     }
+
+    /// Where a run's fresh database lives, for the report.
+    pub fn fresh(self) -> &'static str {
+        match self {
+            Self::Sqlite => "fresh file in a temporary directory, WAL, synchronous=NORMAL",
+            Self::Postgres => "fresh database on DATABASE_URL_PG, dropped afterwards",
+        }
+    }
 }
 
 /// The databases named by `BENCH_DATABASES` (`sqlite,postgres` when unset), and whether

@@ -655,10 +655,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("- CPU busy in the second before the run (this process / host): {idle_load} cores");
     for i in &infos {
-        let how = match i.database {
-            Db::Sqlite => "fresh file in a temporary directory, WAL, synchronous=NORMAL",
-            Db::Postgres => "fresh database on DATABASE_URL_PG, dropped afterwards",
-        };
+        let how = i.database.fresh();
         println!(
             "- {} {} ({how}); pool of {} connections",
             i.database.name(),

@@ -89,3 +89,20 @@ pub fn lookup(
     all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     move |k| all.get(k).cloned()
 }
+
+/// What the `grpc.health.v1` service at `addr` answers for `service` ("" for the server).
+pub async fn health(
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> anyhow::Result<tonic_health::pb::health_check_response::ServingStatus> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(answer.into_inner().status())
+}
