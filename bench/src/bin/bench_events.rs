@@ -54,7 +54,7 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
-use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
 use prost_types::FieldMask;
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
@@ -912,12 +912,7 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the consumer's daprd")?;
 
     // 1. The raw pipe.
-    let publ = Daprd::start(DaprdOptions::new(unique("bench-publisher"), None))
-        .await
-        .context("starting the publisher's daprd")?;
-    let publisher = Publisher::connect(&PublisherConfig::new(publ.grpc_address(), PUBSUB))
-        .await
-        .context("connecting to the publisher's daprd")?;
+    let (publ, publisher) = todo_harness::recorder::publisher("bench-publisher").await?;
     let warm_events = (cfg.warmup_chains * CHAIN).max(cfg.pipe_batch);
     eprintln!("bench_events: raw pipe warm-up, {warm_events} events on {pipe_warm_topic}");
     run_pipe(&publisher, &pipe_warm_topic, &pipe_warm, warm_events, &cfg).await?;

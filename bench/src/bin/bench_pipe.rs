@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
-use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
 use todo_bench::{
     pipe,
@@ -313,12 +313,7 @@ async fn main() -> anyhow::Result<()> {
     let sub = Daprd::start(DaprdOptions::new(unique("bench-sub"), Some(port)))
         .await
         .context("starting the subscriber's daprd")?;
-    let publ = Daprd::start(DaprdOptions::new(unique("bench-pub"), None))
-        .await
-        .context("starting the publisher's daprd")?;
-    let publisher = Publisher::connect(&PublisherConfig::new(publ.grpc_address(), PUBSUB))
-        .await
-        .context("connecting to the publisher's daprd")?;
+    let (publ, publisher) = todo_harness::recorder::publisher("bench-pub").await?;
 
     let single = Mode::Single {
         concurrency: cfg.concurrency,
