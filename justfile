@@ -60,24 +60,24 @@ migrate:
 
 # The raw pipe baseline: events/s and publish→deliver latency through daprd → Kafka → daprd.
 bench-pipe: bootstrap kafka-up
-    cargo run --release -p dapr-appcallback --example bench_pipe
+    cargo run --release -p todo-bench --bin bench_pipe
 
 # Task API throughput and latency on SQLite and PostgreSQL.
 bench-api: bootstrap pg-up
-    cargo run --release -p task-service --example bench_api
+    cargo run --release -p todo-bench --bin bench_api
 
 # Task events end to end: mutations/s through the outbox, relay, daprd and Kafka to a
 # consumer, and commit→consumer latency, next to the raw pipe measured in the same run.
 bench-events: bootstrap kafka-up pg-up
-    cargo run --release -p task-service --example bench_events
+    cargo run --release -p todo-bench --bin bench_events
 
 # Recurring tasks: completion → next occurrence visible, p50/p99.
 bench-recurrence: bootstrap kafka-up
-    cargo run --release -p recurring-task-service --example bench_recurrence
+    cargo run --release -p todo-bench --bin bench_recurrence
 
 # Reminders: 10,000 due within 60 s; lateness p50/p99 and duplicates.
 bench-reminders: bootstrap kafka-up
-    cargo run --release -p notification-service --example bench_reminders
+    cargo run --release -p todo-bench --bin bench_reminders
 
 # All benchmarks.
 bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders

@@ -11,28 +11,10 @@ use notification_service::{
     delivery_log::Claim, notification::notification_from, reminders::StatsSnapshot,
 };
 use prost::Message;
+use todo_harness::health;
 use todo_proto::todo::events::v1::ReminderEvent;
 use todo_topology::event_types;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
-
-async fn health(addr: std::net::SocketAddr, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
-    client
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The services reflection advertises (what grpcurl lists).
 async fn advertised(addr: std::net::SocketAddr) -> Vec<String> {
@@ -75,7 +57,7 @@ async fn a_due_reminder_is_delivered_once_and_listed_with_its_lateness() {
         "todo.notifications.v1.NotificationService",
     ] {
         assert_eq!(
-            health(addr, service).await,
+            health(addr, service).await.unwrap(),
             ServingStatus::Serving,
             "{service}"
         );
@@ -294,7 +276,10 @@ async fn a_restart_in_the_middle_of_a_burst_loses_and_doubles_nothing() {
         stack.dead.all().len()
     );
     let svc = stack.instance();
-    assert_eq!(health(svc.app().addr, "").await, ServingStatus::Serving);
+    assert_eq!(
+        health(svc.app().addr, "").await.unwrap(),
+        ServingStatus::Serving
+    );
 
     let mut listed = 0;
     for user in USERS {

@@ -11,6 +11,7 @@ use dapr_appcallback::proto::{
 };
 use prost::Message;
 use recurring_task_service::{completions::StatsSnapshot, occurrence::occurrence_task_id};
+use todo_harness::health;
 use todo_proto::{
     to_timestamp,
     todo::{
@@ -19,37 +20,21 @@ use todo_proto::{
     },
 };
 use todo_topology::{components::PUBSUB, event_types, topics};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 fn uuid(s: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(s).unwrap()
-}
-
-async fn health(addr: std::net::SocketAddr, service: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
-    let resp = client
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .unwrap();
-    resp.into_inner().status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_completed_daily_task_requests_its_next_occurrence() {
     let mut stack = Stack::start(Tokens::None).await;
     let addr = stack.app().addr;
-    assert_eq!(health(addr, "").await, ServingStatus::Serving);
+    assert_eq!(health(addr, "").await.unwrap(), ServingStatus::Serving);
     assert_eq!(
-        health(addr, "dapr.proto.runtime.v1.AppCallback").await,
+        health(addr, "dapr.proto.runtime.v1.AppCallback")
+            .await
+            .unwrap(),
         ServingStatus::Serving
     );
 

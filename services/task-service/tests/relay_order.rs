@@ -15,8 +15,6 @@
 mod common;
 #[path = "common/live.rs"]
 mod live;
-#[path = "common/events.rs"]
-mod recorder;
 
 use std::time::Duration;
 

@@ -5,8 +5,6 @@
 mod common;
 #[path = "common/live.rs"]
 mod live;
-#[path = "common/events.rs"]
-mod recorder;
 
 use std::time::Duration;
 

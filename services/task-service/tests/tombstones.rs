@@ -6,8 +6,6 @@
 mod common;
 #[path = "common/live.rs"]
 mod live;
-#[path = "common/events.rs"]
-mod recorder;
 
 use common::{Backend, as_user};
 use live::{Feeder, Live};

@@ -8,80 +8,20 @@ use std::{
 };
 
 use dapr_appcallback::{
-    ApiTokenLayer, AppCallbackService, Event, Outcome, Route, Subscriptions,
+    Event, Outcome, Route, Subscriptions,
     proto::{TopicEventBulkRequest, TopicEventRequest, app_callback_client::AppCallbackClient},
 };
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use prost::Message;
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, unique};
+use todo_harness::{
+    Daprd, DaprdOptions, ensure_kafka,
+    recorder::{Inbox, publisher, serve_with},
+    unique,
+};
 use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
 use todo_proto::todo::v1::Task;
 use todo_topology::{components::PUBSUB, event_types, topics};
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
-
-/// What a test subscriber received, in arrival order.
-#[derive(Default)]
-struct Inbox {
-    events: Mutex<Vec<(String, String, Vec<u8>)>>, // (topic, type, bytes)
-    changed: Notify,
-}
-
-impl Inbox {
-    fn push(&self, topic: &str, event_type: &str, bytes: &[u8]) {
-        self.events
-            .lock()
-            .unwrap()
-            .push((topic.to_owned(), event_type.to_owned(), bytes.to_vec()));
-        self.changed.notify_waiters();
-    }
-
-    fn on(&self, topic: &str) -> Vec<(String, Vec<u8>)> {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _, _)| t == topic)
-            .map(|(_, ty, b)| (ty.clone(), b.clone()))
-            .collect()
-    }
-
-    /// Waits until `topic` has at least `n` events, failing after `timeout`.
-    async fn wait_for(&self, topic: &str, n: usize, timeout: Duration) -> Vec<(String, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            let got = self.on(topic);
-            if got.len() >= n {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "waited {timeout:?} for {n} events on {topic}, got {}",
-                    got.len()
-                );
-            }
-        }
-    }
-}
-
-/// Serves the AppCallback of `subs` on a free port; returns the port.
-async fn serve(subs: Subscriptions, app_token: Option<String>) -> (u16, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .layer(ApiTokenLayer::for_dapr_callbacks(app_token))
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .add_service(svc.alpha_server())
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        );
-    let handle = tokio::spawn(async move {
-        server.await.unwrap();
-    });
-    (port, handle)
-}
+use tokio::{sync::Notify, task::JoinHandle};
 
 fn task_event(user: &str, seq: u32, kind: TaskEventKind) -> TaskEvent {
     TaskEvent {
@@ -149,21 +89,11 @@ async fn recording_app(
             },
         );
     }
-    let (port, h) = serve(b.build(), None).await;
+    let (port, h) = serve_with(b.build(), true, None).await.unwrap();
     let d = Daprd::start(DaprdOptions::new(unique("sub"), Some(port)))
         .await
         .unwrap();
     (d, h)
-}
-
-async fn publisher_sidecar() -> (Daprd, Publisher) {
-    let d = Daprd::start(DaprdOptions::new(unique("pub"), None))
-        .await
-        .unwrap();
-    let p = Publisher::connect(&PublisherConfig::new(d.grpc_address(), PUBSUB))
-        .await
-        .unwrap();
-    (d, p)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -172,7 +102,7 @@ async fn a_thousand_events_arrive_byte_for_byte_in_order_per_key() {
     let topic = unique("pipe");
     let inbox = Arc::new(Inbox::default());
     let (_sub, _h) = recording_app(&topic, inbox.clone(), false).await;
-    let (_pub, publisher) = publisher_sidecar().await;
+    let (_pub, publisher) = publisher("pub").await.unwrap();
 
     // 10 users × 100 events: 50 published one by one, then 50 in bulk batches of 25.
     let mut sent: HashMap<String, (String, Vec<u8>)> = HashMap::new();
@@ -208,7 +138,9 @@ async fn a_thousand_events_arrive_byte_for_byte_in_order_per_key() {
         t.await.unwrap();
     }
 
-    let got = inbox.wait_for(&topic, 1000, Duration::from_secs(120)).await;
+    let got = inbox
+        .wait_until(&topic, Duration::from_secs(120), |got| got.len() >= 1000)
+        .await;
     assert_eq!(got.len(), 1000, "no event twice");
     let mut last_seq: HashMap<String, i64> = HashMap::new();
     for (ty, bytes) in &got {
@@ -248,11 +180,11 @@ async fn retry_twice_then_success_is_delivered_three_times_and_no_more() {
             },
         )
         .build();
-    let (port, _h) = serve(subs, None).await;
+    let (port, _h) = serve_with(subs, true, None).await.unwrap();
     let _sub = Daprd::start(DaprdOptions::new(unique("retry-sub"), Some(port)))
         .await
         .unwrap();
-    let (_pub, publisher) = publisher_sidecar().await;
+    let (_pub, publisher) = publisher("pub").await.unwrap();
     let e = task_event("u", 0, TaskEventKind::Created);
     publisher
         .publish(&outgoing(&topic, &e, event_types::TASK_CREATED))
@@ -306,11 +238,11 @@ async fn dropped_and_undecodable_events_land_on_the_dead_letter_topic_and_the_re
             },
         )
         .build();
-    let (port, _h) = serve(subs, None).await;
+    let (port, _h) = serve_with(subs, true, None).await.unwrap();
     let _sub = Daprd::start(DaprdOptions::new(unique("drop-sub"), Some(port)))
         .await
         .unwrap();
-    let (_pub, publisher) = publisher_sidecar().await;
+    let (_pub, publisher) = publisher("pub").await.unwrap();
 
     let refused = task_event("refused", 0, TaskEventKind::Created);
     let garbage = vec![0xff_u8, 0xff, 0xff, 0xff, 0x01];
@@ -338,7 +270,9 @@ async fn dropped_and_undecodable_events_land_on_the_dead_letter_topic_and_the_re
             .unwrap();
     }
 
-    let ok = inbox.wait_for(&topic, 5, Duration::from_secs(60)).await;
+    let ok = inbox
+        .wait_until(&topic, Duration::from_secs(60), |got| got.len() >= 5)
+        .await;
     let ids: Vec<String> = ok
         .iter()
         .map(|(_, b)| TaskEvent::decode(b.as_slice()).unwrap().event_id)
@@ -348,7 +282,9 @@ async fn dropped_and_undecodable_events_land_on_the_dead_letter_topic_and_the_re
         valid.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()
     );
 
-    let dead = inbox.wait_for(&dlq, 2, Duration::from_secs(60)).await;
+    let dead = inbox
+        .wait_until(&dlq, Duration::from_secs(60), |got| got.len() >= 2)
+        .await;
     let bodies: Vec<&Vec<u8>> = dead.iter().map(|(_, b)| b).collect();
     assert!(
         bodies.contains(&&refused.encode_to_vec()),
@@ -380,7 +316,7 @@ async fn with_an_app_api_token_only_the_sidecar_gets_in() {
             },
         )
         .build();
-    let (port, _h) = serve(subs, Some(token.clone())).await;
+    let (port, _h) = serve_with(subs, true, Some(token.clone())).await.unwrap();
 
     // A direct delivery without the token is refused, and the handler never sees it.
     let mut direct = AppCallbackClient::connect(format!("http://127.0.0.1:{port}"))
@@ -426,7 +362,9 @@ async fn with_an_app_api_token_only_the_sidecar_gets_in() {
         .publish(&outgoing(&topic, &e, event_types::TASK_CREATED))
         .await
         .unwrap();
-    let got = inbox.wait_for(&topic, 1, Duration::from_secs(60)).await;
+    let got = inbox
+        .wait_until(&topic, Duration::from_secs(60), |got| !got.is_empty())
+        .await;
     assert_eq!(got[0].1, e.encode_to_vec());
 
     // And the sidecar refuses a publisher without the token.

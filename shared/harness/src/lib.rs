@@ -1,4 +1,6 @@
-//! The test harness: the real Kafka broker and a real daprd per app under test.
+//! The test harness: the real Kafka broker and a real daprd per app under test, and the kit
+//! the tests and benchmarks share (a recording subscriber, fresh PostgreSQL databases,
+//! machine facts for reports).
 //!
 //! Nothing here is a double. A component that cannot be found is an error that says how
 //! to get it (`just bootstrap`), so a test fails instead of skipping.
@@ -6,6 +8,9 @@
 pub mod bench;
 mod daprd;
 mod kafka;
+pub mod machine;
+pub mod pg;
+pub mod recorder;
 
 use std::{
     net::{Ipv4Addr, TcpListener},
@@ -47,4 +52,57 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}-{}", &id[..8])
+}
+
+/// Whether a service under test and its sidecar guard their APIs with tokens
+/// (`APP_API_TOKEN`, `DAPR_API_TOKEN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    None,
+    Both,
+}
+
+impl Tokens {
+    /// Fresh (app API token, Dapr API token), or none.
+    pub fn pair(self) -> (Option<String>, Option<String>) {
+        match self {
+            Self::None => (None, None),
+            Self::Both => (
+                Some(uuid::Uuid::new_v4().to_string()),
+                Some(uuid::Uuid::new_v4().to_string()),
+            ),
+        }
+    }
+}
+
+/// A service's configuration lookup as a test gives it: `vars` first, then `defaults`,
+/// else unset. Tests pass it to the service's own `Config::from_lookup`, the parser `main`
+/// uses.
+pub fn lookup(
+    vars: &[(&str, &str)],
+    defaults: &[(&str, &str)],
+) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut all: std::collections::HashMap<String, String> = defaults
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    move |k| all.get(k).cloned()
+}
+
+/// What the `grpc.health.v1` service at `addr` answers for `service` ("" for the server).
+pub async fn health(
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> anyhow::Result<tonic_health::pb::health_check_response::ServingStatus> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(answer.into_inner().status())
 }

@@ -9,7 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     path::Path,
     sync::{
         Arc, Mutex,
@@ -19,7 +19,6 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
 use notification_service::{
     App, Config,
@@ -31,7 +30,12 @@ use notification_service::{
     state::StateStore,
 };
 use prost::Message;
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, free_port, repo_root, unique};
+pub use todo_harness::Tokens;
+use todo_harness::{
+    Daprd, DaprdOptions, ensure_kafka, free_port, lookup,
+    recorder::{Inbox, Recorder as SideApp},
+    repo_root, unique,
+};
 use todo_proto::{
     to_timestamp,
     todo::{
@@ -43,7 +47,7 @@ use todo_proto::{
     },
 };
 use todo_topology::{app_ids, components::PUBSUB, event_types, topics};
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::{sync::Notify, task::JoinHandle};
 
 /// How long a test waits for something that normally takes a second or two.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -134,29 +138,18 @@ pub fn assert_unique(delivered: &[Notification]) -> HashSet<(String, String)> {
 }
 
 /// What the side app received on the dead-letter topic: (CloudEvent type, bytes).
-#[derive(Default)]
 pub struct DeadLetters {
-    events: Mutex<Vec<(String, Vec<u8>)>>,
-    changed: Notify,
+    inbox: Arc<Inbox>,
+    topic: String,
 }
 
 impl DeadLetters {
     pub fn all(&self) -> Vec<(String, Vec<u8>)> {
-        self.events.lock().unwrap().clone()
+        self.inbox.on(&self.topic)
     }
 
     pub async fn wait_for(&self, n: usize) -> Vec<(String, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let notified = self.changed.notified();
-            let got = self.all();
-            if got.len() >= n {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("waited {WAIT:?} for {n} dead letters, got {}", got.len());
-            }
-        }
+        self.inbox.wait_for(&self.topic, n).await
     }
 }
 
@@ -218,29 +211,13 @@ fn rewrite_store(text: &str, db: &Path, app_ids: &[&str], shared_keys: bool) -> 
 
 /// The service's configuration as a test gives it: through the same parser as `main`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Config::from_lookup(|k| match k {
-        "APP_ADDR" => Some(
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-        ),
-        "AUTH_MODE" => Some(vars.get(k).cloned().unwrap_or_else(|| "dev".to_owned())),
-        // One exporter per process, on a fixed port: off unless a test asks for it.
-        "METRICS_ADDR" => Some(vars.get(k).cloned().unwrap_or_else(|| "off".to_owned())),
-        _ => vars.get(k).cloned(),
-    })
-    .unwrap()
-}
-
-/// Whether the service and its sidecar guard their APIs with tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tokens {
-    None,
-    Both,
+    // One exporter per process, on a fixed port: off unless a test asks for it.
+    let defaults = [
+        ("APP_ADDR", "127.0.0.1:0"),
+        ("AUTH_MODE", "dev"),
+        ("METRICS_ADDR", "off"),
+    ];
+    Config::from_lookup(lookup(vars, &defaults)).unwrap()
 }
 
 /// One notification-service with its sidecar.
@@ -276,13 +253,7 @@ impl Instance {
     ) -> Self {
         let grpc_port = free_port().unwrap();
         let grpc_port_s = grpc_port.to_string();
-        let (app_token, dapr_token) = match tokens {
-            Tokens::None => (None, None),
-            Tokens::Both => (
-                Some(uuid::Uuid::new_v4().to_string()),
-                Some(uuid::Uuid::new_v4().to_string()),
-            ),
-        };
+        let (app_token, dapr_token) = tokens.pair();
         let mut vars = vec![
             (topics::PREFIX_VAR, prefix),
             ("DAPR_GRPC_PORT", grpc_port_s.as_str()),
@@ -336,18 +307,7 @@ impl Instance {
 
     /// Waits until this instance's answers satisfy `done`, failing after [`WAIT`].
     pub async fn stats_until(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = self.stats();
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited {WAIT:?}, got {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        stats_until(|| self.stats(), done).await
     }
 
     /// Stops the app gracefully and starts a new one on the same port (the sidecar stays,
@@ -442,6 +402,25 @@ impl Instance {
     }
 }
 
+/// Polls `stats` until `done` holds of it, failing after [`WAIT`].
+async fn stats_until(
+    stats: impl Fn() -> StatsSnapshot,
+    done: impl Fn(&StatsSnapshot) -> bool,
+) -> StatsSnapshot {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = stats();
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {WAIT:?}, got {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn add(a: StatsSnapshot, b: StatsSnapshot) -> StatsSnapshot {
     StatsSnapshot {
         delivered: a.delivered + b.delivered,
@@ -452,31 +431,16 @@ fn add(a: StatsSnapshot, b: StatsSnapshot) -> StatsSnapshot {
     }
 }
 
-/// Serves `subs` (AppCallback only) on a free port.
-async fn serve(subs: Subscriptions) -> (u16, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        );
-    (port, tokio::spawn(async move { server.await.unwrap() }))
-}
-
 /// Everything one test needs, under its own topic prefix, app ids and state store file.
 pub struct Stack {
     pub topics: Topics,
     pub channel: Arc<Recorder>,
-    pub dead: Arc<DeadLetters>,
+    pub dead: DeadLetters,
     /// The notification-service instances (two when testing replicas).
     pub instances: Vec<Instance>,
     publisher: Publisher,
     // Kept alive for the test; killed/removed when dropped.
-    _side: Daprd,
-    _side_task: JoinHandle<()>,
+    _side: SideApp,
     _resources: Resources,
 }
 
@@ -497,36 +461,16 @@ impl Stack {
         let id_refs: Vec<&str> = app_ids.iter().map(String::as_str).collect();
         let resources = resources(&id_refs, n > 1);
         let channel = Arc::new(Recorder::default());
-        let dead = Arc::new(DeadLetters::default());
 
         // A side app that publishes and records the dead-letter topic.
-        let d = dead.clone();
-        let subs = Subscriptions::builder()
-            .route_bytes(
-                Route::new(
-                    PUBSUB,
-                    &topics.reminders_dead_letter,
-                    topics::dead_letter(&topics.reminders_dead_letter),
-                ),
-                move |e: Event<Vec<u8>>| {
-                    let d = d.clone();
-                    async move {
-                        d.events.lock().unwrap().push((e.event_type, e.raw));
-                        d.changed.notify_waiters();
-                        Outcome::Success
-                    }
-                },
-            )
-            .build();
         let side = async {
-            let (port, task) = serve(subs).await;
-            let daprd = Daprd::start(DaprdOptions::new(unique("ns-side"), Some(port)))
-                .await
-                .unwrap();
-            let publisher = Publisher::connect(&PublisherConfig::new(daprd.grpc_address(), PUBSUB))
-                .await
-                .unwrap();
-            (daprd, task, publisher)
+            let dlq = [topics.reminders_dead_letter.clone()];
+            let side = SideApp::start("ns-side", &dlq, None).await.unwrap();
+            let publisher =
+                Publisher::connect(&PublisherConfig::new(side.daprd.grpc_address(), PUBSUB))
+                    .await
+                    .unwrap();
+            (side, publisher)
         };
         // The side app and the services start in parallel: each sidecar takes a second or two.
         let services = async {
@@ -545,15 +489,17 @@ impl Stack {
             }
             v
         };
-        let ((side, side_task, publisher), instances) = tokio::join!(side, services);
+        let ((side, publisher), instances) = tokio::join!(side, services);
         Self {
+            dead: DeadLetters {
+                inbox: side.inbox.clone(),
+                topic: topics.reminders_dead_letter.clone(),
+            },
             topics,
             channel,
-            dead,
             instances,
             publisher,
             _side: side,
-            _side_task: side_task,
             _resources: resources,
         }
     }
@@ -612,18 +558,7 @@ impl Stack {
 
     /// Waits until the instances' answers satisfy `done`, failing after [`WAIT`].
     pub async fn stats_until(&self, done: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = self.stats();
-            if done(&s) {
-                return s;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "waited {WAIT:?}, got {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        stats_until(|| self.stats(), done).await
     }
 
     /// Waits until the instances together have answered `n` deliveries.

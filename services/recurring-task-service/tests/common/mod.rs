@@ -7,18 +7,17 @@
 //! ```
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
-use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use dapr_publisher::{OutgoingEvent, Publisher};
 use prost::Message;
 use recurring_task_service::{App, Config, completions::StatsSnapshot, config::Topics};
-use todo_harness::{Daprd, DaprdOptions, ensure_kafka, unique};
+use todo_harness::{
+    Daprd, DaprdOptions, ensure_kafka, lookup,
+    recorder::{Recorder, publisher},
+    unique,
+};
 use todo_proto::{
     to_timestamp,
     todo::{
@@ -26,103 +25,17 @@ use todo_proto::{
         v1::{Frequency, Priority, Recurrence, Task, TaskStatus},
     },
 };
-use todo_topology::{components::PUBSUB, event_types, topics};
+use todo_topology::{event_types, topics};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Notify, watch},
+    sync::watch,
     task::JoinHandle,
 };
 
-/// How long a test waits for something that normally takes a second or two.
-pub const WAIT: Duration = Duration::from_secs(60);
-
-/// One received event: (CloudEvent type, bytes).
-pub type Received = (String, Vec<u8>);
-
-/// What the recording subscriber received, per topic, in arrival order.
-#[derive(Default)]
-pub struct Inbox {
-    events: Mutex<HashMap<String, Vec<Received>>>,
-    changed: Notify,
-}
-
-impl Inbox {
-    fn push(&self, topic: &str, event_type: &str, bytes: &[u8]) {
-        self.events
-            .lock()
-            .unwrap()
-            .entry(topic.to_owned())
-            .or_default()
-            .push((event_type.to_owned(), bytes.to_vec()));
-        self.changed.notify_waiters();
-    }
-
-    pub fn on(&self, topic: &str) -> Vec<Received> {
-        self.events
-            .lock()
-            .unwrap()
-            .get(topic)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Waits until `topic` has at least `n` events, failing after [`WAIT`].
-    pub async fn wait_for(&self, topic: &str, n: usize) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let notified = self.changed.notified();
-            let got = self.on(topic);
-            if got.len() >= n {
-                return got;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "waited {WAIT:?} for {n} events on {topic}, got {}",
-                    got.len()
-                );
-            }
-        }
-    }
-}
-
-/// Serves `subs` (AppCallback only) on a free port.
-async fn serve(subs: Subscriptions) -> (u16, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .add_service(svc.alpha_server())
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        );
-    (port, tokio::spawn(async move { server.await.unwrap() }))
-}
-
-/// A subscriber app, with its sidecar, that records everything on `<prefix>.task-occurrences`
-/// and `<prefix>.task-events-dlq`, undecoded.
-async fn recorder(topics: &Topics, inbox: Arc<Inbox>) -> (Daprd, JoinHandle<()>) {
-    let mut b = Subscriptions::builder();
-    for topic in [&topics.task_occurrences, &topics.task_events_dead_letter] {
-        let i = inbox.clone();
-        b = b.route_bytes(
-            Route::new(PUBSUB, topic, topics::dead_letter(topic)),
-            move |e: Event<Vec<u8>>| {
-                let i = i.clone();
-                async move {
-                    i.push(&e.topic, &e.event_type, &e.raw);
-                    Outcome::Success
-                }
-            },
-        );
-    }
-    let (port, h) = serve(b.build()).await;
-    let d = Daprd::start(DaprdOptions::new(unique("rts-rec"), Some(port)))
-        .await
-        .unwrap();
-    (d, h)
-}
+pub use todo_harness::{
+    Tokens,
+    recorder::{Received, WAIT},
+};
 
 /// A TCP forwarder on a port known now, to a port known later.
 ///
@@ -155,39 +68,21 @@ async fn forwarder() -> (u16, watch::Sender<Option<u16>>, JoinHandle<()>) {
 
 /// The service's configuration as a test gives it: through the same parser as `main`.
 pub fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Config::from_lookup(|k| match k {
-        "APP_ADDR" => Some(
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-        ),
-        // One exporter per process, on a fixed port: off unless a test asks for it.
-        "METRICS_ADDR" => Some(vars.get(k).cloned().unwrap_or_else(|| "off".to_owned())),
-        _ => vars.get(k).cloned(),
-    })
-    .unwrap()
+    // One exporter per process, on a fixed port: off unless a test asks for it.
+    let defaults = [("APP_ADDR", "127.0.0.1:0"), ("METRICS_ADDR", "off")];
+    Config::from_lookup(lookup(vars, &defaults)).unwrap()
 }
 
 /// Everything one test needs, under its own topic prefix and app ids.
 pub struct Stack {
     pub topics: Topics,
     pub app: Option<App>,
-    pub inbox: Arc<Inbox>,
+    /// Records `<prefix>.task-occurrences` and `<prefix>.task-events-dlq`, undecoded.
+    pub recorder: Recorder,
     publisher: Publisher,
     // Kept alive for the test; killed when dropped.
     _sidecars: Vec<Daprd>,
     _tasks: Vec<JoinHandle<()>>,
-}
-
-/// Whether the service and its sidecar guard their APIs with tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tokens {
-    None,
-    Both,
 }
 
 impl Stack {
@@ -197,13 +92,7 @@ impl Stack {
         let prefix = unique("rts");
         let (fwd_port, fwd_target, fwd_task) = forwarder().await;
         let endpoint = format!("http://127.0.0.1:{fwd_port}");
-        let (app_token, dapr_token) = match tokens {
-            Tokens::None => (None, None),
-            Tokens::Both => (
-                Some(uuid::Uuid::new_v4().to_string()),
-                Some(uuid::Uuid::new_v4().to_string()),
-            ),
-        };
+        let (app_token, dapr_token) = tokens.pair();
         let mut vars = vec![
             (topics::PREFIX_VAR, prefix.as_str()),
             ("DAPR_GRPC_ENDPOINT", endpoint.as_str()),
@@ -214,7 +103,10 @@ impl Stack {
         }
         let config = config(&vars);
         let topics = config.topics();
-        let inbox = Arc::new(Inbox::default());
+        let recorded = [
+            topics.task_occurrences.clone(),
+            topics.task_events_dead_letter.clone(),
+        ];
 
         // The three sidecars start in parallel: each takes a second or two.
         let service = async {
@@ -226,24 +118,19 @@ impl Stack {
             fwd_target.send_replace(Some(sidecar.grpc_port));
             (app, sidecar)
         };
-        let publisher = async {
-            let d = Daprd::start(DaprdOptions::new(unique("rts-pub"), None))
-                .await
-                .unwrap();
-            let p = Publisher::connect(&PublisherConfig::new(d.grpc_address(), PUBSUB))
-                .await
-                .unwrap();
-            (d, p)
-        };
-        let ((app, app_sidecar), (pub_sidecar, publisher), (rec_sidecar, rec_task)) =
-            tokio::join!(service, publisher, recorder(&topics, inbox.clone()));
+        let ((app, app_sidecar), publisher, recorder) = tokio::join!(
+            service,
+            publisher("rts-pub"),
+            Recorder::start("rts-rec", &recorded, None)
+        );
+        let (pub_sidecar, publisher) = publisher.unwrap();
         Self {
             topics,
             app: Some(app),
-            inbox,
+            recorder: recorder.unwrap(),
             publisher,
-            _sidecars: vec![app_sidecar, pub_sidecar, rec_sidecar],
-            _tasks: vec![fwd_task, rec_task],
+            _sidecars: vec![app_sidecar, pub_sidecar],
+            _tasks: vec![fwd_task],
         }
     }
 
@@ -281,7 +168,8 @@ impl Stack {
 
     /// The first `n` occurrence requests, decoded, after checking their CloudEvent type.
     pub async fn occurrences(&self, n: usize) -> Vec<OccurrenceRequested> {
-        self.inbox
+        self.recorder
+            .inbox
             .wait_for(&self.topics.task_occurrences, n)
             .await
             .into_iter()
@@ -294,7 +182,8 @@ impl Stack {
 
     /// The first `n` dead letters: (CloudEvent type, bytes).
     pub async fn dead_letters(&self, n: usize) -> Vec<Received> {
-        self.inbox
+        self.recorder
+            .inbox
             .wait_for(&self.topics.task_events_dead_letter, n)
             .await
     }

@@ -14,7 +14,7 @@ use todo_proto::todo::{
 };
 
 use super::common::{Backend, fresh_database, jwt_mode};
-use super::recorder::Recorder;
+use todo_harness::recorder::Recorder;
 
 pub struct Live {
     pub app: Option<App>,
@@ -30,6 +30,7 @@ impl Live {
         todo_harness::ensure_kafka().await.unwrap();
         let topics = Topics::new(&unique("fx"));
         let recorder = Recorder::start(
+            "recorder",
             &[
                 topics.task_events.clone(),
                 topics.task_updates.clone(),
@@ -37,7 +38,8 @@ impl Live {
             ],
             None,
         )
-        .await;
+        .await
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let url = fresh_database(backend, &dir).await;
         let grpc_port = free_port().unwrap();

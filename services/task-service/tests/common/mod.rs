@@ -2,10 +2,11 @@
 //! database (a fresh SQLite file or a fresh PostgreSQL database), over a real connection.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
-use sea_orm::{ConnectionTrait, Database};
 use task_service::{App, Config, auth::AuthMode};
 use todo_proto::todo::v1::task_service_client::TaskServiceClient;
 use tonic::{Request, transport::Channel};
@@ -26,22 +27,32 @@ pub async fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String
             dir.path().join("tasks.db").display()
         ),
         Backend::Postgres => {
-            let admin = std::env::var("DATABASE_URL_PG").expect(
+            let admin = std::env::var(todo_harness::pg::ADMIN_URL_VAR).expect(
                 "DATABASE_URL_PG is not set: run the tests through `just test` (it starts PostgreSQL \
                  with `just pg-up`) or point it at a server where the user may CREATE DATABASE",
             );
-            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL at DATABASE_URL_PG does not answer ({e}); run `just pg-up`")
-            });
-            conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            let (_, url) = todo_harness::pg::create_database(&admin, "t")
                 .await
-                .unwrap();
-            conn.close().await.unwrap();
-            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-            format!("{base}/{name}")
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            url
         }
     }
+}
+
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL, on a runtime
+/// of `$workers` threads: `on_both_databases!(2; a, b)` makes `sqlite::a`, `postgres::a`, ...
+#[allow(unused_macros)]
+macro_rules! on_both_databases {
+    ($workers:literal; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
 }
 
 pub struct TestApp {

@@ -52,8 +52,8 @@
 //! non-zero on any failed call, any occurrence not seen within `BENCH_TIMEOUT_SECS`, any
 //! wrong, duplicate or missing task; missing the latency goal is reported, not an error.
 //!
-//! Run with `just bench-recurrence`, i.e. `cargo run --release -p recurring-task-service
-//! --example bench_recurrence`. Environment: `BENCH_COMPLETIONS` (500), `BENCH_WARMUP`
+//! Run with `just bench-recurrence`, i.e. `cargo run --release -p todo-bench
+//! --bin bench_recurrence`. Environment: `BENCH_COMPLETIONS` (500), `BENCH_WARMUP`
 //! (20), `BENCH_RATE` (20 completions/s), `BENCH_USERS` (10), `BENCH_POLL_MS` (5),
 //! `BENCH_POLL_BUDGET` (1000 GetTask/s), `BENCH_TIMEOUT_SECS` (30), `BENCH_SETTLE_MS` (2000); task-service's
 //! `DATABASE_MAX_CONNECTIONS`, `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`,
@@ -74,10 +74,16 @@ use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use recurring_task_service::{completions::StatsSnapshot, occurrence::occurrence_task_id};
+use todo_bench::{
+    api::{self, describe},
+    report::{command, histogram, micros},
+};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores, env_usize},
-    ensure_kafka, free_port, unique,
+    ensure_kafka, free_port,
+    machine::{cpu_model, mem_total},
+    unique,
 };
 use todo_proto::{
     from_timestamp, to_timestamp,
@@ -87,11 +93,7 @@ use todo_proto::{
     },
 };
 use todo_topology::topics;
-use tonic::{
-    Code, Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 
 /// The issue's goal: completion → next occurrence visible, p99 at most this many ms.
 const GOAL_P99_MS: f64 = 200.0;
@@ -134,19 +136,6 @@ impl Config {
             settle: Duration::from_millis(env_usize("BENCH_SETTLE_MS", 2000)? as u64),
         })
     }
-}
-
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-fn describe(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
 }
 
 /// The two services, their sidecars and the database folder, all of this run's own.
@@ -284,29 +273,16 @@ struct Api {
 
 impl Api {
     async fn connect(addr: std::net::SocketAddr, users: usize) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to task-service at {addr}"))?;
-        let users = (0..users)
-            .map(|u| {
-                AsciiMetadataValue::try_from(format!("bench-rec-user-{u:03}"))
-                    .context("a user id that is not a header value")
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Self {
-            client: TaskServiceClient::new(channel),
-            users,
-        })
+        let client = api::connect(addr, 1)
+            .await?
+            .pop()
+            .context("no connection to task-service")?;
+        let users = api::users("bench-rec-user", users)?;
+        Ok(Self { client, users })
     }
 
     fn request<T>(&self, user: usize, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.metadata_mut()
-            .insert("x-user-id", self.users[user].clone());
-        r
+        api::as_user(&self.users[user], msg)
     }
 
     async fn get(&self, user: usize, id: &str) -> Result<Task, Status> {
@@ -744,64 +720,6 @@ fn row(what: &str, h: &Histogram<u64>) -> String {
     )
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS"
-                        | "OUTBOX_BATCH_SIZE"
-                        | "OUTBOX_POLL_MS"
-                        | "MAX_CONCURRENT_REQUESTS"
-                        | "REQUEST_TIMEOUT_MS"
-                        | "PUBLISH_TIMEOUT_MS"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push(
-        "cargo run --release -p recurring-task-service --example bench_recurrence".to_owned(),
-    );
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-recurrence`)")
-    } else {
-        command
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // task-service's tower-http trace layer logs every non-OK answer at ERROR, and most
@@ -924,7 +842,20 @@ fn print_report(cfg: &Config, r: &Report, idle_load: &str) {
     print!("{}", row("CompleteTask round trip", &m.complete_rpc));
     println!();
     let seen = m.from_response.len() as f64;
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_recurrence",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "OUTBOX_BATCH_SIZE",
+                "OUTBOX_POLL_MS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_TIMEOUT_MS",
+                "PUBLISH_TIMEOUT_MS"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; Kafka, two daprd and this process (both \
          services and the load) all on these cores",

@@ -38,8 +38,8 @@
 //! - duplicates (a reminder delivered more than once: must be 0) and missing reminders (must
 //!   be 0): the example exits non-zero if either is not.
 //!
-//! Run with `just bench-reminders`, i.e. `cargo run --release -p notification-service
-//! --example bench_reminders` (Kafka on 127.0.0.1:19092 is started when it does not answer;
+//! Run with `just bench-reminders`, i.e. `cargo run --release -p todo-bench
+//! --bin bench_reminders` (Kafka on 127.0.0.1:19092 is started when it does not answer;
 //! daprd from `just bootstrap`). Environment: `BENCH_REMINDERS` (10000), `BENCH_WINDOW_SECS`
 //! (60), `BENCH_START_SECS` (30), `BENCH_USERS` (100), `BENCH_CONCURRENCY` (32),
 //! `BENCH_CHANNELS` (4), `BENCH_TIMEOUT_SECS` (180), `BENCH_SETTLE_SECS` (5),
@@ -66,11 +66,17 @@ use notification_service::{
     notification::Notification,
     reminders::StatsSnapshot,
 };
-use sea_orm::{ConnectionTrait, Database};
+use todo_bench::{
+    api,
+    db::{Db, pg_admin_url},
+    report::{command, histogram, ms},
+};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores_used, env_usize, process_ticks},
-    ensure_kafka, free_port, repo_root, unique,
+    ensure_kafka, free_port,
+    machine::{cpu_model, mem_total},
+    pg, repo_root, unique,
 };
 use todo_proto::{
     to_timestamp,
@@ -79,13 +85,8 @@ use todo_proto::{
     },
 };
 use todo_topology::{app_ids, topics};
-use tonic::{
-    Request,
-    metadata::AsciiMetadataValue,
-    transport::{Channel as GrpcChannel, Endpoint},
-};
+use tonic::{Request, transport::Channel as GrpcChannel};
 
-const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
 /// The issue's goal: lateness p99 at most this (µs).
 const GOAL_P99_US: u64 = 1_000_000;
 /// What the seeds ask for: lateness under this (µs).
@@ -95,12 +96,6 @@ const SEED_LIMIT_US: u64 = 10_000_000;
 const QUEUED_MARGIN: TimeDelta = TimeDelta::milliseconds(100);
 /// How many failure messages the create phase keeps for the report.
 const KEEP_ERRORS: usize = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -148,10 +143,7 @@ impl Config {
             settle: env_secs("BENCH_SETTLE_SECS", 5)?,
             partitions: u32::try_from(env_usize("BENCH_PARTITIONS", 3)?)?,
             database,
-            pg_admin_url: std::env::var("DATABASE_URL_PG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+            pg_admin_url: pg_admin_url(),
         })
     }
 }
@@ -353,38 +345,6 @@ async fn start_task_service(prefix: &str, database_url: &str) -> anyhow::Result<
     })
 }
 
-/// Creates a fresh database on the PostgreSQL server; answers its name and URL.
-async fn create_pg_database(admin_url: &str) -> anyhow::Result<(String, String)> {
-    let name = format!("bench_rem_{}", uuid::Uuid::new_v4().simple());
-    let conn = Database::connect(admin_url).await.with_context(|| {
-        "PostgreSQL at DATABASE_URL_PG does not answer: start it with `just pg-up` (or point \
-         DATABASE_URL_PG at a server where the user may CREATE DATABASE)"
-    })?;
-    let created = conn
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"));
-    conn.close().await?;
-    created?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
-        .map(|(b, _)| b)
-        .context("DATABASE_URL_PG has no /database part")?;
-    Ok((name.clone(), format!("{base}/{name}")))
-}
-
-async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let conn = Database::connect(admin_url).await?;
-    let dropped = conn
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
-    conn.close().await?;
-    dropped?;
-    Ok(())
-}
-
 // ------------------------------------------------------------------ creating the reminders
 
 /// One reminder the benchmark asked for.
@@ -400,22 +360,8 @@ async fn create_all(
     cfg: &Config,
     window_start: DateTime<Utc>,
 ) -> anyhow::Result<(HashMap<String, Planned>, usize, Vec<String>)> {
-    let mut clients = Vec::with_capacity(cfg.channels);
-    for _ in 0..cfg.channels {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to task-service at {addr}"))?;
-        clients.push(TaskServiceClient::new(channel));
-    }
-    let users = (0..cfg.users)
-        .map(|u| {
-            AsciiMetadataValue::try_from(format!("bench-user-{u:03}"))
-                .context("a user id that is not a header value")
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = api::connect(addr, cfg.channels).await?;
+    let users = api::users("bench-user", cfg.users)?;
     let clients: Arc<Vec<TaskServiceClient<GrpcChannel>>> = Arc::new(clients);
     let users = Arc::new(users);
     let step_ns = cfg.window.as_nanos() / cfg.reminders as u128;
@@ -472,20 +418,11 @@ async fn create_all(
 
 // ------------------------------------------------------------------ measuring
 
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
 /// Microseconds of a (possibly negative) span, clamped to the histogram's range.
 fn us(d: TimeDelta) -> u64 {
     u64::try_from(d.num_microseconds().unwrap_or(i64::MAX))
         .unwrap_or(0)
         .max(1)
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.1}", us as f64 / 1000.0)
 }
 
 /// p50 / p90 / p99 / max of a histogram, in ms.
@@ -719,56 +656,6 @@ fn analyse(
     Ok(r)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command line that reproduces this run.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS"
-                        | "OUTBOX_BATCH_SIZE"
-                        | "OUTBOX_POLL_MS"
-                        | "NOTIFICATION_CLAIM_LEASE_MS"
-                        | "STATE_TIMEOUT_MS"
-                        | "NOTIFICATIONS_PER_USER"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    vars.push("cargo run --release -p notification-service --example bench_reminders".to_owned());
-    format!("`{}`", vars.join(" "))
-}
-
 fn secs(d: TimeDelta) -> String {
     format!("{:.1}", d.num_milliseconds() as f64 / 1000.0)
 }
@@ -787,7 +674,7 @@ async fn main() -> anyhow::Result<()> {
     let prefix = unique("bench-rem");
     let pg = match cfg.database {
         Db::Sqlite => None,
-        Db::Postgres => Some(create_pg_database(&cfg.pg_admin_url).await?),
+        Db::Postgres => Some(pg::create_database(&cfg.pg_admin_url, "bench_rem").await?),
     };
     let url = pg.as_ref().map(|(_, u)| u.clone()).unwrap_or_default();
     let recorder = Arc::new(Recorder::default());
@@ -814,7 +701,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await;
     drop(sidecar);
     if let Some((name, _)) = &pg
-        && let Err(e) = drop_pg_database(&cfg.pg_admin_url, name).await
+        && let Err(e) = pg::drop_database(&cfg.pg_admin_url, name).await
     {
         eprintln!("bench-reminders: could not drop database {name}: {e:#}");
     }
@@ -1006,7 +893,20 @@ fn print_report(cfg: &Config, r: &Report, info: &RunInfo, stats: StatsSnapshot, 
         );
     }
     println!();
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_reminders",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "OUTBOX_BATCH_SIZE",
+                "OUTBOX_POLL_MS",
+                "NOTIFICATION_CLAIM_LEASE_MS",
+                "STATE_TIMEOUT_MS",
+                "NOTIFICATIONS_PER_USER"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; Kafka, both daprd and this process (load \
          generator, task-service, notification-service) all on these cores",

@@ -4,6 +4,9 @@
 //! store) → one notification, listed for its owner.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// notification-service's own test kit (its stack, a recording channel, its components),
+// shared with its tests rather than copied here.
+#[path = "../../services/notification-service/tests/common/mod.rs"]
 mod common;
 
 use std::{sync::Arc, time::Duration};

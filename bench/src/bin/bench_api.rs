@@ -21,7 +21,7 @@
 //! / wall time of the phase. Failed requests are counted and reported, and the example
 //! exits non-zero if any request failed.
 //!
-//! Run with `just bench-api`, i.e. `cargo run --release -p task-service --example
+//! Run with `just bench-api`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_api` (PostgreSQL must be up: `bash scripts/pg.sh up`). Environment:
 //! `BENCH_REQUESTS` (10000 per RPC), `BENCH_WARMUP` (500 per RPC), `BENCH_CONCURRENCY`
 //! (32), `BENCH_USERS` (100), `BENCH_CHANNELS` (4), `BENCH_PAGE_SIZE` (50), `BENCH_RATE`
@@ -40,22 +40,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use task_service::{App, auth::AuthMode};
-use todo_harness::bench::{CpuSample, cores_used, env_usize};
+use todo_bench::{
+    api::{self, describe},
+    db::{Db, databases_from_env, pg_admin_url},
+    report::{command, histogram, micros, ms, server_version},
+};
+use todo_harness::{
+    bench::{CpuSample, cores_used, env_usize},
+    machine::{cpu_model, mem_total},
+    pg,
+};
 use todo_proto::todo::v1::{
-    CreateTaskRequest, GetTaskRequest, ListTasksRequest, Priority, Task,
-    task_service_client::TaskServiceClient,
+    CreateTaskRequest, GetTaskRequest, ListTasksRequest, task_service_client::TaskServiceClient,
 };
-use tonic::{
-    Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 
-const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
 /// Where the service's outbox relay is told its sidecar is: a port nothing listens on.
 const NO_SIDECAR: &str = "http://127.0.0.1:1";
 /// The issue's goal: CreateTask p99 at most this many µs at the open-loop rate.
@@ -63,21 +65,6 @@ const GOAL_P99_US: u64 = 5_000;
 const GOAL_RATE: usize = 1_000;
 /// How many failure messages a phase keeps for the report.
 const KEEP_ERRORS: usize = 3;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "SQLite",
-            Self::Postgres => "PostgreSQL",
-        }
-    }
-}
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -96,23 +83,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let databases = match std::env::var("BENCH_DATABASES") {
-            Err(std::env::VarError::NotPresent) => vec![Db::Sqlite, Db::Postgres],
-            Err(e) => bail!("BENCH_DATABASES: {e}"),
-            Ok(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| match s.to_ascii_lowercase().as_str() {
-                    "sqlite" => Ok(Db::Sqlite),
-                    "postgres" | "postgresql" | "pg" => Ok(Db::Postgres),
-                    other => {
-                        bail!("BENCH_DATABASES: unknown database {other:?} (sqlite, postgres)")
-                    }
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?,
-        };
-        ensure!(!databases.is_empty(), "BENCH_DATABASES names no database");
+        let (databases, _) = databases_from_env()?;
         let page_size = env_usize("BENCH_PAGE_SIZE", 50)?;
         ensure!(page_size <= 1000, "BENCH_PAGE_SIZE must be at most 1000");
         Ok(Self {
@@ -125,21 +96,9 @@ impl Config {
             rate: env_usize("BENCH_RATE", GOAL_RATE)?,
             rate_secs: env_usize("BENCH_RATE_SECS", 5)?,
             databases,
-            pg_admin_url: std::env::var("DATABASE_URL_PG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+            pg_admin_url: pg_admin_url(),
         })
     }
-}
-
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The figures of one measured phase.
@@ -201,10 +160,6 @@ impl Outcome {
     }
 }
 
-fn describe(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
-
 /// The connections to the service and the users requests are spread over.
 struct Clients {
     clients: Vec<TaskServiceClient<Channel>>,
@@ -214,23 +169,8 @@ struct Clients {
 
 impl Clients {
     async fn connect(addr: std::net::SocketAddr, cfg: &Config) -> anyhow::Result<Self> {
-        let mut clients = Vec::with_capacity(cfg.channels);
-        for _ in 0..cfg.channels {
-            // One `connect` is one HTTP/2 connection.
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .timeout(Duration::from_secs(30))
-                .connect()
-                .await
-                .with_context(|| format!("connecting to task-service at {addr}"))?;
-            clients.push(TaskServiceClient::new(channel));
-        }
-        let users = (0..cfg.users)
-            .map(|u| {
-                AsciiMetadataValue::try_from(format!("bench-user-{u:03}"))
-                    .context("a user id that is not a header value")
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let clients = api::connect(addr, cfg.channels).await?;
+        let users = api::users("bench-user", cfg.users)?;
         Ok(Self { clients, users })
     }
 
@@ -243,24 +183,14 @@ impl Clients {
     }
 
     fn request<T>(&self, user: usize, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.metadata_mut()
-            .insert("x-user-id", self.users[user % self.users.len()].clone());
-        r
+        api::as_user(&self.users[user % self.users.len()], msg)
     }
 
     /// CreateTask number `seq`, as user `seq % users`; answers (user, new task id).
     async fn create(&self, seq: usize) -> Result<(usize, String), Status> {
         let user = self.user_of(seq);
         let msg = CreateTaskRequest {
-            task: Some(Task {
-                title: format!("benchmark task {seq}"),
-                description: "a task of realistic size, created by the bench_api example"
-                    .to_owned(),
-                priority: Priority::Medium as i32,
-                tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
-                ..Task::default()
-            }),
+            task: Some(api::task(seq, "bench_api")),
             // As a well-behaved client sends it: the idempotency key of this create.
             request_id: uuid::Uuid::new_v4().to_string(),
             no_default_reminders: false,
@@ -473,66 +403,6 @@ struct RunInfo {
     pool: u32,
 }
 
-/// Creates a fresh database on the PostgreSQL server; answers its name and URL.
-async fn create_pg_database(admin_url: &str) -> anyhow::Result<(String, String)> {
-    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let conn = Database::connect(admin_url).await.with_context(|| {
-        format!(
-            "PostgreSQL at {} does not answer: start it with `bash scripts/pg.sh up` \
-             (or set DATABASE_URL_PG to a server where the user may CREATE DATABASE)",
-            redact(admin_url)
-        )
-    })?;
-    let created = conn
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"));
-    conn.close().await?;
-    created?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
-        .map(|(b, _)| b)
-        .context("DATABASE_URL_PG has no /database part")?;
-    Ok((name.clone(), format!("{base}/{name}")))
-}
-
-async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let conn = Database::connect(admin_url).await?;
-    let dropped = conn
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .with_context(|| format!("DROP DATABASE {name}"));
-    conn.close().await?;
-    dropped?;
-    Ok(())
-}
-
-/// The database URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
-
-async fn server_version(db: &DatabaseConnection, database: Db) -> String {
-    let sql = match database {
-        Db::Sqlite => "SELECT sqlite_version()",
-        Db::Postgres => "SHOW server_version",
-    };
-    match db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-    {
-        Ok(Some(row)) => row
-            .try_get_by_index::<String>(0)
-            .unwrap_or_else(|_| "unknown".to_owned()),
-        _ => "unknown".to_owned(),
-    }
-}
-
 /// Builds task-service on `url` and measures every phase against it.
 async fn measure(database: Db, url: &str, cfg: &Config) -> anyhow::Result<(Vec<Figures>, RunInfo)> {
     // The service's own defaults for this database (pool size, limits, timeout), with the
@@ -560,7 +430,7 @@ async fn measure(database: Db, url: &str, cfg: &Config) -> anyhow::Result<(Vec<F
         .with_context(|| format!("starting task-service on {}", database.name()))?;
     let info = RunInfo {
         database,
-        version: server_version(&app.db, database).await,
+        version: server_version(&app.db).await,
         pool,
     };
     let clients = Arc::new(Clients::connect(app.addr, cfg).await?);
@@ -699,20 +569,16 @@ async fn run_database(database: Db, cfg: &Config) -> anyhow::Result<(Vec<Figures
             measure(database, &url, cfg).await
         }
         Db::Postgres => {
-            let (name, url) = create_pg_database(&cfg.pg_admin_url).await?;
+            let (name, url) = pg::create_database(&cfg.pg_admin_url, "bench").await?;
             eprintln!("bench_api: PostgreSQL: database {name} created");
             let result = measure(database, &url, cfg).await;
-            let dropped = drop_pg_database(&cfg.pg_admin_url, &name).await;
+            let dropped = pg::drop_database(&cfg.pg_admin_url, &name).await;
             let out = result?;
             dropped.with_context(|| format!("dropping the benchmark database {name}"))?;
             eprintln!("bench_api: PostgreSQL: database {name} dropped");
             Ok(out)
         }
     }
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.2}", us as f64 / 1000.0)
 }
 
 fn table(figures: &[Figures]) -> String {
@@ -752,57 +618,6 @@ fn table(figures: &[Figures]) -> String {
     out
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS" | "MAX_CONCURRENT_REQUESTS" | "REQUEST_TIMEOUT_MS"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push("cargo run --release -p task-service --example bench_api".to_owned());
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-api`)")
-    } else {
-        command
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
@@ -821,7 +636,17 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Task API: gRPC → task-service → SQLite / PostgreSQL\n");
     println!("{}", table(&figures));
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_api",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_TIMEOUT_MS"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; load generator, task-service and the database \
          server all on these cores",
@@ -830,10 +655,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("- CPU busy in the second before the run (this process / host): {idle_load} cores");
     for i in &infos {
-        let how = match i.database {
-            Db::Sqlite => "fresh file in a temporary directory, WAL, synchronous=NORMAL",
-            Db::Postgres => "fresh database on DATABASE_URL_PG, dropped afterwards",
-        };
+        let how = i.database.fresh();
         println!(
             "- {} {} ({how}); pool of {} connections",
             i.database.name(),

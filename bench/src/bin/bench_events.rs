@@ -32,7 +32,7 @@
 //! task-updates (nobody subscribes to it here), so the relay publishes two events per
 //! mutation.
 //!
-//! Run with `just bench-events`, i.e. `cargo run --release -p task-service --example
+//! Run with `just bench-events`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_events`. Environment: `BENCH_PIPE_EVENTS` (5000), `BENCH_PIPE_BATCH` (100),
 //! `BENCH_MUTATIONS` (6000, rounded up to whole chains of 3), `BENCH_WARMUP` (300
 //! mutations), `BENCH_CONCURRENCY` (32), `BENCH_USERS` (100), `BENCH_CHANNELS` (4),
@@ -44,45 +44,45 @@
 //! are passed through when set.
 
 use std::{
-    collections::HashSet,
     path::Path,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use anyhow::{Context, bail, ensure};
-use chrono::Utc;
-use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
-use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
-use prost::Message;
 use prost_types::FieldMask;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use task_service::{App, auth::AuthMode, db::entities::outbox, events::Topics};
+use todo_bench::{
+    api::{self, describe},
+    db::{Db, databases_from_env, pg_admin_url},
+    pipe::{self, Phase, serve},
+    report::{command, histogram, micros, ms, quantile, server_version},
+};
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores_used, env_usize},
-    ensure_kafka, free_port, kafka_brokers, unique,
+    ensure_kafka, free_port, kafka_brokers,
+    machine::{cpu_model, log_complaints, mem_total},
+    pg, unique,
 };
 use todo_proto::todo::{
     events::v1::{TaskEvent, TaskEventKind},
     v1::{
-        CompleteTaskRequest, CreateTaskRequest, Priority, Task, UpdateTaskRequest,
+        CompleteTaskRequest, CreateTaskRequest, Task, UpdateTaskRequest,
         task_service_client::TaskServiceClient,
     },
 };
 use todo_topology::{components::PUBSUB, event_types, topics};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
-use tonic::{
-    Request, Status,
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint, server::TcpIncoming},
-};
+use tokio::{task::JoinSet, time::Instant};
+use tonic::{Request, Status, metadata::AsciiMetadataValue, transport::Channel};
 
-const DEFAULT_PG: &str = "postgres://todo:todo@127.0.0.1:15432/todo";
 /// The issue's goals: mutations/s end to end, as a share of the raw pipe, and commit →
 /// consumer p99 at the open-loop rate.
 const GOAL_MUTATIONS_PER_SEC: f64 = 5_000.0;
@@ -95,21 +95,6 @@ const CHAIN: usize = 3;
 const KEEP_ERRORS: usize = 3;
 /// After the last expected delivery, how long to keep listening for duplicates.
 const SETTLE: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-impl Db {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "SQLite",
-            Self::Postgres => "PostgreSQL",
-        }
-    }
-}
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -134,25 +119,7 @@ struct Config {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let (databases, databases_named) = match std::env::var("BENCH_DATABASES") {
-            Err(std::env::VarError::NotPresent) => (vec![Db::Sqlite, Db::Postgres], false),
-            Err(e) => bail!("BENCH_DATABASES: {e}"),
-            Ok(v) => (
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| match s.to_ascii_lowercase().as_str() {
-                        "sqlite" => Ok(Db::Sqlite),
-                        "postgres" | "postgresql" | "pg" => Ok(Db::Postgres),
-                        other => {
-                            bail!("BENCH_DATABASES: unknown database {other:?} (sqlite, postgres)")
-                        }
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?,
-                true,
-            ),
-        };
-        ensure!(!databases.is_empty(), "BENCH_DATABASES names no database");
+        let (databases, databases_named) = databases_from_env()?;
         Ok(Self {
             pipe_events: env_usize("BENCH_PIPE_EVENTS", 5_000)?,
             pipe_batch: env_usize("BENCH_PIPE_BATCH", 100)?,
@@ -167,114 +134,13 @@ impl Config {
             timeout: Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 180)? as u64),
             databases,
             databases_named,
-            pg_admin_url: std::env::var("DATABASE_URL_PG")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_PG.to_owned()),
+            pg_admin_url: pg_admin_url(),
         })
     }
 }
 
-/// A latency histogram: 1 µs .. 1 h, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
 // ---------------------------------------------------------------------------------------
 // The consumer.
-
-/// What the consumer has seen of one phase.
-struct Recorder {
-    seen: HashSet<String>,
-    duplicates: u64,
-    /// Events whose `occurred_at` was missing or out of range.
-    unreadable: u64,
-    /// `occurred_at` → delivery, in microseconds.
-    latency_us: Histogram<u64>,
-    last_delivery: Option<Instant>,
-}
-
-/// One phase's deliveries.
-struct Phase {
-    recorder: Mutex<Recorder>,
-    /// The number of distinct events delivered so far.
-    delivered: watch::Sender<usize>,
-}
-
-impl Phase {
-    fn new() -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(Self {
-            recorder: Mutex::new(Recorder {
-                seen: HashSet::new(),
-                duplicates: 0,
-                unreadable: 0,
-                latency_us: histogram()?,
-                last_delivery: None,
-            }),
-            delivered: watch::channel(0).0,
-        }))
-    }
-
-    /// The consumer's handler: records the event's latency once per event id.
-    fn record(&self, event: &TaskEvent) {
-        let now = Utc::now();
-        let at = Instant::now();
-        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
-        if !r.seen.insert(event.event_id.clone()) {
-            r.duplicates += 1;
-            return;
-        }
-        match event
-            .occurred_at
-            .as_ref()
-            .and_then(todo_proto::from_timestamp)
-        {
-            Some(occurred) => {
-                let us = (now - occurred).num_microseconds().unwrap_or(i64::MAX);
-                r.latency_us
-                    .saturating_record(u64::try_from(us).unwrap_or(0).max(1));
-            }
-            None => r.unreadable += 1,
-        }
-        r.last_delivery = Some(at);
-        let n = r.seen.len();
-        drop(r);
-        self.delivered.send_replace(n);
-    }
-
-    /// Waits until `n` distinct events arrived (then callers listen `SETTLE` more for
-    /// duplicates).
-    async fn wait_for(&self, n: usize, deadline: Instant, what: &str) -> anyhow::Result<()> {
-        let mut delivered = self.delivered.subscribe();
-        let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|got| *got >= n)).await;
-        let got = *self.delivered.borrow();
-        match waited {
-            Err(_) => bail!(
-                "{what}: {got} of {n} events arrived in time (see the daprd logs under \
-                 target/test-logs/)"
-            ),
-            Ok(Err(_)) => bail!("{what}: the consumer's recorder went away"),
-            Ok(Ok(_)) => {}
-        }
-        Ok(())
-    }
-
-    /// (distinct, duplicates, unreadable, latency, last delivery).
-    fn snapshot(&self) -> (usize, u64, u64, Histogram<u64>, Option<Instant>) {
-        let r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
-        (
-            r.seen.len(),
-            r.duplicates,
-            r.unreadable,
-            r.latency_us.clone(),
-            r.last_delivery,
-        )
-    }
-}
 
 /// The phases of one database's task-events topic, told apart by the user id's first word.
 struct EventsSink {
@@ -311,24 +177,6 @@ impl EventsSink {
     }
 }
 
-/// Serves the consumer's AppCallback on a free port with TCP_NODELAY; returns the port.
-async fn serve(subs: Subscriptions) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .add_service(svc.alpha_server())
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)));
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            eprintln!("bench_events: the consumer's AppCallback server stopped: {e}");
-        }
-    });
-    Ok(port)
-}
-
 // ---------------------------------------------------------------------------------------
 // The raw pipe.
 
@@ -342,32 +190,20 @@ struct PipeFigures {
     cpu: String,
 }
 
-/// A `TaskEvent` stamped with the current instant as its publish time.
+/// A creation of task number `seq`, of user `seq % users`, stamped with its publish time.
 fn stamped_event(topic: &str, seq: usize, users: usize) -> OutgoingEvent {
-    let user = format!("pipe-user-{}", seq % users);
-    let event = TaskEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(todo_proto::to_timestamp(Utc::now())),
-        user_id: user.clone(),
-        kind: TaskEventKind::Created as i32,
-        task: Some(Task {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.clone(),
-            title: format!("benchmark task {seq}"),
-            description: "a task of realistic size, created by the bench_events example".to_owned(),
-            priority: Priority::Medium as i32,
-            tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
-            ..Task::default()
-        }),
-        changed_fields: vec![],
+    let task = Task {
+        id: uuid::Uuid::now_v7().to_string(),
+        user_id: format!("pipe-user-{}", seq % users),
+        ..api::task(seq, "bench_events")
     };
-    OutgoingEvent {
-        id: event.event_id.clone(),
-        topic: topic.to_owned(),
-        event_type: event_types::TASK_CREATED.to_owned(),
-        key: user,
-        data: event.encode_to_vec(),
-    }
+    pipe::stamped_event(
+        topic,
+        TaskEventKind::Created,
+        event_types::TASK_CREATED,
+        vec![],
+        task,
+    )
 }
 
 /// Publishes `events` events in bulk, one call in flight, and waits for every delivery.
@@ -421,14 +257,7 @@ async fn run_pipe(
 }
 
 // ---------------------------------------------------------------------------------------
-// CPU use (as in bench_api).
-
-// ---------------------------------------------------------------------------------------
 // The load on task-service.
-
-fn describe(s: &Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
-}
 
 /// The connections to the service.
 struct Clients {
@@ -438,17 +267,7 @@ struct Clients {
 
 impl Clients {
     async fn connect(addr: std::net::SocketAddr, cfg: &Config) -> anyhow::Result<Self> {
-        let mut clients = Vec::with_capacity(cfg.channels);
-        for _ in 0..cfg.channels {
-            // One `connect` is one HTTP/2 connection.
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .timeout(Duration::from_secs(30))
-                .connect()
-                .await
-                .with_context(|| format!("connecting to task-service at {addr}"))?;
-            clients.push(TaskServiceClient::new(channel));
-        }
+        let clients = api::connect(addr, cfg.channels).await?;
         Ok(Self {
             clients,
             users: cfg.users,
@@ -470,14 +289,7 @@ impl Clients {
 
     async fn create(&self, tag: &str, seq: usize) -> Result<Task, Status> {
         let msg = CreateTaskRequest {
-            task: Some(Task {
-                title: format!("benchmark task {seq}"),
-                description: "a task of realistic size, created by the bench_events example"
-                    .to_owned(),
-                priority: Priority::Medium as i32,
-                tags: vec!["bench".to_owned(), format!("tag-{}", seq % 8)],
-                ..Task::default()
-            }),
+            task: Some(api::task(seq, "bench_events")),
             request_id: uuid::Uuid::new_v4().to_string(),
             no_default_reminders: false,
         };
@@ -851,7 +663,7 @@ async fn measure_database(
     let mut sidecar = Daprd::start(opts)
         .await
         .context("starting task-service's daprd")?;
-    let version = server_version(&app.db, database).await;
+    let version = server_version(&app.db).await;
     let result = async {
         let clients = Arc::new(Clients::connect(app.addr, cfg).await?);
         eprintln!(
@@ -920,72 +732,9 @@ async fn measure_database(
             relay_batch,
             stray: sink.stray.load(Ordering::Relaxed),
             sidecar_log: sidecar.log_path.clone(),
-            complaints: log_complaints(&sidecar.log_path),
+            complaints: log_complaints(&sidecar.log_path, &STARTUP_WARNINGS),
         },
     ))
-}
-
-/// Creates a fresh database on the PostgreSQL server; answers its name and URL.
-async fn create_pg_database(admin_url: &str) -> anyhow::Result<(String, String)> {
-    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let conn = Database::connect(admin_url).await.with_context(|| {
-        format!(
-            "PostgreSQL at {} does not answer: start it with `bash scripts/pg.sh up` \
-             (or set DATABASE_URL_PG to a server where the user may CREATE DATABASE)",
-            redact(admin_url)
-        )
-    })?;
-    let created = conn
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"));
-    conn.close().await?;
-    created?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|u| u.rsplit_once('/'))
-        .map(|(b, _)| b)
-        .context("DATABASE_URL_PG has no /database part")?;
-    Ok((name.clone(), format!("{base}/{name}")))
-}
-
-async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let conn = Database::connect(admin_url).await?;
-    let dropped = conn
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .with_context(|| format!("DROP DATABASE {name}"));
-    conn.close().await?;
-    dropped?;
-    Ok(())
-}
-
-/// The database URL without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
-
-async fn server_version(db: &DatabaseConnection, database: Db) -> String {
-    let sql = match database {
-        Db::Sqlite => "SELECT sqlite_version()",
-        Db::Postgres => "SHOW server_version",
-    };
-    match db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            sql,
-        ))
-        .await
-    {
-        Ok(Some(row)) => row
-            .try_get_by_index::<String>(0)
-            .unwrap_or_else(|_| "unknown".to_owned()),
-        _ => "unknown".to_owned(),
-    }
 }
 
 /// One database from creation to cleanup; `None` when PostgreSQL was not asked for by
@@ -1008,7 +757,7 @@ async fn run_database(
             ))
         }
         Db::Postgres => {
-            let (name, url) = match create_pg_database(&cfg.pg_admin_url).await {
+            let (name, url) = match pg::create_database(&cfg.pg_admin_url, "bench").await {
                 Ok(created) => created,
                 Err(e) if !cfg.databases_named => {
                     eprintln!("bench_events: skipping PostgreSQL: {e:#}");
@@ -1018,7 +767,7 @@ async fn run_database(
             };
             eprintln!("bench_events: PostgreSQL: database {name} created");
             let result = measure_database(database, &url, prefix, sink, cfg).await;
-            let dropped = drop_pg_database(&cfg.pg_admin_url, &name).await;
+            let dropped = pg::drop_database(&cfg.pg_admin_url, &name).await;
             let out = result?;
             dropped.with_context(|| format!("dropping the benchmark database {name}"))?;
             eprintln!("bench_events: PostgreSQL: database {name} dropped");
@@ -1029,18 +778,6 @@ async fn run_database(
 
 // ---------------------------------------------------------------------------------------
 // The report.
-
-fn ms(us: u64) -> String {
-    format!("{:.1}", us as f64 / 1000.0)
-}
-
-fn quantile(h: &Histogram<u64>, q: f64) -> String {
-    if h.is_empty() {
-        "–".to_owned()
-    } else {
-        ms(h.value_at_quantile(q))
-    }
-}
 
 fn table(pipe: &PipeFigures, cfg: &Config, figures: &[EventFigures]) -> String {
     let mut out = String::from(
@@ -1106,61 +843,6 @@ fn depth_series(f: &EventFigures) -> String {
         .join(", ")
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("BENCH_")
-                || matches!(
-                    k.as_str(),
-                    "DATABASE_MAX_CONNECTIONS"
-                        | "MAX_CONCURRENT_REQUESTS"
-                        | "REQUEST_TIMEOUT_MS"
-                        | "OUTBOX_BATCH_SIZE"
-                        | "OUTBOX_POLL_MS"
-                )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push("cargo run --release -p task-service --example bench_events".to_owned());
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-events`)")
-    } else {
-        command
-    }
-}
-
 /// What every daprd here warns at start, by design of a local run (no mTLS, no placement,
 /// no scheduler; no app behind the publisher's sidecar): left out of the report so that a
 /// real complaint stands out.
@@ -1170,23 +852,6 @@ const STARTUP_WARNINGS: [&str; 4] = [
     "No scheduler host addresses",
     "App channel is not initialized",
 ];
-
-/// Warning and error lines of a daprd log (logfmt `level=warning` / `level=error`).
-fn log_complaints(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|log| {
-            log.lines()
-                .filter(|l| {
-                    (l.contains("level=warning")
-                        || l.contains("level=error")
-                        || l.contains("level=fatal"))
-                        && !STARTUP_WARNINGS.iter().any(|w| l.contains(w))
-                })
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn print_log(app_id: &str, path: &Path, complaints: &[String]) {
     println!(
@@ -1241,18 +906,13 @@ async fn main() -> anyhow::Result<()> {
         );
         per_db.push((database, prefix, sink));
     }
-    let port = serve(subs.build()).await?;
+    let port = serve(subs.build(), true).await?;
     let consumer = Daprd::start(DaprdOptions::new(unique("bench-consumer"), Some(port)))
         .await
         .context("starting the consumer's daprd")?;
 
     // 1. The raw pipe.
-    let publ = Daprd::start(DaprdOptions::new(unique("bench-publisher"), None))
-        .await
-        .context("starting the publisher's daprd")?;
-    let publisher = Publisher::connect(&PublisherConfig::new(publ.grpc_address(), PUBSUB))
-        .await
-        .context("connecting to the publisher's daprd")?;
+    let (publ, publisher) = todo_harness::recorder::publisher("bench-publisher").await?;
     let warm_events = (cfg.warmup_chains * CHAIN).max(cfg.pipe_batch);
     eprintln!("bench_events: raw pipe warm-up, {warm_events} events on {pipe_warm_topic}");
     run_pipe(&publisher, &pipe_warm_topic, &pipe_warm, warm_events, &cfg).await?;
@@ -1269,7 +929,7 @@ async fn main() -> anyhow::Result<()> {
     let publ_log = (
         publ.options.app_id.clone(),
         publ.log_path.clone(),
-        log_complaints(&publ.log_path),
+        log_complaints(&publ.log_path, &STARTUP_WARNINGS),
     );
     drop(publ);
 
@@ -1290,7 +950,19 @@ async fn main() -> anyhow::Result<()> {
         "## Task events end to end: mutation → outbox → relay → daprd → Kafka → daprd → consumer\n"
     );
     println!("{}", table(&pipe, &cfg, &figures));
-    println!("- command: {}", command());
+    println!(
+        "- command: {}",
+        command(
+            "bench_events",
+            &[
+                "DATABASE_MAX_CONNECTIONS",
+                "MAX_CONCURRENT_REQUESTS",
+                "REQUEST_TIMEOUT_MS",
+                "OUTBOX_BATCH_SIZE",
+                "OUTBOX_POLL_MS"
+            ]
+        )
+    );
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; Kafka {} (single KRaft node), the daprd \
          sidecars, the database server and this process (load generator, task-service, \
@@ -1301,10 +973,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("- CPU busy in the second before the run (this process / host): {idle_load} cores");
     for i in &infos {
-        let how = match i.database {
-            Db::Sqlite => "fresh file in a temporary directory, WAL, synchronous=NORMAL",
-            Db::Postgres => "fresh database on DATABASE_URL_PG, dropped afterwards",
-        };
+        let how = i.database.fresh();
         println!(
             "- {} {} ({how}); pool of {} connections; relay batch {} rows",
             i.database.name(),
@@ -1410,7 +1079,7 @@ async fn main() -> anyhow::Result<()> {
     print_log(
         &consumer.options.app_id,
         &consumer.log_path,
-        &log_complaints(&consumer.log_path),
+        &log_complaints(&consumer.log_path, &STARTUP_WARNINGS),
     );
     for i in &infos {
         print_log(

@@ -17,36 +17,39 @@
 //! publisher (`occurred_at`), and the subscriber's handler records now − occurred_at in an
 //! HDR histogram. Throughput is events / (first publish → last delivery).
 //!
-//! Run with `just bench-pipe`, i.e. `cargo run --release -p dapr-appcallback --example
+//! Run with `just bench-pipe`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
 //! `BENCH_CONCURRENCY` (16), `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY` (1),
 //! `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase), `BENCH_NODELAY`
 //! (1; 0 serves the subscriber without TCP_NODELAY, to show what that costs).
 
 use std::{
-    collections::HashSet,
-    path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use anyhow::{Context, bail, ensure};
-use chrono::Utc;
-use dapr_appcallback::{AppCallbackService, Event, Outcome, Route, Subscriptions};
-use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
-use prost::Message;
+use todo_bench::{
+    pipe,
+    report::{command, ms},
+};
 use todo_harness::{
-    Daprd, DaprdOptions, bench::env_usize, cache_dir, ensure_kafka, kafka_brokers, unique,
+    Daprd, DaprdOptions,
+    bench::env_usize,
+    ensure_kafka, kafka_brokers,
+    machine::{cpu_model, daprd_version, kafka_version, log_complaints, mem_total},
+    unique,
 };
 use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
 use todo_proto::todo::v1::Task;
 use todo_topology::{components::PUBSUB, event_types, topics};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
-use tonic::transport::server::TcpIncoming;
+use tokio::{task::JoinSet, time::Instant};
 
 /// What to run, from the environment.
 #[derive(Debug, Clone)]
@@ -110,66 +113,23 @@ impl Mode {
     }
 }
 
-/// What the subscriber has seen on one topic.
-struct Recorder {
-    seen: HashSet<String>,
-    duplicates: u64,
-    /// Events whose `occurred_at` was missing or out of range.
-    unreadable: u64,
-    /// Publish → delivery, in microseconds.
-    latency_us: Histogram<u64>,
-    last_delivery: Option<Instant>,
-}
-
 /// One topic the subscriber listens on, and what it saw there.
 struct Phase {
     topic: String,
-    recorder: Mutex<Recorder>,
-    /// The number of distinct events delivered so far.
-    delivered: watch::Sender<usize>,
+    deliveries: Arc<pipe::Phase>,
 }
 
 impl Phase {
     fn new(prefix: &str) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             topic: unique(prefix),
-            recorder: Mutex::new(Recorder {
-                seen: HashSet::new(),
-                duplicates: 0,
-                unreadable: 0,
-                // 1 µs .. 1 h, 3 significant digits.
-                latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
-                last_delivery: None,
-            }),
-            delivered: watch::channel(0).0,
+            deliveries: pipe::Phase::new()?,
         }))
     }
 
     /// The subscriber's handler: records the event's latency once per event id.
     fn record(&self, event: &TaskEvent) {
-        let now = Utc::now();
-        let at = Instant::now();
-        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
-        if !r.seen.insert(event.event_id.clone()) {
-            r.duplicates += 1;
-            return;
-        }
-        match event
-            .occurred_at
-            .as_ref()
-            .and_then(todo_proto::from_timestamp)
-        {
-            Some(published) => {
-                let us = (now - published).num_microseconds().unwrap_or(i64::MAX);
-                r.latency_us
-                    .saturating_record(u64::try_from(us).unwrap_or(0).max(1));
-            }
-            None => r.unreadable += 1,
-        }
-        r.last_delivery = Some(at);
-        let n = r.seen.len();
-        drop(r);
-        self.delivered.send_replace(n);
+        self.deliveries.record(event);
     }
 }
 
@@ -185,31 +145,24 @@ struct Figures {
     duplicates: u64,
 }
 
-/// A `TaskEvent` stamped with the current instant as its publish time.
+/// An update of task number `seq`, of user `seq % users`, stamped with its publish time.
 fn stamped_event(topic: &str, seq: usize, users: usize) -> OutgoingEvent {
-    let user = format!("bench-user-{}", seq % users);
-    let event = TaskEvent {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        occurred_at: Some(todo_proto::to_timestamp(Utc::now())),
-        user_id: user.clone(),
-        kind: TaskEventKind::Updated as i32,
-        task: Some(Task {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.clone(),
-            title: format!("benchmark task {seq}"),
-            description: "a task event of realistic size, published by bench_pipe".to_owned(),
-            tags: vec!["bench".to_owned(), "pipe".to_owned()],
-            ..Task::default()
-        }),
-        changed_fields: vec!["title".to_owned()],
+    let task = Task {
+        id: uuid::Uuid::now_v7().to_string(),
+        user_id: format!("bench-user-{}", seq % users),
+        title: format!("benchmark task {seq}"),
+        description: "a task event of realistic size, published by bench_pipe".to_owned(),
+        tags: vec!["bench".to_owned(), "pipe".to_owned()],
+        ..Task::default()
     };
-    OutgoingEvent {
-        id: event.event_id.clone(),
-        topic: topic.to_owned(),
-        event_type: event_types::TASK_UPDATED.to_owned(),
-        key: user,
-        data: event.encode_to_vec(),
-    }
+    let changed = vec!["title".to_owned()];
+    pipe::stamped_event(
+        topic,
+        TaskEventKind::Updated,
+        event_types::TASK_UPDATED,
+        changed,
+        task,
+    )
 }
 
 /// Publishes `events` events to the phase's topic and waits until all are delivered.
@@ -284,68 +237,26 @@ async fn run_phase(
         }
     }
 
-    let mut delivered = phase.delivered.subscribe();
-    let waited = tokio::time::timeout_at(deadline, delivered.wait_for(|n| *n >= events))
-        .await
-        .map(|r| r.map(|_| ()));
-    let got = *phase.delivered.borrow();
-    match waited {
-        Err(_) => bail!(
-            "delivery incomplete: {got} of {events} events arrived on {} within {:?} of the \
-             first publish (see the daprd logs under target/test-logs/)",
-            phase.topic,
-            cfg.timeout
-        ),
-        Ok(Err(_)) => bail!("the subscriber's recorder for {} went away", phase.topic),
-        Ok(Ok(_)) => {}
-    }
-
-    let r = phase
-        .recorder
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let what = format!(
+        "delivery incomplete on {} within {:?} of the first publish",
+        phase.topic, cfg.timeout
+    );
+    phase.deliveries.wait_for(events, deadline, &what).await?;
+    let (_, duplicates, unreadable, latency_us, last_delivery) = phase.deliveries.snapshot();
     ensure!(
-        r.unreadable == 0,
-        "{} events on {} had no readable occurred_at",
-        r.unreadable,
+        unreadable == 0,
+        "{unreadable} events on {} had no readable occurred_at",
         phase.topic
     );
-    let last_delivery = r.last_delivery.unwrap_or(started);
+    let last_delivery = last_delivery.unwrap_or(started);
     Ok(Figures {
         mode,
         events,
         elapsed: last_delivery.duration_since(started),
         publish_elapsed: last_ack.duration_since(started),
-        latency_us: r.latency_us.clone(),
-        duplicates: r.duplicates,
+        latency_us,
+        duplicates,
     })
-}
-
-/// Serves the AppCallback of `subs` on a free port; returns the port.
-///
-/// `serve_with_incoming` ignores `Server::tcp_nodelay`: TCP_NODELAY must be set on the
-/// incoming stream itself. Without it (`BENCH_NODELAY=0`, what a bare `TcpListenerStream`
-/// gives), every delivery waits on Nagle's algorithm and a delayed ACK, and the pipe
-/// delivers about ten times fewer events per second.
-async fn serve(subs: Subscriptions, nodelay: bool) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let svc = AppCallbackService::new(subs);
-    let server = tonic::transport::Server::builder()
-        .add_service(svc.app_callback_server())
-        .add_service(svc.health_check_server())
-        .add_service(svc.alpha_server())
-        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(nodelay)));
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            eprintln!("bench_pipe: the subscriber's AppCallback server stopped: {e}");
-        }
-    });
-    Ok(port)
-}
-
-fn ms(us: u64) -> String {
-    format!("{:.1}", us as f64 / 1000.0)
 }
 
 fn table(figures: &[Figures]) -> String {
@@ -374,106 +285,6 @@ fn table(figures: &[Figures]) -> String {
     out
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: u64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-async fn daprd_version() -> anyhow::Result<String> {
-    // The binary the harness starts (see todo_harness::Daprd).
-    let bin = std::env::var("DAPRD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| cache_dir().join("bin/daprd"));
-    let out = tokio::process::Command::new(&bin)
-        .arg("--version")
-        .output()
-        .await
-        .with_context(|| format!("running {} --version", bin.display()))?;
-    ensure!(
-        out.status.success(),
-        "{} --version failed: {}",
-        bin.display(),
-        out.status
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The Kafka version bootstrap installed (from the broker jar's name), or "unknown".
-fn kafka_version() -> String {
-    let jar_version = |libs: &Path| -> Option<String> {
-        std::fs::read_dir(libs).ok()?.flatten().find_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("kafka_2.13-")?
-                .strip_suffix(".jar")
-                .map(str::to_owned)
-        })
-    };
-    std::fs::read_dir(cache_dir())
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("kafka-"))
-        .find_map(|e| jar_version(&e.path().join("libs")))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The command that reproduces this run, with the BENCH_* variables that were set.
-fn command() -> String {
-    let mut vars: Vec<String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("BENCH_"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    vars.sort();
-    let plain = vars.is_empty();
-    vars.push("cargo run --release -p dapr-appcallback --example bench_pipe".to_owned());
-    let command = format!("`{}`", vars.join(" "));
-    if plain {
-        format!("{command} (`just bench-pipe`)")
-    } else {
-        command
-    }
-}
-
-/// Warning and error lines of a daprd log (logfmt `level=warning` / `level=error`).
-fn log_complaints(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|log| {
-            log.lines()
-                .filter(|l| {
-                    l.contains("level=warning")
-                        || l.contains("level=error")
-                        || l.contains("level=fatal")
-                })
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
@@ -498,16 +309,11 @@ async fn main() -> anyhow::Result<()> {
             },
         );
     }
-    let port = serve(subs.build(), cfg.nodelay).await?;
+    let port = pipe::serve(subs.build(), cfg.nodelay).await?;
     let sub = Daprd::start(DaprdOptions::new(unique("bench-sub"), Some(port)))
         .await
         .context("starting the subscriber's daprd")?;
-    let publ = Daprd::start(DaprdOptions::new(unique("bench-pub"), None))
-        .await
-        .context("starting the publisher's daprd")?;
-    let publisher = Publisher::connect(&PublisherConfig::new(publ.grpc_address(), PUBSUB))
-        .await
-        .context("connecting to the publisher's daprd")?;
+    let (publ, publisher) = todo_harness::recorder::publisher("bench-pub").await?;
 
     let single = Mode::Single {
         concurrency: cfg.concurrency,
@@ -545,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Raw pipe: app → daprd → Kafka → daprd → app\n");
     println!("{}", table(&figures));
-    println!("- command: {}", command());
+    println!("- command: {}", command("bench_pipe", &[]));
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; daprd {}; Kafka {} (single KRaft node, {}, \
          3 partitions per topic, acks=all)",
@@ -570,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
          carried in `occurred_at`"
     );
     for d in [&sub, &publ] {
-        let complaints = log_complaints(&d.log_path);
+        let complaints = log_complaints(&d.log_path, &[]);
         println!(
             "- daprd {} log: {} ({} warning/error lines)",
             d.options.app_id,
