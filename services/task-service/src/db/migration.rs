@@ -11,14 +11,14 @@ impl MigratorTrait for Migrator {
             Box::new(M0001CreateTasks),
             Box::new(M0002CreateOutbox),
             Box::new(M0003CreateReminders),
-            Box::new(M0004AddSeriesStart),
-            Box::new(M0005AddDefaultReminders),
+            Box::new(M0004_ADD_SERIES_START),
+            Box::new(M0005_ADD_DEFAULT_REMINDERS),
             Box::new(M0006CreateTombstones),
         ]
     }
 }
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum Tasks {
     Table,
     Id,
@@ -270,23 +270,28 @@ impl MigrationTrait for M0003CreateReminders {
     }
 }
 
-/// The due time a recurring series counts from (`Task.series_start_time`). Existing rows
-/// keep NULL: their next occurrence counts from their own due time, as before.
-struct M0004AddSeriesStart;
+/// A migration that adds one column to `tasks` (and drops it on the way down).
+struct AddTaskColumn {
+    /// The name recorded in `seaql_migrations`: never changed once released.
+    name: &'static str,
+    column: Tasks,
+    def: fn() -> ColumnDef,
+}
 
-impl MigrationName for M0004AddSeriesStart {
+impl MigrationName for AddTaskColumn {
     fn name(&self) -> &str {
-        "m0004_add_series_start"
+        self.name
     }
 }
 
 #[async_trait::async_trait]
-impl MigrationTrait for M0004AddSeriesStart {
+impl MigrationTrait for AddTaskColumn {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let mut column = (self.def)();
         m.alter_table(
             Table::alter()
                 .table(Tasks::Table)
-                .add_column(big_integer_null(Tasks::SeriesStart))
+                .add_column(&mut column)
                 .to_owned(),
         )
         .await
@@ -296,46 +301,29 @@ impl MigrationTrait for M0004AddSeriesStart {
         m.alter_table(
             Table::alter()
                 .table(Tasks::Table)
-                .drop_column(Tasks::SeriesStart)
+                .drop_column(self.column)
                 .to_owned(),
         )
         .await
     }
 }
+
+/// The due time a recurring series counts from (`Task.series_start_time`). Existing rows
+/// keep NULL: their next occurrence counts from their own due time, as before.
+const M0004_ADD_SERIES_START: AddTaskColumn = AddTaskColumn {
+    name: "m0004_add_series_start",
+    column: Tasks::SeriesStart,
+    def: || big_integer_null(Tasks::SeriesStart),
+};
 
 /// Whether a task's reminders are the service's defaults (`tasks.default_reminders`).
 /// Existing rows get false: their reminders stay what is stored, as before (a task created
 /// before this migration without a due time does not gain defaults with one).
-struct M0005AddDefaultReminders;
-
-impl MigrationName for M0005AddDefaultReminders {
-    fn name(&self) -> &str {
-        "m0005_add_default_reminders"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for M0005AddDefaultReminders {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(Tasks::Table)
-                .add_column(boolean(Tasks::DefaultReminders).default(false))
-                .to_owned(),
-        )
-        .await
-    }
-
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter()
-                .table(Tasks::Table)
-                .drop_column(Tasks::DefaultReminders)
-                .to_owned(),
-        )
-        .await
-    }
-}
+const M0005_ADD_DEFAULT_REMINDERS: AddTaskColumn = AddTaskColumn {
+    name: "m0005_add_default_reminders",
+    column: Tasks::DefaultReminders,
+    def: || boolean(Tasks::DefaultReminders).default(false).to_owned(),
+};
 
 #[derive(DeriveIden)]
 enum TaskTombstones {
