@@ -51,6 +51,20 @@ use todo_env::cli::{self, Var};
 pub const ABOUT: &str = "Delivers each due reminder once (structured log lines first), recorded in a Dapr \
      state store; lists them per user.";
 
+impl todo_service::cli::ServiceConfig for Config {
+    const NAME: &'static str = todo_topology::app_ids::NOTIFICATION_SERVICE;
+    const ABOUT: &'static str = ABOUT;
+    fn vars() -> Vec<Var> {
+        vars()
+    }
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(get)
+    }
+    fn trusts_user_header(&self) -> bool {
+        matches!(self.auth, AuthMode::Dev)
+    }
+}
+
 /// Every variable notification-service reads (`--help` lists them).
 pub fn vars() -> Vec<Var> {
     let own = [

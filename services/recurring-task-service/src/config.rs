@@ -30,6 +30,17 @@ use todo_env::cli::{self, Var};
 pub const ABOUT: &str = "Turns a completed recurring task into a request for its next occurrence \
      (a stateless Dapr subscriber of task-events).";
 
+impl todo_service::cli::ServiceConfig for Config {
+    const NAME: &'static str = todo_topology::app_ids::RECURRING_TASK_SERVICE;
+    const ABOUT: &'static str = ABOUT;
+    fn vars() -> Vec<Var> {
+        vars()
+    }
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(get)
+    }
+}
+
 /// Every variable recurring-task-service reads (`--help` lists them).
 pub fn vars() -> Vec<Var> {
     cli::service_vars(

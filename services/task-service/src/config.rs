@@ -36,6 +36,21 @@ use todo_env::cli::{self, Var};
 pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes every change through Dapr \
      (transactional outbox), consumes task-occurrences, fires reminders.";
 
+impl todo_service::cli::ServiceConfig for Config {
+    const NAME: &'static str = todo_topology::app_ids::TASK_SERVICE;
+    const ABOUT: &'static str = ABOUT;
+    const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
+    fn vars() -> Vec<Var> {
+        vars()
+    }
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(get)
+    }
+    fn trusts_user_header(&self) -> bool {
+        matches!(self.auth, AuthMode::Dev)
+    }
+}
+
 /// Every variable task-service reads (`--help` lists them; the README's table agrees).
 pub fn vars() -> Vec<Var> {
     let own = [

@@ -5,32 +5,13 @@
 
 use std::{collections::BTreeSet, process::Command};
 
-/// The variables named in the first column of the README's "Configuration (task-service)"
-/// table.
 fn readme_variables() -> BTreeSet<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let table = readme
-        .split("## Configuration (task-service)")
-        .nth(1)
-        .expect("the README has a task-service configuration table");
-    table
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .filter_map(|row| row.split('|').nth(1))
-        .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned))
-        .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
-        .collect()
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    todo_harness::readme_variables(readme.as_ref(), "## Configuration (task-service)").unwrap()
 }
 
 fn help() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_task-service"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    todo_harness::help_of(env!("CARGO_BIN_EXE_task-service")).unwrap()
 }
 
 #[test]

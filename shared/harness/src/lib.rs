@@ -106,3 +106,31 @@ pub async fn health(
         .await?;
     Ok(answer.into_inner().status())
 }
+
+/// The variables named in the first column of the Markdown table that follows `heading` in
+/// the file at `path` (a README's configuration table), for tests that keep it and a
+/// binary's `--help` in step.
+pub fn readme_variables(
+    path: &Path,
+    heading: &str,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let Some(after) = text.split(heading).nth(1) else {
+        anyhow::bail!("{} has no {heading:?}", path.display());
+    };
+    Ok(after
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|row| row.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned))
+        .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect())
+}
+
+/// What `<binary> --help` prints.
+pub fn help_of(binary: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(binary).arg("--help").output()?;
+    anyhow::ensure!(out.status.success(), "{binary} --help: {out:?}");
+    Ok(String::from_utf8(out.stdout)?)
+}

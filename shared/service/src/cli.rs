@@ -27,6 +27,42 @@ pub fn start<C>(
     }
 }
 
+/// What a service's configuration says of itself, so that its `main` is one call.
+pub trait ServiceConfig: Sized {
+    /// The binary's name (its Dapr app id).
+    const NAME: &'static str;
+    /// What `--help` says the service is.
+    const ABOUT: &'static str;
+    /// The log filter when `RUST_LOG` is unset.
+    const DEFAULT_LOG: &'static str = "info";
+    /// Every variable it reads (`--help` lists them).
+    fn vars() -> Vec<Var>;
+    /// Reads and checks the configuration; an error names the variable.
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError>;
+    /// Whether it trusts an `x-user-id` header (`AUTH_MODE=dev`): warned about at start.
+    fn trusts_user_header(&self) -> bool {
+        false
+    }
+}
+
+/// [`start`] for a [`ServiceConfig`]: parses the command line (extended by `extend`, e.g.
+/// with subcommands), sets up logging, reads the configuration or stops the process naming
+/// the variable, and warns when the service trusts a user header.
+pub fn load<C: ServiceConfig>(extend: impl FnOnce(Command) -> Command) -> (C, ArgMatches) {
+    let (config, matches) = start(
+        C::NAME,
+        C::ABOUT,
+        &C::vars(),
+        extend,
+        C::DEFAULT_LOG,
+        C::read,
+    );
+    if config.trusts_user_header() {
+        warn_dev_auth();
+    }
+    (config, matches)
+}
+
 /// The warning every service with a caller-facing API logs in `AUTH_MODE=dev`.
 pub fn warn_dev_auth() {
     tracing::warn!(
