@@ -54,8 +54,37 @@ pub const ABOUT: &str = "Delivers each due reminder once (structured log lines f
 impl todo_service::cli::ServiceConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::NOTIFICATION_SERVICE;
     const ABOUT: &'static str = ABOUT;
+    /// Every variable the service reads (`--help` lists them).
     fn vars() -> Vec<Var> {
-        vars()
+        let own = [
+            Var::new(
+                "STATE_STORE",
+                "notification-state",
+                "the Dapr state store component that keeps the delivery log",
+            ),
+            Var::new(
+                "NOTIFICATION_RETENTION_HOURS",
+                "720",
+                "how long a delivery is remembered (the TTL of its record) and listed",
+            ),
+            Var::new(
+                "NOTIFICATIONS_PER_USER",
+                "500",
+                "how many notifications a user's list keeps (at most 5000)",
+            ),
+            Var::new(
+                "NOTIFICATION_CLAIM_LEASE_MS",
+                "15000",
+                "how long a claim keeps other handlings of the same reminder out (1000 to 600000)",
+            ),
+            Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
+        ];
+        cli::service_vars(
+            "127.0.0.1:50053",
+            "127.0.0.1:9466",
+            cli::Callers::Authenticated,
+            own,
+        )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::from_lookup(get)
@@ -65,47 +94,9 @@ impl todo_service::cli::ServiceConfig for Config {
     }
 }
 
-/// Every variable notification-service reads (`--help` lists them).
-pub fn vars() -> Vec<Var> {
-    let own = [
-        Var::new(
-            "STATE_STORE",
-            "notification-state",
-            "the Dapr state store component that keeps the delivery log",
-        ),
-        Var::new(
-            "NOTIFICATION_RETENTION_HOURS",
-            "720",
-            "how long a delivery is remembered (the TTL of its record) and listed",
-        ),
-        Var::new(
-            "NOTIFICATIONS_PER_USER",
-            "500",
-            "how many notifications a user's list keeps (at most 5000)",
-        ),
-        Var::new(
-            "NOTIFICATION_CLAIM_LEASE_MS",
-            "15000",
-            "how long a claim keeps other handlings of the same reminder out (1000 to 600000)",
-        ),
-        Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
-    ];
-    cli::service_vars(
-        "127.0.0.1:50053",
-        "127.0.0.1:9466",
-        cli::Callers::Authenticated,
-        own,
-    )
-}
-
 pub use todo_topology::Topics;
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
@@ -212,6 +203,9 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        cli::assert_listed(&vars(), |get| drop(Config::from_lookup(get)));
+        cli::assert_listed(
+            &<Config as todo_service::cli::ServiceConfig>::vars(),
+            |get| drop(Config::from_lookup(get)),
+        );
     }
 }

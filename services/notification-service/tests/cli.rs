@@ -11,10 +11,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_notification-service");
 fn help_lists_every_variable_of_the_readme_table_and_no_other() {
     let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let documented = todo_harness::readme_variables(readme.as_ref(), "## Configuration").unwrap();
-    let listed: BTreeSet<String> = notification_service::config::vars()
-        .iter()
-        .map(|v| v.name.to_owned())
-        .collect();
+    let listed: BTreeSet<String> =
+        <notification_service::Config as todo_service::cli::ServiceConfig>::vars()
+            .iter()
+            .map(|v| v.name.to_owned())
+            .collect();
     assert_eq!(
         documented, listed,
         "README table vs notification-service --help"

@@ -34,35 +34,25 @@ impl todo_service::cli::ServiceConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::RECURRING_TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
     fn vars() -> Vec<Var> {
-        vars()
+        cli::service_vars(
+            "127.0.0.1:50052",
+            "127.0.0.1:9465",
+            cli::Callers::SidecarOnly,
+            [Var::new(
+                "PUBLISH_TIMEOUT_MS",
+                "5000",
+                "deadline of one publish; past it the event is retried",
+            )],
+        )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::from_lookup(get)
     }
 }
 
-/// Every variable recurring-task-service reads (`--help` lists them).
-pub fn vars() -> Vec<Var> {
-    cli::service_vars(
-        "127.0.0.1:50052",
-        "127.0.0.1:9465",
-        cli::Callers::SidecarOnly,
-        [Var::new(
-            "PUBLISH_TIMEOUT_MS",
-            "5000",
-            "deadline of one publish; past it the event is retried",
-        )],
-    )
-}
-
 pub use todo_topology::Topics;
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
@@ -108,6 +98,9 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        cli::assert_listed(&vars(), |get| drop(Config::from_lookup(get)));
+        cli::assert_listed(
+            &<Config as todo_service::cli::ServiceConfig>::vars(),
+            |get| drop(Config::from_lookup(get)),
+        );
     }
 }

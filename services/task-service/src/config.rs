@@ -40,8 +40,51 @@ impl todo_service::cli::ServiceConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
+    /// Every variable the service reads (`--help` lists them).
     fn vars() -> Vec<Var> {
-        vars()
+        let own = [
+            Var::new(
+                "DATABASE_URL",
+                "sqlite://.data/tasks.db?mode=rwc",
+                "`sqlite://…` or `postgres://…`",
+            ),
+            Var::new(
+                "DATABASE_MAX_CONNECTIONS",
+                "16 (PostgreSQL), 4 (SQLite)",
+                "the pool for reads (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
+            ),
+            Var::new(
+                "OUTBOX_BATCH_SIZE",
+                "200",
+                "events the relay publishes per batch",
+            ),
+            Var::new(
+                "OUTBOX_POLL_MS",
+                "1000",
+                "the relay's fallback poll, in milliseconds",
+            ),
+            Var::new(
+                "OUTBOX_WARN_AGE_SECS",
+                "60",
+                "warn when the oldest unsent event is older",
+            ),
+            Var::new(
+                "DEFAULT_REMINDERS_SECS",
+                "86400,3600",
+                "default reminder offsets before the due time, comma-separated seconds",
+            ),
+            Var::new(
+                "REMINDER_MAX_LATENESS_SECS",
+                "21600",
+                "a reminder missed by more (service down) is cancelled, not fired",
+            ),
+        ];
+        cli::service_vars(
+            "127.0.0.1:50051",
+            "127.0.0.1:9464",
+            cli::Callers::Authenticated,
+            own,
+        )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         Self::from_lookup(get)
@@ -51,64 +94,12 @@ impl todo_service::cli::ServiceConfig for Config {
     }
 }
 
-/// Every variable task-service reads (`--help` lists them; the README's table agrees).
-pub fn vars() -> Vec<Var> {
-    let own = [
-        Var::new(
-            "DATABASE_URL",
-            "sqlite://.data/tasks.db?mode=rwc",
-            "`sqlite://…` or `postgres://…`",
-        ),
-        Var::new(
-            "DATABASE_MAX_CONNECTIONS",
-            "16 (PostgreSQL), 4 (SQLite)",
-            "the pool for reads (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
-        ),
-        Var::new(
-            "OUTBOX_BATCH_SIZE",
-            "200",
-            "events the relay publishes per batch",
-        ),
-        Var::new(
-            "OUTBOX_POLL_MS",
-            "1000",
-            "the relay's fallback poll, in milliseconds",
-        ),
-        Var::new(
-            "OUTBOX_WARN_AGE_SECS",
-            "60",
-            "warn when the oldest unsent event is older",
-        ),
-        Var::new(
-            "DEFAULT_REMINDERS_SECS",
-            "86400,3600",
-            "default reminder offsets before the due time, comma-separated seconds",
-        ),
-        Var::new(
-            "REMINDER_MAX_LATENESS_SECS",
-            "21600",
-            "a reminder missed by more (service down) is cancelled, not fired",
-        ),
-    ];
-    cli::service_vars(
-        "127.0.0.1:50051",
-        "127.0.0.1:9464",
-        cli::Callers::Authenticated,
-        own,
-    )
-}
-
 /// `APP_ADDR` when unset.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
 /// `METRICS_ADDR` when unset.
 pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 
 impl Config {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// Reads from any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
@@ -221,7 +212,10 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        cli::assert_listed(&vars(), |get| drop(Config::from_lookup(get)));
+        cli::assert_listed(
+            &<Config as todo_service::cli::ServiceConfig>::vars(),
+            |get| drop(Config::from_lookup(get)),
+        );
     }
 
     #[test]

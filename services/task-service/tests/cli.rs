@@ -18,10 +18,11 @@ fn help() -> String {
 fn help_lists_every_variable_of_the_readme_table_and_no_other() {
     let readme = readme_variables();
     assert!(readme.len() > 10, "{readme:?}");
-    let listed: BTreeSet<String> = task_service::config::vars()
-        .iter()
-        .map(|v| v.name.to_owned())
-        .collect();
+    let listed: BTreeSet<String> =
+        <task_service::Config as todo_service::cli::ServiceConfig>::vars()
+            .iter()
+            .map(|v| v.name.to_owned())
+            .collect();
     assert_eq!(readme, listed, "README table vs task-service --help");
     let help = help();
     for var in &readme {
