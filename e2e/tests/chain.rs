@@ -10,6 +10,7 @@
 mod common;
 
 use std::{sync::Arc, time::Duration};
+use todo_service::cli::ServiceConfig as _;
 
 use chrono::Utc;
 use common::{Instance, Recorder, Tokens, instant, resources};

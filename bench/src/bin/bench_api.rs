@@ -39,6 +39,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use todo_service::cli::ServiceConfig as _;
 
 use anyhow::{Context, ensure};
 use hdrhistogram::Histogram;

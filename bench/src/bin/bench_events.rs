@@ -51,6 +51,7 @@ use std::{
     },
     time::Duration,
 };
+use todo_service::cli::ServiceConfig as _;
 
 use anyhow::{Context, bail, ensure};
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};

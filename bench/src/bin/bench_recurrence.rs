@@ -69,6 +69,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use todo_service::cli::ServiceConfig as _;
 
 use anyhow::{Context, ensure};
 use chrono::{DateTime, Utc};

@@ -57,6 +57,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use todo_service::cli::ServiceConfig as _;
 
 use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, TimeDelta, Utc};

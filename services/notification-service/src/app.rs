@@ -41,7 +41,7 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
     let store = StateStore::new(&sidecar, &config.state_store);
     let log = DeliveryLog::new(store, config.retention, config.list_max, config.claim_lease);
 
-    let topics = config.topics();
+    let topics = config.common.topics();
     let stats = Arc::new(Stats::default());
     let reminders = Arc::new(Reminders::new(
         log.clone(),

@@ -46,12 +46,13 @@ pub struct Config {
 
 pub use todo_env::ConfigError;
 use todo_env::cli::{self, Var};
+pub use todo_service::cli::ServiceConfig;
 
 /// What `notification-service --help` says it is.
 pub const ABOUT: &str = "Delivers each due reminder once (structured log lines first), recorded in a Dapr \
      state store; lists them per user.";
 
-impl todo_service::cli::ServiceConfig for Config {
+impl ServiceConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::NOTIFICATION_SERVICE;
     const ABOUT: &'static str = ABOUT;
     /// Every variable the service reads (`--help` lists them).
@@ -87,18 +88,6 @@ impl todo_service::cli::ServiceConfig for Config {
         )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(get)
-    }
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
-    }
-}
-
-pub use todo_topology::Topics;
-
-impl Config {
-    /// Reads from any lookup (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
         let auth =
             AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
@@ -138,12 +127,12 @@ impl Config {
             state_timeout: Duration::from_millis(env.positive("STATE_TIMEOUT_MS", 5_000)?),
         })
     }
-
-    /// The topic names under `TOPIC_PREFIX`.
-    pub fn topics(&self) -> Topics {
-        self.common.topics()
+    fn trusts_user_header(&self) -> bool {
+        matches!(self.auth, AuthMode::Dev)
     }
 }
+
+pub use todo_topology::Topics;
 
 #[cfg(test)]
 mod tests {
@@ -151,15 +140,13 @@ mod tests {
 
     use super::*;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(todo_env::from_pairs(pairs))
-    }
+    use todo_service::cli::read_pairs as cfg;
 
     const DEV: (&str, &str) = ("AUTH_MODE", "dev");
 
     #[test]
     fn defaults_run_on_one_machine() {
-        let c = cfg(&[DEV]).unwrap();
+        let c = cfg::<Config>(&[DEV]).unwrap();
         assert_eq!(c.common.listen, DEFAULT_LISTEN);
         assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
         assert!(matches!(c.auth, AuthMode::Dev));
@@ -168,7 +155,7 @@ mod tests {
         assert_eq!(c.list_max, 500);
         assert_eq!(c.claim_lease, Duration::from_secs(15));
         assert_eq!(c.state_timeout, Duration::from_secs(5));
-        assert_eq!(c.topics(), Topics::new(""));
+        assert_eq!(c.common.topics(), Topics::new(""));
     }
 
     #[test]
@@ -189,7 +176,7 @@ mod tests {
             if var != "AUTH_MODE" && var != "JWT_ALGORITHM" {
                 pairs.push(DEV);
             }
-            let e = cfg(&pairs).unwrap_err();
+            let e = cfg::<Config>(&pairs).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}: {e}");
             assert!(e.to_string().starts_with(var), "{e}");
         }
@@ -197,15 +184,12 @@ mod tests {
 
     #[test]
     fn blank_values_count_as_unset() {
-        let c = cfg(&[DEV, ("STATE_STORE", "")]).unwrap();
+        let c = cfg::<Config>(&[DEV, ("STATE_STORE", "")]).unwrap();
         assert_eq!(c.state_store, crate::STATE_STORE);
     }
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        cli::assert_listed(
-            &<Config as todo_service::cli::ServiceConfig>::vars(),
-            |get| drop(Config::from_lookup(get)),
-        );
+        todo_service::cli::assert_every_variable_listed::<Config>();
     }
 }

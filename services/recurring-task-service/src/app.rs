@@ -29,7 +29,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .context("DAPR_GRPC_ENDPOINT")?;
     let publisher = Publisher::new(&sidecar, PUBSUB);
 
-    let topics = config.topics();
+    let topics = config.common.topics();
     let stats = Arc::new(Stats::default());
     let completions = Arc::new(Completions::new(publisher, topics.clone(), stats.clone()));
     let server = ServiceBuilder::new(app_ids::RECURRING_TASK_SERVICE, &config.common)

@@ -25,12 +25,13 @@ pub struct Config {
 
 pub use todo_env::ConfigError;
 use todo_env::cli::{self, Var};
+pub use todo_service::cli::ServiceConfig;
 
 /// What `recurring-task-service --help` says it is.
 pub const ABOUT: &str = "Turns a completed recurring task into a request for its next occurrence \
      (a stateless Dapr subscriber of task-events).";
 
-impl todo_service::cli::ServiceConfig for Config {
+impl ServiceConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::RECURRING_TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
     fn vars() -> Vec<Var> {
@@ -46,15 +47,6 @@ impl todo_service::cli::ServiceConfig for Config {
         )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(get)
-    }
-}
-
-pub use todo_topology::Topics;
-
-impl Config {
-    /// Reads from any lookup (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
         let publish_timeout_ms: u64 = env.positive("PUBLISH_TIMEOUT_MS", 5_000)?;
         Ok(Self {
@@ -62,12 +54,9 @@ impl Config {
             publish_timeout: Duration::from_millis(publish_timeout_ms),
         })
     }
-
-    /// The topic names under `TOPIC_PREFIX`.
-    pub fn topics(&self) -> Topics {
-        self.common.topics()
-    }
 }
+
+pub use todo_topology::Topics;
 
 #[cfg(test)]
 mod tests {
@@ -75,32 +64,27 @@ mod tests {
 
     use super::*;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(todo_env::from_pairs(pairs))
-    }
+    use todo_service::cli::read_pairs as cfg;
 
     #[test]
     fn defaults_run_on_one_machine() {
-        let c = cfg(&[]).unwrap();
+        let c = cfg::<Config>(&[]).unwrap();
         assert_eq!(c.common.listen, DEFAULT_LISTEN);
         assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
-        assert_eq!(c.topics(), Topics::new(""));
+        assert_eq!(c.common.topics(), Topics::new(""));
     }
 
     #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [("PUBLISH_TIMEOUT_MS", "soon"), ("PUBLISH_TIMEOUT_MS", "0")] {
-            let e = cfg(&[(var, value)]).unwrap_err();
+            let e = cfg::<Config>(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}: {e}");
         }
     }
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        cli::assert_listed(
-            &<Config as todo_service::cli::ServiceConfig>::vars(),
-            |get| drop(Config::from_lookup(get)),
-        );
+        todo_service::cli::assert_every_variable_listed::<Config>();
     }
 }

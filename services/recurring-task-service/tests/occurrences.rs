@@ -216,7 +216,7 @@ async fn the_app_callback_answers_say_what_happened_even_without_a_sidecar() {
         ("DAPR_GRPC_ENDPOINT", nowhere.as_str()),
         ("PUBLISH_TIMEOUT_MS", "2000"),
     ]);
-    let topic = cfg.topics().task_events;
+    let topic = cfg.common.topics().task_events;
     let app = recurring_task_service::build(cfg).await.unwrap();
     let mut client = AppCallbackClient::connect(format!("http://{}", app.addr))
         .await

@@ -31,12 +31,13 @@ pub struct Config {
 
 pub use todo_env::ConfigError;
 use todo_env::cli::{self, Var};
+pub use todo_service::cli::ServiceConfig;
 
 /// What `task-service --help` says it is.
 pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes every change through Dapr \
      (transactional outbox), consumes task-occurrences, fires reminders.";
 
-impl todo_service::cli::ServiceConfig for Config {
+impl ServiceConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
@@ -87,21 +88,6 @@ impl todo_service::cli::ServiceConfig for Config {
         )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(get)
-    }
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
-    }
-}
-
-/// `APP_ADDR` when unset.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
-/// `METRICS_ADDR` when unset.
-pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
-
-impl Config {
-    /// Reads from any lookup (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
         let database_url = env
             .get("DATABASE_URL")
@@ -164,33 +150,42 @@ impl Config {
             },
         })
     }
+    fn trusts_user_header(&self) -> bool {
+        matches!(self.auth, AuthMode::Dev)
+    }
 }
+
+/// `APP_ADDR` when unset.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
+/// `METRICS_ADDR` when unset.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(todo_env::from_pairs(pairs))
-    }
+    use todo_service::cli::read_pairs as cfg;
 
     #[test]
     fn bad_values_name_their_variable() {
         assert_eq!(
-            cfg(&[("AUTH_MODE", "dev"), ("APP_ADDR", "nope")])
+            cfg::<Config>(&[("AUTH_MODE", "dev"), ("APP_ADDR", "nope")])
                 .unwrap_err()
                 .var,
             "APP_ADDR"
         );
-        assert_eq!(cfg(&[("AUTH_MODE", "magic")]).unwrap_err().var, "AUTH_MODE");
         assert_eq!(
-            cfg(&[("AUTH_MODE", "dev"), ("REQUEST_TIMEOUT_MS", "soon")])
+            cfg::<Config>(&[("AUTH_MODE", "magic")]).unwrap_err().var,
+            "AUTH_MODE"
+        );
+        assert_eq!(
+            cfg::<Config>(&[("AUTH_MODE", "dev"), ("REQUEST_TIMEOUT_MS", "soon")])
                 .unwrap_err()
                 .var,
             "REQUEST_TIMEOUT_MS"
         );
         assert_eq!(
-            cfg(&[("AUTH_MODE", "dev"), ("DATABASE_URL", "mysql://x")])
+            cfg::<Config>(&[("AUTH_MODE", "dev"), ("DATABASE_URL", "mysql://x")])
                 .unwrap_err()
                 .var,
             "DATABASE_URL"
@@ -205,28 +200,25 @@ mod tests {
             (todo_topology::topics::PREFIX_VAR, "has space"),
             ("DEFAULT_REMINDERS_SECS", "3600,soon"),
         ] {
-            let e = cfg(&[("AUTH_MODE", "dev"), (var, value)]).unwrap_err();
+            let e = cfg::<Config>(&[("AUTH_MODE", "dev"), (var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{var}={value}: {e}");
         }
     }
 
     #[test]
     fn every_variable_read_is_listed_in_help() {
-        cli::assert_listed(
-            &<Config as todo_service::cli::ServiceConfig>::vars(),
-            |get| drop(Config::from_lookup(get)),
-        );
+        todo_service::cli::assert_every_variable_listed::<Config>();
     }
 
     #[test]
     fn defaults_run_on_one_machine() {
-        let c = cfg(&[("AUTH_MODE", "dev")]).unwrap();
+        let c = cfg::<Config>(&[("AUTH_MODE", "dev")]).unwrap();
         assert!(c.database_url.starts_with("sqlite:"));
         assert_eq!(c.common.dapr_grpc_endpoint, "http://127.0.0.1:50001");
         assert_eq!(c.common.listen, DEFAULT_LISTEN);
         assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
         assert_eq!(c.common.topic_prefix, "");
-        let off = cfg(&[("AUTH_MODE", "dev"), ("METRICS_ADDR", "off")]).unwrap();
+        let off = cfg::<Config>(&[("AUTH_MODE", "dev"), ("METRICS_ADDR", "off")]).unwrap();
         assert_eq!(off.common.metrics_addr, None);
     }
 }

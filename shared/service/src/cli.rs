@@ -39,6 +39,10 @@ pub trait ServiceConfig: Sized {
     fn vars() -> Vec<Var>;
     /// Reads and checks the configuration; an error names the variable.
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError>;
+    /// Reads from any lookup (tests pass a map), as [`Self::read`].
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(&get)
+    }
     /// Whether it trusts an `x-user-id` header (`AUTH_MODE=dev`): warned about at start.
     fn trusts_user_header(&self) -> bool {
         false
@@ -61,6 +65,17 @@ pub fn load<C: ServiceConfig>(extend: impl FnOnce(Command) -> Command) -> (C, Ar
         warn_dev_auth();
     }
     (config, matches)
+}
+
+/// Reads `C` from fixed pairs (a service's configuration tests).
+pub fn read_pairs<C: ServiceConfig>(pairs: &[(&str, &str)]) -> Result<C, ConfigError> {
+    C::read(&todo_env::from_pairs(pairs))
+}
+
+/// Panics, naming them, when `C` reads variables its list does not have: `--help` must
+/// forget none.
+pub fn assert_every_variable_listed<C: ServiceConfig>() {
+    todo_env::cli::assert_listed(&C::vars(), |get| drop(C::read(get)));
 }
 
 /// The warning every service with a caller-facing API logs in `AUTH_MODE=dev`.

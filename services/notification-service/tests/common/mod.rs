@@ -17,6 +17,7 @@ use std::{
     },
     time::Duration,
 };
+use todo_service::cli::ServiceConfig as _;
 
 use chrono::{DateTime, Utc};
 use dapr_publisher::{OutgoingEvent, Publisher, PublisherConfig};

@@ -8,6 +8,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
+use todo_service::cli::ServiceConfig as _;
 
 use chrono::{DateTime, Utc};
 use dapr_publisher::{OutgoingEvent, Publisher};
@@ -102,7 +103,7 @@ impl Stack {
             vars.push(("DAPR_API_TOKEN", d));
         }
         let config = config(&vars);
-        let topics = config.topics();
+        let topics = config.common.topics();
         let recorded = [
             topics.task_occurrences.clone(),
             topics.task_events_dead_letter.clone(),

@@ -5,6 +5,7 @@
 pub mod api;
 
 use std::time::{SystemTime, UNIX_EPOCH};
+use todo_service::cli::ServiceConfig as _;
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use task_service::{App, Config, auth::AuthMode};
