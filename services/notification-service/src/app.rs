@@ -1,10 +1,10 @@
 //! Builds the running application: the function `main` and the tests both call.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context;
 use todo_proto::todo::notifications::v1::notification_service_server::NotificationServiceServer;
-use todo_service::{Running, ServiceBuilder};
+use todo_service::{Served, ServiceBuilder};
 use todo_topology::app_ids;
 
 use crate::{
@@ -13,18 +13,12 @@ use crate::{
     channel::{Channel, JsonLogChannel},
     config::Config,
     delivery_log::DeliveryLog,
-    reminders::{Reminders, Stats, StatsSnapshot},
+    reminders::{Reminders, Stats},
     state::StateStore,
 };
 
-/// A running notification-service.
-#[derive(Debug)]
-pub struct App {
-    /// Where it listens (the port the OS chose when the config asked for port 0).
-    pub addr: SocketAddr,
-    stats: Arc<Stats>,
-    server: Running,
-}
+/// A running service: its address, its counters, graceful shutdown.
+pub type App = Served<Stats>;
 
 /// [`build_with_channel`] with the JSON log channel on stdout.
 pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -70,35 +64,7 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
         auth = ?config.auth,
         "notification-service serving"
     );
-    Ok(App {
-        addr: server.addr,
-        stats,
-        server,
-    })
-}
-
-impl App {
-    /// How the events handled so far ended.
-    pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-
-    /// Reports NOT_SERVING, stops accepting, and lets in-flight deliveries finish, so none
-    /// is left between its claim and its record. An event whose answer was not sent is
-    /// redelivered by Dapr and finds its claim. Returns the answers given since start.
-    pub async fn shutdown(self) -> anyhow::Result<StatsSnapshot> {
-        self.server.shutdown().await?;
-        let stats = self.stats.snapshot();
-        tracing::info!(?stats, "notification-service stopped");
-        Ok(stats)
-    }
-
-    /// Serves until `signal` resolves, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        signal.await;
-        tracing::info!("shutting down: finishing in-flight deliveries");
-        self.shutdown().await.map(drop)
-    }
+    Ok(Served::new(server, stats))
 }
 
 pub use todo_env::shutdown_signal;

@@ -51,8 +51,9 @@ impl StatsSnapshot {
     }
 }
 
-impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
+impl todo_service::Counters for Stats {
+    type Snapshot = StatsSnapshot;
+    fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             delivered: self.delivered.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
@@ -61,7 +62,9 @@ impl Stats {
             retried: self.retried.load(Ordering::Relaxed),
         }
     }
+}
 
+impl Stats {
     /// Counts one answer here and in the Prometheus counter `reminders_handled_total{result}`
     /// (due reminders and other events on `reminders`).
     fn count(counter: &AtomicU64, result: &'static str, outcome: Outcome) -> Outcome {
@@ -98,19 +101,17 @@ impl Reminders {
     /// The routing table: due events to [`Self::on_due`], the other reminder types acknowledged as
     /// not ours; the rest is DROPped to `reminders-dlq`.
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
-        let route = || {
-            Route::new(
-                PUBSUB,
-                &self.topics.reminders,
-                &self.topics.reminders_dead_letter,
-            )
-        };
+        let route = Route::new(
+            PUBSUB,
+            &self.topics.reminders,
+            &self.topics.reminders_dead_letter,
+        );
         let due = self.clone();
         let stats = self.stats.clone();
         let dropped = self.stats.clone();
         Subscriptions::builder()
             .route(
-                route().event_type(event_types::REMINDER_DUE),
+                route.clone().event_type(event_types::REMINDER_DUE),
                 move |e: Event<ReminderEvent>| {
                     let this = due.clone();
                     // In a task of its own: a request cancelled by a timeout or a dropped
@@ -136,14 +137,18 @@ impl Reminders {
             )
             // Scheduled, cancelled (task-service's bookkeeping) and reminder types added
             // later are not ours: acknowledged untouched.
-            .ignore(&route(), event_types::REMINDER_FAMILY, move |_| {
-                Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
-            })
             // Anything else (another version of `due`, a stranger's type) is counted and
             // DROPped to the dead-letter topic.
-            .unrouted(&route(), move |_| {
-                Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
-            })
+            .family(
+                &route,
+                event_types::REMINDER_FAMILY,
+                move |_| {
+                    Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
+                },
+                move |_| {
+                    Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
+                },
+            )
             .build()
     }
 

@@ -1,25 +1,19 @@
 //! Builds the running application: the function `main` and the tests both call.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context;
 use dapr_publisher::Publisher;
-use todo_service::{Running, ServiceBuilder};
+use todo_service::{Served, ServiceBuilder};
 use todo_topology::{app_ids, components::PUBSUB};
 
 use crate::{
-    completions::{Completions, Stats, StatsSnapshot},
+    completions::{Completions, Stats},
     config::Config,
 };
 
-/// A running recurring-task-service.
-#[derive(Debug)]
-pub struct App {
-    /// Where it listens (the port the OS chose when the config asked for port 0).
-    pub addr: SocketAddr,
-    stats: Arc<Stats>,
-    server: Running,
-}
+/// A running service: its address, its counters, graceful shutdown.
+pub type App = Served<Stats>;
 
 /// Binds the listener and serves Dapr's AppCallback (and its health check) and
 /// `grpc.health.v1` on one port. The sidecar is dialled lazily, on the first publish, so
@@ -44,34 +38,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         publishes = %topics.task_occurrences,
         "recurring-task-service serving"
     );
-    Ok(App {
-        addr: server.addr,
-        stats,
-        server,
-    })
-}
-
-impl App {
-    /// How the events handled so far ended.
-    pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-
-    /// Reports NOT_SERVING, stops accepting, and lets in-flight deliveries finish (their
-    /// publishes included), so no event is left half-handled: an event whose answer was not
-    /// sent is redelivered by Dapr, and its next task id is the same.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.server.shutdown().await?;
-        tracing::info!(stats = ?self.stats.snapshot(), "recurring-task-service stopped");
-        Ok(())
-    }
-
-    /// Serves until `signal` resolves, then shuts down gracefully.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
-        signal.await;
-        tracing::info!("shutting down: finishing in-flight deliveries");
-        self.shutdown().await
-    }
+    Ok(Served::new(server, stats))
 }
 
 pub use todo_env::shutdown_signal;

@@ -51,8 +51,9 @@ impl StatsSnapshot {
     }
 }
 
-impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
+impl todo_service::Counters for Stats {
+    type Snapshot = StatsSnapshot;
+    fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             published: self.published.load(Ordering::Relaxed),
             nothing_to_do: self.nothing_to_do.load(Ordering::Relaxed),
@@ -61,7 +62,9 @@ impl Stats {
             retried: self.retried.load(Ordering::Relaxed),
         }
     }
+}
 
+impl Stats {
     /// Counts one answer here and in the Prometheus counter `task_events_handled_total{result}`
     /// (events on `task-events`).
     fn count(counter: &AtomicU64, result: &'static str, outcome: Outcome) -> Outcome {
@@ -91,33 +94,35 @@ impl Completions {
     /// The routing table: completed events to [`Self::on_completed`], the other task types
     /// acknowledged as not ours; the rest is DROPped to `task-events-dlq`.
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
-        let route = || {
-            Route::new(
-                PUBSUB,
-                &self.topics.task_events,
-                &self.topics.task_events_dead_letter,
-            )
-        };
+        let route = Route::new(
+            PUBSUB,
+            &self.topics.task_events,
+            &self.topics.task_events_dead_letter,
+        );
         let completed = self.clone();
         let stats = self.stats.clone();
         let dropped = self.stats.clone();
         Subscriptions::builder()
             .route(
-                route().event_type(event_types::TASK_COMPLETED),
+                route.clone().event_type(event_types::TASK_COMPLETED),
                 move |e: Event<TaskEvent>| {
                     let this = completed.clone();
                     async move { this.on_completed(&e).await }
                 },
             )
             // Created, updated, … (and task types added later) are not ours: acknowledged.
-            .ignore(&route(), event_types::TASK_FAMILY, move |_| {
-                Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
-            })
             // Anything else (another version of `completed`, a stranger's type) is counted
             // and DROPped to the dead-letter topic, where it is seen.
-            .unrouted(&route(), move |_| {
-                Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
-            })
+            .family(
+                &route,
+                event_types::TASK_FAMILY,
+                move |_| {
+                    Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
+                },
+                move |_| {
+                    Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
+                },
+            )
             .build()
     }
 

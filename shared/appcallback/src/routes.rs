@@ -402,6 +402,20 @@ impl SubscriptionsBuilder {
         self
     }
 
+    /// [`Self::ignore`] and [`Self::unrouted`] at once: on `route`'s topic the types of
+    /// `family` no route takes are acknowledged (`on_ignored`), anything else no route takes
+    /// is DROPped (`on_dropped`).
+    pub fn family(
+        self,
+        route: &Route,
+        family: impl Into<String>,
+        on_ignored: impl Fn(&str) + Send + Sync + 'static,
+        on_dropped: impl Fn(&str) + Send + Sync + 'static,
+    ) -> Self {
+        self.ignore(route, family, on_ignored)
+            .unrouted(route, on_dropped)
+    }
+
     pub fn build(self) -> Subscriptions {
         Subscriptions {
             routes: Arc::new(self.routes),

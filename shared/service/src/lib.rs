@@ -23,7 +23,7 @@ mod server;
 pub use classify::callers_mistakes_are_answers;
 pub use errors::internal;
 pub use rpc_metrics::RpcMetricsLayer;
-pub use server::{Running, ServiceBuilder};
+pub use server::{Counters, Running, Served, ServiceBuilder};
 
 /// The service's one sidecar client (publisher and state store share its channel), from
 /// `DAPR_GRPC_ENDPOINT`/`DAPR_GRPC_PORT` and `DAPR_API_TOKEN`, each call bounded by

@@ -229,3 +229,50 @@ impl Running {
         self.shutdown().await
     }
 }
+
+/// What a service counts while it runs (its handlers' outcomes), read as a snapshot.
+pub trait Counters: Send + Sync + 'static {
+    type Snapshot: std::fmt::Debug;
+    fn snapshot(&self) -> Self::Snapshot;
+}
+
+/// A running service together with its counters: what a consumer service's `build` returns.
+#[derive(Debug)]
+pub struct Served<C> {
+    /// Where it listens (the port the OS chose when the config asked for port 0).
+    pub addr: SocketAddr,
+    counters: std::sync::Arc<C>,
+    server: Running,
+}
+
+impl<C: Counters> Served<C> {
+    pub fn new(server: Running, counters: std::sync::Arc<C>) -> Self {
+        Self {
+            addr: server.addr,
+            counters,
+            server,
+        }
+    }
+
+    /// How the events handled so far ended.
+    pub fn stats(&self) -> C::Snapshot {
+        self.counters.snapshot()
+    }
+
+    /// Reports NOT_SERVING, stops accepting, and lets in-flight handlers finish (an event
+    /// whose answer was not sent is redelivered by Dapr). Returns the counters at the end.
+    pub async fn shutdown(self) -> anyhow::Result<C::Snapshot> {
+        let name = self.server.name;
+        self.server.shutdown().await?;
+        let stats = self.counters.snapshot();
+        tracing::info!(service = name, ?stats, "stopped");
+        Ok(stats)
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        tracing::info!("shutting down: finishing in-flight deliveries");
+        self.shutdown().await.map(drop)
+    }
+}
