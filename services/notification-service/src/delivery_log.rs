@@ -318,6 +318,20 @@ where
         .await
 }
 
+/// Counts a write that lost a race on `key`; past [`MAX_ATTEMPTS`] the handling gives up
+/// (and the event is retried). Hands the error back for the caller's log.
+fn lost_race(attempt: &mut u32, key: &str, failed: StateError) -> Result<StateError, LogError> {
+    *attempt += 1;
+    if *attempt >= MAX_ATTEMPTS {
+        return Err(LogError::Contended {
+            key: key.to_owned(),
+            attempts: *attempt,
+            last: failed,
+        });
+    }
+    Ok(failed)
+}
+
 impl DeliveryLog {
     /// `retention`: how long a delivery is remembered (and listed); `list_max`: how many
     /// notifications a user's list keeps; `lease`: how long a claim keeps other handlings out.
@@ -441,14 +455,7 @@ impl DeliveryLog {
             let Err(failed) = self.store.transact(vec![write]).await else {
                 return Ok(Claim::Ours);
             };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
-                return Err(LogError::Contended {
-                    key,
-                    attempts: attempt,
-                    last: failed,
-                });
-            }
+            let failed = lost_race(&mut attempt, &key, failed)?;
             let now = Utc::now();
             write = match self.store.get(&key).await? {
                 // Gone again (released, or expired) since the write failed: try again.
@@ -560,14 +567,7 @@ impl DeliveryLog {
             };
             // The list changed under us (another delivery to the same user), or the claim
             // did, or the store is away: reading again tells which.
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
-                return Err(LogError::Contended {
-                    key: list_key,
-                    attempts: attempt,
-                    last: failed,
-                });
-            }
+            let failed = lost_race(&mut attempt, &list_key, failed)?;
             tracing::debug!(attempt, error = %failed, key = %list_key, "state transaction lost a race: reading again");
             backoff(attempt).await;
         }
@@ -593,14 +593,7 @@ impl DeliveryLog {
             let Err(failed) = self.store.transact(vec![delete]).await else {
                 return Ok(());
             };
-            attempt += 1;
-            if attempt >= MAX_ATTEMPTS {
-                return Err(LogError::Contended {
-                    key,
-                    attempts: attempt,
-                    last: failed,
-                });
-            }
+            lost_race(&mut attempt, &key, failed)?;
             backoff(attempt).await;
         }
     }

@@ -32,34 +32,19 @@ pub const MAX_PAGE_SIZE: i32 = 1000;
 #[derive(Debug, Clone)]
 pub struct TaskApi {
     /// Reads.
-    db: DatabaseConnection,
+    pub db: DatabaseConnection,
     /// Write transactions (see [`crate::db::writer`]).
-    writer: DatabaseConnection,
-    topics: Topics,
-    wakeup: Wakeup,
-    nudge: Nudge,
-    default_reminders: Vec<todo_proto::todo::v1::Reminder>,
+    pub writer: DatabaseConnection,
+    pub topics: Topics,
+    /// Wakes the outbox relay after a commit.
+    pub wakeup: Wakeup,
+    /// Wakes the reminder scheduler when a commit planned a reminder.
+    pub nudge: Nudge,
+    /// The reminders a task with a due time and none of its own gets.
+    pub default_reminders: Vec<todo_proto::todo::v1::Reminder>,
 }
 
 impl TaskApi {
-    pub fn new(
-        db: DatabaseConnection,
-        writer: DatabaseConnection,
-        topics: Topics,
-        wakeup: Wakeup,
-        nudge: Nudge,
-        default_reminders: Vec<todo_proto::todo::v1::Reminder>,
-    ) -> Self {
-        Self {
-            db,
-            writer,
-            topics,
-            wakeup,
-            nudge,
-            default_reminders,
-        }
-    }
-
     /// After a commit: the relay publishes, the scheduler looks at the new plan.
     fn committed(&self, scheduled: bool) {
         self.wakeup.wake();
@@ -84,6 +69,18 @@ impl TaskApi {
     }
 
     /// Changes a task's status (complete or reopen), idempotently.
+    /// CompleteTask and ReopenTask: the caller's task `id` (at `etag`) moved to `to`.
+    async fn transition<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        etag: &str,
+        to: TaskStatus,
+    ) -> Result<Response<Task>, Status> {
+        let user = caller(request)?;
+        Ok(Response::new(self.set_status(&user, id, etag, to).await?))
+    }
+
     async fn set_status(
         &self,
         user: &str,
@@ -458,24 +455,18 @@ impl TaskService for TaskApi {
         &self,
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let user = caller(&request)?;
-        let r = request.get_ref();
-        let t = self
-            .set_status(&user, &r.id, &r.etag, TaskStatus::Completed)
-            .await?;
-        Ok(Response::new(t))
+        let (id, etag) = (&request.get_ref().id, &request.get_ref().etag);
+        self.transition(&request, id, etag, TaskStatus::Completed)
+            .await
     }
 
     async fn reopen_task(
         &self,
         request: Request<ReopenTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let user = caller(&request)?;
         let r = request.get_ref();
-        let t = self
-            .set_status(&user, &r.id, &r.etag, TaskStatus::Open)
-            .await?;
-        Ok(Response::new(t))
+        self.transition(&request, &r.id, &r.etag, TaskStatus::Open)
+            .await
     }
 
     async fn delete_task(

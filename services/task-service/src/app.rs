@@ -88,14 +88,14 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         )
         .build();
     let api = TaskServiceServer::with_interceptor(
-        TaskApi::new(
-            db.clone(),
+        TaskApi {
+            db: db.clone(),
             writer,
             topics,
             wakeup,
             nudge,
-            config.default_reminders.clone(),
-        ),
+            default_reminders: config.default_reminders.clone(),
+        },
         Authenticate(config.auth.clone()),
     );
     let server = ServiceBuilder::new(app_ids::TASK_SERVICE, &config.common)

@@ -321,13 +321,7 @@ impl Relay {
                 Err(e) => failure = Some(e.into()),
             }
         }
-        if !acked.is_empty() {
-            outbox::Entity::delete_many()
-                .filter(outbox::Column::Seq.is_in(acked.clone()))
-                .exec(db)
-                .await?;
-            metrics::counter!("outbox_events_published_total").increment(acked.len() as u64);
-        }
+        delete_acknowledged(db, &acked).await?;
         match failure {
             Some(e) => {
                 self.careful
@@ -392,13 +386,7 @@ impl Relay {
                 failure = e;
             }
         }
-        if !acked.is_empty() {
-            outbox::Entity::delete_many()
-                .filter(outbox::Column::Seq.is_in(acked.clone()))
-                .exec(db)
-                .await?;
-            metrics::counter!("outbox_events_published_total").increment(acked.len() as u64);
-        }
+        delete_acknowledged(db, &acked).await?;
         match failure {
             Some(e) => Err(e.into()),
             None => {
@@ -412,6 +400,19 @@ impl Relay {
             }
         }
     }
+}
+
+/// Deletes the rows Dapr acknowledged (and counts them as published).
+async fn delete_acknowledged<C: ConnectionTrait>(db: &C, acked: &[i64]) -> Result<(), DbErr> {
+    if acked.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::delete_many()
+        .filter(outbox::Column::Seq.is_in(acked.iter().copied()))
+        .exec(db)
+        .await?;
+    metrics::counter!("outbox_events_published_total").increment(acked.len() as u64);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -141,11 +141,7 @@ pub async fn insert_if_absent<C: ConnectionTrait>(
     m: &task::Model,
 ) -> Result<bool, sea_orm::DbErr> {
     let inserted = task::Entity::insert(m.clone().into_active_model())
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::column(task::Column::Id)
-                .do_nothing()
-                .to_owned(),
-        )
+        .on_conflict(do_nothing_on(task::Column::Id))
         .exec_without_returning(db)
         .await?;
     if inserted == 0 {
@@ -224,9 +220,7 @@ pub async fn update_if<C: ConnectionTrait>(
     am.id = sea_orm::ActiveValue::Unchanged(m.id);
     let res = task::Entity::update_many()
         .set(am)
-        .filter(task::Column::Id.eq(m.id))
-        .filter(task::Column::UserId.eq(m.user_id.as_str()))
-        .filter(task::Column::Version.eq(expected))
+        .filter(at_version(m, expected))
         .exec(db)
         .await?;
     if res.rows_affected != 1 {
@@ -250,9 +244,7 @@ pub async fn delete_if<C: ConnectionTrait>(
         .exec(db)
         .await?;
     let res = task::Entity::delete_many()
-        .filter(task::Column::Id.eq(m.id))
-        .filter(task::Column::UserId.eq(m.user_id.as_str()))
-        .filter(task::Column::Version.eq(expected))
+        .filter(at_version(m, expected))
         .exec(db)
         .await?;
     if res.rows_affected != 1 {
@@ -263,11 +255,7 @@ pub async fn delete_if<C: ConnectionTrait>(
         user_id: Set(m.user_id.clone()),
         deleted_at: Set(micros(Utc::now())),
     })
-    .on_conflict(
-        sea_orm::sea_query::OnConflict::column(tombstone::Column::TaskId)
-            .do_nothing()
-            .to_owned(),
-    )
+    .on_conflict(do_nothing_on(tombstone::Column::TaskId))
     .exec_without_returning(db)
     .await?;
     Ok(true)
@@ -371,6 +359,21 @@ pub async fn list<C: ConnectionTrait>(
         None
     };
     Ok((rows, next))
+}
+
+/// The caller's row `m` while it is still at version `expected` (optimistic concurrency).
+fn at_version(m: &task::Model, expected: i64) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(task::Column::Id.eq(m.id))
+        .add(task::Column::UserId.eq(m.user_id.as_str()))
+        .add(task::Column::Version.eq(expected))
+}
+
+/// `ON CONFLICT (<column>) DO NOTHING`: an insert-if-absent.
+fn do_nothing_on(column: impl sea_orm::sea_query::IntoIden) -> sea_orm::sea_query::OnConflict {
+    sea_orm::sea_query::OnConflict::column(column)
+        .do_nothing()
+        .to_owned()
 }
 
 #[cfg(test)]
