@@ -60,6 +60,9 @@ pub struct Daprd {
     ports: [u16; 3],
 }
 
+/// How often [`Daprd::start`] tries when daprd loses one of its ports to another process.
+pub const PORT_RACE_ATTEMPTS: u32 = 3;
+
 /// The daprd binary `just bootstrap` built.
 pub fn daprd_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var("DAPRD")
@@ -76,21 +79,40 @@ pub fn daprd_binary() -> anyhow::Result<PathBuf> {
 
 impl Daprd {
     /// Starts daprd and waits until it reports healthy (its app, if any, must be serving).
+    ///
+    /// Its ports are ones that were free a moment ago; tests running in parallel can take
+    /// one in between. A daprd that exits because it could not listen is started again on
+    /// fresh ports (at most [`PORT_RACE_ATTEMPTS`] times); any other failure is returned.
     pub async fn start(options: DaprdOptions) -> anyhow::Result<Self> {
-        let ports = [free_port()?, free_port()?, free_port()?];
-        let mut d = Self {
-            child: None,
-            grpc_port: match options.grpc_port {
-                Some(p) => p,
-                None => free_port()?,
-            },
-            http_port: free_port()?,
-            log_path: log_dir().join(format!("daprd-{}.log", options.app_id)),
-            options,
-            ports,
-        };
-        d.spawn().await?;
-        Ok(d)
+        let mut attempt = 1;
+        loop {
+            let mut d = Self {
+                child: None,
+                grpc_port: match options.grpc_port {
+                    Some(p) => p,
+                    None => free_port()?,
+                },
+                http_port: free_port()?,
+                log_path: log_dir().join(format!("daprd-{}.log", options.app_id)),
+                options: options.clone(),
+                ports: [free_port()?, free_port()?, free_port()?],
+            };
+            match d.spawn().await {
+                Ok(()) => return Ok(d),
+                Err(e) if attempt < PORT_RACE_ATTEMPTS && d.lost_a_port_race() => {
+                    tracing::warn!(error = %e, attempt, "daprd lost a port to another process: starting it on fresh ports");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether daprd's log says it could not listen on a port it was given.
+    fn lost_a_port_race(&self) -> bool {
+        std::fs::read_to_string(&self.log_path).is_ok_and(|log| {
+            log.contains("could not listen") || log.contains("address already in use")
+        })
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
