@@ -39,6 +39,44 @@ for o in "${overlays[@]}"; do
   "$KUSTOMIZE" build "kustomize/overlays/$o" >"$out/$o.yaml" || die "kustomize build kustomize/overlays/$o failed"
 done
 
+# Every service crate is deployed like its siblings: a base Deployment named after it (its
+# Dapr app id and binary) in every overlay, started by `just up`, listed in docker/Dockerfile.
+# (Ports, topics, consumer groups and KEDA: shared/topology/tests/manifests.rs.)
+say "every service (services/*) in kustomize/base, every overlay, scripts/up.sh and docker/Dockerfile"
+python3 - "$out" "${overlays[@]}" <<'PY' || die "a service is missing from the deployment files (above)"
+import sys
+from pathlib import Path
+import yaml
+
+out, overlays = Path(sys.argv[1]), sys.argv[2:]
+up = Path("scripts/up.sh").read_text()
+dockerfile = Path("docker/Dockerfile").read_text()
+rendered = {o: [d for d in yaml.safe_load_all((out / f"{o}.yaml").read_text()) if d] for o in overlays}
+errors, services = [], sorted(p.parent.name for p in Path("services").glob("*/Cargo.toml"))
+for s in services:
+    if not Path(f"kustomize/base/{s}/deployment.yaml").is_file():
+        errors.append(f"{s}: no kustomize/base/{s}/deployment.yaml")
+    if f"target/release/{s}" not in up:
+        errors.append(f"{s}: scripts/up.sh does not start target/release/{s}")
+    if f"SERVICE={s} " not in dockerfile:
+        errors.append(f"{s}: docker/Dockerfile does not show how to build its image (--build-arg SERVICE={s})")
+    for o, docs in rendered.items():
+        deployments = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == s]
+        if not deployments:
+            errors.append(f"{s}: no Deployment in overlays/{o}")
+            continue
+        pod = deployments[0]["spec"]["template"]
+        if pod["metadata"].get("annotations", {}).get("dapr.io/app-id") != s:
+            errors.append(f"{s}: overlays/{o}: dapr.io/app-id is not {s}")
+        image = pod["spec"]["containers"][0]["image"]
+        if f"todo/{s}" not in image:
+            errors.append(f"{s}: overlays/{o}: image {image}")
+for e in errors:
+    print(e, file=sys.stderr)
+print(f"{len(services)} services checked: {', '.join(services)}")
+sys.exit(1 if errors else 0)
+PY
+
 say "kubeconform $KUBECONFORM_VERSION: Kubernetes $K8S_VERSION (strict) + Dapr/Strimzi/KEDA CRDs; overlays: ${overlays[*]}"
 files=(); for o in "${overlays[@]}"; do files+=("$out/$o.yaml"); done
 # Kubernetes kinds first, then CRDs by API group; a kind in neither fails the check.

@@ -36,6 +36,11 @@ sidecar() {
     --placement-host-address "" --scheduler-host-address "" --log-level warn
 }
 
+# `just up` builds them all (cargo build --release --bins).
+for bin in task-service recurring-task-service notification-service audit-service; do
+  [[ -x "target/release/$bin" ]] || die "target/release/$bin is missing: run cargo build --release --bins (just up does)"
+done
+
 export AUTH_MODE="${AUTH_MODE:-dev}"
 export RUST_LOG="${RUST_LOG:-info,sqlx=warn,sea_orm=warn}"
 
@@ -52,6 +57,12 @@ sidecar recurring-task-service 50052 50002 3502 9092
 APP_ADDR=127.0.0.1:50053 DAPR_GRPC_PORT=50003 run notification-service target/release/notification-service
 sidecar notification-service 50053 50003 3503 9093
 
+# audit-service: API + AppCallback (bulk) on 50054, sidecar gRPC 50004 / HTTP 3504. Its own
+# database (rule 1): AUDIT_DATABASE_URL here, DATABASE_URL in its environment.
+APP_ADDR=127.0.0.1:50054 DAPR_GRPC_PORT=50004 DATABASE_URL="${AUDIT_DATABASE_URL:-sqlite://.data/audit.db?mode=rwc}" \
+  run audit-service target/release/audit-service
+sidecar audit-service 50054 50004 3504 9094
+
 cat <<MSG
 
   task-service  grpc://127.0.0.1:50051  (reflection on; AUTH_MODE=$AUTH_MODE)
@@ -62,12 +73,16 @@ cat <<MSG
   notification-service    grpc://127.0.0.1:50053 (ListNotifications, reflection); daprd grpc 50003
                           metrics http://127.0.0.1:9466/metrics
                           each notification is a JSON line prefixed [notification-service]
+  audit-service           grpc://127.0.0.1:50054 (ListTaskActivity, ListActivity, reflection); daprd grpc 50004
+                          metrics http://127.0.0.1:9467/metrics; audit log .data/audit.db (or AUDIT_DATABASE_URL)
   kafka         127.0.0.1:19092
 
   Try:  grpcurl -plaintext -H 'x-user-id: alice' -d '{"task": {"title": "Buy milk"}}' \\
           127.0.0.1:50051 todo.v1.TaskService/CreateTask
         grpcurl -plaintext -H 'x-user-id: alice' 127.0.0.1:50051 todo.v1.TaskService/ListTasks
         grpcurl -plaintext -H 'x-user-id: alice' 127.0.0.1:50053 todo.notifications.v1.NotificationService/ListNotifications
+        grpcurl -plaintext -H 'x-user-id: alice' -d '{"task_id": "<id>"}' \\
+          127.0.0.1:50054 todo.audit.v1.AuditService/ListTaskActivity
 
   Ctrl-C stops everything.
 

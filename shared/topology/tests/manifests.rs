@@ -12,12 +12,29 @@ use serde_yaml::Value;
 use todo_topology::{app_ids, components, topics};
 
 /// Each app: its id, its app port (gRPC API + AppCallback + health; the ports `just up`
-/// uses, scripts/up.sh) and the topic it consumes.
-const APPS: [(&str, u16, &str); 3] = [
-    (app_ids::TASK_SERVICE, 50051, topics::TASK_OCCURRENCES),
-    (app_ids::RECURRING_TASK_SERVICE, 50052, topics::TASK_EVENTS),
-    (app_ids::NOTIFICATION_SERVICE, 50053, topics::REMINDERS),
+/// uses, scripts/up.sh) and the topics it consumes.
+const APPS: [(&str, u16, &[&str]); 4] = [
+    (app_ids::TASK_SERVICE, 50051, &[topics::TASK_OCCURRENCES]),
+    (
+        app_ids::RECURRING_TASK_SERVICE,
+        50052,
+        &[topics::TASK_EVENTS],
+    ),
+    (app_ids::NOTIFICATION_SERVICE, 50053, &[topics::REMINDERS]),
+    (
+        app_ids::AUDIT_SERVICE,
+        50054,
+        &[topics::TASK_EVENTS, topics::REMINDERS],
+    ),
 ];
+/// The apps that serve a gRPC API of their own, reachable through a Service on the app port.
+const APIS: [&str; 3] = [
+    app_ids::TASK_SERVICE,
+    app_ids::NOTIFICATION_SERVICE,
+    app_ids::AUDIT_SERVICE,
+];
+/// The apps that own a database of their own (sea-orm, DATABASE_URL from `<app>-secrets`).
+const DATABASE_OWNERS: [&str; 2] = [app_ids::TASK_SERVICE, app_ids::AUDIT_SERVICE];
 /// Every service's Prometheus port in the cluster (METRICS_ADDR).
 const METRICS_PORT: u16 = 9464;
 /// notification-service's Dapr state store (its delivery log).
@@ -234,20 +251,19 @@ fn each_app_runs_under_its_id_on_its_port() {
         );
     }
 
-    // task-service's API and metrics.
-    let svc = kind(&base, "Service")
-        .into_iter()
-        .find(|(_, s)| name(s) == app_ids::TASK_SERVICE)
-        .expect("a Service task-service");
-    let p = &svc.1["spec"]["ports"][0];
-    assert_eq!(p["port"].as_u64(), Some(50051));
-    assert_eq!(p["targetPort"].as_str(), Some("grpc"));
+    // The gRPC APIs, each on its app port.
+    for app in APIS {
+        let (_, port, _) = APPS.iter().find(|(id, ..)| *id == app).unwrap();
+        let svc = kind(&base, "Service")
+            .into_iter()
+            .find(|(_, s)| name(s) == app)
+            .unwrap_or_else(|| panic!("a Service {app}"));
+        let p = &svc.1["spec"]["ports"][0];
+        assert_eq!(p["port"].as_u64(), Some(u64::from(*port)), "Service {app}");
+        assert_eq!(p["targetPort"].as_str(), Some("grpc"), "Service {app}");
+    }
     // Every service serves Prometheus metrics on the port its Deployment names `metrics`.
-    for app in [
-        app_ids::TASK_SERVICE,
-        app_ids::RECURRING_TASK_SERVICE,
-        app_ids::NOTIFICATION_SERVICE,
-    ] {
+    for (app, ..) in APPS {
         let generated = format!("{app}-config");
         let config = kustomization["configMapGenerator"]
             .as_sequence()
@@ -314,7 +330,7 @@ fn every_kafka_component_is_the_pubsub_of_the_code_with_the_local_settings() {
         let at = path.display();
         assert_eq!(name(d), components::PUBSUB, "{at}");
         assert_eq!(d["spec"]["type"].as_str(), Some("pubsub.kafka"), "{at}");
-        assert_eq!(scopes(d), apps, "{at}: scoped to the three apps");
+        assert_eq!(scopes(d), apps, "{at}: scoped to the apps");
         let m = component_metadata(d);
         // Not about the connection: the same as on one machine.
         for key in [
@@ -489,20 +505,36 @@ fn keda_scales_each_consumer_on_its_own_group_and_topic() {
         !scaled.is_empty(),
         "overlays/prod scales the consumers with KEDA"
     );
+    // In the production shapes every consumer is scaled (task-service has fixed replicas).
+    for overlay in ["prod", "external"] {
+        let names: BTreeSet<&str> = scaled
+            .iter()
+            .filter(|(p, _)| p.starts_with(root().join("kustomize/overlays").join(overlay)))
+            .map(|(_, so)| name(so))
+            .collect();
+        for (id, ..) in APPS.iter().filter(|(id, ..)| *id != app_ids::TASK_SERVICE) {
+            assert!(
+                names.contains(id),
+                "overlays/{overlay} has no ScaledObject for {id}"
+            );
+        }
+    }
     for (path, so) in scaled {
         let at = path.display();
         let target = so["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
-        let (_, _, topic) = APPS
+        let (_, _, consumed) = APPS
             .iter()
             .find(|(id, ..)| *id == target)
             .unwrap_or_else(|| panic!("{at}: {target} is not an app id"));
         assert_eq!(name(so), target, "{at}");
+        // Never more replicas than the largest of its topics has partitions.
+        let most = consumed.iter().map(|t| partitions[*t]).max().unwrap();
         let max = so["spec"]["maxReplicaCount"].as_u64().unwrap();
         assert!(
-            max <= partitions[*topic],
-            "{at}: {max} replicas but {topic} has {} partitions",
-            partitions[*topic]
+            max <= most,
+            "{at}: {max} replicas but its topics {consumed:?} have at most {most} partitions"
         );
+        let mut triggered = BTreeSet::new();
         for trigger in so["spec"]["triggers"].as_sequence().unwrap() {
             let m = &trigger["metadata"];
             assert_eq!(trigger["type"].as_str(), Some("kafka"), "{at}");
@@ -511,11 +543,76 @@ fn keda_scales_each_consumer_on_its_own_group_and_topic() {
                 Some(target),
                 "{at}: group = app id"
             );
-            assert_eq!(
-                m["topic"].as_str(),
-                Some(*topic),
-                "{at}: the topic {target} consumes"
+            let topic = m["topic"].as_str().unwrap_or_default();
+            assert!(
+                consumed.contains(&topic),
+                "{at}: {topic:?} is not a topic {target} consumes ({consumed:?})"
             );
+            triggered.insert(topic);
+        }
+        assert_eq!(
+            triggered,
+            consumed.iter().copied().collect(),
+            "{at}: one lag trigger per topic {target} consumes"
+        );
+    }
+}
+
+#[test]
+fn each_database_owner_reads_its_own_database_url() {
+    // Rule 1: no shared database. Each owner's DATABASE_URL comes from a Secret of its own.
+    let base = docs_under("kustomize/base");
+    for (_, d) in kind(&base, "Deployment") {
+        let id = name(d);
+        let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        let url = env
+            .iter()
+            .find(|e| e["name"].as_str() == Some("DATABASE_URL"));
+        if DATABASE_OWNERS.contains(&id) {
+            let secret = url
+                .and_then(|e| e["valueFrom"]["secretKeyRef"]["name"].as_str())
+                .unwrap_or_else(|| panic!("{id}: DATABASE_URL from a Secret"));
+            assert_eq!(secret, format!("{id}-secrets"), "{id}: its own Secret");
+        } else {
+            assert!(url.is_none(), "{id} owns no database");
         }
     }
+    // The development PostgreSQL has one database per owner, and the dev Secrets point there.
+    let dev = &docs(&root().join("kustomize/overlays/dev/kustomization.yaml"))[0];
+    let urls: BTreeSet<String> = DATABASE_OWNERS
+        .iter()
+        .map(|id| {
+            let generated = dev["secretGenerator"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|g| g["name"].as_str() == Some(&*format!("{id}-secrets")))
+                .unwrap_or_else(|| panic!("overlays/dev generates {id}-secrets"));
+            let url = generated["literals"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(str_of)
+                .find_map(|l| l.strip_prefix("DATABASE_URL=").map(str::to_owned))
+                .unwrap_or_else(|| panic!("{id}-secrets: DATABASE_URL"));
+            let database = url.rsplit('/').next().unwrap().to_owned();
+            let init = std::fs::read_to_string(
+                root().join("kustomize/components/postgres/10-todo-databases.sh"),
+            )
+            .unwrap();
+            assert!(
+                init.contains(&format!("CREATE DATABASE {database} ")),
+                "components/postgres creates the database {database} of {id}"
+            );
+            database
+        })
+        .collect();
+    assert_eq!(
+        urls.len(),
+        DATABASE_OWNERS.len(),
+        "one database each: {urls:?}"
+    );
 }
