@@ -39,6 +39,7 @@ pub fn stamped_event(
         kind: kind as i32,
         task: Some(task),
         changed_fields,
+        actor: "user:test".into(),
     };
     OutgoingEvent {
         id: event.event_id.clone(),

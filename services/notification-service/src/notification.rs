@@ -179,6 +179,7 @@ mod tests {
                 nanos: 0,
             }),
             reason: String::new(),
+            actor: "service:task-service".into(),
         }
     }
 

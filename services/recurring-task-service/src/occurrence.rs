@@ -249,6 +249,7 @@ mod tests {
                 ..Task::default()
             }),
             changed_fields: vec![],
+            actor: "user:test".into(),
         }
     }
 

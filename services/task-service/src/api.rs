@@ -59,7 +59,9 @@ impl TaskApi {
         task: &Task,
         changed: Vec<String>,
     ) -> Vec<events::PendingEvent> {
-        events::task_changed(&self.topics, kind, task, changed, Utc::now())
+        // Every API change is made by the task's owner: the caller.
+        let actor = todo_topology::actors::user(&task.user_id);
+        events::task_changed(&self.topics, kind, task, changed, actor, Utc::now())
     }
 
     async fn load(&self, user: &str, id: Uuid) -> Result<task::Model, TaskError> {

@@ -89,21 +89,8 @@ impl ServiceConfig for Config {
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
-        let database_url = env
-            .get("DATABASE_URL")
-            .unwrap_or_else(|| "sqlite://.data/tasks.db?mode=rwc".to_owned());
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                "use a sqlite:// or postgres:// URL",
-            ));
-        }
-        let default_conns = if database_url.starts_with("sqlite:") {
-            4
-        } else {
-            16
-        };
-        let database_max_connections = env.positive("DATABASE_MAX_CONNECTIONS", default_conns)?;
+        let (database_url, database_max_connections) =
+            env.database("sqlite://.data/tasks.db?mode=rwc")?;
         let auth =
             AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
         let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;

@@ -34,13 +34,14 @@ pub fn event_type(kind: TaskEventKind) -> &'static str {
 }
 
 /// The events of one change: the full `TaskEvent` on task-events and a `TaskChanged`
-/// notice on task-updates, both keyed by the owner. `task` is the snapshot after the
+/// notice on task-updates, both keyed by the owner, naming `actor` as who made it. `task` is the snapshot after the
 /// change (before it, for deleted).
 pub fn task_changed(
     topics: &Topics,
     kind: TaskEventKind,
     task: &Task,
     changed_fields: Vec<String>,
+    actor: String,
     now: DateTime<Utc>,
 ) -> Vec<PendingEvent> {
     let event_id = Uuid::now_v7();
@@ -52,6 +53,7 @@ pub fn task_changed(
         kind: kind as i32,
         task: Some(task.clone()),
         changed_fields,
+        actor,
     };
     let notice_id = Uuid::now_v7();
     let notice = TaskChanged {
@@ -106,6 +108,7 @@ mod tests {
             TaskEventKind::Updated,
             &task,
             vec!["title".into()],
+            "user:alice".into(),
             Utc::now(),
         );
         assert_eq!(evs.len(), 2);

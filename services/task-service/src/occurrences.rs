@@ -95,6 +95,8 @@ impl Occurrences {
                     TaskEventKind::Created,
                     &snapshot,
                     vec![],
+                    // Asked for by recurring-task-service, on the completion of the previous one.
+                    todo_topology::actors::service(todo_topology::app_ids::RECURRING_TASK_SERVICE),
                     Utc::now(),
                 ),
             )

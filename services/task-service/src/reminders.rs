@@ -29,7 +29,7 @@ use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
-    sea_query::{LockBehavior, LockType},
+    sea_query::{Expr, LockBehavior, LockType, SimpleExpr},
 };
 use todo_proto::todo::{
     events::v1::ReminderEvent,
@@ -189,6 +189,7 @@ fn event(
         remind_at: ts(row.remind_at),
         lateness,
         reason: reason.to_owned(),
+        actor: todo_topology::actors::service(todo_topology::app_ids::TASK_SERVICE),
     };
     PendingEvent {
         event_id,
@@ -217,17 +218,14 @@ pub async fn replan<C: ConnectionTrait>(
         .filter(reminder::Column::State.eq(PENDING))
         .all(db)
         .await?;
-    apply_plan(
-        db,
-        topics,
+    let subject = Subject {
         task_id,
         user_id,
         task,
         policy,
         reason,
-        Some(pending),
-    )
-    .await
+    };
+    apply_plan(db, topics, subject, Some(pending)).await
 }
 
 /// Schedules the reminders of a task created in this transaction: it has no reminder
@@ -240,21 +238,72 @@ pub async fn schedule_new<C: ConnectionTrait>(
     task: &Task,
     policy: Policy,
 ) -> Result<bool, DbErr> {
-    apply_plan(db, topics, task_id, user_id, Some(task), policy, "", None).await
+    let subject = Subject {
+        task_id,
+        user_id,
+        task: Some(task),
+        policy,
+        reason: "",
+    };
+    apply_plan(db, topics, subject, None).await
+}
+
+/// What [`apply_plan`] plans for: a task (`None` once deleted), how, and why the reminders it
+/// cancels are cancelled.
+struct Subject<'a> {
+    task_id: Uuid,
+    user_id: &'a str,
+    task: Option<&'a Task>,
+    policy: Policy,
+    reason: &'a str,
+}
+
+/// Sets `values` on those of the reminders `ids` that are still pending (a reminder fired
+/// or cancelled meanwhile stays as it is).
+async fn update_pending<C: ConnectionTrait>(
+    db: &C,
+    ids: Vec<Uuid>,
+    values: impl IntoIterator<Item = (reminder::Column, SimpleExpr)>,
+) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    values
+        .into_iter()
+        .fold(
+            reminder::Entity::update_many(),
+            |update, (column, value)| update.col_expr(column, value),
+        )
+        .filter(reminder::Column::ReminderId.is_in(ids))
+        .filter(reminder::Column::State.eq(PENDING))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Moves those of the reminders `ids` that are still pending to `state`.
+async fn set_pending_state<C: ConnectionTrait>(
+    db: &C,
+    ids: Vec<Uuid>,
+    state: i16,
+) -> Result<(), DbErr> {
+    update_pending(db, ids, [(reminder::Column::State, Expr::value(state))]).await
 }
 
 /// `existing`: the task's pending reminders, or `None` for a task that has no rows at all.
-#[allow(clippy::too_many_arguments)]
 async fn apply_plan<C: ConnectionTrait>(
     db: &C,
     topics: &Topics,
-    task_id: Uuid,
-    user_id: &str,
-    task: Option<&Task>,
-    policy: Policy,
-    reason: &str,
+    subject: Subject<'_>,
     existing: Option<Vec<reminder::Model>>,
 ) -> Result<bool, DbErr> {
+    let Subject {
+        task_id,
+        user_id,
+        task,
+        policy,
+        reason,
+    } = subject;
     let now = Utc::now();
     let is_new = existing.is_none();
     let pending = existing.unwrap_or_default();
@@ -295,30 +344,13 @@ async fn apply_plan<C: ConnectionTrait>(
         .filter(|r| r.task_title != title || r.due_time != due)
         .map(|r| r.reminder_id)
         .collect();
-    if !cancel.is_empty() {
-        reminder::Entity::update_many()
-            .col_expr(
-                reminder::Column::State,
-                sea_orm::sea_query::Expr::value(CANCELLED),
-            )
-            .filter(reminder::Column::ReminderId.is_in(cancel))
-            .exec(db)
-            .await?;
-    }
-    if task.is_some() && !stale.is_empty() {
-        reminder::Entity::update_many()
-            .col_expr(
-                reminder::Column::TaskTitle,
-                sea_orm::sea_query::Expr::value(title.clone()),
-            )
-            .col_expr(
-                reminder::Column::DueTime,
-                sea_orm::sea_query::Expr::value(due),
-            )
-            .filter(reminder::Column::ReminderId.is_in(stale))
-            .filter(reminder::Column::State.eq(PENDING))
-            .exec(db)
-            .await?;
+    set_pending_state(db, cancel, CANCELLED).await?;
+    if task.is_some() {
+        let values = [
+            (reminder::Column::TaskTitle, Expr::value(title.clone())),
+            (reminder::Column::DueTime, Expr::value(due)),
+        ];
+        update_pending(db, stale, values).await?;
     }
     // A reminder cancelled earlier (e.g. before a reopen) may be planned again.
     let ids: Vec<Uuid> = planned.iter().map(|p| p.reminder_id).collect();
@@ -513,19 +545,8 @@ impl Scheduler {
                 events.push(event(&self.topics, event_types::REMINDER_DUE, r, now, ""));
             }
         }
-        for (ids, state) in [(fired, FIRED), (cancelled, CANCELLED)] {
-            if !ids.is_empty() {
-                reminder::Entity::update_many()
-                    .col_expr(
-                        reminder::Column::State,
-                        sea_orm::sea_query::Expr::value(state),
-                    )
-                    .filter(reminder::Column::ReminderId.is_in(ids))
-                    .filter(reminder::Column::State.eq(PENDING))
-                    .exec(&txn)
-                    .await?;
-            }
-        }
+        set_pending_state(&txn, fired, FIRED).await?;
+        set_pending_state(&txn, cancelled, CANCELLED).await?;
         outbox::write(&txn, events).await?;
         txn.commit().await?;
         self.relay.wake();

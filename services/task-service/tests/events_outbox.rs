@@ -182,6 +182,7 @@ async fn a_rolled_back_transaction_leaves_no_event(backend: Backend) {
             todo_proto::todo::events::v1::TaskEventKind::Created,
             &task_service::tasks::to_proto(&row),
             vec![],
+            "user:test".into(),
             chrono::Utc::now(),
         );
         task_service::outbox::write(&txn, evs).await.unwrap();

@@ -48,6 +48,7 @@ fn update(live: &Live, user: &str, title: &str, size: usize) -> PendingEvent {
             ..Task::default()
         }),
         changed_fields: vec!["title".into()],
+        actor: "user:test".into(),
     };
     PendingEvent {
         event_id,

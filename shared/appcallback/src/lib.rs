@@ -5,11 +5,12 @@
 //! port. The runtime knows nothing of the messages it routes.
 
 mod auth;
+mod envelope;
 mod routes;
 mod service;
 
 pub use auth::ApiTokenLayer;
-pub use routes::{Event, Outcome, Route, Subscriptions, SubscriptionsBuilder};
+pub use routes::{Event, Outcome, RAW_PAYLOAD, Route, Subscriptions, SubscriptionsBuilder};
 pub use service::AppCallbackService;
 
 /// Dapr's generated AppCallback protocol types, re-exported for callers and tests.

@@ -61,8 +61,9 @@ pub struct Route {
     pub event_type: Option<String>,
     /// Where Dapr puts DROPped events and events that exhausted their retries.
     pub dead_letter_topic: String,
-    /// Ask daprd for bulk delivery (`OnBulkTopicEvent`) with at most this many messages.
-    pub bulk_max_messages: Option<i32>,
+    /// Ask daprd for bulk delivery (`OnBulkTopicEvent`): at most this many messages per
+    /// call, waiting at most this many milliseconds to fill one.
+    pub bulk: Option<(i32, i32)>,
     /// Extra subscription metadata (e.g. `rawPayload`).
     pub metadata: HashMap<String, String>,
 }
@@ -79,7 +80,7 @@ impl Route {
             topic: topic.into(),
             event_type: None,
             dead_letter_topic: dead_letter_topic.into(),
-            bulk_max_messages: None,
+            bulk: None,
             metadata: HashMap::new(),
         }
     }
@@ -90,10 +91,21 @@ impl Route {
         self
     }
 
-    /// Bulk delivery with at most `max_messages` per call.
-    pub fn bulk(mut self, max_messages: i32) -> Self {
-        self.bulk_max_messages = Some(max_messages);
+    /// Bulk delivery: at most `max_messages` per call, daprd waiting at most
+    /// `max_await_ms` for a call to fill.
+    pub fn bulk(mut self, max_messages: i32, max_await_ms: i32) -> Self {
+        self.bulk = Some((max_messages, max_await_ms));
         self
+    }
+
+    /// Bulk delivery of each Kafka message as it is (`rawPayload`): the CloudEvent
+    /// envelope arrives whole and the runtime reads its `data_base64`, which daprd's bulk
+    /// path otherwise leaves out for binary events (DESIGN rule 5). Publishers need no
+    /// change. Routing rules do not apply to raw payloads: the route takes every type on
+    /// its topic.
+    pub fn bulk_raw(self, max_messages: i32, max_await_ms: i32) -> Self {
+        self.bulk(max_messages, max_await_ms)
+            .metadata(RAW_PAYLOAD, "true")
     }
 
     /// Extra subscription metadata.
@@ -103,8 +115,22 @@ impl Route {
     }
 }
 
+/// The subscription metadata key that asks daprd for the message as it is in Kafka.
+pub const RAW_PAYLOAD: &str = "rawPayload";
+
 type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 type ErasedHandler = Arc<dyn Fn(RawEvent) -> BoxFuture + Send + Sync>;
+type BatchFuture = Pin<Box<dyn Future<Output = Vec<Outcome>> + Send>>;
+type ErasedBatch = Arc<dyn Fn(Vec<Event<Vec<u8>>>) -> BatchFuture + Send + Sync>;
+
+/// How a route's handler takes its events.
+#[derive(Clone)]
+enum Handler {
+    /// One event per call.
+    One(ErasedHandler),
+    /// A batch per call (all the entries of a bulk delivery for the route), one outcome each.
+    Batch(ErasedBatch),
+}
 
 /// An event as it came from daprd, before decoding.
 #[derive(Debug, Clone, Default)]
@@ -120,7 +146,7 @@ pub(crate) struct RawEvent {
 
 struct Registered {
     route: Route,
-    handler: ErasedHandler,
+    handler: Handler,
 }
 
 type IgnoredHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -206,11 +232,11 @@ impl Subscriptions {
                     path: t.clone(),
                 });
             }
-            if let Some(max) = r.bulk_max_messages {
+            if let Some((max_messages_count, max_await_duration_ms)) = r.bulk {
                 sub.bulk_subscribe = Some(BulkSubscribeConfig {
                     enabled: true,
-                    max_messages_count: max,
-                    max_await_duration_ms: 100,
+                    max_messages_count,
+                    max_await_duration_ms,
                 });
             }
         }
@@ -220,10 +246,83 @@ impl Subscriptions {
     /// Calls the handler for this event and says what happened. Never panics: a panicking
     /// handler is logged and the event DROPped (it would panic again on every redelivery).
     pub(crate) async fn dispatch(&self, event: RawEvent) -> Outcome {
-        if let Some(ignored) = self.ignores(&event) {
+        match self.resolve(&event) {
+            Resolved::Answered(outcome) => outcome,
+            Resolved::To(at) => match &self.routes[at].handler {
+                Handler::One(handler) => caught(handler(event), Outcome::Drop).await,
+                Handler::Batch(handler) => {
+                    let outcomes =
+                        caught(handler(vec![event.into_bytes_event()]), Vec::new()).await;
+                    outcomes.first().copied().unwrap_or(Outcome::Drop)
+                }
+            },
+        }
+    }
+
+    /// Handles the entries of one bulk delivery, answering one outcome per entry in their
+    /// order: the entries a batch route takes go to its handler in one call (in their
+    /// order), every other entry as [`Self::dispatch`] would.
+    pub(crate) async fn dispatch_bulk(&self, events: Vec<RawEvent>) -> Vec<Outcome> {
+        let mut outcomes = vec![Outcome::Retry; events.len()];
+        let mut batches: Vec<Batch> = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            match self.resolve(&event) {
+                Resolved::Answered(outcome) => outcomes[i] = outcome,
+                Resolved::To(at) => match &self.routes[at].handler {
+                    Handler::One(handler) => {
+                        outcomes[i] = caught(handler(event), Outcome::Drop).await;
+                    }
+                    Handler::Batch(_) => {
+                        let batch = match batches.iter().position(|b| b.route == at) {
+                            Some(b) => &mut batches[b],
+                            None => {
+                                batches.push(Batch {
+                                    route: at,
+                                    indexes: Vec::new(),
+                                    events: Vec::new(),
+                                });
+                                let last = batches.len() - 1;
+                                &mut batches[last]
+                            }
+                        };
+                        batch.indexes.push(i);
+                        batch.events.push(event.into_bytes_event());
+                    }
+                },
+            }
+        }
+        for Batch {
+            route,
+            indexes,
+            events,
+        } in batches
+        {
+            let Handler::Batch(handler) = &self.routes[route].handler else {
+                continue;
+            };
+            let (idx, evs) = (indexes, events);
+            let n = evs.len();
+            let answered = caught(handler(evs), vec![Outcome::Drop; n]).await;
+            if answered.len() != n {
+                tracing::error!(
+                    expected = n,
+                    answered = answered.len(),
+                    "batch handler answered the wrong number of outcomes: retrying the batch"
+                );
+            }
+            for (k, i) in idx.into_iter().enumerate() {
+                outcomes[i] = answered.get(k).copied().unwrap_or(Outcome::Retry);
+            }
+        }
+        outcomes
+    }
+
+    /// Who takes this event: a route, or nobody (then the answer is already known).
+    fn resolve(&self, event: &RawEvent) -> Resolved {
+        if let Some(ignored) = self.ignores(event) {
             tracing::debug!(event_type = %event.event_type, family = %ignored.family, "not ours: acknowledged");
             (ignored.on_ignored)(&event.event_type);
-            return Outcome::Success;
+            return Resolved::Answered(Outcome::Success);
         }
         let Some(reg) = self.find(&event.pubsub_name, &event.topic, &event.event_type) else {
             for u in self.unrouted.iter().filter(|u| {
@@ -238,21 +337,9 @@ impl Subscriptions {
                 id = %event.id,
                 "no handler for this topic and CloudEvent type: dropping to the dead-letter topic"
             );
-            return Outcome::Drop;
+            return Resolved::Answered(Outcome::Drop);
         };
-        let fut = (reg.handler)(event);
-        match AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(outcome) => outcome,
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                tracing::error!(panic = %why, "event handler panicked: dropping to the dead-letter topic");
-                Outcome::Drop
-            }
-        }
+        Resolved::To(reg)
     }
 
     /// The ignored family this event belongs to, when no route takes its exact type and it
@@ -276,16 +363,65 @@ impl Subscriptions {
         (!routed).then_some(family)
     }
 
-    /// The handler for an event: an exact type match first, then a catch-all for the topic.
-    fn find(&self, pubsub: &str, topic: &str, event_type: &str) -> Option<&Registered> {
+    /// The route for an event (its index): an exact type match first, then a catch-all
+    /// for the topic.
+    fn find(&self, pubsub: &str, topic: &str, event_type: &str) -> Option<usize> {
         let on_topic = || {
-            self.routes.iter().filter(move |r| {
+            self.routes.iter().enumerate().filter(move |(_, r)| {
                 r.route.topic == topic && (pubsub.is_empty() || r.route.pubsub_name == pubsub)
             })
         };
         on_topic()
-            .find(|r| r.route.event_type.as_deref() == Some(event_type))
-            .or_else(|| on_topic().find(|r| r.route.event_type.is_none()))
+            .find(|(_, r)| r.route.event_type.as_deref() == Some(event_type))
+            .or_else(|| on_topic().find(|(_, r)| r.route.event_type.is_none()))
+            .map(|(i, _)| i)
+    }
+}
+
+/// The entries of a bulk delivery one batch route takes.
+struct Batch {
+    /// The route's index in the table.
+    route: usize,
+    /// The entries' positions in the delivery.
+    indexes: Vec<usize>,
+    events: Vec<Event<Vec<u8>>>,
+}
+
+enum Resolved {
+    Answered(Outcome),
+    /// The index of the route in the table.
+    To(usize),
+}
+
+/// Awaits a handler, turning a panic into `on_panic`: a panicking handler would panic
+/// again on every redelivery, so its events are DROPped (to the dead-letter topic).
+async fn caught<T>(fut: impl Future<Output = T>, on_panic: T) -> T {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(answer) => answer,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(panic = %why, "event handler panicked: dropping to the dead-letter topic");
+            on_panic
+        }
+    }
+}
+
+impl RawEvent {
+    fn into_bytes_event(self) -> Event<Vec<u8>> {
+        Event {
+            message: self.data.clone(),
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            topic: self.topic,
+            pubsub_name: self.pubsub_name,
+            traceparent: self.traceparent,
+            raw: self.data,
+        }
     }
 }
 
@@ -333,7 +469,29 @@ impl SubscriptionsBuilder {
         });
         self.routes.push(Registered {
             route,
-            handler: erased,
+            handler: Handler::One(erased),
+        });
+        self
+    }
+
+    /// Registers `handler` for batches of events on `route` (give the route
+    /// [`Route::bulk`] or [`Route::bulk_raw`]), bytes undecoded: each bulk delivery's
+    /// entries for the route arrive in one call, in their order, and the handler answers
+    /// one outcome per event in the same order (e.g. after one database transaction). An
+    /// event delivered alone arrives as a batch of one. A missing outcome is RETRY.
+    pub fn route_batch<F, Fut>(mut self, route: Route, handler: F) -> Self
+    where
+        F: Fn(Vec<Event<Vec<u8>>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Outcome>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: ErasedBatch = Arc::new(move |events| {
+            let handler = handler.clone();
+            Box::pin(async move { handler(events).await }) as BatchFuture
+        });
+        self.routes.push(Registered {
+            route,
+            handler: Handler::Batch(erased),
         });
         self
     }
@@ -364,7 +522,7 @@ impl SubscriptionsBuilder {
         });
         self.routes.push(Registered {
             route,
-            handler: erased,
+            handler: Handler::One(erased),
         });
         self
     }
@@ -565,6 +723,86 @@ mod tests {
         assert_eq!(routes.rules[0].r#match, "event.type == \"a.v1\"");
         assert_eq!(routes.default, DEFAULT_PATH);
         assert!(list.iter().all(|s| !s.dead_letter_topic.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_batch_route_takes_its_entries_in_one_call_in_order() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+        let log = calls.clone();
+        let route = Route::new("ps", "b", "b-dlq").bulk_raw(100, 10);
+        let s = Subscriptions::builder()
+            .route_batch(route.clone(), move |events: Vec<Event<Vec<u8>>>| {
+                let log = log.clone();
+                async move {
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(events.iter().map(|e| e.id.clone()).collect());
+                    // Entry "bad" is refused, the rest stored.
+                    events
+                        .iter()
+                        .map(|e| {
+                            if e.id == "bad" {
+                                Outcome::Drop
+                            } else {
+                                Outcome::Success
+                            }
+                        })
+                        .collect()
+                }
+            })
+            .route(
+                Route::new("ps", "t", "t-dlq").event_type("a.v1"),
+                |_e: Event<Timestamp>| async { Outcome::Retry },
+            )
+            .build();
+        let ev = |topic: &str, id: &str| RawEvent {
+            id: id.into(),
+            ..raw(topic, "x.v1", vec![1])
+        };
+        let outcomes = s
+            .dispatch_bulk(vec![
+                ev("b", "1"),
+                ev("t", "other-topic"),
+                ev("b", "bad"),
+                ev("b", "3"),
+            ])
+            .await;
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Success,
+                Outcome::Drop,
+                Outcome::Drop,
+                Outcome::Success
+            ]
+        );
+        let calls = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(calls, [vec!["1", "bad", "3"]]);
+        // Alone (OnTopicEvent), an event is a batch of one.
+        assert_eq!(s.dispatch(ev("b", "4")).await, Outcome::Success);
+        // The subscription asks for raw bulk delivery.
+        let sub = &s.topic_subscriptions()[0];
+        assert_eq!(
+            sub.metadata.get(RAW_PAYLOAD).map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            sub.bulk_subscribe.as_ref().map(|b| b.max_messages_count),
+            Some(100)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_answering_too_few_outcomes_retries_the_rest() {
+        let s = Subscriptions::builder()
+            .route_batch(Route::new("ps", "b", "b-dlq"), |_events| async {
+                vec![Outcome::Success]
+            })
+            .build();
+        let outcomes = s
+            .dispatch_bulk(vec![raw("b", "x", vec![]), raw("b", "x", vec![])])
+            .await;
+        assert_eq!(outcomes, [Outcome::Success, Outcome::Retry]);
     }
 
     #[test]

@@ -46,47 +46,45 @@ impl AppCallbackService {
     }
 
     async fn bulk(&self, req: TopicEventBulkRequest) -> TopicEventBulkResponse {
-        let mut statuses = Vec::with_capacity(req.entries.len());
+        let started = std::time::Instant::now();
+        let mut answered = Vec::with_capacity(req.entries.len());
+        let mut ids = Vec::with_capacity(req.entries.len());
+        let mut events = Vec::with_capacity(req.entries.len());
         for entry in req.entries {
-            let raw = match entry.event {
-                Some(BulkEvent::CloudEvent(ce)) => RawEvent {
-                    traceparent: traceparent(ce.extensions.as_ref()),
-                    id: ce.id,
-                    event_type: ce.r#type,
-                    source: ce.source,
-                    topic: req.topic.clone(),
-                    pubsub_name: req.pubsub_name.clone(),
-                    data: ce.data,
-                },
-                // rawPayload: the bytes as published; the type travels as a Kafka header.
-                Some(BulkEvent::Bytes(data)) => RawEvent {
-                    id: entry.entry_id.clone(),
-                    event_type: entry
-                        .metadata
-                        .get("cloudevent.type")
-                        .cloned()
-                        .unwrap_or_default(),
-                    source: String::new(),
-                    topic: req.topic.clone(),
-                    pubsub_name: req.pubsub_name.clone(),
-                    traceparent: entry.metadata.get("traceparent").cloned(),
-                    data,
-                },
-                None => {
-                    tracing::warn!(entry_id = %entry.entry_id, "bulk entry without an event: dropping");
-                    statuses.push(TopicEventBulkResponseEntry {
-                        entry_id: entry.entry_id,
-                        status: TopicEventResponseStatus::Drop as i32,
-                    });
-                    continue;
+            let id = entry.entry_id.clone();
+            match bulk_entry(&req.topic, &req.pubsub_name, entry) {
+                Some(raw) => {
+                    ids.push(id);
+                    events.push(raw);
                 }
-            };
-            let outcome = self.handle(raw).await;
-            statuses.push(TopicEventBulkResponseEntry {
-                entry_id: entry.entry_id,
-                status: TopicEventResponseStatus::from(outcome) as i32,
-            });
+                None => {
+                    tracing::warn!(entry_id = %id, topic = %req.topic, "bulk entry without a readable event: dropping");
+                    answered.push((id, Outcome::Drop));
+                }
+            }
         }
+        let span = tracing::info_span!("bulk", topic = %req.topic, entries = events.len());
+        let outcomes = self
+            .subscriptions
+            .dispatch_bulk(events)
+            .instrument(span)
+            .await;
+        answered.extend(ids.into_iter().zip(outcomes));
+        let topic = req.topic;
+        metrics::histogram!("event_batch_seconds", "topic" => topic.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("event_batch_entries", "topic" => topic.clone())
+            .record(answered.len() as f64);
+        let statuses = answered
+            .into_iter()
+            .map(|(entry_id, outcome)| {
+                consumed(&topic, outcome);
+                TopicEventBulkResponseEntry {
+                    entry_id,
+                    status: TopicEventResponseStatus::from(outcome) as i32,
+                }
+            })
+            .collect();
         TopicEventBulkResponse { statuses }
     }
 
@@ -106,20 +104,69 @@ impl AppCallbackService {
             let outcome = subs.dispatch(raw).await;
             tracing::Span::current().record("outcome", tracing::field::debug(outcome));
             tracing::debug!(?outcome, "handled");
-            // Recorded only when the service installed a metrics recorder.
-            let label = match outcome {
-                Outcome::Success => "success",
-                Outcome::Retry => "retry",
-                Outcome::Drop => "drop",
-            };
-            metrics::counter!("events_consumed_total", "topic" => topic.clone(), "outcome" => label)
-                .increment(1);
+            consumed(&topic, outcome);
             metrics::histogram!("event_handler_seconds", "topic" => topic)
                 .record(started.elapsed().as_secs_f64());
             outcome
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Counts a handled event (recorded only when the service installed a metrics recorder).
+fn consumed(topic: &str, outcome: Outcome) {
+    let label = match outcome {
+        Outcome::Success => "success",
+        Outcome::Retry => "retry",
+        Outcome::Drop => "drop",
+    };
+    metrics::counter!("events_consumed_total", "topic" => topic.to_owned(), "outcome" => label)
+        .increment(1);
+}
+
+/// One entry of a bulk delivery as an event; `None` when it carries none.
+fn bulk_entry(
+    topic: &str,
+    pubsub_name: &str,
+    entry: crate::proto::TopicEventBulkRequestEntry,
+) -> Option<RawEvent> {
+    match entry.event? {
+        BulkEvent::CloudEvent(ce) => Some(RawEvent {
+            traceparent: traceparent(ce.extensions.as_ref()),
+            id: ce.id,
+            event_type: ce.r#type,
+            source: ce.source,
+            topic: topic.to_owned(),
+            pubsub_name: pubsub_name.to_owned(),
+            data: ce.data,
+        }),
+        // rawPayload: the Kafka message as it is, which is the CloudEvent envelope Dapr
+        // made at publish time, or (from a raw publisher) the bytes alone.
+        BulkEvent::Bytes(bytes) => Some(match crate::envelope::CloudEvent::parse(&bytes) {
+            Some(ce) => RawEvent {
+                id: ce.id,
+                event_type: ce.event_type,
+                source: ce.source,
+                topic: topic.to_owned(),
+                pubsub_name: pubsub_name.to_owned(),
+                traceparent: ce.traceparent,
+                data: ce.data,
+            },
+            None => RawEvent {
+                id: entry.entry_id,
+                event_type: entry
+                    .metadata
+                    .get("cloudevent.type")
+                    .cloned()
+                    .unwrap_or_default(),
+                source: String::new(),
+                topic: topic.to_owned(),
+                pubsub_name: pubsub_name.to_owned(),
+                traceparent: entry.metadata.get("traceparent").cloned(),
+                data: bytes,
+            },
+        }),
     }
 }
 

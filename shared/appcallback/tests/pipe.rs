@@ -36,6 +36,7 @@ fn task_event(user: &str, seq: u32, kind: TaskEventKind) -> TaskEvent {
             ..Task::default()
         }),
         changed_fields: vec![],
+        actor: "user:test".into(),
     }
 }
 

@@ -117,6 +117,23 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
     }
 
+    /// `DATABASE_URL` (a `sqlite:` or `postgres` URL, `default_url` when unset) and
+    /// `DATABASE_MAX_CONNECTIONS` (default 4 on SQLite, 16 on PostgreSQL).
+    pub fn database(&self, default_url: &str) -> Result<(String, u32), ConfigError> {
+        let url = self
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| default_url.to_owned());
+        let sqlite = url.starts_with("sqlite:");
+        if !(sqlite || url.starts_with("postgres")) {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "use a sqlite:// or postgres:// URL",
+            ));
+        }
+        let max = self.positive("DATABASE_MAX_CONNECTIONS", if sqlite { 4 } else { 16 })?;
+        Ok((url, max))
+    }
+
     /// `var` parsed as a number above zero, or `default` when unset.
     pub fn positive<T: FromStr + PartialOrd + Default>(
         &self,

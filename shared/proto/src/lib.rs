@@ -20,6 +20,12 @@ pub mod todo {
             tonic::include_proto!("todo.notifications.v1");
         }
     }
+    pub mod audit {
+        pub mod v1 {
+            #![allow(clippy::all)]
+            tonic::include_proto!("todo.audit.v1");
+        }
+    }
 }
 
 pub use prost;

@@ -7,6 +7,7 @@ pub mod app_ids {
     pub const TASK_SERVICE: &str = "task-service";
     pub const RECURRING_TASK_SERVICE: &str = "recurring-task-service";
     pub const NOTIFICATION_SERVICE: &str = "notification-service";
+    pub const AUDIT_SERVICE: &str = "audit-service";
 }
 
 /// Dapr component names (metadata.name in dapr-components/).
@@ -192,5 +193,18 @@ mod tests {
     #[test]
     fn dead_letter_topics_are_suffixed() {
         assert_eq!(topics::dead_letter(topics::REMINDERS), "reminders-dlq");
+    }
+}
+
+/// Who made a change, as events name it in their `actor` field.
+pub mod actors {
+    /// A Task API caller.
+    pub fn user(user_id: &str) -> String {
+        format!("user:{user_id}")
+    }
+
+    /// A service acting on its own (e.g. `service:recurring-task-service`).
+    pub fn service(app_id: &str) -> String {
+        format!("service:{app_id}")
     }
 }

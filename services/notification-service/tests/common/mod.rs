@@ -585,6 +585,7 @@ pub fn due(user: &str, late_by: Duration) -> ReminderEvent {
             nanos: 250_000_000,
         }),
         reason: String::new(),
+        actor: "service:task-service".into(),
     }
 }
 

@@ -266,5 +266,6 @@ pub fn completed(mut task: Task) -> TaskEvent {
         kind: TaskEventKind::Completed as i32,
         task: Some(task),
         changed_fields: vec!["status".to_owned()],
+        actor: "user:test".into(),
     }
 }

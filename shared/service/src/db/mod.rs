@@ -1,4 +1,9 @@
-//! Database errors mapped to gRPC statuses by kind, not all to one code.
+//! Database errors mapped to gRPC statuses by kind, not all to one code; opening a
+//! service's own database.
+
+mod open;
+
+pub use open::{connect, writer};
 
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 use tonic::Status;

@@ -1,0 +1,184 @@
+//! Configuration from the environment, validated at start; errors name the variable.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use todo_auth::AuthMode;
+pub use todo_env::ConfigError;
+use todo_env::{
+    Env,
+    cli::{self, Var},
+};
+pub use todo_service::cli::ServiceConfig;
+
+/// `APP_ADDR` when unset: after notification-service's 50053.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50054);
+/// `METRICS_ADDR` when unset: after notification-service's 9466.
+pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9467);
+/// `DATABASE_URL` when unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://.data/audit.db?mode=rwc";
+/// The most entries daprd may hand over in one bulk delivery (`AUDIT_BULK_MAX_MESSAGES`):
+/// SQLite takes at most 32,766 bound values per statement, 16 per entry.
+pub const MAX_BULK_MESSAGES: i32 = 1_000;
+
+/// Everything audit-service needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What every service reads: listen address, sidecar, tokens, limits, topic prefix,
+    /// metrics (see [`todo_env::Common`]).
+    pub common: todo_env::Common,
+    /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
+    pub auth: AuthMode,
+    /// `DATABASE_URL` (default `sqlite://.data/audit.db?mode=rwc`): the audit log's own database.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS` (default 4 on SQLite, 16 on PostgreSQL).
+    pub database_max_connections: u32,
+    /// `AUDIT_RETENTION_DAYS` (default: keep forever): entries that occurred longer ago are
+    /// pruned in the background.
+    pub retention: Option<Duration>,
+    /// `AUDIT_PRUNE_BATCH` (default 1000): entries deleted per prune statement.
+    pub prune_batch: u64,
+    /// `AUDIT_PRUNE_INTERVAL_SECS` (default 300): how often the pruner looks.
+    pub prune_interval: Duration,
+    /// `AUDIT_BULK_MAX_MESSAGES` (default 200, at most 1000): entries per bulk delivery.
+    pub bulk_max_messages: i32,
+    /// `AUDIT_BULK_MAX_AWAIT_MS` (default 20): how long daprd waits to fill a bulk delivery.
+    pub bulk_max_await_ms: i32,
+}
+
+/// What `audit-service --help` says it is.
+pub const ABOUT: &str = "Keeps every task and reminder event as one append-only audit entry (taken in bulk \
+     through Dapr, exactly once per event id) and serves each owner the history of their tasks.";
+
+impl ServiceConfig for Config {
+    const NAME: &'static str = todo_topology::app_ids::AUDIT_SERVICE;
+    const ABOUT: &'static str = ABOUT;
+    const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
+    /// Every variable the service reads (`--help` lists them).
+    fn vars() -> Vec<Var> {
+        let own = [
+            Var::new(
+                "DATABASE_URL",
+                DEFAULT_DATABASE_URL,
+                "`sqlite://…` or `postgres://…`: the audit log's own database",
+            ),
+            Var::new(
+                "DATABASE_MAX_CONNECTIONS",
+                "16 (PostgreSQL), 4 (SQLite)",
+                "the pool for queries (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
+            ),
+            Var::new(
+                "AUDIT_RETENTION_DAYS",
+                "—",
+                "prune entries that occurred more than this many days ago (unset: keep forever)",
+            ),
+            Var::new(
+                "AUDIT_PRUNE_BATCH",
+                "1000",
+                "entries deleted per prune statement",
+            ),
+            Var::new(
+                "AUDIT_PRUNE_INTERVAL_SECS",
+                "300",
+                "how often the pruner looks for expired entries",
+            ),
+            Var::new(
+                "AUDIT_BULK_MAX_MESSAGES",
+                "200",
+                "most events daprd hands over per bulk delivery (at most 1000)",
+            ),
+            Var::new(
+                "AUDIT_BULK_MAX_AWAIT_MS",
+                "20",
+                "how long daprd waits to fill a bulk delivery",
+            ),
+        ];
+        cli::service_vars(
+            "127.0.0.1:50054",
+            "127.0.0.1:9467",
+            cli::Callers::Authenticated,
+            own,
+        )
+    }
+
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(get);
+        let (database_url, database_max_connections) = env.database(DEFAULT_DATABASE_URL)?;
+        let auth =
+            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
+        let retention = match env.get("AUDIT_RETENTION_DAYS") {
+            None => None,
+            Some(_) => {
+                let days: u64 = env.positive("AUDIT_RETENTION_DAYS", 1)?;
+                // Past this, now − retention would not be a date.
+                if days > 1_000_000 {
+                    return Err(ConfigError::new(
+                        "AUDIT_RETENTION_DAYS",
+                        "at most 1000000 days (unset it to keep forever)",
+                    ));
+                }
+                Some(Duration::from_secs(days * 86_400))
+            }
+        };
+        let bulk_max_messages = env.positive("AUDIT_BULK_MAX_MESSAGES", 200)?;
+        if bulk_max_messages > MAX_BULK_MESSAGES {
+            return Err(ConfigError::new(
+                "AUDIT_BULK_MAX_MESSAGES",
+                format!("at most {MAX_BULK_MESSAGES}"),
+            ));
+        }
+        Ok(Self {
+            common,
+            auth,
+            database_url,
+            database_max_connections,
+            retention,
+            prune_batch: env.positive("AUDIT_PRUNE_BATCH", 1_000)?,
+            prune_interval: Duration::from_secs(env.positive("AUDIT_PRUNE_INTERVAL_SECS", 300)?),
+            bulk_max_messages,
+            bulk_max_await_ms: env.positive("AUDIT_BULK_MAX_AWAIT_MS", 20)?,
+        })
+    }
+
+    fn trusts_user_header(&self) -> bool {
+        matches!(self.auth, AuthMode::Dev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::read(&todo_env::from_pairs(pairs))
+    }
+
+    #[test]
+    fn defaults_keep_forever_on_sqlite() {
+        let c = read(&[("AUTH_MODE", "dev")]).unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.retention, None);
+        assert_eq!(c.common.listen, DEFAULT_LISTEN);
+        assert_eq!((c.bulk_max_messages, c.bulk_max_await_ms), (200, 20));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("AUDIT_RETENTION_DAYS", "soon"),
+            ("AUDIT_BULK_MAX_MESSAGES", "5000"),
+            ("AUDIT_PRUNE_BATCH", "-1"),
+            ("DATABASE_URL", "mysql://x"),
+        ] {
+            let err = read(&[("AUTH_MODE", "dev"), (var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}");
+        }
+        let c = read(&[("AUTH_MODE", "dev"), ("AUDIT_RETENTION_DAYS", "30")]).unwrap();
+        assert_eq!(c.retention, Some(Duration::from_secs(30 * 86_400)));
+    }
+}

@@ -1,0 +1,199 @@
+//! Taking events in: each bulk delivery is decoded, and what decodes is written in one
+//! transaction, one entry per event id.
+//!
+//! Answers per entry: SUCCESS when stored or already stored (a redelivery inserts
+//! nothing: `ON CONFLICT (event_id) DO NOTHING`), DROP for an event that can never be
+//! stored (undecodable, unknown type or version, missing ids: Dapr moves it to the
+//! dead-letter topic while the rest of the batch is stored), RETRY for every decoded entry
+//! of a batch whose transaction failed (the database is down: nothing half-written).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use chrono::Utc;
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    DatabaseConnection, DbErr, EntityTrait, TransactionTrait,
+};
+use todo_topology::Topics;
+
+use crate::{
+    db::entry,
+    entry::{NewEntry, from_event},
+};
+
+/// What the consumer did since start (also exported as Prometheus metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Entries written.
+    pub recorded: AtomicU64,
+    /// Events already recorded (redeliveries, republished outbox rows): nothing written.
+    pub duplicates: AtomicU64,
+    /// Events DROPped to the dead-letter topic.
+    pub dropped: AtomicU64,
+    /// Events answered RETRY because their batch could not be written.
+    pub retried: AtomicU64,
+    /// Bulk deliveries handled.
+    pub batches: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub recorded: u64,
+    pub duplicates: u64,
+    pub dropped: u64,
+    pub retried: u64,
+    pub batches: u64,
+}
+
+impl todo_service::Counters for Stats {
+    type Snapshot = StatsSnapshot;
+    fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            recorded: get(&self.recorded),
+            duplicates: get(&self.duplicates),
+            dropped: get(&self.dropped),
+            retried: get(&self.retried),
+            batches: get(&self.batches),
+        }
+    }
+}
+
+/// The consumer: decodes, writes, counts.
+#[derive(Debug)]
+pub struct Ingest {
+    /// The connection writes go through (on SQLite: one connection of its own).
+    writer: DatabaseConnection,
+    stats: Arc<Stats>,
+    /// Dropped with the consumer (when the server stops): ends the background work
+    /// holding a receiver.
+    lifetime: tokio::sync::watch::Sender<()>,
+}
+
+impl Ingest {
+    pub fn new(writer: DatabaseConnection, stats: Arc<Stats>) -> Self {
+        Self {
+            writer,
+            stats,
+            lifetime: tokio::sync::watch::channel(()).0,
+        }
+    }
+
+    /// A receiver whose `changed()` fails once the consumer is gone.
+    pub fn lifetime(&self) -> tokio::sync::watch::Receiver<()> {
+        self.lifetime.subscribe()
+    }
+
+    /// The AppCallback routes: every event on `task-events` and on `reminders`, in bulk
+    /// (raw payload: see [`Route::bulk_raw`]), each topic dead-lettered to its `-dlq`.
+    pub fn subscriptions(self: &Arc<Self>, topics: &Topics, bulk: (i32, i32)) -> Subscriptions {
+        let route = |topic: &str, dlq: &str| {
+            Route::new(todo_topology::components::PUBSUB, topic, dlq).bulk_raw(bulk.0, bulk.1)
+        };
+        let mut builder = Subscriptions::builder();
+        for (topic, dlq) in [
+            (&topics.task_events, &topics.task_events_dead_letter),
+            (&topics.reminders, &topics.reminders_dead_letter),
+        ] {
+            let me = self.clone();
+            builder = builder.route_batch(route(topic, dlq), move |events| {
+                let me = me.clone();
+                async move { me.handle(events).await }
+            });
+        }
+        builder.build()
+    }
+
+    /// One bulk delivery: one outcome per event, in order.
+    pub async fn handle(&self, events: Vec<Event<Vec<u8>>>) -> Vec<Outcome> {
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let mut outcomes = vec![Outcome::Success; events.len()];
+        let mut stored = Vec::with_capacity(events.len());
+        let mut entries = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            match from_event(&e.event_type, &e.message, &e.id, e.traceparent.as_deref()) {
+                Ok(entry) => {
+                    stored.push(i);
+                    entries.push(entry);
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        topic = %e.topic,
+                        event_type = %e.event_type,
+                        cloud_event_id = %e.id,
+                        reason = %why,
+                        "audit: event refused, dropping to the dead-letter topic"
+                    );
+                    metrics::counter!("audit_events_dropped_total", "reason" => why.label())
+                        .increment(1);
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    outcomes[i] = Outcome::Drop;
+                }
+            }
+        }
+        if entries.is_empty() {
+            return outcomes;
+        }
+        match self.write(&entries).await {
+            Ok(inserted) => {
+                let duplicates = entries.len() as u64 - inserted.min(entries.len() as u64);
+                self.stats.recorded.fetch_add(inserted, Ordering::Relaxed);
+                self.stats
+                    .duplicates
+                    .fetch_add(duplicates, Ordering::Relaxed);
+                metrics::counter!("audit_entries_recorded_total").increment(inserted);
+                metrics::counter!("audit_duplicates_skipped_total").increment(duplicates);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, entries = entries.len(), "audit: batch not written, retrying it");
+                self.stats
+                    .retried
+                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                for i in stored {
+                    outcomes[i] = Outcome::Retry;
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Writes the entries in one transaction; returns how many were new.
+    async fn write(&self, entries: &[NewEntry]) -> Result<u64, DbErr> {
+        let now = Utc::now();
+        let recorded_at = now.timestamp_micros();
+        let models = entries.iter().map(|e| entry::ActiveModel {
+            seq: NotSet,
+            event_id: Set(e.event_id.clone()),
+            event_type: Set(e.event_type.clone()),
+            task_id: Set(e.task_id.clone()),
+            user_id: Set(e.user_id.clone()),
+            occurred_at: Set(e.occurred_at),
+            recorded_at: Set(recorded_at),
+            actor: Set(e.actor.clone()),
+            trace_id: Set(e.trace_id.clone()),
+            cloud_event_id: Set(e.cloud_event_id.clone()),
+            payload: Set(e.payload.clone()),
+        });
+        let txn = self.writer.begin().await?;
+        let inserted = entry::Entity::insert_many(models)
+            .on_conflict_do_nothing_on([entry::Column::EventId])
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        let inserted = match inserted {
+            sea_orm::TryInsertResult::Inserted(n) => n,
+            sea_orm::TryInsertResult::Conflicted | sea_orm::TryInsertResult::Empty => 0,
+        };
+        // Lag: from the change to its entry, for each entry written now.
+        for e in entries {
+            let lag = (recorded_at - e.occurred_at).max(0) as f64 / 1e6;
+            metrics::histogram!("audit_lag_seconds").record(lag);
+        }
+        Ok(inserted)
+    }
+}
