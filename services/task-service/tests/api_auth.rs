@@ -2,8 +2,8 @@
 //! checked, another user's task is NOT_FOUND).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 mod common;
+use todo_harness::on_both_databases;
 
 use prost_types::FieldMask;
 use todo_proto::todo::v1::{

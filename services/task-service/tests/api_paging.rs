@@ -1,8 +1,8 @@
 //! The Task API's ListTasks on SQLite and on PostgreSQL: pages, filters and order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 mod common;
+use todo_harness::on_both_databases;
 
 use std::collections::HashSet;
 

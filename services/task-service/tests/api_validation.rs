@@ -2,8 +2,8 @@
 //! field, and writes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 mod common;
+use todo_harness::on_both_databases;
 
 use prost_types::{Duration, FieldMask};
 use todo_proto::todo::v1::{

@@ -2,8 +2,8 @@
 //! succeeds, and every committed event arrives later, in order per user.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 mod common;
+use todo_harness::on_both_databases;
 #[path = "common/events.rs"]
 mod stack;
 

@@ -2,8 +2,8 @@
 //! exactly its events per RPC, none from a rolled-back transaction.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[macro_use]
 mod common;
+use todo_harness::on_both_databases;
 #[path = "common/events.rs"]
 mod stack;
 

@@ -134,3 +134,90 @@ pub fn help_of(binary: &str) -> anyhow::Result<String> {
     anyhow::ensure!(out.status.success(), "{binary} --help: {out:?}");
     Ok(String::from_utf8(out.stdout)?)
 }
+
+/// The command-line contract every service binary keeps, checked the same way for each:
+/// `--help` names exactly the variables of the README's configuration table under
+/// `heading` (`listed` is what the binary's `ServiceConfig::vars()` says) and shows the
+/// default listen address; a bad value stops the binary at start with exit code 2, naming
+/// the variable. Panics (it is a test) with what differs.
+pub fn check_cli_contract(
+    binary: &str,
+    readme: &Path,
+    heading: &str,
+    listed: &std::collections::BTreeSet<String>,
+    default_listen: &str,
+    bad: (&str, &str),
+) {
+    let documented = readme_variables(readme, heading).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        &documented, listed,
+        "README table {heading:?} vs {binary} --help"
+    );
+    let help = help_of(binary).unwrap_or_else(|e| panic!("{e:#}"));
+    for var in listed {
+        assert!(
+            help.contains(var.as_str()),
+            "--help does not mention {var}:\n{help}"
+        );
+    }
+    assert!(
+        help.contains(&format!("[default: {default_listen}]")),
+        "{help}"
+    );
+    let (var, value) = bad;
+    let out = std::process::Command::new(binary)
+        .env("AUTH_MODE", "dev")
+        .env("METRICS_ADDR", "off")
+        .env(var, value)
+        .output()
+        .unwrap_or_else(|e| panic!("running {binary}: {e}"));
+    assert_eq!(out.status.code(), Some(2), "{var}={value}: {out:?}");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(var), "{var}={value}: {log}");
+}
+
+/// The databases a service's tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database URL for one test: a SQLite file `file` in `dir`, or a new database on
+/// the PostgreSQL server at `DATABASE_URL_PG` (`just test` starts it; the test fails,
+/// saying so, when it is not set).
+pub async fn fresh_database(backend: Backend, dir: &tempfile::TempDir, file: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join(file).display()),
+        Backend::Postgres => {
+            let admin = std::env::var(pg::ADMIN_URL_VAR).unwrap_or_else(|_| {
+                panic!(
+                    "{} is not set: run the tests through `just test` (it starts PostgreSQL \
+                     with `just pg-up`) or point it at a server where the user may CREATE DATABASE",
+                    pg::ADMIN_URL_VAR
+                )
+            });
+            let (_, url) = pg::create_database(&admin, "t")
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            url
+        }
+    }
+}
+
+/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL, on a runtime
+/// of `$workers` threads: `on_both_databases!(2; a, b)` makes `sqlite::a`, `postgres::a`, ...
+#[macro_export]
+macro_rules! on_both_databases {
+    ($workers:literal; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn $name() { super::$name($crate::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn $name() { super::$name($crate::Backend::Postgres).await })*
+        }
+    };
+}

@@ -14,46 +14,11 @@ use tonic::{Request, transport::Channel};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use todo_harness::Backend;
 
-/// A fresh database URL for one test.
+/// A fresh database URL for one test (a `tasks.db` in `dir`, or a new PostgreSQL database).
 pub async fn fresh_database(backend: Backend, dir: &tempfile::TempDir) -> String {
-    match backend {
-        Backend::Sqlite => format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("tasks.db").display()
-        ),
-        Backend::Postgres => {
-            let admin = std::env::var(todo_harness::pg::ADMIN_URL_VAR).expect(
-                "DATABASE_URL_PG is not set: run the tests through `just test` (it starts PostgreSQL \
-                 with `just pg-up`) or point it at a server where the user may CREATE DATABASE",
-            );
-            let (_, url) = todo_harness::pg::create_database(&admin, "t")
-                .await
-                .unwrap_or_else(|e| panic!("{e:#}"));
-            url
-        }
-    }
-}
-
-/// Runs each named `async fn(Backend)` as a test on SQLite and on PostgreSQL, on a runtime
-/// of `$workers` threads: `on_both_databases!(2; a, b)` makes `sqlite::a`, `postgres::a`, ...
-#[allow(unused_macros)]
-macro_rules! on_both_databases {
-    ($workers:literal; $($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
+    todo_harness::fresh_database(backend, dir, "tasks.db").await
 }
 
 pub struct TestApp {
