@@ -1,14 +1,14 @@
 //! The thin shell around the core: due reminder events in, one delivery each out.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use todo_proto::todo::events::v1::ReminderEvent;
-use todo_topology::{components::PUBSUB, event_types};
+use todo_topology::{
+    components::PUBSUB,
+    event_types::{REMINDER_DUE, REMINDER_FAMILY},
+};
 use tracing::Instrument;
 
 use crate::{
@@ -18,60 +18,25 @@ use crate::{
     notification::notification_from,
 };
 
-/// How many events ended how, since start. Events that do not decode as a `ReminderEvent`
-/// are DROPped by the AppCallback runtime before they reach a handler, and are not counted.
-#[derive(Debug, Default)]
-pub struct Stats {
-    delivered: AtomicU64,
-    duplicates: AtomicU64,
-    not_ours: AtomicU64,
-    dropped: AtomicU64,
-    retried: AtomicU64,
-}
-
-/// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
+todo_service::counters! {
+    /// How many events ended how, since start. Events that do not decode as a `ReminderEvent`
+    /// are DROPped by the AppCallback runtime before they reach a handler, and are not counted.
+    /// The Prometheus counter covers due reminders and the other events on `reminders`.
+    pub struct Stats;
+    /// A point-in-time copy of [`Stats`].
+    pub struct StatsSnapshot;
+    family not_ours, dropped;
+    metric "reminders_handled_total";
     /// Due events recorded and delivered by this process.
-    pub delivered: u64,
+    delivered,
     /// Due events whose reminder was already recorded (SUCCESS, nothing delivered).
-    pub duplicates: u64,
+    duplicates,
     /// Events of other reminder types (SUCCESS, untouched).
-    pub not_ours: u64,
+    not_ours,
     /// Events answered DROP (invalid, unknown type).
-    pub dropped: u64,
+    dropped,
     /// Events answered RETRY (state store or channel failed).
-    pub retried: u64,
-}
-
-impl StatsSnapshot {
-    /// Every answer given, RETRYs included.
-    pub fn handled(&self) -> u64 {
-        self.delivered + self.duplicates + self.not_ours + self.dropped + self.retried
-    }
-}
-
-impl todo_service::Counters for Stats {
-    type Snapshot = StatsSnapshot;
-    fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            delivered: self.delivered.load(Ordering::Relaxed),
-            duplicates: self.duplicates.load(Ordering::Relaxed),
-            not_ours: self.not_ours.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl Stats {
-    /// Counts one answer here and in the Prometheus counter `reminders_handled_total{result}`
-    /// (due reminders and other events on `reminders`).
-    fn count(counter: &AtomicU64, result: &'static str, outcome: Outcome) -> Outcome {
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("reminders_handled_total", "result" => result).increment(1);
-        outcome
-    }
+    retried,
 }
 
 /// Handles the events of `reminders`.
@@ -98,60 +63,6 @@ impl Reminders {
         }
     }
 
-    /// The routing table: due events to [`Self::on_due`], the other reminder types acknowledged as
-    /// not ours; the rest is DROPped to `reminders-dlq`.
-    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
-        let route = Route::new(
-            PUBSUB,
-            &self.topics.reminders,
-            &self.topics.reminders_dead_letter,
-        );
-        let due = self.clone();
-        let stats = self.stats.clone();
-        let dropped = self.stats.clone();
-        Subscriptions::builder()
-            .route(
-                route.clone().event_type(event_types::REMINDER_DUE),
-                move |e: Event<ReminderEvent>| {
-                    let this = due.clone();
-                    // In a task of its own: a request cancelled by a timeout or a dropped
-                    // connection (the sidecar dying) must not cut a delivery between its
-                    // claim and its record (see crate::delivery_log). The redelivered event
-                    // waits for it, and finds it recorded.
-                    async move {
-                        let handling =
-                            tokio::spawn(async move { this.on_due(&e).await }.in_current_span());
-                        handling.await.unwrap_or_else(|e| {
-                            // As the AppCallback runtime does: a panic would recur on every
-                            // redelivery. A cancelled task (the runtime stopping) is retried.
-                            let outcome = if e.is_panic() {
-                                Outcome::Drop
-                            } else {
-                                Outcome::Retry
-                            };
-                            tracing::error!(error = %e, ?outcome, "reminder handler failed");
-                            outcome
-                        })
-                    }
-                },
-            )
-            // Scheduled, cancelled (task-service's bookkeeping) and reminder types added
-            // later are not ours: acknowledged untouched.
-            // Anything else (another version of `due`, a stranger's type) is counted and
-            // DROPped to the dead-letter topic.
-            .family(
-                &route,
-                event_types::REMINDER_FAMILY,
-                move |_| {
-                    Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
-                },
-                move |_| {
-                    Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
-                },
-            )
-            .build()
-    }
-
     /// A due reminder: delivered once, whoever else handles it (see crate::delivery_log).
     pub async fn on_due(&self, event: &Event<ReminderEvent>) -> Outcome {
         let m = &event.message;
@@ -175,20 +86,20 @@ impl Reminders {
                     dead_letter_topic = %self.topics.reminders_dead_letter,
                     "invalid due reminder: dropping to the dead-letter topic"
                 );
-                return Stats::count(&stats.dropped, "dropped", Outcome::Drop);
+                return stats.dropped.count(Outcome::Drop);
             }
         };
         match self.log.deliver_once(&n, self.channel.as_ref()).await {
             Ok(Once::Delivered) => {
                 tracing::debug!(lateness_ms = n.lateness_ms, channel = %n.channel, "reminder delivered");
-                Stats::count(&stats.delivered, "delivered", Outcome::Success)
+                stats.delivered.count(Outcome::Success)
             }
             Ok(Once::DeliveredTakenOver) => {
                 tracing::warn!(
                     channel = %n.channel,
                     "reminder delivered, but this handling outlived its lease and was taken over: it may be delivered twice"
                 );
-                Stats::count(&stats.delivered, "delivered", Outcome::Success)
+                stats.delivered.count(Outcome::Success)
             }
             Ok(Once::DeliveredUnrecorded(e)) => {
                 // Acknowledged all the same: a retry would deliver it again.
@@ -197,7 +108,7 @@ impl Reminders {
                     store = %self.log.store_name(),
                     "reminder delivered but not recorded: it is not listed"
                 );
-                Stats::count(&stats.delivered, "delivered", Outcome::Success)
+                stats.delivered.count(Outcome::Success)
             }
             Ok(Once::Duplicate(earlier)) => {
                 tracing::info!(
@@ -205,7 +116,7 @@ impl Reminders {
                     earlier_delivered_at = %earlier.delivered_at,
                     "reminder already delivered: skipping"
                 );
-                Stats::count(&stats.duplicates, "duplicates", Outcome::Success)
+                stats.duplicates.count(Outcome::Success)
             }
             // A claim that cannot be read will not read better on a retry: dead-letter the
             // event, to be looked at, instead of blocking its partition.
@@ -215,7 +126,7 @@ impl Reminders {
                     dead_letter_topic = %self.topics.reminders_dead_letter,
                     "unreadable delivery record: dropping to the dead-letter topic"
                 );
-                Stats::count(&stats.dropped, "dropped", Outcome::Drop)
+                stats.dropped.count(Outcome::Drop)
             }
             Err(e) => {
                 tracing::warn!(error = %e, store = %self.log.store_name(), "reminder not delivered: retrying");
@@ -229,8 +140,39 @@ impl Reminders {
                         "could not release the claim of a failed delivery: the retry waits for its lease"
                     );
                 }
-                Stats::count(&stats.retried, "retried", Outcome::Retry)
+                stats.retried.count(Outcome::Retry)
             }
         }
+    }
+
+    /// [`Self::on_due`] in a task of its own: a request cancelled by a timeout or a dropped
+    /// connection (the sidecar dying) must not cut a delivery between its claim and its
+    /// record (see crate::delivery_log). The redelivered event waits for it, and finds it
+    /// recorded.
+    async fn on_due_detached(self: Arc<Self>, e: Event<ReminderEvent>) -> Outcome {
+        let handling = tokio::spawn(async move { self.on_due(&e).await }.in_current_span());
+        handling.await.unwrap_or_else(|e| {
+            // As the AppCallback runtime does: a panic would recur on every redelivery. A
+            // cancelled task (the runtime stopping) is retried.
+            let outcome = if e.is_panic() {
+                Outcome::Drop
+            } else {
+                Outcome::Retry
+            };
+            tracing::error!(error = %e, ?outcome, "reminder handler failed");
+            outcome
+        })
+    }
+
+    /// The routing table: due events to [`Self::on_due`]; scheduled, cancelled
+    /// (task-service's bookkeeping) and reminder types added later acknowledged as not
+    /// ours; the rest (another version of `due`, a stranger's type) counted and DROPped to
+    /// `reminders-dlq` (see [`todo_service::one_of_family`]).
+    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
+        let t = &self.topics;
+        let due =
+            Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter).event_type(REMINDER_DUE);
+        let stats = self.stats.clone();
+        todo_service::one_of_family(due, REMINDER_FAMILY, stats, self, Self::on_due_detached)
     }
 }

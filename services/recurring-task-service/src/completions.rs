@@ -1,16 +1,16 @@
 //! The thin shell around the core: completed task events in, `OccurrenceRequested` out.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher};
 use prost::Message;
 use todo_proto::todo::events::v1::TaskEvent;
-use todo_topology::{components::PUBSUB, event_types};
+use todo_topology::{
+    components::PUBSUB,
+    event_types::{self, TASK_COMPLETED, TASK_FAMILY},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -18,60 +18,25 @@ use crate::{
     occurrence::{Decision, next_occurrence},
 };
 
-/// How many events ended how, since start. Events that do not decode as a `TaskEvent` are
-/// DROPped by the AppCallback runtime before they reach a handler, and are not counted.
-#[derive(Debug, Default)]
-pub struct Stats {
-    published: AtomicU64,
-    nothing_to_do: AtomicU64,
-    not_ours: AtomicU64,
-    dropped: AtomicU64,
-    retried: AtomicU64,
-}
-
-/// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
+todo_service::counters! {
+    /// How many events ended how, since start. Events that do not decode as a `TaskEvent` are
+    /// DROPped by the AppCallback runtime before they reach a handler, and are not counted.
+    /// The Prometheus counter covers the events on `task-events`.
+    pub struct Stats;
+    /// A point-in-time copy of [`Stats`].
+    pub struct StatsSnapshot;
+    family not_ours, dropped;
+    metric "task_events_handled_total";
     /// Completed events that produced a published `OccurrenceRequested`.
-    pub published: u64,
+    published,
     /// Completed events of one-off tasks or of ended series (SUCCESS, nothing published).
-    pub nothing_to_do: u64,
+    nothing_to_do,
     /// Events of other task event types (SUCCESS, untouched).
-    pub not_ours: u64,
+    not_ours,
     /// Events answered DROP (invalid, unknown type, publish refused for good).
-    pub dropped: u64,
+    dropped,
     /// Events answered RETRY (publishing failed transiently).
-    pub retried: u64,
-}
-
-impl StatsSnapshot {
-    /// Every answer given, RETRYs included.
-    pub fn handled(&self) -> u64 {
-        self.published + self.nothing_to_do + self.not_ours + self.dropped + self.retried
-    }
-}
-
-impl todo_service::Counters for Stats {
-    type Snapshot = StatsSnapshot;
-    fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            published: self.published.load(Ordering::Relaxed),
-            nothing_to_do: self.nothing_to_do.load(Ordering::Relaxed),
-            not_ours: self.not_ours.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl Stats {
-    /// Counts one answer here and in the Prometheus counter `task_events_handled_total{result}`
-    /// (events on `task-events`).
-    fn count(counter: &AtomicU64, result: &'static str, outcome: Outcome) -> Outcome {
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("task_events_handled_total", "result" => result).increment(1);
-        outcome
-    }
+    retried,
 }
 
 /// Handles the events of `task-events`.
@@ -91,43 +56,8 @@ impl Completions {
         }
     }
 
-    /// The routing table: completed events to [`Self::on_completed`], the other task types
-    /// acknowledged as not ours; the rest is DROPped to `task-events-dlq`.
-    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
-        let route = Route::new(
-            PUBSUB,
-            &self.topics.task_events,
-            &self.topics.task_events_dead_letter,
-        );
-        let completed = self.clone();
-        let stats = self.stats.clone();
-        let dropped = self.stats.clone();
-        Subscriptions::builder()
-            .route(
-                route.clone().event_type(event_types::TASK_COMPLETED),
-                move |e: Event<TaskEvent>| {
-                    let this = completed.clone();
-                    async move { this.on_completed(&e).await }
-                },
-            )
-            // Created, updated, … (and task types added later) are not ours: acknowledged.
-            // Anything else (another version of `completed`, a stranger's type) is counted
-            // and DROPped to the dead-letter topic, where it is seen.
-            .family(
-                &route,
-                event_types::TASK_FAMILY,
-                move |_| {
-                    Stats::count(&stats.not_ours, "not_ours", Outcome::Success);
-                },
-                move |_| {
-                    Stats::count(&dropped.dropped, "dropped", Outcome::Drop);
-                },
-            )
-            .build()
-    }
-
     /// A completed task: publish its next occurrence, if it has one.
-    pub async fn on_completed(&self, event: &Event<TaskEvent>) -> Outcome {
+    pub async fn on_completed(self: Arc<Self>, event: Event<TaskEvent>) -> Outcome {
         let stats = &self.stats;
         let message = &event.message;
         let task_id = message.task.as_ref().map_or("", |t| t.id.as_str());
@@ -135,7 +65,7 @@ impl Completions {
             Ok(Decision::Next(o)) => o,
             Ok(decision) => {
                 tracing::debug!(task_id, ?decision, "nothing to publish");
-                return Stats::count(&stats.nothing_to_do, "nothing_to_do", Outcome::Success);
+                return stats.nothing_to_do.count(Outcome::Success);
             }
             Err(why) => {
                 tracing::warn!(
@@ -146,7 +76,7 @@ impl Completions {
                     dead_letter_topic = %self.topics.task_events_dead_letter,
                     "invalid completed-task event: dropping to the dead-letter topic"
                 );
-                return Stats::count(&stats.dropped, "dropped", Outcome::Drop);
+                return stats.dropped.count(Outcome::Drop);
             }
         };
         let outgoing = OutgoingEvent {
@@ -165,11 +95,11 @@ impl Completions {
                     next_due = ?occurrence.due_time.as_ref().and_then(todo_proto::from_timestamp),
                     "next occurrence requested"
                 );
-                Stats::count(&stats.published, "published", Outcome::Success)
+                stats.published.count(Outcome::Success)
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, task_id, "publishing the next occurrence failed: retrying");
-                Stats::count(&stats.retried, "retried", Outcome::Retry)
+                stats.retried.count(Outcome::Retry)
             }
             Err(e) => {
                 tracing::error!(
@@ -177,8 +107,20 @@ impl Completions {
                     task_id,
                     "the sidecar refused the next occurrence for good: dropping to the dead-letter topic"
                 );
-                Stats::count(&stats.dropped, "dropped", Outcome::Drop)
+                stats.dropped.count(Outcome::Drop)
             }
         }
+    }
+
+    /// The routing table: completed events to [`Self::on_completed`]; created, updated, …
+    /// (and task types added later) acknowledged as not ours; the rest (another version of
+    /// `completed`, a stranger's type) counted and DROPped to `task-events-dlq`, where it is
+    /// seen (see [`todo_service::one_of_family`]).
+    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
+        let t = &self.topics;
+        let completed = Route::new(PUBSUB, &t.task_events, &t.task_events_dead_letter)
+            .event_type(TASK_COMPLETED);
+        let stats = self.stats.clone();
+        todo_service::one_of_family(completed, TASK_FAMILY, stats, self, Self::on_completed)
     }
 }

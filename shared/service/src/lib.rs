@@ -14,6 +14,7 @@
 
 mod classify;
 pub mod cli;
+mod counters;
 #[cfg(feature = "db")]
 pub mod db;
 mod errors;
@@ -21,6 +22,7 @@ mod rpc_metrics;
 mod server;
 
 pub use classify::callers_mistakes_are_answers;
+pub use counters::{Counter, FamilyCounters, one_of_family};
 pub use errors::internal;
 pub use rpc_metrics::RpcMetricsLayer;
 pub use server::{Counters, Running, Served, ServiceBuilder};
