@@ -138,8 +138,8 @@ pub fn help_of(binary: &str) -> anyhow::Result<String> {
 /// The command-line contract every service binary keeps, checked the same way for each:
 /// `--help` names exactly the variables of the README's configuration table under
 /// `heading` (`listed` is what the binary's `ServiceConfig::vars()` says) and shows the
-/// default listen address; a bad value stops the binary at start with exit code 2, naming
-/// the variable. Panics (it is a test) with what differs.
+/// default listen address and no secret of the environment; a bad value stops the binary
+/// at start with exit code 2, naming the variable. Panics (it is a test) with what differs.
 pub fn check_cli_contract(
     binary: &str,
     readme: &Path,
@@ -163,6 +163,17 @@ pub fn check_cli_contract(
     assert!(
         help.contains(&format!("[default: {default_listen}]")),
         "{help}"
+    );
+    // A secret in the environment is never echoed as a default.
+    let secret = "a-secret-that-must-not-be-printed-0123456789";
+    let out = std::process::Command::new(binary)
+        .arg("--help")
+        .env("JWT_SECRET", secret)
+        .output()
+        .unwrap_or_else(|e| panic!("running {binary}: {e}"));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(secret),
+        "{binary} --help prints JWT_SECRET"
     );
     let (var, value) = bad;
     let out = std::process::Command::new(binary)
