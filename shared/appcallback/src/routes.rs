@@ -6,6 +6,7 @@ use std::{
 
 use futures::FutureExt;
 use prost::Message;
+use tracing::Instrument;
 
 use crate::proto::{
     BulkSubscribeConfig, TopicRoutes, TopicRule, TopicSubscription,
@@ -270,7 +271,14 @@ impl Subscriptions {
                 Resolved::Answered(outcome) => outcomes[i] = outcome,
                 Resolved::To(at) => match &self.routes[at].handler {
                     Handler::One(handler) => {
-                        outcomes[i] = caught(handler(event), Outcome::Drop).await;
+                        let span = tracing::info_span!(
+                            "event",
+                            topic = %event.topic,
+                            event_type = %event.event_type,
+                            event_id = %event.id,
+                            traceparent = event.traceparent.as_deref().unwrap_or(""),
+                        );
+                        outcomes[i] = caught(handler(event), Outcome::Drop).instrument(span).await;
                     }
                     Handler::Batch(_) => {
                         let batch = match batches.iter().position(|b| b.route == at) {
