@@ -8,7 +8,7 @@ use sea_orm::{
     QuerySelect,
 };
 use serde::{Deserialize, Serialize};
-use todo_auth::caller;
+use todo_auth::into_caller;
 use todo_proto::todo::audit::v1::{
     ActivityEntry, ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
     audit_service_server::AuditService,
@@ -196,8 +196,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ListTaskActivityRequest>,
     ) -> Result<Response<ListActivityResponse>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+        let (user, req) = into_caller(request)?;
         let task_id = uuid::Uuid::parse_str(req.task_id.trim())
             .map_err(|_| Status::invalid_argument("task_id: must be a task id (a UUID)"))?
             .to_string();
@@ -223,8 +222,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<ListActivityRequest>,
     ) -> Result<Response<ListActivityResponse>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+        let (user, req) = into_caller(request)?;
         let size = page_size(req.page_size)?;
         let micros = |t: &Option<prost_types::Timestamp>, field: &str| match t {
             None => Ok(None),

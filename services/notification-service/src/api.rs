@@ -10,7 +10,7 @@ use todo_proto::todo::notifications::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth::caller,
+    auth::into_caller,
     delivery_log::{DeliveryLog, LogError, newest_first},
     notification::Notification,
 };
@@ -109,8 +109,7 @@ impl NotificationService for NotificationApi {
         &self,
         request: Request<ListNotificationsRequest>,
     ) -> Result<Response<ListNotificationsResponse>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+        let (user, req) = into_caller(request)?;
         let size = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(n) => n.min(MAX_PAGE_SIZE),

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
-    auth::caller,
+    auth::into_caller,
     db::entities::task,
     error::TaskError,
     events::{self, Topics},
@@ -71,18 +71,6 @@ impl TaskApi {
     }
 
     /// Changes a task's status (complete or reopen), idempotently.
-    /// CompleteTask and ReopenTask: the caller's task `id` (at `etag`) moved to `to`.
-    async fn transition<T>(
-        &self,
-        request: &Request<T>,
-        id: &str,
-        etag: &str,
-        to: TaskStatus,
-    ) -> Result<Response<Task>, Status> {
-        let user = caller(request)?;
-        Ok(Response::new(self.set_status(&user, id, etag, to).await?))
-    }
-
     async fn set_status(
         &self,
         user: &str,
@@ -172,8 +160,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<CreateTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+        let (user, req) = into_caller(request)?;
         let Some(task) = req.task.as_ref() else {
             return Err(invalid("task", "required").into());
         };
@@ -245,8 +232,8 @@ impl TaskService for TaskApi {
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
-        let user = caller(&request)?;
-        let id = validate::task_id(&request.get_ref().id, "id").map_err(TaskError::from)?;
+        let (user, req) = into_caller(request)?;
+        let id = validate::task_id(&req.id, "id").map_err(TaskError::from)?;
         let row = self.load(&user, id).await?;
         Ok(Response::new(tasks::to_proto(&row)))
     }
@@ -255,8 +242,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+        let (user, req) = into_caller(request)?;
         let mut v = Vec::new();
         let page_size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -350,8 +336,7 @@ impl TaskService for TaskApi {
         &self,
         request: Request<UpdateTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let user = caller(&request)?;
-        let req = request.into_inner();
+        let (user, req) = into_caller(request)?;
         let Some(patch) = req.task else {
             return Err(invalid("task", "required").into());
         };
@@ -457,29 +442,32 @@ impl TaskService for TaskApi {
         &self,
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let (id, etag) = (&request.get_ref().id, &request.get_ref().etag);
-        self.transition(&request, id, etag, TaskStatus::Completed)
-            .await
+        let (user, req) = into_caller(request)?;
+        let task = self
+            .set_status(&user, &req.id, &req.etag, TaskStatus::Completed)
+            .await?;
+        Ok(Response::new(task))
     }
 
     async fn reopen_task(
         &self,
         request: Request<ReopenTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let r = request.get_ref();
-        self.transition(&request, &r.id, &r.etag, TaskStatus::Open)
-            .await
+        let (user, req) = into_caller(request)?;
+        let task = self
+            .set_status(&user, &req.id, &req.etag, TaskStatus::Open)
+            .await?;
+        Ok(Response::new(task))
     }
 
     async fn delete_task(
         &self,
         request: Request<DeleteTaskRequest>,
     ) -> Result<Response<()>, Status> {
-        let user = caller(&request)?;
-        let r = request.get_ref();
-        let id = validate::task_id(&r.id, "id").map_err(TaskError::from)?;
+        let (user, req) = into_caller(request)?;
+        let id = validate::task_id(&req.id, "id").map_err(TaskError::from)?;
         let row = self.load(&user, id).await?;
-        check_etag(&row, &r.etag)?;
+        check_etag(&row, &req.etag)?;
         let snapshot = tasks::to_proto(&row);
         let txn = self.writer.begin().await.map_err(TaskError::from)?;
         if !tasks::delete_if(&txn, &row, row.version)

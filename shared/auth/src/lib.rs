@@ -144,6 +144,13 @@ pub fn caller<T>(req: &Request<T>) -> Result<String, Status> {
         .ok_or_else(|| Status::unauthenticated("no caller"))
 }
 
+/// The caller of a request that went through [`Authenticate`], and its message: how every
+/// handler starts (`let (user, req) = into_caller(request)?;`).
+pub fn into_caller<T>(req: Request<T>) -> Result<(String, T), Status> {
+    let user = caller(&req)?;
+    Ok((user, req.into_inner()))
+}
+
 #[cfg(test)]
 mod tests {
 
