@@ -70,6 +70,18 @@ impl TaskApi {
             .ok_or_else(|| TaskError::NotFound(id.to_string()))
     }
 
+    /// CompleteTask and ReopenTask: the caller's task moved to `R::TO`.
+    async fn transition<R: StatusChange>(
+        &self,
+        request: Request<R>,
+    ) -> Result<Response<Task>, Status> {
+        let (user, req) = into_caller(request)?;
+        let (id, etag) = req.target();
+        Ok(Response::new(
+            self.set_status(&user, id, etag, R::TO).await?,
+        ))
+    }
+
     /// Changes a task's status (complete or reopen), idempotently.
     async fn set_status(
         &self,
@@ -144,6 +156,48 @@ fn changed_paths(a: &Task, b: &Task) -> Vec<String> {
     diff("recurrence", a.recurrence != b.recurrence);
     diff("reminders", a.reminders != b.reminders);
     out
+}
+
+/// CompleteTask and ReopenTask: the same call, each moving the task to its own status.
+trait StatusChange {
+    /// The status the call moves the task to.
+    const TO: TaskStatus;
+    /// The task's `id` and the `etag` the caller read it at.
+    fn target(&self) -> (&str, &str);
+}
+
+impl StatusChange for CompleteTaskRequest {
+    const TO: TaskStatus = TaskStatus::Completed;
+    fn target(&self) -> (&str, &str) {
+        (&self.id, &self.etag)
+    }
+}
+
+impl StatusChange for ReopenTaskRequest {
+    const TO: TaskStatus = TaskStatus::Open;
+    fn target(&self) -> (&str, &str) {
+        (&self.id, &self.etag)
+    }
+}
+
+/// A list filter on the enum `E`: 0 (unspecified) filters nothing; a value `E` does not
+/// know is a violation of `field`.
+fn enum_filter<E: TryFrom<i32>>(
+    value: i32,
+    field: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<i16> {
+    if value == 0 {
+        return None;
+    }
+    if E::try_from(value).is_err() {
+        violations.push(FieldViolation::new(
+            field,
+            format!("unknown {field} {value}"),
+        ));
+        return None;
+    }
+    i16::try_from(value).ok()
 }
 
 fn invalid(field: &str, description: impl Into<String>) -> TaskError {
@@ -262,28 +316,12 @@ impl TaskService for TaskApi {
                 desc: false,
             })
         });
-        let mut filters = Filters::default();
-        if req.status != 0 {
-            match TaskStatus::try_from(req.status) {
-                Ok(s) => filters.status = Some(s as i16),
-                Err(_) => v.push(FieldViolation::new(
-                    "status",
-                    format!("unknown status {}", req.status),
-                )),
-            }
-        }
-        if req.priority != 0 {
-            match Priority::try_from(req.priority) {
-                Ok(p) => filters.priority = Some(p as i16),
-                Err(_) => v.push(FieldViolation::new(
-                    "priority",
-                    format!("unknown priority {}", req.priority),
-                )),
-            }
-        }
-        if !req.tag.is_empty() {
-            filters.tag = Some(req.tag.trim().to_owned());
-        }
+        let mut filters = Filters {
+            status: enum_filter::<TaskStatus>(req.status, "status", &mut v),
+            priority: enum_filter::<Priority>(req.priority, "priority", &mut v),
+            tag: (!req.tag.is_empty()).then(|| req.tag.trim().to_owned()),
+            ..Filters::default()
+        };
         for (field, ts, slot) in [
             ("due_after", &req.due_after, &mut filters.due_after),
             ("due_before", &req.due_before, &mut filters.due_before),
@@ -442,22 +480,14 @@ impl TaskService for TaskApi {
         &self,
         request: Request<CompleteTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let (user, req) = into_caller(request)?;
-        let task = self
-            .set_status(&user, &req.id, &req.etag, TaskStatus::Completed)
-            .await?;
-        Ok(Response::new(task))
+        self.transition(request).await
     }
 
     async fn reopen_task(
         &self,
         request: Request<ReopenTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let (user, req) = into_caller(request)?;
-        let task = self
-            .set_status(&user, &req.id, &req.etag, TaskStatus::Open)
-            .await?;
-        Ok(Response::new(task))
+        self.transition(request).await
     }
 
     async fn delete_task(
