@@ -1,22 +1,16 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use todo_auth::AuthMode;
 pub use todo_env::ConfigError;
 use todo_env::{
-    Env,
-    cli::{self, Var},
+    Common,
+    cli::{Callers, Var},
 };
 pub use todo_service::cli::ServiceConfig;
+use todo_service::cli::{AppConfig, ConfigEnv};
 
-/// `APP_ADDR` when unset: after notification-service's 50053.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50054);
-/// `METRICS_ADDR` when unset: after notification-service's 9466.
-pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9467);
 /// `DATABASE_URL` when unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://.data/audit.db?mode=rwc";
 /// The most entries daprd may hand over in one bulk delivery (`AUDIT_BULK_MAX_MESSAGES`):
@@ -52,13 +46,17 @@ pub struct Config {
 pub const ABOUT: &str = "Keeps every task and reminder event as one append-only audit entry (taken in bulk \
      through Dapr, exactly once per event id) and serves each owner the history of their tasks.";
 
-impl ServiceConfig for Config {
+impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::AUDIT_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
-    /// Every variable the service reads (`--help` lists them).
-    fn vars() -> Vec<Var> {
-        let own = [
+    /// After notification-service's 50053.
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50054";
+    /// After notification-service's 9466.
+    const DEFAULT_METRICS: &'static str = "127.0.0.1:9467";
+    const CALLERS: Callers = Callers::Authenticated;
+    fn own_vars() -> Vec<Var> {
+        vec![
             Var::new(
                 "DATABASE_URL",
                 DEFAULT_DATABASE_URL,
@@ -94,21 +92,13 @@ impl ServiceConfig for Config {
                 "20",
                 "how long daprd waits to fill a bulk delivery",
             ),
-        ];
-        cli::service_vars(
-            "127.0.0.1:50054",
-            "127.0.0.1:9467",
-            cli::Callers::Authenticated,
-            own,
-        )
+        ]
     }
 
-    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(get);
+    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
         let (database_url, database_max_connections) = env.database(DEFAULT_DATABASE_URL)?;
         let auth =
             AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
-        let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         let retention = match env.get("AUDIT_RETENTION_DAYS") {
             None => None,
             Some(_) => {
@@ -162,7 +152,7 @@ mod tests {
         let c = read(&[("AUTH_MODE", "dev")]).unwrap();
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.retention, None);
-        assert_eq!(c.common.listen, DEFAULT_LISTEN);
+        assert_eq!(c.common.listen.to_string(), "127.0.0.1:50054");
         assert_eq!((c.bulk_max_messages, c.bulk_max_await_ms), (200, 20));
     }
 

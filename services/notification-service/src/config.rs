@@ -1,19 +1,10 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
-
-use todo_env::Env;
+use std::time::Duration;
 
 use crate::auth::AuthMode;
 
-/// `APP_ADDR` when unset: after task-service's 50051 and recurring-task-service's 50052.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50053);
 pub use todo_env::DEFAULT_DAPR_GRPC_ENDPOINT;
-/// `METRICS_ADDR` when unset: after task-service's 9464.
-pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9466);
 /// `NOTIFICATION_RETENTION_HOURS` when unset: 30 days, well past Kafka's default 7-day
 /// retention, so no redelivery can outlive the record that makes it a no-op.
 pub const DEFAULT_RETENTION_HOURS: u64 = 30 * 24;
@@ -45,19 +36,27 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
-use todo_env::cli::{self, Var};
+use todo_env::{
+    Common,
+    cli::{Callers, Var},
+};
 pub use todo_service::cli::ServiceConfig;
+use todo_service::cli::{AppConfig, ConfigEnv};
 
 /// What `notification-service --help` says it is.
 pub const ABOUT: &str = "Delivers each due reminder once (structured log lines first), recorded in a Dapr \
      state store; lists them per user.";
 
-impl ServiceConfig for Config {
+impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::NOTIFICATION_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    /// Every variable the service reads (`--help` lists them).
-    fn vars() -> Vec<Var> {
-        let own = [
+    /// After task-service's 50051 and recurring-task-service's 50052.
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50053";
+    /// After recurring-task-service's 9465.
+    const DEFAULT_METRICS: &'static str = "127.0.0.1:9466";
+    const CALLERS: Callers = Callers::Authenticated;
+    fn own_vars() -> Vec<Var> {
+        vec![
             Var::new(
                 "STATE_STORE",
                 "notification-state",
@@ -79,19 +78,11 @@ impl ServiceConfig for Config {
                 "how long a claim keeps other handlings of the same reminder out (1000 to 600000)",
             ),
             Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
-        ];
-        cli::service_vars(
-            "127.0.0.1:50053",
-            "127.0.0.1:9466",
-            cli::Callers::Authenticated,
-            own,
-        )
+        ]
     }
-    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(get);
+    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
         let auth =
             AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
-        let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         let retention_hours: u64 =
             env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).
@@ -147,8 +138,8 @@ mod tests {
     #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg::<Config>(&[DEV]).unwrap();
-        assert_eq!(c.common.listen, DEFAULT_LISTEN);
-        assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.common.listen.to_string(), "127.0.0.1:50053");
+        assert_eq!(c.common.metrics_addr.unwrap().to_string(), "127.0.0.1:9466");
         assert!(matches!(c.auth, AuthMode::Dev));
         assert_eq!(c.state_store, "notification-state");
         assert_eq!(c.retention, Duration::from_secs(30 * 24 * 3600));

@@ -1,17 +1,8 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::time::Duration;
 
-use todo_env::Env;
-
-/// `APP_ADDR` when unset: next to task-service's 50051.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50052);
 pub use todo_env::DEFAULT_DAPR_GRPC_ENDPOINT;
-/// `METRICS_ADDR` when unset: after task-service's 9464.
-pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9465);
 
 /// Everything recurring-task-service needs to start.
 #[derive(Debug, Clone)]
@@ -24,33 +15,36 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
-use todo_env::cli::{self, Var};
+use todo_env::{
+    Common,
+    cli::{Callers, Var},
+};
 pub use todo_service::cli::ServiceConfig;
+use todo_service::cli::{AppConfig, ConfigEnv};
 
 /// What `recurring-task-service --help` says it is.
 pub const ABOUT: &str = "Turns a completed recurring task into a request for its next occurrence \
      (a stateless Dapr subscriber of task-events).";
 
-impl ServiceConfig for Config {
+impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::RECURRING_TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    fn vars() -> Vec<Var> {
-        cli::service_vars(
-            "127.0.0.1:50052",
-            "127.0.0.1:9465",
-            cli::Callers::SidecarOnly,
-            [Var::new(
-                "PUBLISH_TIMEOUT_MS",
-                "5000",
-                "deadline of one publish; past it the event is retried",
-            )],
-        )
+    /// Next to task-service's 50051.
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50052";
+    /// After task-service's 9464.
+    const DEFAULT_METRICS: &'static str = "127.0.0.1:9465";
+    const CALLERS: Callers = Callers::SidecarOnly;
+    fn own_vars() -> Vec<Var> {
+        vec![Var::new(
+            "PUBLISH_TIMEOUT_MS",
+            "5000",
+            "deadline of one publish; past it the event is retried",
+        )]
     }
-    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(get);
+    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
         let publish_timeout_ms: u64 = env.positive("PUBLISH_TIMEOUT_MS", 5_000)?;
         Ok(Self {
-            common: env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?,
+            common,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
         })
     }
@@ -69,8 +63,8 @@ mod tests {
     #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg::<Config>(&[]).unwrap();
-        assert_eq!(c.common.listen, DEFAULT_LISTEN);
-        assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.common.listen.to_string(), "127.0.0.1:50052");
+        assert_eq!(c.common.metrics_addr.unwrap().to_string(), "127.0.0.1:9465");
         assert_eq!(c.publish_timeout, Duration::from_secs(5));
         assert_eq!(c.common.topics(), Topics::new(""));
     }

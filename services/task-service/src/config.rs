@@ -1,11 +1,6 @@
 //! Configuration from the environment, validated at start; errors name the variable.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
-
-use todo_env::Env;
+use std::time::Duration;
 
 use crate::auth::AuthMode;
 
@@ -30,20 +25,26 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
-use todo_env::cli::{self, Var};
+use todo_env::{
+    Common,
+    cli::{Callers, Var},
+};
 pub use todo_service::cli::ServiceConfig;
+use todo_service::cli::{AppConfig, ConfigEnv};
 
 /// What `task-service --help` says it is.
 pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes every change through Dapr \
      (transactional outbox), consumes task-occurrences, fires reminders.";
 
-impl ServiceConfig for Config {
+impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
-    /// Every variable the service reads (`--help` lists them).
-    fn vars() -> Vec<Var> {
-        let own = [
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50051";
+    const DEFAULT_METRICS: &'static str = "127.0.0.1:9464";
+    const CALLERS: Callers = Callers::Authenticated;
+    fn own_vars() -> Vec<Var> {
+        vec![
             Var::new(
                 "DATABASE_URL",
                 "sqlite://.data/tasks.db?mode=rwc",
@@ -79,21 +80,13 @@ impl ServiceConfig for Config {
                 "21600",
                 "a reminder missed by more (service down) is cancelled, not fired",
             ),
-        ];
-        cli::service_vars(
-            "127.0.0.1:50051",
-            "127.0.0.1:9464",
-            cli::Callers::Authenticated,
-            own,
-        )
+        ]
     }
-    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env::new(get);
+    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
         let (database_url, database_max_connections) =
             env.database("sqlite://.data/tasks.db?mode=rwc")?;
         let auth =
             AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
-        let common = env.common(DEFAULT_LISTEN, DEFAULT_METRICS)?;
         Ok(Self {
             common,
             database_url,
@@ -142,11 +135,6 @@ impl ServiceConfig for Config {
     }
 }
 
-/// `APP_ADDR` when unset.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
-/// `METRICS_ADDR` when unset.
-pub const DEFAULT_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,28 +144,13 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         assert_eq!(
-            cfg::<Config>(&[("AUTH_MODE", "dev"), ("APP_ADDR", "nope")])
-                .unwrap_err()
-                .var,
-            "APP_ADDR"
-        );
-        assert_eq!(
             cfg::<Config>(&[("AUTH_MODE", "magic")]).unwrap_err().var,
             "AUTH_MODE"
         );
-        assert_eq!(
-            cfg::<Config>(&[("AUTH_MODE", "dev"), ("REQUEST_TIMEOUT_MS", "soon")])
-                .unwrap_err()
-                .var,
-            "REQUEST_TIMEOUT_MS"
-        );
-        assert_eq!(
-            cfg::<Config>(&[("AUTH_MODE", "dev"), ("DATABASE_URL", "mysql://x")])
-                .unwrap_err()
-                .var,
-            "DATABASE_URL"
-        );
         for (var, value) in [
+            ("APP_ADDR", "nope"),
+            ("REQUEST_TIMEOUT_MS", "soon"),
+            ("DATABASE_URL", "mysql://x"),
             ("REQUEST_TIMEOUT_MS", "0"),
             ("OUTBOX_BATCH_SIZE", "0"),
             ("DATABASE_MAX_CONNECTIONS", "-1"),
@@ -202,8 +175,8 @@ mod tests {
         let c = cfg::<Config>(&[("AUTH_MODE", "dev")]).unwrap();
         assert!(c.database_url.starts_with("sqlite:"));
         assert_eq!(c.common.dapr_grpc_endpoint, "http://127.0.0.1:50001");
-        assert_eq!(c.common.listen, DEFAULT_LISTEN);
-        assert_eq!(c.common.metrics_addr, Some(DEFAULT_METRICS));
+        assert_eq!(c.common.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.common.metrics_addr.unwrap().to_string(), "127.0.0.1:9464");
         assert_eq!(c.common.topic_prefix, "");
         let off = cfg::<Config>(&[("AUTH_MODE", "dev"), ("METRICS_ADDR", "off")]).unwrap();
         assert_eq!(off.common.metrics_addr, None);

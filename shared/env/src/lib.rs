@@ -156,19 +156,24 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         var: &'static str,
         default: SocketAddr,
     ) -> Result<SocketAddr, ConfigError> {
-        match self.get(var) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|e| ConfigError::new(var, format!("{v:?} is not a socket address: {e}"))),
-        }
+        self.get(var).map_or(Ok(default), |v| socket_addr(var, &v))
+    }
+
+    /// `var` as a socket address, or `default` when unset: written as `--help` shows it,
+    /// and checked the same way.
+    pub fn socket_addr_or(
+        &self,
+        var: &'static str,
+        default: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        socket_addr(var, &self.get(var).unwrap_or_else(|| default.to_owned()))
     }
 
     /// The variables every service reads ([`Common`]), with the service's own default
-    /// listen and metrics addresses.
-    pub fn common(&self, listen: SocketAddr, metrics: SocketAddr) -> Result<Common, ConfigError> {
+    /// listen and metrics addresses (as `--help` shows them, [`cli::common`]).
+    pub fn common(&self, listen: &str, metrics: &str) -> Result<Common, ConfigError> {
         Ok(Common {
-            listen: self.socket_addr("APP_ADDR", listen)?,
+            listen: self.socket_addr_or("APP_ADDR", listen)?,
             app_api_token: self.get("APP_API_TOKEN"),
             dapr_grpc_endpoint: self.dapr_grpc_endpoint()?,
             dapr_api_token: self.get("DAPR_API_TOKEN"),
@@ -181,10 +186,10 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// `METRICS_ADDR`: where Prometheus `/metrics` is served, `default` when unset; `off`
     /// serves none.
-    pub fn metrics_addr(&self, default: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+    pub fn metrics_addr(&self, default: &str) -> Result<Option<SocketAddr>, ConfigError> {
         match self.get("METRICS_ADDR").as_deref() {
             Some("off") => Ok(None),
-            _ => self.socket_addr("METRICS_ADDR", default).map(Some),
+            _ => self.socket_addr_or("METRICS_ADDR", default).map(Some),
         }
     }
 
@@ -230,6 +235,12 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         }
         Ok(prefix)
     }
+}
+
+/// The value `v` of `var` as a socket address.
+fn socket_addr(var: &'static str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse()
+        .map_err(|e| ConfigError::new(var, format!("{v:?} is not a socket address: {e}")))
 }
 
 /// `raw` as a URI a tonic client takes: `host:port` gets `http://`; http(s) with a port.
@@ -297,11 +308,13 @@ mod tests {
 
     #[test]
     fn common_reads_every_shared_variable_with_the_services_defaults() {
-        let listen = SocketAddr::from(([127, 0, 0, 1], 50059));
-        let metrics = SocketAddr::from(([127, 0, 0, 1], 9469));
+        let (listen, metrics) = ("127.0.0.1:50059", "127.0.0.1:9469");
         let c = env(&[]).common(listen, metrics).unwrap();
-        assert_eq!(c.listen, listen);
-        assert_eq!(c.metrics_addr, Some(metrics));
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 50059)));
+        assert_eq!(
+            c.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9469)))
+        );
         assert_eq!(c.dapr_grpc_endpoint, DEFAULT_DAPR_GRPC_ENDPOINT);
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         assert_eq!(c.max_concurrent_requests, 512);
@@ -353,13 +366,18 @@ mod tests {
         let default = SocketAddr::from(([127, 0, 0, 1], 1));
         let err = e.socket_addr("ADDR", default).unwrap_err();
         assert!(err.to_string().starts_with("ADDR: \"nowhere\""), "{err}");
+        let err = e.socket_addr_or("ADDR", "127.0.0.1:1").unwrap_err();
+        assert!(err.to_string().starts_with("ADDR: \"nowhere\""), "{err}");
         assert_eq!(e.dapr_grpc_endpoint().unwrap_err().var, "DAPR_GRPC_PORT");
     }
 
     #[test]
     fn metrics_can_be_moved_or_turned_off() {
-        let default = SocketAddr::from(([127, 0, 0, 1], 9464));
-        assert_eq!(env(&[]).metrics_addr(default).unwrap(), Some(default));
+        let default = "127.0.0.1:9464";
+        assert_eq!(
+            env(&[]).metrics_addr(default).unwrap(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
         assert_eq!(
             env(&[("METRICS_ADDR", "off")])
                 .metrics_addr(default)

@@ -2,7 +2,10 @@
 //! configuration read and checked, or the process stopped with the variable named.
 
 use clap::{ArgMatches, Command};
-use todo_env::{ConfigError, cli::Var};
+use todo_env::{
+    Common, ConfigError, Env,
+    cli::{self, Callers, Var},
+};
 
 /// Parses the command line (`--help` lists `vars`), sets up logging with `default_log`,
 /// and reads the configuration with `read` from flags and environment. A bad value stops
@@ -46,6 +49,59 @@ pub trait ServiceConfig: Sized {
     /// Whether it trusts an `x-user-id` header (`AUTH_MODE=dev`): warned about at start.
     fn trusts_user_header(&self) -> bool {
         false
+    }
+}
+
+/// The variables as a service's configuration reads them (trimmed; blank is unset).
+pub type ConfigEnv<'a> = Env<&'a dyn Fn(&str) -> Option<String>>;
+
+/// The configuration of one of the system's Dapr apps: what every app reads ([`Common`],
+/// with its own listen and metrics addresses, and the identity variables when callers reach
+/// it) then its own variables. Each fact is given once; [`ServiceConfig`] follows from it.
+pub trait AppConfig: Sized {
+    /// The binary's name (its Dapr app id).
+    const NAME: &'static str;
+    /// What `--help` says the service is.
+    const ABOUT: &'static str;
+    /// The log filter when `RUST_LOG` is unset.
+    const DEFAULT_LOG: &'static str = "info";
+    /// `APP_ADDR` when unset, as `--help` shows it.
+    const DEFAULT_LISTEN: &'static str;
+    /// `METRICS_ADDR` when unset, as `--help` shows it.
+    const DEFAULT_METRICS: &'static str;
+    /// Whether callers reach its API (then it reads the identity variables) or only the
+    /// sidecar does.
+    const CALLERS: Callers;
+    /// The variables of its own (`--help` lists them after the common and identity ones).
+    fn own_vars() -> Vec<Var>;
+    /// Reads and checks the rest of the configuration, given what every app reads; an
+    /// error names the variable.
+    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError>;
+    /// Whether it trusts an `x-user-id` header (`AUTH_MODE=dev`): warned about at start.
+    fn trusts_user_header(&self) -> bool {
+        false
+    }
+}
+
+impl<C: AppConfig> ServiceConfig for C {
+    const NAME: &'static str = C::NAME;
+    const ABOUT: &'static str = C::ABOUT;
+    const DEFAULT_LOG: &'static str = C::DEFAULT_LOG;
+    fn vars() -> Vec<Var> {
+        cli::service_vars(
+            C::DEFAULT_LISTEN,
+            C::DEFAULT_METRICS,
+            C::CALLERS,
+            C::own_vars(),
+        )
+    }
+    fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env::new(get);
+        let common = env.common(C::DEFAULT_LISTEN, C::DEFAULT_METRICS)?;
+        C::from_env(&env, common)
+    }
+    fn trusts_user_header(&self) -> bool {
+        AppConfig::trusts_user_header(self)
     }
 }
 
