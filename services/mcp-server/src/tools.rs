@@ -1,0 +1,744 @@
+//! The MCP tools: typed arguments (their JSON schemas are generated), each call made to
+//! task-service's gRPC API as the caller, results as structured content and one line of text.
+
+use std::collections::BTreeMap;
+
+use rmcp::{
+    ServerHandler,
+    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    model::{CallToolResult, ContentBlock, Extensions, ServerCapabilities, ServerConfig},
+    schemars::{self, JsonSchema},
+    tool, tool_handler, tool_router,
+};
+use serde::{Deserialize, Serialize};
+use todo_proto::todo::v1::{
+    CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
+    ReopenTaskRequest, Task, UpdateTaskRequest, task_service_client::TaskServiceClient,
+};
+use tonic::transport::Channel;
+
+use crate::{
+    failure::{ToolFailure, from_status},
+    identity::{Caller, Identity},
+    words::{self, BadArgument},
+};
+
+/// One task to create.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct NewTask {
+    /// What to do (1..500 characters).
+    pub title: String,
+    /// Longer notes.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// low, medium, high or urgent.
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// When it is due: RFC 3339 (2026-05-01T09:00:00+02:00), or a local time
+    /// (2026-05-01T09:00) read in time_zone.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// IANA time zone (Europe/Berlin) for local times and recurrence; default UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// How it repeats once completed: daily, weekly, monthly, yearly, or an RRULE
+    /// (FREQ=WEEKLY;BYDAY=MO,WE). Needs a due time.
+    #[serde(default)]
+    pub repeat: Option<String>,
+    /// With a plain repeat word: every N days/weeks/months/years.
+    #[serde(default)]
+    pub repeat_every: Option<u32>,
+    /// Idempotency key (a UUID). Send the same one when retrying a call so the task is
+    /// created once; a new one is made when absent.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// Arguments of add_task.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct AddTasks {
+    /// The tasks to create (one or more).
+    pub tasks: Vec<NewTask>,
+}
+
+/// Arguments of list_tasks.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+pub struct ListTasks {
+    /// open, completed or all (default all).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Only tasks with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Only tasks of this priority: low, medium, high, urgent.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Only tasks due at or after this time (RFC 3339).
+    #[serde(default)]
+    pub due_after: Option<String>,
+    /// Only tasks due before this time (RFC 3339).
+    #[serde(default)]
+    pub due_before: Option<String>,
+    /// create_time (default), due_time or priority, optionally followed by " desc".
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// At most this many tasks (default 50, max 1000).
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// next_page_token of the previous call, for the next page (same filters).
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+/// One task named by id.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct TaskId {
+    /// The task's id (from add_task or list_tasks).
+    pub id: String,
+}
+
+/// Several tasks named by id.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct TaskIds {
+    /// The tasks' ids (one or more).
+    pub ids: Vec<String>,
+}
+
+/// Arguments of update_task: only the fields given change.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct UpdateTask {
+    /// The task's id.
+    pub id: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// low, medium, high, urgent, or none.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Replaces all tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// New due time (RFC 3339, or local in time_zone); an empty string removes it.
+    #[serde(default)]
+    pub due: Option<String>,
+    /// IANA time zone.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// daily, weekly, monthly, yearly or an RRULE; an empty string stops repeating.
+    #[serde(default)]
+    pub repeat: Option<String>,
+    /// With a plain repeat word: every N periods.
+    #[serde(default)]
+    pub repeat_every: Option<u32>,
+}
+
+/// A task as a tool returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct TaskView {
+    pub id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// open or completed.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// RFC 3339, in the task's time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<String>,
+    /// The recurring series it belongs to, and its place in it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub series_id: String,
+    #[serde(default)]
+    pub occurrence_index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
+impl From<&Task> for TaskView {
+    fn from(t: &Task) -> Self {
+        let at = |ts: &Option<prost_types::Timestamp>| {
+            ts.as_ref()
+                .and_then(todo_proto::from_timestamp)
+                .map(|t2| words::rfc3339_in(t2, &t.time_zone))
+        };
+        Self {
+            id: t.id.clone(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+            status: words::status_word(t.status()).to_owned(),
+            priority: words::priority_word(t.priority()).map(str::to_owned),
+            tags: t.tags.clone(),
+            due: at(&t.due_time),
+            time_zone: t.time_zone.clone(),
+            repeat: t.recurrence.as_ref().map(words::recurrence_words),
+            series_id: t.series_id.clone(),
+            occurrence_index: t.occurrence_index,
+            completed_at: at(&t.complete_time),
+        }
+    }
+}
+
+/// The MCP server: one per client session; all share the channel to task-service.
+#[derive(Clone)]
+pub struct TodoTools {
+    client: TaskServiceClient<Channel>,
+    identity: Identity,
+    tool_router: ToolRouter<Self>,
+}
+
+type ToolResult = Result<CallToolResult, rmcp::ErrorData>;
+
+/// A successful result: `value` as structured content, `summary` as its text.
+fn done(summary: String, value: serde_json::Value) -> ToolResult {
+    let mut r = CallToolResult::success(vec![ContentBlock::text(summary)]);
+    r.structured_content = Some(value);
+    Ok(r)
+}
+
+/// A tool error (not a protocol error): the model reads `failure`, and `value` says what
+/// was done before it.
+fn failed(failure: &ToolFailure, value: serde_json::Value) -> ToolResult {
+    let mut r = CallToolResult::error(vec![ContentBlock::text(failure.to_string())]);
+    let mut value = value;
+    if let (serde_json::Value::Object(map), ToolFailure::Bad(bad)) = (&mut value, failure) {
+        map.insert("field".into(), bad.field.clone().into());
+    }
+    if let serde_json::Value::Object(map) = &mut value {
+        map.insert("error".into(), failure.to_string().into());
+    }
+    r.structured_content = Some(value);
+    Ok(r)
+}
+
+fn opt_zone(field: &str, tz: &Option<String>) -> Result<Option<chrono_tz::Tz>, BadArgument> {
+    tz.as_deref()
+        .filter(|z| !z.trim().is_empty())
+        .map(|z| words::zone(field, z))
+        .transpose()
+}
+
+/// A new task's request from the model's words; `at` is its argument path.
+fn create_request(t: &NewTask, at: &str) -> Result<CreateTaskRequest, BadArgument> {
+    let f = |name: &str| format!("{at}.{name}");
+    let zone = opt_zone(&f("time_zone"), &t.time_zone)?;
+    let due = t
+        .due
+        .as_deref()
+        .map(|d| words::instant(&f("due"), d, zone))
+        .transpose()?;
+    let priority = t
+        .priority
+        .as_deref()
+        .map(|p| words::priority(&f("priority"), p))
+        .transpose()?
+        .unwrap_or_default();
+    let recurrence = t
+        .repeat
+        .as_deref()
+        .map(|r| words::recurrence(&f("repeat"), r, t.repeat_every))
+        .transpose()?;
+    if t.repeat_every.is_some() && t.repeat.is_none() {
+        return Err(BadArgument::new(f("repeat_every"), "goes with repeat"));
+    }
+    let request_id = match &t.request_id {
+        Some(id) => uuid::Uuid::parse_str(id.trim())
+            .map_err(|_| BadArgument::new(f("request_id"), "must be a UUID"))?
+            .to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    Ok(CreateTaskRequest {
+        task: Some(Task {
+            title: t.title.clone(),
+            description: t.description.clone().unwrap_or_default(),
+            priority: priority as i32,
+            tags: t.tags.clone().unwrap_or_default(),
+            due_time: due.map(todo_proto::to_timestamp),
+            time_zone: zone.map(|z| z.name().to_owned()).unwrap_or_default(),
+            recurrence,
+            ..Task::default()
+        }),
+        request_id,
+        no_default_reminders: false,
+    })
+}
+
+fn list_request(p: &ListTasks) -> Result<ListTasksRequest, BadArgument> {
+    let when = |field: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|t| words::instant(field, t, None).map(todo_proto::to_timestamp))
+            .transpose()
+    };
+    Ok(ListTasksRequest {
+        page_size: match p.page_size {
+            Some(n) => {
+                i32::try_from(n).map_err(|_| BadArgument::new("page_size", "at most 1000"))?
+            }
+            None => 0,
+        },
+        page_token: p.page_token.clone().unwrap_or_default(),
+        status: p
+            .status
+            .as_deref()
+            .map(|s| words::status("status", s))
+            .transpose()?
+            .unwrap_or_default() as i32,
+        tag: p.tag.clone().unwrap_or_default(),
+        priority: p
+            .priority
+            .as_deref()
+            .map(|s| words::priority("priority", s))
+            .transpose()?
+            .unwrap_or_default() as i32,
+        due_after: when("due_after", &p.due_after)?,
+        due_before: when("due_before", &p.due_before)?,
+        order_by: p.order_by.clone().unwrap_or_default(),
+    })
+}
+
+fn update_request(p: &UpdateTask) -> Result<UpdateTaskRequest, BadArgument> {
+    let mut task = Task {
+        id: p.id.clone(),
+        ..Task::default()
+    };
+    let mut paths = Vec::new();
+    if let Some(title) = &p.title {
+        task.title = title.clone();
+        paths.push("title");
+    }
+    if let Some(d) = &p.description {
+        task.description = d.clone();
+        paths.push("description");
+    }
+    if let Some(pr) = &p.priority {
+        task.priority = words::priority("priority", pr)? as i32;
+        paths.push("priority");
+    }
+    if let Some(tags) = &p.tags {
+        task.tags = tags.clone();
+        paths.push("tags");
+    }
+    let zone = opt_zone("time_zone", &p.time_zone)?;
+    if let Some(z) = zone {
+        task.time_zone = z.name().to_owned();
+        paths.push("time_zone");
+    }
+    if let Some(due) = &p.due {
+        if !due.trim().is_empty() {
+            task.due_time = Some(todo_proto::to_timestamp(words::instant("due", due, zone)?));
+        }
+        paths.push("due_time");
+    }
+    if let Some(r) = &p.repeat {
+        if !r.trim().is_empty() {
+            task.recurrence = Some(words::recurrence("repeat", r, p.repeat_every)?);
+        }
+        paths.push("recurrence");
+    } else if p.repeat_every.is_some() {
+        return Err(BadArgument::new("repeat_every", "goes with repeat"));
+    }
+    if paths.is_empty() {
+        return Err(BadArgument::new(
+            "id",
+            "nothing to change: give at least one of title, description, priority, tags, due, \
+             time_zone, repeat",
+        ));
+    }
+    Ok(UpdateTaskRequest {
+        task: Some(task),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.into_iter().map(str::to_owned).collect(),
+        }),
+    })
+}
+
+#[tool_router]
+impl TodoTools {
+    /// Tools calling task-service over `channel` as the callers `identity` resolves.
+    pub fn new(channel: Channel, identity: Identity) -> Self {
+        Self {
+            client: TaskServiceClient::new(channel),
+            identity,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The caller of this tool call, or the reason there is none.
+    fn caller(&self, ext: &Extensions) -> Result<Caller, ToolFailure> {
+        self.identity
+            .caller(ext.get::<http::request::Parts>())
+            .ok_or_else(|| {
+                ToolFailure::Refused(
+                    "no identity: send an Authorization: Bearer <JWT> header".to_owned(),
+                )
+            })
+    }
+
+    fn request<T>(&self, caller: &Caller, msg: T) -> tonic::Request<T> {
+        self.identity.request(caller, msg)
+    }
+
+    #[tool(
+        description = "Create one or more tasks. Each may have a due time (RFC 3339, or local \
+                       time plus time_zone), a priority word (low/medium/high/urgent), tags and \
+                       a repeat rule (daily/weekly/monthly/yearly or an RRULE). Retrying with \
+                       the same request_id creates nothing twice."
+    )]
+    async fn add_task(&self, Parameters(p): Parameters<AddTasks>, ext: Extensions) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        if p.tasks.is_empty() {
+            let f = BadArgument::new("tasks", "give at least one task").into();
+            return failed(&f, serde_json::json!({}));
+        }
+        // Every task is checked before any is created, so a typo creates nothing.
+        let mut requests = Vec::with_capacity(p.tasks.len());
+        for (i, t) in p.tasks.iter().enumerate() {
+            match create_request(t, &format!("tasks[{i}]")) {
+                Ok(r) => requests.push(r),
+                Err(bad) => return failed(&bad.into(), serde_json::json!({ "created": [] })),
+            }
+        }
+        let mut created = Vec::new();
+        let mut client = self.client.clone();
+        for (i, r) in requests.into_iter().enumerate() {
+            let request_id = r.request_id.clone();
+            match client.create_task(self.request(&caller, r)).await {
+                Ok(t) => created.push((t.into_inner(), request_id)),
+                Err(status) => {
+                    let views: Vec<TaskView> = created.iter().map(|(t, _)| t.into()).collect();
+                    let ids: Vec<&String> = created.iter().map(|(_, id)| id).collect();
+                    return failed(
+                        &from_status(&status, &format!("tasks[{i}]")),
+                        serde_json::json!({ "created": views, "request_ids": ids }),
+                    );
+                }
+            }
+        }
+        let summary = match created.as_slice() {
+            [(t, _)] => format!("Created {}", words::line(t)),
+            many => format!(
+                "Created {} tasks: {}",
+                many.len(),
+                many.iter()
+                    .map(|(t, _)| format!("{:?} ({})", t.title, t.id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let views: Vec<TaskView> = created.iter().map(|(t, _)| t.into()).collect();
+        let ids: Vec<&String> = created.iter().map(|(_, id)| id).collect();
+        done(
+            summary,
+            serde_json::json!({ "created": views, "request_ids": ids }),
+        )
+    }
+
+    #[tool(
+        description = "List your tasks, newest first unless order_by says otherwise. Filters: \
+                       status (open/completed/all), tag, priority, due_after/due_before (RFC \
+                       3339). Pass next_page_token back as page_token for more."
+    )]
+    async fn list_tasks(
+        &self,
+        Parameters(p): Parameters<ListTasks>,
+        ext: Extensions,
+    ) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = match list_request(&p) {
+            Ok(r) => r,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
+        match self
+            .client
+            .clone()
+            .list_tasks(self.request(&caller, request))
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                let views: Vec<TaskView> = r.tasks.iter().map(TaskView::from).collect();
+                let mut summary = format!("{} task(s)", views.len());
+                if !r.tasks.is_empty() {
+                    summary.push_str(": ");
+                    summary.push_str(
+                        &r.tasks
+                            .iter()
+                            .map(words::line)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
+                }
+                if !r.next_page_token.is_empty() {
+                    summary.push_str(" (more: pass next_page_token)");
+                }
+                done(
+                    summary,
+                    serde_json::json!({ "tasks": views, "next_page_token": r.next_page_token }),
+                )
+            }
+            Err(status) => failed(&from_status(&status, ""), serde_json::json!({})),
+        }
+    }
+
+    #[tool(description = "Show one of your tasks by id.")]
+    async fn get_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = GetTaskRequest { id: p.id };
+        match self
+            .client
+            .clone()
+            .get_task(self.request(&caller, request))
+            .await
+        {
+            Ok(t) => {
+                let t = t.into_inner();
+                done(
+                    words::line(&t),
+                    serde_json::json!({ "task": TaskView::from(&t) }),
+                )
+            }
+            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
+        }
+    }
+
+    #[tool(
+        description = "Change a task: only the fields given change (title, description, \
+                       priority, tags, due, time_zone, repeat). An empty due or repeat removes it."
+    )]
+    async fn update_task(
+        &self,
+        Parameters(p): Parameters<UpdateTask>,
+        ext: Extensions,
+    ) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = match update_request(&p) {
+            Ok(r) => r,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
+        match self
+            .client
+            .clone()
+            .update_task(self.request(&caller, request))
+            .await
+        {
+            Ok(t) => {
+                let t = t.into_inner();
+                done(
+                    format!("Updated {}", words::line(&t)),
+                    serde_json::json!({ "task": TaskView::from(&t) }),
+                )
+            }
+            Err(status) => {
+                let f = match status.code() {
+                    tonic::Code::NotFound => from_status(&status, "id"),
+                    _ => from_status(&status, ""),
+                };
+                failed(&f, serde_json::json!({}))
+            }
+        }
+    }
+
+    #[tool(
+        description = "Mark one or more tasks done. A repeating task's next occurrence is then \
+                       created by the system (it shows up in list_tasks shortly after)."
+    )]
+    async fn complete_task(
+        &self,
+        Parameters(p): Parameters<TaskIds>,
+        ext: Extensions,
+    ) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        if p.ids.is_empty() {
+            let f = BadArgument::new("ids", "give at least one task id").into();
+            return failed(&f, serde_json::json!({}));
+        }
+        let mut completed = Vec::new();
+        let mut failures = BTreeMap::new();
+        let mut first_failure = None;
+        let mut client = self.client.clone();
+        for (i, id) in p.ids.iter().enumerate() {
+            let request = CompleteTaskRequest {
+                id: id.clone(),
+                etag: String::new(),
+            };
+            match client.complete_task(self.request(&caller, request)).await {
+                Ok(t) => completed.push(t.into_inner()),
+                Err(status) => {
+                    let f = from_status(&status, &format!("ids[{i}]"));
+                    failures.insert(id.clone(), f.to_string());
+                    first_failure.get_or_insert(f);
+                }
+            }
+        }
+        let views: Vec<TaskView> = completed.iter().map(TaskView::from).collect();
+        let value = serde_json::json!({ "completed": views, "failed": failures });
+        match first_failure {
+            Some(f) => failed(&f, value),
+            None => {
+                let summary = format!(
+                    "Completed {}",
+                    completed
+                        .iter()
+                        .map(words::line)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                done(summary, value)
+            }
+        }
+    }
+
+    #[tool(description = "Mark a completed task open again.")]
+    async fn reopen_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = ReopenTaskRequest {
+            id: p.id,
+            etag: String::new(),
+        };
+        match self
+            .client
+            .clone()
+            .reopen_task(self.request(&caller, request))
+            .await
+        {
+            Ok(t) => {
+                let t = t.into_inner();
+                done(
+                    format!("Reopened {}", words::line(&t)),
+                    serde_json::json!({ "task": TaskView::from(&t) }),
+                )
+            }
+            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
+        }
+    }
+
+    #[tool(description = "Delete a task for good.")]
+    async fn delete_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = DeleteTaskRequest {
+            id: p.id.clone(),
+            etag: String::new(),
+        };
+        match self
+            .client
+            .clone()
+            .delete_task(self.request(&caller, request))
+            .await
+        {
+            Ok(_) => done(
+                format!("Deleted task {}", p.id),
+                serde_json::json!({ "deleted": p.id }),
+            ),
+            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for TodoTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "Manage the user's tasks: add_task, list_tasks, get_task, update_task, \
+             complete_task, reopen_task, delete_task. Times are RFC 3339; priorities and \
+             repeat rules are plain words.",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn update_sends_only_the_fields_given() {
+        let r = update_request(&UpdateTask {
+            id: "t1".into(),
+            title: None,
+            description: None,
+            priority: Some("high".into()),
+            tags: None,
+            due: Some(String::new()),
+            time_zone: None,
+            repeat: None,
+            repeat_every: None,
+        })
+        .unwrap();
+        assert_eq!(r.update_mask.unwrap().paths, ["priority", "due_time"]);
+        let task = r.task.unwrap();
+        assert_eq!(task.due_time, None);
+    }
+
+    #[test]
+    fn an_update_of_nothing_is_refused() {
+        let e = update_request(&UpdateTask {
+            id: "t1".into(),
+            title: None,
+            description: None,
+            priority: None,
+            tags: None,
+            due: None,
+            time_zone: None,
+            repeat: None,
+            repeat_every: None,
+        })
+        .unwrap_err();
+        assert_eq!(e.field, "id");
+    }
+
+    #[test]
+    fn a_new_task_gets_a_request_id_and_its_bad_fields_named() {
+        let t = NewTask {
+            title: "x".into(),
+            description: None,
+            priority: None,
+            tags: None,
+            due: None,
+            time_zone: None,
+            repeat: None,
+            repeat_every: None,
+            request_id: None,
+        };
+        let r = create_request(&t, "tasks[0]").unwrap();
+        assert!(uuid::Uuid::parse_str(&r.request_id).is_ok());
+        let bad = NewTask {
+            due: Some("next tuesday".into()),
+            ..t
+        };
+        assert_eq!(
+            create_request(&bad, "tasks[3]").unwrap_err().field,
+            "tasks[3].due"
+        );
+    }
+}
