@@ -79,8 +79,15 @@ bench-recurrence: bootstrap kafka-up
 bench-reminders: bootstrap kafka-up
     cargo run --release -p todo-bench --bin bench_reminders
 
+# audit-service ingestion: its release binary as a child process with its own daprd,
+# bulk-consuming task-events into SQLite (and PostgreSQL): burst events/s, lag p50/p99 at a
+# sustained rate, CPU per event, next to the raw pipe measured in the same run.
+bench-audit: bootstrap kafka-up pg-up
+    cargo build --release -p audit-service
+    DATABASE_URL_PG="${DATABASE_URL_PG:-$(bash scripts/pg.sh url)}" cargo run --release -p todo-bench --bin bench_audit
+
 # All benchmarks.
-bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders
+bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders bench-audit
 
 # Stop everything this project started in the background.
 down: kafka-down pg-down
