@@ -17,6 +17,13 @@ java_cmd() { java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$RE
 up() {
   [[ -f "$LIBS/.complete" ]] || bash "$(dirname "$0")/bootstrap-kafka.sh"
   if running && answers; then say "kafka: already running on 127.0.0.1:$KAFKA_PORT (pid $(cat "$PIDFILE"))"; return 0; fi
+  # Started but not answering yet (a broker with many topics takes a while to load them):
+  # wait for it; a second broker on the same data folder would corrupt its metadata log.
+  if running; then
+    say "kafka: pid $(cat "$PIDFILE") is starting; waiting for it"
+    wait_ready
+    return 0
+  fi
   if answers; then die "port $KAFKA_PORT is taken by another process; set KAFKA_PORT"; fi
   mkdir -p "$DATA"
   cat > "$DATA/server.properties" <<PROPS
@@ -48,12 +55,17 @@ PROPS
   say "kafka $KAFKA_VERSION: starting on 127.0.0.1:$KAFKA_PORT (log: $LOG)"
   nohup bash -c "$(declare -f java_cmd); REPO='$REPO' LIBS='$LIBS'; exec java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile='$REPO/kafka/log4j2.properties' -cp '$LIBS/*' kafka.Kafka '$DATA/server.properties'" >"$LOG" 2>&1 &
   echo $! > "$PIDFILE"
-  for _ in $(seq 1 120); do
+  wait_ready
+}
+
+# Waits (at most 180 s) until the broker of $PIDFILE has started and answers.
+wait_ready() {
+  for _ in $(seq 1 360); do
     if grep -q "Kafka Server started" "$LOG" 2>/dev/null && answers; then say "kafka: ready"; return 0; fi
     running || { tail -30 "$LOG" >&2; die "kafka exited during start (log: $LOG)"; }
     sleep 0.5
   done
-  tail -30 "$LOG" >&2; die "kafka did not answer within 60 s (log: $LOG)"
+  tail -30 "$LOG" >&2; die "kafka did not answer within 180 s (log: $LOG)"
 }
 
 down() {

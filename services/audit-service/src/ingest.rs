@@ -189,9 +189,10 @@ impl Ingest {
             sea_orm::TryInsertResult::Inserted(n) => n,
             sea_orm::TryInsertResult::Conflicted | sea_orm::TryInsertResult::Empty => 0,
         };
-        // Lag: from the change to its entry, for each entry written now.
+        // Lag: from the change to its entry being committed, for each entry of the batch.
+        let committed = Utc::now().timestamp_micros();
         for e in entries {
-            let lag = (recorded_at - e.occurred_at).max(0) as f64 / 1e6;
+            let lag = (committed - e.occurred_at).max(0) as f64 / 1e6;
             metrics::histogram!("audit_lag_seconds").record(lag);
         }
         Ok(inserted)
