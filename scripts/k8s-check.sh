@@ -44,7 +44,7 @@ done
 # (Ports, topics, consumer groups and KEDA: shared/topology/tests/manifests.rs.)
 say "every service (services/*) in kustomize/base, every overlay, scripts/up.sh and docker/Dockerfile"
 python3 - "$out" "${overlays[@]}" <<'PY' || die "a service is missing from the deployment files (above)"
-import sys
+import re, sys
 from pathlib import Path
 import yaml
 
@@ -56,8 +56,14 @@ errors, services = [], sorted(p.parent.name for p in Path("services").glob("*/Ca
 for s in services:
     if not Path(f"kustomize/base/{s}/deployment.yaml").is_file():
         errors.append(f"{s}: no kustomize/base/{s}/deployment.yaml")
-    if f"target/release/{s}" not in up:
-        errors.append(f"{s}: scripts/up.sh does not start target/release/{s}")
+    # The binary is named after the crate unless its Cargo.toml names another ([[bin]]).
+    cargo = Path(f"services/{s}/Cargo.toml").read_text()
+    bins = re.findall(r'(?ms)^\[\[bin\]\]\s*\nname\s*=\s*"([^"]+)"', cargo)
+    binary = bins[0] if bins else s
+    if f"target/release/{binary}" not in up:
+        errors.append(f"{s}: scripts/up.sh does not start target/release/{binary}")
+    if binary != s and f"BIN={binary} " not in dockerfile:
+        errors.append(f"{s}: docker/Dockerfile does not show its binary (--build-arg BIN={binary})")
     if f"SERVICE={s} " not in dockerfile:
         errors.append(f"{s}: docker/Dockerfile does not show how to build its image (--build-arg SERVICE={s})")
     for o, docs in rendered.items():

@@ -29,7 +29,7 @@ K8S_KINDS=(
   namespace-v1 configmap-v1 secret-v1 service-v1 serviceaccount-v1
   deployment-apps-v1 statefulset-apps-v1 poddisruptionbudget-policy-v1
 )
-DAPR_CRDS=(components configuration resiliency subscription)
+DAPR_CRDS=(components configuration resiliency subscription mcpservers)
 KEDA_CRDS=(keda.sh_scaledobjects keda.sh_triggerauthentications)
 STRIMZI_CRDS=(
   io.strimzi.api.kafka.model.kafka.Kafka

@@ -37,7 +37,7 @@ sidecar() {
 }
 
 # `just up` builds them all (cargo build --release --bins).
-for bin in task-service recurring-task-service notification-service audit-service; do
+for bin in task-service recurring-task-service notification-service audit-service todo-mcp; do
   [[ -x "target/release/$bin" ]] || die "target/release/$bin is missing: run cargo build --release --bins (just up does)"
 done
 
@@ -48,6 +48,13 @@ export RUST_LOG="${RUST_LOG:-info,sqlx=warn,sea_orm=warn}"
 APP_ADDR=127.0.0.1:50051 DAPR_GRPC_PORT=50001 DATABASE_URL="${DATABASE_URL:-sqlite://.data/tasks.db?mode=rwc}" \
   run task-service target/release/task-service
 sidecar task-service 50051 50001 3500 9090
+
+# mcp-server (binary todo-mcp): MCP over streamable HTTP on http://127.0.0.1:8765/mcp, a
+# gRPC client of task-service (no sidecar on one machine). In dev mode it acts as `alice`
+# for callers without a bearer token; with AUTH_MODE=jwt each caller brings their own.
+mcp_dev_user=""; [[ "$AUTH_MODE" == dev ]] && mcp_dev_user="${MCP_DEV_USER:-alice}"
+MCP_TRANSPORT=http MCP_ADDR=127.0.0.1:8765 TASK_SERVICE_URL=http://127.0.0.1:50051 MCP_DEV_USER="$mcp_dev_user" \
+  run mcp-server target/release/todo-mcp
 
 # recurring-task-service: AppCallback on 50052, sidecar gRPC 50002 / HTTP 3502.
 APP_ADDR=127.0.0.1:50052 DAPR_GRPC_PORT=50002 run recurring-task-service target/release/recurring-task-service
@@ -66,6 +73,7 @@ sidecar audit-service 50054 50004 3504 9094
 cat <<MSG
 
   task-service  grpc://127.0.0.1:50051  (reflection on; AUTH_MODE=$AUTH_MODE)
+  mcp-server    http://127.0.0.1:8765/mcp  (MCP streamable HTTP; dev user: ${mcp_dev_user:-none, send a bearer JWT})
   its daprd     grpc 50001, http 3500, metrics http://127.0.0.1:9090/metrics
   outbox/relay  metrics http://127.0.0.1:9464/metrics
   recurring-task-service  grpc://127.0.0.1:50052 (AppCallback, health); daprd grpc 50002

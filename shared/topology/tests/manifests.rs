@@ -144,8 +144,10 @@ fn each_app_runs_under_its_id_on_its_port() {
     let kustomization = &docs(&root().join("kustomize/base/kustomization.yaml"))[0];
     let dockerfile = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
     assert!(
-        dockerfile.contains(r#"--bin "${SERVICE}""#) && dockerfile.contains("/usr/local/bin/"),
-        "docker/Dockerfile builds the binary named SERVICE into /usr/local/bin"
+        dockerfile.contains(r#"--bin "${BIN}""#)
+            && dockerfile.contains("ARG BIN=${SERVICE}")
+            && dockerfile.contains("/usr/local/bin/"),
+        "docker/Dockerfile builds the binary named SERVICE (unless BIN says otherwise) into /usr/local/bin"
     );
 
     for (id, port, _) in APPS {
