@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use rmcp::{
     ServerHandler,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
-    model::{CallToolResult, ContentBlock, Extensions, ServerCapabilities, ServerConfig},
+    model::{
+        CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
+    },
     schemars::{self, JsonSchema},
     tool, tool_handler, tool_router,
 };
@@ -667,11 +669,13 @@ impl TodoTools {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for TodoTools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
-            "Manage the user's tasks: add_task, list_tasks, get_task, update_task, \
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("todo-mcp", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Manage the user's tasks: add_task, list_tasks, get_task, update_task, \
              complete_task, reopen_task, delete_task. Times are RFC 3339; priorities and \
              repeat rules are plain words.",
-        )
+            )
     }
 }
 

@@ -25,6 +25,11 @@ async fn the_binary_speaks_mcp_on_stdio() {
     )
     .unwrap();
     let client = ().serve(transport).await.unwrap();
+    let server = client.peer_info().expect("initialized");
+    assert_eq!(
+        server.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("todo-mcp")
+    );
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
