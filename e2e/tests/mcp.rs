@@ -42,11 +42,16 @@ fn jwt(user: &str) -> String {
     .unwrap()
 }
 
-/// task-service (JWT identity) and recurring-task-service, each with its sidecar, under
-/// one topic prefix.
+/// task-service (JWT identity), recurring-task-service and audit-service (JWT identity),
+/// each with its sidecar, under one topic prefix.
 struct Stack {
     task_service: std::net::SocketAddr,
-    _apps: (task_service::App, recurring_task_service::App),
+    audit_service: std::net::SocketAddr,
+    _apps: (
+        task_service::App,
+        recurring_task_service::App,
+        audit_service::App,
+    ),
     _dir: tempfile::TempDir,
     _sidecars: Vec<Daprd>,
 }
@@ -78,6 +83,29 @@ impl Stack {
         opts.grpc_port = Some(rts_port.parse().unwrap());
         let rts_sidecar = Daprd::start(opts).await.unwrap();
 
+        let audit_port = free_port().unwrap().to_string();
+        let audit_url = format!("sqlite://{}/audit.db?mode=rwc", dir.path().display());
+        let audit = audit_service::build(
+            audit_service::Config::from_lookup(|k| {
+                Some(match k {
+                    "APP_ADDR" => "127.0.0.1:0".to_owned(),
+                    "AUTH_MODE" => "jwt".to_owned(),
+                    "JWT_SECRET" => SECRET.to_owned(),
+                    "DATABASE_URL" => audit_url.clone(),
+                    "DAPR_GRPC_PORT" => audit_port.clone(),
+                    "METRICS_ADDR" => "off".to_owned(),
+                    topics::PREFIX_VAR => prefix.clone(),
+                    _ => return None,
+                })
+            })
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let mut opts = DaprdOptions::new(unique("audit"), Some(audit.addr.port()));
+        opts.grpc_port = Some(audit_port.parse().unwrap());
+        let audit_sidecar = Daprd::start(opts).await.unwrap();
+
         let ts_port = free_port().unwrap().to_string();
         let tasks = task_service::build(
             task_service::Config::from_lookup(|k| {
@@ -101,17 +129,20 @@ impl Stack {
         let ts_sidecar = Daprd::start(opts).await.unwrap();
         Self {
             task_service: tasks.addr,
-            _apps: (tasks, rts),
+            audit_service: audit.addr,
+            _apps: (tasks, rts, audit),
             _dir: dir,
-            _sidecars: vec![rts_sidecar, ts_sidecar],
+            _sidecars: vec![rts_sidecar, ts_sidecar, audit_sidecar],
         }
     }
 
     /// mcp-server's configuration for this stack, through the same parser as `main`.
     fn mcp_config(&self, vars: &[(&str, &str)]) -> mcp_server::Config {
         let url = format!("http://{}", self.task_service);
+        let audit = format!("http://{}", self.audit_service);
         let mut all = vec![
             ("TASK_SERVICE_URL", url.as_str()),
+            ("AUDIT_SERVICE_URL", audit.as_str()),
             ("MCP_ADDR", "127.0.0.1:0"),
         ];
         all.extend_from_slice(vars);
@@ -265,6 +296,49 @@ async fn an_assistant_manages_tasks_over_http_and_stdio() {
     assert_eq!(next["title"], "water the plants and the herbs");
     assert_ne!(next["id"], plants.as_str());
 
+    // The completed task's history from audit-service: created, updated (title before and
+    // after), completed, in that order.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let history = loop {
+        let h = call(&client, "task_history", json!({ "id": plants })).await;
+        if h.is_error != Some(true) {
+            let entries = ok(&h)["entries"].as_array().cloned().unwrap_or_default();
+            if entries
+                .iter()
+                .any(|e| e["event"] == "todo.task.completed.v1")
+            {
+                break entries;
+            }
+        }
+        assert!(Instant::now() < deadline, "no history of {plants}: {h:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let events: Vec<&str> = history
+        .iter()
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("todo.task."))
+        })
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "todo.task.created.v1",
+            "todo.task.updated.v1",
+            "todo.task.completed.v1"
+        ]
+    );
+    let update = history
+        .iter()
+        .find(|e| e["event"] == "todo.task.updated.v1")
+        .unwrap();
+    assert_eq!(
+        update["changes"]["title"]["after"],
+        "\"water the plants and the herbs\""
+    );
+
     // Another user (over stdio, with its own token) does not see alice's task.
     let bob = unique("bob");
     let bob_token = jwt(&bob);
@@ -278,6 +352,9 @@ async fn an_assistant_manages_tasks_over_http_and_stdio() {
     );
     let theirs = call(&stdio, "complete_task", json!({ "ids": [next["id"]] })).await;
     assert_eq!(theirs.is_error, Some(true), "{theirs:?}");
+    let theirs = call(&stdio, "task_history", json!({ "id": plants })).await;
+    assert_eq!(theirs.is_error, Some(true), "{theirs:?}");
+    assert!(text(&theirs).starts_with("not found"), "{}", text(&theirs));
     assert!(listed(&stdio, json!({})).await.is_empty());
 
     // A bad due time is a tool error naming the field, and creates nothing.

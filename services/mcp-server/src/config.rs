@@ -13,6 +13,10 @@ pub use todo_service::cli::ServiceConfig;
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8765);
 /// `TASK_SERVICE_URL` when unset: task-service as `just up` runs it.
 pub const DEFAULT_TASK_SERVICE_URL: &str = "http://127.0.0.1:50051";
+/// `AUDIT_SERVICE_URL` when unset (audit-service's `APP_ADDR`).
+pub const DEFAULT_AUDIT_SERVICE_URL: &str = "http://127.0.0.1:50054";
+/// `NOTIFICATION_SERVICE_URL` when unset (notification-service's `APP_ADDR`).
+pub const DEFAULT_NOTIFICATION_SERVICE_URL: &str = "http://127.0.0.1:50053";
 /// The path of the streamable HTTP endpoint.
 pub const MCP_PATH: &str = "/mcp";
 /// `MCP_ALLOWED_HOSTS` when unset: loopback only (DNS-rebinding protection).
@@ -20,7 +24,7 @@ pub const DEFAULT_ALLOWED_HOSTS: &str = "localhost,127.0.0.1,::1";
 
 /// What `todo-mcp --help` says it is.
 pub const ABOUT: &str = "MCP tools (add_task, list_tasks, get_task, update_task, complete_task, \
-     reopen_task, delete_task) over stdio or streamable HTTP, calling task-service's gRPC API \
+     reopen_task, delete_task, task_history, list_notifications) over stdio or streamable HTTP, calling task-service's gRPC API \
      as the caller.";
 
 /// Which MCP transport the server speaks.
@@ -45,6 +49,10 @@ pub struct Config {
     /// `TASK_SERVICE_URL`: task-service's gRPC endpoint (or a Dapr sidecar's, with
     /// `TASK_SERVICE_APP_ID`).
     pub task_service_url: String,
+    /// `AUDIT_SERVICE_URL`: audit-service's gRPC endpoint (task_history).
+    pub audit_service_url: String,
+    /// `NOTIFICATION_SERVICE_URL`: notification-service's gRPC endpoint (list_notifications).
+    pub notification_service_url: String,
     /// `TASK_SERVICE_APP_ID`: when set, calls go through a Dapr sidecar's gRPC proxy to this
     /// app id (`dapr-app-id` metadata).
     pub task_service_app_id: Option<String>,
@@ -82,6 +90,16 @@ impl ServiceConfig for Config {
                 "TASK_SERVICE_URL",
                 DEFAULT_TASK_SERVICE_URL,
                 "task-service's gRPC endpoint (or a Dapr sidecar's, with TASK_SERVICE_APP_ID)",
+            ),
+            Var::new(
+                "AUDIT_SERVICE_URL",
+                DEFAULT_AUDIT_SERVICE_URL,
+                "audit-service's gRPC endpoint (the task_history tool)",
+            ),
+            Var::new(
+                "NOTIFICATION_SERVICE_URL",
+                DEFAULT_NOTIFICATION_SERVICE_URL,
+                "notification-service's gRPC endpoint (the list_notifications tool)",
             ),
             Var::new(
                 "TASK_SERVICE_APP_ID",
@@ -140,17 +158,13 @@ impl ServiceConfig for Config {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .collect();
-        let task_service_url = env
-            .get("TASK_SERVICE_URL")
-            .unwrap_or_else(|| DEFAULT_TASK_SERVICE_URL.to_owned());
-        if tonic::transport::Endpoint::from_shared(task_service_url.clone()).is_err()
-            || !task_service_url.contains("://")
-        {
-            return Err(ConfigError::new(
-                "TASK_SERVICE_URL",
-                format!("{task_service_url:?} is not a URI like http://127.0.0.1:50051"),
-            ));
-        }
+        let task_service_url = grpc_url(&env, "TASK_SERVICE_URL", DEFAULT_TASK_SERVICE_URL)?;
+        let audit_service_url = grpc_url(&env, "AUDIT_SERVICE_URL", DEFAULT_AUDIT_SERVICE_URL)?;
+        let notification_service_url = grpc_url(
+            &env,
+            "NOTIFICATION_SERVICE_URL",
+            DEFAULT_NOTIFICATION_SERVICE_URL,
+        )?;
         let task_service_app_id = env.get("TASK_SERVICE_APP_ID");
         let dapr_api_token = env.get("DAPR_API_TOKEN");
         let task_service_token = env.get("TASK_SERVICE_TOKEN");
@@ -168,6 +182,8 @@ impl ServiceConfig for Config {
             addr,
             allowed_hosts,
             task_service_url,
+            audit_service_url,
+            notification_service_url,
             task_service_app_id,
             dapr_api_token,
             task_service_token,
@@ -180,6 +196,22 @@ impl ServiceConfig for Config {
         // Not a header it trusts, but one it sends: the same warning belongs at start.
         self.dev_user.is_some()
     }
+}
+
+/// A gRPC endpoint URL from `var` (`default` when unset), checked at start.
+fn grpc_url<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    var: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let url = env.get(var).unwrap_or_else(|| default.to_owned());
+    if tonic::transport::Endpoint::from_shared(url.clone()).is_err() || !url.contains("://") {
+        return Err(ConfigError::new(
+            var,
+            format!("{url:?} is not a URI like {default}"),
+        ));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]

@@ -53,6 +53,25 @@ impl Identity {
     /// that cannot be metadata is left off; task-service then refuses the call as
     /// unauthenticated, which the tool reports.
     pub fn request<T>(&self, caller: &Caller, msg: T) -> tonic::Request<T> {
+        let mut r = self.request_direct(caller, msg);
+        let md = r.metadata_mut();
+        let mut put = |key: &'static str, value: &str| {
+            if let Ok(v) = MetadataValue::try_from(value) {
+                md.insert(key, v);
+            }
+        };
+        if let Some(app) = &self.app_id {
+            put("dapr-app-id", app);
+        }
+        if let Some(t) = &self.dapr_api_token {
+            put("dapr-api-token", t);
+        }
+        r
+    }
+
+    /// `msg` as a gRPC request carrying `caller` alone: for a service called at its own
+    /// address (audit-service, notification-service), not through task-service's sidecar.
+    pub fn request_direct<T>(&self, caller: &Caller, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         let md = r.metadata_mut();
         let mut put = |key: &'static str, value: &str| {
@@ -63,12 +82,6 @@ impl Identity {
         match caller {
             Caller::Bearer(v) => put("authorization", v),
             Caller::DevUser(u) => put("x-user-id", u),
-        }
-        if let Some(app) = &self.app_id {
-            put("dapr-app-id", app);
-        }
-        if let Some(t) = &self.dapr_api_token {
-            put("dapr-api-token", t);
         }
         r
     }

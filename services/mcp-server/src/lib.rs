@@ -28,14 +28,19 @@ pub use config::{Config, Transport};
 pub use identity::Identity;
 pub use tools::TodoTools;
 
-/// A lazily connected channel to task-service (the first tool call dials it), with the
-/// configured deadline per call.
-pub fn channel(config: &Config) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(config.task_service_url.clone())?
+/// Lazily connected channels (the first tool call dials each) to task-service,
+/// audit-service and notification-service, with the configured deadline per call.
+pub fn channel(config: &Config) -> anyhow::Result<tools::Channels> {
+    let lazy = |url: &str| -> anyhow::Result<tonic::transport::Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
             .timeout(config.request_timeout)
-            .connect_lazy(),
-    )
+            .connect_lazy())
+    };
+    Ok(tools::Channels {
+        tasks: lazy(&config.task_service_url)?,
+        audit: lazy(&config.audit_service_url)?,
+        notifications: lazy(&config.notification_service_url)?,
+    })
 }
 
 fn identity(config: &Config, with_token: bool) -> Identity {

@@ -13,9 +13,17 @@ use rmcp::{
     tool, tool_handler, tool_router,
 };
 use serde::{Deserialize, Serialize};
-use todo_proto::todo::v1::{
-    CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
-    ReopenTaskRequest, Task, UpdateTaskRequest, task_service_client::TaskServiceClient,
+use todo_proto::todo::{
+    audit::v1::{ActivityEntry, ListTaskActivityRequest, audit_service_client::AuditServiceClient},
+    notifications::v1::{
+        ListNotificationsRequest, Notification,
+        notification_service_client::NotificationServiceClient,
+    },
+    v1::{
+        CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest,
+        ListTasksRequest, ReopenTaskRequest, Task, UpdateTaskRequest,
+        task_service_client::TaskServiceClient,
+    },
 };
 use tonic::transport::Channel;
 
@@ -137,6 +145,108 @@ pub struct UpdateTask {
     pub repeat_every: Option<u32>,
 }
 
+/// Arguments of task_history.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct TaskHistory {
+    /// The task's id (also of a deleted task).
+    pub id: String,
+    /// At most this many entries (default 50, max 500), oldest first.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// next_page_token of the previous call, for the next page.
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+/// Arguments of list_notifications.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+pub struct ListNotifications {
+    /// At most this many (default 50, max 500), most recently delivered first.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// next_page_token of the previous call, for the next page.
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+/// One entry of a task's history as a tool returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct HistoryView {
+    /// The event type, e.g. todo.task.updated.v1 or todo.reminder.due.v1.
+    pub event: String,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+    /// user:<id> or service:<app-id>.
+    pub actor: String,
+    /// For an update: field → {before, after} (JSON text).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changes: BTreeMap<String, serde_json::Value>,
+}
+
+impl From<&ActivityEntry> for HistoryView {
+    fn from(e: &ActivityEntry) -> Self {
+        Self {
+            event: e.r#type.clone(),
+            at: utc(&e.occurred_at),
+            actor: e.actor.clone(),
+            changes: e
+                .changes
+                .iter()
+                .map(|c| {
+                    let v = serde_json::json!({ "before": c.before, "after": c.after });
+                    (c.field.clone(), v)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A delivered reminder as a tool returns it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct NotificationView {
+    pub task_id: String,
+    pub task_title: String,
+    /// When the task is due (RFC 3339, UTC), when it has a due time.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub due: String,
+    /// When the user was told (RFC 3339, UTC).
+    pub delivered_at: String,
+    /// The channel it went out on.
+    pub channel: String,
+}
+
+impl From<&Notification> for NotificationView {
+    fn from(n: &Notification) -> Self {
+        Self {
+            task_id: n.task_id.clone(),
+            task_title: n.task_title.clone(),
+            due: utc(&n.due_time),
+            delivered_at: utc(&n.delivered_at),
+            channel: n.channel.clone(),
+        }
+    }
+}
+
+fn utc(ts: &Option<prost_types::Timestamp>) -> String {
+    ts.as_ref()
+        .and_then(todo_proto::from_timestamp)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+/// A page size argument as the services take it (0: their default).
+fn page_size(n: Option<u32>) -> i32 {
+    n.map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX))
+}
+
+/// The channels the tools call: task-service, audit-service, notification-service.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    pub tasks: Channel,
+    pub audit: Channel,
+    pub notifications: Channel,
+}
+
 /// A task as a tool returns it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct TaskView {
@@ -194,6 +304,8 @@ impl From<&Task> for TaskView {
 #[derive(Clone)]
 pub struct TodoTools {
     client: TaskServiceClient<Channel>,
+    audit: AuditServiceClient<Channel>,
+    notifications: NotificationServiceClient<Channel>,
     identity: Identity,
     tool_router: ToolRouter<Self>,
 }
@@ -365,10 +477,12 @@ fn update_request(p: &UpdateTask) -> Result<UpdateTaskRequest, BadArgument> {
 
 #[tool_router]
 impl TodoTools {
-    /// Tools calling task-service over `channel` as the callers `identity` resolves.
-    pub fn new(channel: Channel, identity: Identity) -> Self {
+    /// Tools calling the services over `channels` as the callers `identity` resolves.
+    pub fn new(channels: Channels, identity: Identity) -> Self {
         Self {
-            client: TaskServiceClient::new(channel),
+            client: TaskServiceClient::new(channels.tasks),
+            audit: AuditServiceClient::new(channels.audit),
+            notifications: NotificationServiceClient::new(channels.notifications),
             identity,
             tool_router: Self::tool_router(),
         }
@@ -662,6 +776,105 @@ impl TodoTools {
                 serde_json::json!({ "deleted": p.id }),
             ),
             Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
+        }
+    }
+
+    #[tool(
+        description = "The history of one of your tasks, oldest first: created, each update \
+                       with the fields' values before and after, completed, reopened, \
+                       reminders scheduled/due/cancelled, deleted; also after deletion. From \
+                       audit-service."
+    )]
+    async fn task_history(
+        &self,
+        Parameters(p): Parameters<TaskHistory>,
+        ext: Extensions,
+    ) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = ListTaskActivityRequest {
+            task_id: p.id.trim().to_owned(),
+            page_size: page_size(p.page_size),
+            page_token: p.page_token.unwrap_or_default(),
+        };
+        let answer = self
+            .audit
+            .clone()
+            .list_task_activity(self.identity.request_direct(&caller, request))
+            .await;
+        match answer {
+            Ok(page) => {
+                let page = page.into_inner();
+                let entries: Vec<HistoryView> = page.entries.iter().map(Into::into).collect();
+                let summary = format!(
+                    "{} entries of task {}: {}",
+                    entries.len(),
+                    p.id.trim(),
+                    entries
+                        .iter()
+                        .map(|e| e.event.trim_start_matches("todo.").trim_end_matches(".v1"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                done(
+                    summary,
+                    serde_json::json!({
+                        "entries": entries,
+                        "next_page_token": page.next_page_token,
+                    }),
+                )
+            }
+            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
+        }
+    }
+
+    #[tool(
+        description = "Your delivered reminders (notifications), most recent first: which task, \
+                       when it is due, when you were told. From notification-service."
+    )]
+    async fn list_notifications(
+        &self,
+        Parameters(p): Parameters<ListNotifications>,
+        ext: Extensions,
+    ) -> ToolResult {
+        let caller = match self.caller(&ext) {
+            Ok(c) => c,
+            Err(f) => return failed(&f, serde_json::json!({})),
+        };
+        let request = ListNotificationsRequest {
+            page_size: page_size(p.page_size),
+            page_token: p.page_token.unwrap_or_default(),
+        };
+        let answer = self
+            .notifications
+            .clone()
+            .list_notifications(self.identity.request_direct(&caller, request))
+            .await;
+        match answer {
+            Ok(page) => {
+                let page = page.into_inner();
+                let list: Vec<NotificationView> =
+                    page.notifications.iter().map(Into::into).collect();
+                let summary = match list.first() {
+                    None => "No notifications".to_owned(),
+                    Some(n) => format!(
+                        "{} notifications; latest: {:?} at {}",
+                        list.len(),
+                        n.task_title,
+                        n.delivered_at
+                    ),
+                };
+                done(
+                    summary,
+                    serde_json::json!({
+                        "notifications": list,
+                        "next_page_token": page.next_page_token,
+                    }),
+                )
+            }
+            Err(status) => failed(&from_status(&status, "page_token"), serde_json::json!({})),
         }
     }
 }
