@@ -2,6 +2,7 @@
 //! stdio or streamable HTTP. `main` reads the configuration and calls [`serve_stdio`] or
 //! [`serve_http`]; tests call the same functions.
 
+pub mod args;
 pub mod config;
 pub mod failure;
 pub mod identity;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rmcp::{
     ServerHandler,
-    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    handler::server::router::tool::ToolRouter,
     model::{
         CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
     },
@@ -28,6 +28,7 @@ use todo_proto::todo::{
 use tonic::transport::Channel;
 
 use crate::{
+    args::Parameters,
     failure::{ToolFailure, from_status},
     identity::{Caller, Identity},
     words::{self, BadArgument},
@@ -510,6 +511,10 @@ impl TodoTools {
                        the same request_id creates nothing twice."
     )]
     async fn add_task(&self, Parameters(p): Parameters<AddTasks>, ext: Extensions) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -571,6 +576,10 @@ impl TodoTools {
         Parameters(p): Parameters<ListTasks>,
         ext: Extensions,
     ) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -613,6 +622,10 @@ impl TodoTools {
 
     #[tool(description = "Show one of your tasks by id.")]
     async fn get_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -644,6 +657,10 @@ impl TodoTools {
         Parameters(p): Parameters<UpdateTask>,
         ext: Extensions,
     ) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -684,6 +701,10 @@ impl TodoTools {
         Parameters(p): Parameters<TaskIds>,
         ext: Extensions,
     ) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -730,6 +751,10 @@ impl TodoTools {
 
     #[tool(description = "Mark a completed task open again.")]
     async fn reopen_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -757,6 +782,10 @@ impl TodoTools {
 
     #[tool(description = "Delete a task for good.")]
     async fn delete_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -790,6 +819,10 @@ impl TodoTools {
         Parameters(p): Parameters<TaskHistory>,
         ext: Extensions,
     ) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),
@@ -839,6 +872,10 @@ impl TodoTools {
         Parameters(p): Parameters<ListNotifications>,
         ext: Extensions,
     ) -> ToolResult {
+        let p = match p {
+            Ok(p) => p,
+            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
+        };
         let caller = match self.caller(&ext) {
             Ok(c) => c,
             Err(f) => return failed(&f, serde_json::json!({})),

@@ -40,14 +40,35 @@ async fn the_binary_speaks_mcp_on_stdio() {
             "complete_task",
             "delete_task",
             "get_task",
+            "list_notifications",
             "list_tasks",
             "reopen_task",
+            "task_history",
             "update_task"
         ]
     );
     let add = tools.iter().find(|t| t.name == "add_task").unwrap();
     let schema = serde_json::to_value(add.input_schema.as_ref()).unwrap();
     assert_eq!(schema["required"], serde_json::json!(["tasks"]), "{schema}");
+
+    // A wrongly typed argument is a tool error naming it, not a protocol error.
+    let typed = client
+        .call_tool(
+            CallToolRequestParams::new("add_task").with_arguments(
+                serde_json::json!({ "tasks": [{ "title": 5 }] })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(typed.is_error, Some(true), "{typed:?}");
+    assert_eq!(
+        typed.structured_content.as_ref().unwrap()["field"],
+        "tasks[0].title",
+        "{typed:?}"
+    );
 
     let result = client
         .call_tool(
