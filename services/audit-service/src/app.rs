@@ -57,9 +57,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         ));
     }
     tracing::info!(
-        addr = %server.addr,
-        sidecar = %config.common.dapr_grpc_endpoint,
-        subscribes = %format!("{}, {}", topics.task_events, topics.reminders),
         bulk_max_messages = config.bulk_max_messages,
         retention_days = config.retention.map(|r| r.as_secs() / 86_400),
         auth = ?config.auth,

@@ -40,7 +40,7 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
     let reminders = Arc::new(Reminders::new(
         log.clone(),
         channel.clone(),
-        topics.clone(),
+        topics,
         stats.clone(),
     ));
     let api = NotificationServiceServer::with_interceptor(
@@ -53,10 +53,6 @@ pub async fn build_with_channel(config: Config, channel: Arc<dyn Channel>) -> an
         .serve()
         .await?;
     tracing::info!(
-        addr = %server.addr,
-        sidecar = %config.common.dapr_grpc_endpoint,
-        subscribes = %topics.reminders,
-        dead_letter = %topics.reminders_dead_letter,
         state_store = %config.state_store,
         channel = channel.name(),
         retention_hours = config.retention.as_secs() / 3600,

@@ -31,10 +31,6 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .serve()
         .await?;
     tracing::info!(
-        addr = %server.addr,
-        sidecar = %config.common.dapr_grpc_endpoint,
-        subscribes = %topics.task_events,
-        dead_letter = %topics.task_events_dead_letter,
         publishes = %topics.task_occurrences,
         "recurring-task-service serving"
     );

@@ -103,7 +103,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         .subscriptions(subscriptions)
         .serve()
         .await?;
-    tracing::info!(addr = %server.addr, database = %redact(&config.database_url), auth = ?config.auth, "task-service serving");
+    tracing::info!(
+        database = %redact(&config.database_url),
+        auth = ?config.auth,
+        "task-service serving"
+    );
     Ok(App {
         addr: server.addr,
         db,

@@ -73,7 +73,8 @@ impl ServiceBuilder {
         self
     }
 
-    /// Binds the listener and starts serving; returns once the port is bound.
+    /// Binds the listener and starts serving; returns once the port is bound. Logs once
+    /// what every service has: its address, APIs, sidecar and the topics it subscribes to.
     pub async fn serve(self) -> anyhow::Result<Running> {
         let Self {
             name,
@@ -87,6 +88,12 @@ impl ServiceBuilder {
             todo_telemetry::serve_metrics(addr);
         }
         let has_callbacks = subscriptions.is_some();
+        // What it subscribes to (and where each topic's dead letters go), for the log line.
+        let (topics, dead_letters): (Vec<String>, Vec<String>) = subscriptions
+            .iter()
+            .flat_map(Subscriptions::topic_subscriptions)
+            .map(|s| (s.topic, s.dead_letter_topic))
+            .unzip();
         if let Some(subscriptions) = subscriptions {
             let callbacks = AppCallbackService::new(subscriptions);
             routes
@@ -167,6 +174,9 @@ impl ServiceBuilder {
             service = name,
             %addr,
             serves = ?health_names,
+            sidecar = %config.dapr_grpc_endpoint,
+            subscribes = ?topics,
+            dead_letters = ?dead_letters,
             app_api_token = config.app_api_token.is_some(),
             metrics = ?config.metrics_addr,
             "serving"
