@@ -142,19 +142,7 @@ mod tests {
 
     fn n(reminder_id: &str, second: u32) -> Notification {
         let t = DateTime::from_timestamp(1_900_000_000 + i64::from(second), 0).unwrap();
-        Notification {
-            reminder_id: reminder_id.into(),
-            task_id: "t".into(),
-            user_id: "u".into(),
-            task_title: String::new(),
-            due_time: None,
-            remind_at: t,
-            delivered_at: t,
-            lateness_ms: 0,
-            fire_lateness_ms: None,
-            channel: "log".into(),
-            event_id: String::new(),
-        }
+        Notification::delivered_at(reminder_id, t)
     }
 
     fn ids(page: &[ApiNotification]) -> Vec<&str> {

@@ -621,19 +621,7 @@ mod tests {
     }
 
     fn n(reminder_id: &str, delivered_at: &str) -> Notification {
-        Notification {
-            reminder_id: reminder_id.into(),
-            task_id: "t".into(),
-            user_id: "alice".into(),
-            task_title: String::new(),
-            due_time: None,
-            remind_at: at("2030-01-01T00:00:00Z"),
-            delivered_at: at(delivered_at),
-            lateness_ms: 0,
-            fire_lateness_ms: None,
-            channel: "log".into(),
-            event_id: String::new(),
-        }
+        Notification::delivered_at(reminder_id, at(delivered_at))
     }
 
     fn ids(list: &[Notification]) -> Vec<&str> {

@@ -37,6 +37,27 @@ pub struct Notification {
     pub event_id: String,
 }
 
+#[cfg(test)]
+impl Notification {
+    /// A test notification: reminder `reminder_id` of alice's task `t`, due to remind at
+    /// 2030-01-01, delivered at `delivered_at` through the log channel.
+    pub(crate) fn delivered_at(reminder_id: &str, delivered_at: DateTime<Utc>) -> Self {
+        Self {
+            reminder_id: reminder_id.into(),
+            task_id: "t".into(),
+            user_id: "alice".into(),
+            task_title: String::new(),
+            due_time: None,
+            remind_at: DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default(),
+            delivered_at,
+            lateness_ms: 0,
+            fire_lateness_ms: None,
+            channel: "log".into(),
+            event_id: String::new(),
+        }
+    }
+}
+
 /// Why a due event can never become a notification (it is DROPped to the dead-letter topic).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidReminder {
