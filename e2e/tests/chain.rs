@@ -135,6 +135,34 @@ async fn a_task_created_through_the_api_is_reminded_once_by_notification_service
         n.delivered_at
     );
     assert!(notifications.list_all("someone-else", 10).await.is_empty());
+
+    // The same list through the MCP tool an assistant would use (mcp-server's stdio
+    // transport over an in-process pipe, dev user zoe).
+    let ns_url = format!("http://{}", notifications.app.as_ref().unwrap().addr);
+    let mcp = todo_service::cli::read_pairs::<mcp_server::Config>(&[
+        ("MCP_DEV_USER", "zoe"),
+        ("NOTIFICATION_SERVICE_URL", ns_url.as_str()),
+    ])
+    .unwrap();
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let (r, w) = tokio::io::split(server_end);
+        mcp_server::serve_io(&mcp, (r, w)).await.unwrap();
+    });
+    let assistant = rmcp::ServiceExt::serve((), tokio::io::split(client_end))
+        .await
+        .unwrap();
+    let listed = assistant
+        .call_tool(rmcp::model::CallToolRequestParams::new("list_notifications"))
+        .await
+        .unwrap();
+    assert_ne!(listed.is_error, Some(true), "{listed:?}");
+    let content = listed.structured_content.unwrap();
+    assert_eq!(content["notifications"][0]["task_id"], created.id.as_str());
+    assert_eq!(
+        content["notifications"][0]["task_title"],
+        "call the plumber"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(channel.all().len(), 1, "delivered again");
 

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use rmcp::{
     ServerHandler,
-    handler::server::router::tool::ToolRouter,
+    handler::server::{common::RequestId as CallId, router::tool::ToolRouter},
     model::{
-        CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
+        CallToolResult, ContentBlock, Extensions, Implementation, RequestId, ServerCapabilities,
+        ServerConfig,
     },
     schemars::{self, JsonSchema},
     tool, tool_handler, tool_router,
@@ -34,37 +35,55 @@ use crate::{
     words::{self, BadArgument},
 };
 
-/// One task to create.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-pub struct NewTask {
-    /// What to do (1..500 characters).
-    pub title: String,
-    /// Longer notes.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// low, medium, high or urgent.
-    #[serde(default)]
-    pub priority: Option<String>,
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    /// When it is due: RFC 3339 (2026-05-01T09:00:00+02:00), or a local time
-    /// (2026-05-01T09:00) read in time_zone.
-    #[serde(default)]
-    pub due: Option<String>,
-    /// IANA time zone (Europe/Berlin) for local times and recurrence; default UTC.
-    #[serde(default)]
-    pub time_zone: Option<String>,
-    /// How it repeats once completed: daily, weekly, monthly, yearly, or an RRULE
-    /// (FREQ=WEEKLY;BYDAY=MO,WE). Needs a due time.
-    #[serde(default)]
-    pub repeat: Option<String>,
-    /// With a plain repeat word: every N days/weeks/months/years.
-    #[serde(default)]
-    pub repeat_every: Option<u32>,
-    /// Idempotency key (a UUID). Send the same one when retrying a call so the task is
-    /// created once; a new one is made when absent.
-    #[serde(default)]
-    pub request_id: Option<String>,
+/// Declares a tool-argument struct with its own fields followed by the fields a tool may
+/// set on a task (add_task: the new task's; update_task: only those given). Written out
+/// in each struct, not `#[serde(flatten)]`, so that a bad value's error keeps its path
+/// (`tasks[1].tags`).
+macro_rules! with_task_fields {
+    ($(#[$meta:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($own)*
+            /// Longer notes.
+            #[serde(default)]
+            pub description: Option<String>,
+            /// low, medium, high or urgent (update_task: also none).
+            #[serde(default)]
+            pub priority: Option<String>,
+            /// The tags (update_task: replaces all of them).
+            #[serde(default)]
+            pub tags: Option<Vec<String>>,
+            /// When it is due: RFC 3339 (2026-05-01T09:00:00+02:00), or a local time
+            /// (2026-05-01T09:00) read in time_zone. In update_task an empty string removes it.
+            #[serde(default)]
+            pub due: Option<String>,
+            /// IANA time zone (Europe/Berlin) for local times and recurrence; default UTC.
+            #[serde(default)]
+            pub time_zone: Option<String>,
+            /// How it repeats once completed: daily, weekly, monthly, yearly, or an RRULE
+            /// (FREQ=WEEKLY;BYDAY=MO,WE). Needs a due time. In update_task an empty string
+            /// stops repeating.
+            #[serde(default)]
+            pub repeat: Option<String>,
+            /// With a plain repeat word: every N days/weeks/months/years.
+            #[serde(default)]
+            pub repeat_every: Option<u32>,
+        }
+    };
+}
+
+with_task_fields! {
+    /// One task to create.
+    #[derive(Debug, Clone, Deserialize, JsonSchema)]
+    pub struct NewTask {
+        /// What to do (1..500 characters).
+        pub title: String,
+        /// Idempotency key (a UUID): a later call with the same one creates nothing twice.
+        /// When absent, one is derived from the session and the call's JSON-RPC id, so a
+        /// resent call is safe too.
+        #[serde(default)]
+        pub request_id: Option<String>,
+    }
 }
 
 /// Arguments of add_task.
@@ -117,33 +136,16 @@ pub struct TaskIds {
     pub ids: Vec<String>,
 }
 
-/// Arguments of update_task: only the fields given change.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-pub struct UpdateTask {
-    /// The task's id.
-    pub id: String,
-    #[serde(default)]
-    pub title: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    /// low, medium, high, urgent, or none.
-    #[serde(default)]
-    pub priority: Option<String>,
-    /// Replaces all tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    /// New due time (RFC 3339, or local in time_zone); an empty string removes it.
-    #[serde(default)]
-    pub due: Option<String>,
-    /// IANA time zone.
-    #[serde(default)]
-    pub time_zone: Option<String>,
-    /// daily, weekly, monthly, yearly or an RRULE; an empty string stops repeating.
-    #[serde(default)]
-    pub repeat: Option<String>,
-    /// With a plain repeat word: every N periods.
-    #[serde(default)]
-    pub repeat_every: Option<u32>,
+with_task_fields! {
+    /// Arguments of update_task: only the fields given change.
+    #[derive(Debug, Clone, Deserialize, JsonSchema)]
+    pub struct UpdateTask {
+        /// The task's id.
+        pub id: String,
+        /// What to do (1..500 characters).
+        #[serde(default)]
+        pub title: Option<String>,
+    }
 }
 
 /// Arguments of task_history.
@@ -308,6 +310,8 @@ pub struct TodoTools {
     audit: AuditServiceClient<Channel>,
     notifications: NotificationServiceClient<Channel>,
     identity: Identity,
+    /// This session's id (one `TodoTools` per MCP session), for derived request ids.
+    session: uuid::Uuid,
     tool_router: ToolRouter<Self>,
 }
 
@@ -342,8 +346,22 @@ fn opt_zone(field: &str, tz: &Option<String>) -> Result<Option<chrono_tz::Tz>, B
         .transpose()
 }
 
-/// A new task's request from the model's words; `at` is its argument path.
-fn create_request(t: &NewTask, at: &str) -> Result<CreateTaskRequest, BadArgument> {
+/// The request id of item `index` of an add_task call when the model gave none: derived
+/// from the MCP session and the call's JSON-RPC id, so a client that sends the same call
+/// again (a retry after a lost answer keeps its id) creates nothing twice, while a new call
+/// with the same words creates a new task.
+pub fn derived_request_id(session: uuid::Uuid, call: &RequestId, index: usize) -> uuid::Uuid {
+    let call = serde_json::to_string(call).unwrap_or_default();
+    uuid::Uuid::new_v5(&session, format!("add_task/{call}/{index}").as_bytes())
+}
+
+/// A new task's request from the model's words; `at` is its argument path; `derived` the
+/// request id used when the model gave none.
+fn create_request(
+    t: &NewTask,
+    at: &str,
+    derived: uuid::Uuid,
+) -> Result<CreateTaskRequest, BadArgument> {
     let f = |name: &str| format!("{at}.{name}");
     let zone = opt_zone(&f("time_zone"), &t.time_zone)?;
     let due = t
@@ -369,7 +387,7 @@ fn create_request(t: &NewTask, at: &str) -> Result<CreateTaskRequest, BadArgumen
         Some(id) => uuid::Uuid::parse_str(id.trim())
             .map_err(|_| BadArgument::new(f("request_id"), "must be a UUID"))?
             .to_string(),
-        None => uuid::Uuid::new_v4().to_string(),
+        None => derived.to_string(),
     };
     Ok(CreateTaskRequest {
         task: Some(Task {
@@ -485,6 +503,7 @@ impl TodoTools {
             audit: AuditServiceClient::new(channels.audit),
             notifications: NotificationServiceClient::new(channels.notifications),
             identity,
+            session: uuid::Uuid::new_v4(),
             tool_router: Self::tool_router(),
         }
     }
@@ -510,7 +529,12 @@ impl TodoTools {
                        a repeat rule (daily/weekly/monthly/yearly or an RRULE). Retrying with \
                        the same request_id creates nothing twice."
     )]
-    async fn add_task(&self, Parameters(p): Parameters<AddTasks>, ext: Extensions) -> ToolResult {
+    async fn add_task(
+        &self,
+        Parameters(p): Parameters<AddTasks>,
+        CallId(call): CallId,
+        ext: Extensions,
+    ) -> ToolResult {
         let p = match p {
             Ok(p) => p,
             Err(bad) => return failed(&bad.into(), serde_json::json!({})),
@@ -526,7 +550,8 @@ impl TodoTools {
         // Every task is checked before any is created, so a typo creates nothing.
         let mut requests = Vec::with_capacity(p.tasks.len());
         for (i, t) in p.tasks.iter().enumerate() {
-            match create_request(t, &format!("tasks[{i}]")) {
+            let derived = derived_request_id(self.session, &call, i);
+            match create_request(t, &format!("tasks[{i}]"), derived) {
                 Ok(r) => requests.push(r),
                 Err(bad) => return failed(&bad.into(), serde_json::json!({ "created": [] })),
             }
@@ -972,6 +997,17 @@ mod tests {
     }
 
     #[test]
+    fn a_resent_call_derives_the_same_request_ids_a_new_call_others() {
+        let session = uuid::Uuid::new_v4();
+        let call = RequestId::Number(7);
+        let first = derived_request_id(session, &call, 0);
+        assert_eq!(first, derived_request_id(session, &call, 0));
+        assert_ne!(first, derived_request_id(session, &call, 1));
+        assert_ne!(first, derived_request_id(session, &RequestId::Number(8), 0));
+        assert_ne!(first, derived_request_id(uuid::Uuid::new_v4(), &call, 0));
+    }
+
+    #[test]
     fn a_new_task_gets_a_request_id_and_its_bad_fields_named() {
         let t = NewTask {
             title: "x".into(),
@@ -984,14 +1020,15 @@ mod tests {
             repeat_every: None,
             request_id: None,
         };
-        let r = create_request(&t, "tasks[0]").unwrap();
-        assert!(uuid::Uuid::parse_str(&r.request_id).is_ok());
+        let derived = uuid::Uuid::new_v4();
+        let r = create_request(&t, "tasks[0]", derived).unwrap();
+        assert_eq!(r.request_id, derived.to_string());
         let bad = NewTask {
             due: Some("next tuesday".into()),
             ..t
         };
         assert_eq!(
-            create_request(&bad, "tasks[3]").unwrap_err().field,
+            create_request(&bad, "tasks[3]", derived).unwrap_err().field,
             "tasks[3].due"
         );
     }
