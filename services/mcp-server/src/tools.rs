@@ -519,6 +519,19 @@ impl TodoTools {
             })
     }
 
+    /// A tool call's arguments and caller, or the tool error that ends the call.
+    fn open<P>(
+        &self,
+        arguments: Result<P, BadArgument>,
+        ext: &Extensions,
+    ) -> Result<(P, Caller), ToolResult> {
+        let p = arguments.map_err(|bad| failed(&bad.into(), serde_json::json!({})))?;
+        let caller = self
+            .caller(ext)
+            .map_err(|f| failed(&f, serde_json::json!({})))?;
+        Ok((p, caller))
+    }
+
     fn request<T>(&self, caller: &Caller, msg: T) -> tonic::Request<T> {
         self.identity.request(caller, msg)
     }
@@ -535,13 +548,9 @@ impl TodoTools {
         CallId(call): CallId,
         ext: Extensions,
     ) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         if p.tasks.is_empty() {
             let f = BadArgument::new("tasks", "give at least one task").into();
@@ -601,13 +610,9 @@ impl TodoTools {
         Parameters(p): Parameters<ListTasks>,
         ext: Extensions,
     ) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = match list_request(&p) {
             Ok(r) => r,
@@ -647,13 +652,9 @@ impl TodoTools {
 
     #[tool(description = "Show one of your tasks by id.")]
     async fn get_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = GetTaskRequest { id: p.id };
         match self
@@ -682,13 +683,9 @@ impl TodoTools {
         Parameters(p): Parameters<UpdateTask>,
         ext: Extensions,
     ) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = match update_request(&p) {
             Ok(r) => r,
@@ -726,13 +723,9 @@ impl TodoTools {
         Parameters(p): Parameters<TaskIds>,
         ext: Extensions,
     ) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         if p.ids.is_empty() {
             let f = BadArgument::new("ids", "give at least one task id").into();
@@ -776,13 +769,9 @@ impl TodoTools {
 
     #[tool(description = "Mark a completed task open again.")]
     async fn reopen_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = ReopenTaskRequest {
             id: p.id,
@@ -807,13 +796,9 @@ impl TodoTools {
 
     #[tool(description = "Delete a task for good.")]
     async fn delete_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = DeleteTaskRequest {
             id: p.id.clone(),
@@ -844,13 +829,9 @@ impl TodoTools {
         Parameters(p): Parameters<TaskHistory>,
         ext: Extensions,
     ) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = ListTaskActivityRequest {
             task_id: p.id.trim().to_owned(),
@@ -897,13 +878,9 @@ impl TodoTools {
         Parameters(p): Parameters<ListNotifications>,
         ext: Extensions,
     ) -> ToolResult {
-        let p = match p {
-            Ok(p) => p,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        let caller = match self.caller(&ext) {
-            Ok(c) => c,
-            Err(f) => return failed(&f, serde_json::json!({})),
+        let (p, caller) = match self.open(p, &ext) {
+            Ok(opened) => opened,
+            Err(answer) => return answer,
         };
         let request = ListNotificationsRequest {
             page_size: page_size(p.page_size),
