@@ -153,7 +153,9 @@ async fn a_task_created_through_the_api_is_reminded_once_by_notification_service
         .await
         .unwrap();
     let listed = assistant
-        .call_tool(rmcp::model::CallToolRequestParams::new("list_notifications"))
+        .call_tool(rmcp::model::CallToolRequestParams::new(
+            "list_notifications",
+        ))
         .await
         .unwrap();
     assert_ne!(listed.is_error, Some(true), "{listed:?}");
