@@ -3,9 +3,11 @@
 //! database and sidecar) → the owner's history, on SQLite and on PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod stack;
+
 use std::time::Duration;
 
-use todo_harness::{Backend, Daprd, DaprdOptions, free_port, on_both_databases, unique};
+use todo_harness::{Backend, on_both_databases, unique};
 use todo_proto::todo::{
     audit::v1::{ListTaskActivityRequest, audit_service_client::AuditServiceClient},
     v1::{
@@ -13,8 +15,7 @@ use todo_proto::todo::{
         Task, UpdateTaskRequest, task_service_client::TaskServiceClient,
     },
 };
-use todo_service::cli::ServiceConfig;
-use todo_topology::{event_types, topics};
+use todo_topology::event_types;
 use tonic::Request;
 
 fn as_user<T>(user: &str, msg: T) -> Request<T> {
@@ -23,52 +24,29 @@ fn as_user<T>(user: &str, msg: T) -> Request<T> {
     r
 }
 
-/// A service's configuration for this test: dev identities, no metrics listener, its
-/// sidecar on `sidecar_port`, the run's topics.
-fn lookup(
-    database_url: String,
-    sidecar_port: u16,
-    prefix: String,
-) -> impl Fn(&str) -> Option<String> {
-    move |k| {
-        Some(match k {
-            "APP_ADDR" => "127.0.0.1:0".to_owned(),
-            "AUTH_MODE" => "dev".to_owned(),
-            "DATABASE_URL" => database_url.clone(),
-            "DAPR_GRPC_PORT" => sidecar_port.to_string(),
-            "METRICS_ADDR" => "off".to_owned(),
-            topics::PREFIX_VAR => prefix.clone(),
-            _ => return None,
-        })
-    }
-}
-
 async fn every_api_call_leaves_exactly_its_entries(backend: Backend) {
     todo_harness::ensure_kafka().await.unwrap();
     let prefix = unique("e2eaudit");
     let dir = tempfile::tempdir().unwrap();
 
-    let audit_port = free_port().unwrap();
     let audit_url = todo_harness::fresh_database(backend, &dir, "audit.db").await;
-    let audit = audit_service::build(
-        audit_service::Config::from_lookup(lookup(audit_url, audit_port, prefix.clone())).unwrap(),
+    let (audit, _audit_sidecar) = stack::start(
+        "audit-service",
+        &prefix,
+        &[("AUTH_MODE", "dev"), ("DATABASE_URL", &audit_url)],
+        audit_service::build,
+        |a: &audit_service::App| a.addr,
     )
-    .await
-    .unwrap();
-    let mut opts = DaprdOptions::new(unique("audit-service"), Some(audit.addr.port()));
-    opts.grpc_port = Some(audit_port);
-    let _audit_sidecar = Daprd::start(opts).await.unwrap();
-
-    let task_port = free_port().unwrap();
+    .await;
     let task_url = todo_harness::fresh_database(backend, &dir, "tasks.db").await;
-    let tasks = task_service::build(
-        task_service::Config::from_lookup(lookup(task_url, task_port, prefix)).unwrap(),
+    let (tasks, _task_sidecar) = stack::start(
+        "task-service",
+        &prefix,
+        &[("AUTH_MODE", "dev"), ("DATABASE_URL", &task_url)],
+        task_service::build,
+        |a: &task_service::App| a.addr,
     )
-    .await
-    .unwrap();
-    let mut opts = DaprdOptions::new(unique("task-service"), Some(tasks.addr.port()));
-    opts.grpc_port = Some(task_port);
-    let _task_sidecar = Daprd::start(opts).await.unwrap();
+    .await;
 
     let user = unique("alice");
     let mut api = TaskServiceClient::connect(format!("http://{}", tasks.addr))

@@ -6,6 +6,8 @@
 //! spawns the binary itself), and the MCP Inspector's CLI from the npm registry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod stack;
+
 use std::time::{Duration, Instant};
 
 use rmcp::{
@@ -17,10 +19,8 @@ use rmcp::{
     },
 };
 use serde_json::{Value, json};
-use todo_harness::{Daprd, DaprdOptions, free_port, unique};
+use todo_harness::{Daprd, unique};
 use todo_proto::todo::v1::{CreateTaskRequest, Task, task_service_client::TaskServiceClient};
-use todo_service::cli::ServiceConfig as _;
-use todo_topology::topics;
 
 const SECRET: &str = "mcp-e2e-secret-of-at-least-32-bytes!!";
 
@@ -64,69 +64,32 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}/tasks.db?mode=rwc", dir.path().display());
 
-        let rts_port = free_port().unwrap().to_string();
-        let rts = recurring_task_service::build(
-            recurring_task_service::Config::from_lookup(|k| {
-                Some(match k {
-                    "APP_ADDR" => "127.0.0.1:0".to_owned(),
-                    "DAPR_GRPC_PORT" => rts_port.clone(),
-                    "METRICS_ADDR" => "off".to_owned(),
-                    topics::PREFIX_VAR => prefix.clone(),
-                    _ => return None,
-                })
-            })
-            .unwrap(),
+        let (rts, rts_sidecar) = stack::start(
+            "rts",
+            &prefix,
+            &[],
+            recurring_task_service::build,
+            |a: &recurring_task_service::App| a.addr,
         )
-        .await
-        .unwrap();
-        let mut opts = DaprdOptions::new(unique("rts"), Some(rts.addr.port()));
-        opts.grpc_port = Some(rts_port.parse().unwrap());
-        let rts_sidecar = Daprd::start(opts).await.unwrap();
-
-        let audit_port = free_port().unwrap().to_string();
+        .await;
+        let jwt = [("AUTH_MODE", "jwt"), ("JWT_SECRET", SECRET)];
         let audit_url = format!("sqlite://{}/audit.db?mode=rwc", dir.path().display());
-        let audit = audit_service::build(
-            audit_service::Config::from_lookup(|k| {
-                Some(match k {
-                    "APP_ADDR" => "127.0.0.1:0".to_owned(),
-                    "AUTH_MODE" => "jwt".to_owned(),
-                    "JWT_SECRET" => SECRET.to_owned(),
-                    "DATABASE_URL" => audit_url.clone(),
-                    "DAPR_GRPC_PORT" => audit_port.clone(),
-                    "METRICS_ADDR" => "off".to_owned(),
-                    topics::PREFIX_VAR => prefix.clone(),
-                    _ => return None,
-                })
-            })
-            .unwrap(),
+        let (audit, audit_sidecar) = stack::start(
+            "audit",
+            &prefix,
+            &[jwt[0], jwt[1], ("DATABASE_URL", &audit_url)],
+            audit_service::build,
+            |a: &audit_service::App| a.addr,
         )
-        .await
-        .unwrap();
-        let mut opts = DaprdOptions::new(unique("audit"), Some(audit.addr.port()));
-        opts.grpc_port = Some(audit_port.parse().unwrap());
-        let audit_sidecar = Daprd::start(opts).await.unwrap();
-
-        let ts_port = free_port().unwrap().to_string();
-        let tasks = task_service::build(
-            task_service::Config::from_lookup(|k| {
-                Some(match k {
-                    "APP_ADDR" => "127.0.0.1:0".to_owned(),
-                    "AUTH_MODE" => "jwt".to_owned(),
-                    "JWT_SECRET" => SECRET.to_owned(),
-                    "DATABASE_URL" => database_url.clone(),
-                    "DAPR_GRPC_PORT" => ts_port.clone(),
-                    "METRICS_ADDR" => "off".to_owned(),
-                    topics::PREFIX_VAR => prefix.clone(),
-                    _ => return None,
-                })
-            })
-            .unwrap(),
+        .await;
+        let (tasks, ts_sidecar) = stack::start(
+            "ts",
+            &prefix,
+            &[jwt[0], jwt[1], ("DATABASE_URL", &database_url)],
+            task_service::build,
+            |a: &task_service::App| a.addr,
         )
-        .await
-        .unwrap();
-        let mut opts = DaprdOptions::new(unique("ts"), Some(tasks.addr.port()));
-        opts.grpc_port = Some(ts_port.parse().unwrap());
-        let ts_sidecar = Daprd::start(opts).await.unwrap();
+        .await;
         Self {
             task_service: tasks.addr,
             audit_service: audit.addr,

@@ -139,9 +139,11 @@ impl Ingest {
         if entries.is_empty() {
             return outcomes;
         }
-        match self.write(&entries).await {
+        // One entry per stored index.
+        let n = stored.len() as u64;
+        match self.write(entries).await {
             Ok(inserted) => {
-                let duplicates = entries.len() as u64 - inserted.min(entries.len() as u64);
+                let duplicates = n - inserted.min(n);
                 self.stats.recorded.fetch_add(inserted, Ordering::Relaxed);
                 self.stats
                     .duplicates
@@ -150,10 +152,8 @@ impl Ingest {
                 metrics::counter!("audit_duplicates_skipped_total").increment(duplicates);
             }
             Err(e) => {
-                tracing::warn!(error = %e, entries = entries.len(), "audit: batch not written, retrying it");
-                self.stats
-                    .retried
-                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, entries = n, "audit: batch not written, retrying it");
+                self.stats.retried.fetch_add(n, Ordering::Relaxed);
                 for i in stored {
                     outcomes[i] = Outcome::Retry;
                 }
@@ -163,21 +163,21 @@ impl Ingest {
     }
 
     /// Writes the entries in one transaction; returns how many were new.
-    async fn write(&self, entries: &[NewEntry]) -> Result<u64, DbErr> {
-        let now = Utc::now();
-        let recorded_at = now.timestamp_micros();
-        let models = entries.iter().map(|e| entry::ActiveModel {
+    async fn write(&self, entries: Vec<NewEntry>) -> Result<u64, DbErr> {
+        let recorded_at = Utc::now().timestamp_micros();
+        let occurred: Vec<i64> = entries.iter().map(|e| e.occurred_at).collect();
+        let models = entries.into_iter().map(|e| entry::ActiveModel {
             seq: NotSet,
-            event_id: Set(e.event_id.clone()),
-            event_type: Set(e.event_type.clone()),
-            task_id: Set(e.task_id.clone()),
-            user_id: Set(e.user_id.clone()),
+            event_id: Set(e.event_id),
+            event_type: Set(e.event_type),
+            task_id: Set(e.task_id),
+            user_id: Set(e.user_id),
             occurred_at: Set(e.occurred_at),
             recorded_at: Set(recorded_at),
-            actor: Set(e.actor.clone()),
-            trace_id: Set(e.trace_id.clone()),
-            cloud_event_id: Set(e.cloud_event_id.clone()),
-            payload: Set(e.payload.clone()),
+            actor: Set(e.actor),
+            trace_id: Set(e.trace_id),
+            cloud_event_id: Set(e.cloud_event_id),
+            payload: Set(e.payload),
         });
         let txn = self.writer.begin().await?;
         let inserted = entry::Entity::insert_many(models)
@@ -191,8 +191,8 @@ impl Ingest {
         };
         // Lag: from the change to its entry being committed, for each entry of the batch.
         let committed = Utc::now().timestamp_micros();
-        for e in entries {
-            let lag = (committed - e.occurred_at).max(0) as f64 / 1e6;
+        for at in occurred {
+            let lag = (committed - at).max(0) as f64 / 1e6;
             metrics::histogram!("audit_lag_seconds").record(lag);
         }
         Ok(inserted)

@@ -271,13 +271,7 @@ impl Subscriptions {
                 Resolved::Answered(outcome) => outcomes[i] = outcome,
                 Resolved::To(at) => match &self.routes[at].handler {
                     Handler::One(handler) => {
-                        let span = tracing::info_span!(
-                            "event",
-                            topic = %event.topic,
-                            event_type = %event.event_type,
-                            event_id = %event.id,
-                            traceparent = event.traceparent.as_deref().unwrap_or(""),
-                        );
+                        let span = event.span();
                         outcomes[i] = caught(handler(event), Outcome::Drop).instrument(span).await;
                     }
                     Handler::Batch(_) => {
@@ -419,6 +413,18 @@ async fn caught<T>(fut: impl Future<Output = T>, on_panic: T) -> T {
 }
 
 impl RawEvent {
+    /// The span an event is handled in (its `outcome` recorded when known).
+    pub(crate) fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "event",
+            topic = %self.topic,
+            event_type = %self.event_type,
+            event_id = %self.id,
+            traceparent = self.traceparent.as_deref().unwrap_or(""),
+            outcome = tracing::field::Empty,
+        )
+    }
+
     fn into_bytes_event(self) -> Event<Vec<u8>> {
         Event {
             message: self.data.clone(),

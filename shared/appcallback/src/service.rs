@@ -89,14 +89,7 @@ impl AppCallbackService {
     }
 
     async fn handle(&self, raw: RawEvent) -> Outcome {
-        let span = tracing::info_span!(
-            "event",
-            topic = %raw.topic,
-            event_type = %raw.event_type,
-            event_id = %raw.id,
-            traceparent = raw.traceparent.as_deref().unwrap_or(""),
-            outcome = tracing::field::Empty,
-        );
+        let span = raw.span();
         let subs = self.subscriptions.clone();
         let topic = raw.topic.clone();
         async move {

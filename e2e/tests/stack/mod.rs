@@ -1,0 +1,53 @@
+//! What the end-to-end tests share: a service built by the function its `main` calls, from
+//! the run's variables, with a sidecar of its own.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{fmt::Debug, future::Future, net::SocketAddr};
+
+use todo_harness::{Daprd, DaprdOptions, free_port, unique};
+use todo_service::cli::ServiceConfig;
+use todo_topology::topics;
+
+/// The variables of a service in a run: any free port, no metrics listener, its sidecar's
+/// gRPC port, the run's topic prefix; `own` adds to them or overrides them.
+pub fn vars(
+    sidecar_port: u16,
+    prefix: &str,
+    own: &[(&str, &str)],
+) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut all: Vec<(String, String)> = vec![
+        ("APP_ADDR".into(), "127.0.0.1:0".into()),
+        ("METRICS_ADDR".into(), "off".into()),
+        ("DAPR_GRPC_PORT".into(), sidecar_port.to_string()),
+        (topics::PREFIX_VAR.into(), prefix.to_owned()),
+    ];
+    all.extend(own.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    move |k| {
+        all.iter()
+            .rev()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Reads `C` from [`vars`], builds the service with `build`, then starts its sidecar (app
+/// id `<app_id_prefix>-<hex>`) for the app at `addr(&app)`.
+pub async fn start<C, A, E, Fut>(
+    app_id_prefix: &str,
+    prefix: &str,
+    own: &[(&str, &str)],
+    build: impl FnOnce(C) -> Fut,
+    addr: impl Fn(&A) -> SocketAddr,
+) -> (A, Daprd)
+where
+    C: ServiceConfig,
+    E: Debug,
+    Fut: Future<Output = Result<A, E>>,
+{
+    let port = free_port().unwrap();
+    let config = C::from_lookup(vars(port, prefix, own)).unwrap();
+    let app = build(config).await.unwrap();
+    let mut opts = DaprdOptions::new(unique(app_id_prefix), Some(addr(&app).port()));
+    opts.grpc_port = Some(port);
+    (app, Daprd::start(opts).await.unwrap())
+}
