@@ -91,6 +91,9 @@ files=(); for o in "${overlays[@]}"; do files+=("$out/$o.yaml"); done
   -schema-location "$SCHEMAS/crds/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json" \
   "${files[@]}" || die "kubeconform found invalid manifests (above); a missing schema: add the kind to scripts/k8s-schemas.sh"
 
+say "Grafana dashboard and Prometheus rules: parse, datasources, queries, every metric named exists"
+python3 scripts/k8s-monitoring-check.py "${files[@]}" || die "a dashboard or alert is broken (above)"
+
 say "Dapr Component metadata names (components-contrib $(sed -n 's/^COMPONENTS_CONTRIB=//p' "$SCHEMAS/VERSIONS"))"
 python3 - "$SCHEMAS/dapr-metadata" "${files[@]}" --warn-only dapr-components/*.yaml <<'PY' \
   || die "a Dapr Component sets metadata its component does not read (above)"

@@ -89,7 +89,14 @@ impl Reminders {
                 return stats.dropped.count(Outcome::Drop);
             }
         };
-        match self.log.deliver_once(&n, self.channel.as_ref()).await {
+        let delivered = self.log.deliver_once(&n, self.channel.as_ref()).await;
+        if let Ok(Once::Delivered | Once::DeliveredTakenOver | Once::DeliveredUnrecorded(_)) =
+            &delivered
+        {
+            // From the reminder's moment to its delivery: the lateness users feel.
+            metrics::histogram!("reminder_lateness_seconds").record(n.lateness().as_secs_f64());
+        }
+        match delivered {
             Ok(Once::Delivered) => {
                 tracing::debug!(lateness_ms = n.lateness_ms, channel = %n.channel, "reminder delivered");
                 stats.delivered.count(Outcome::Success)
