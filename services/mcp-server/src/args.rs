@@ -8,12 +8,14 @@ use rmcp::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::words::BadArgument;
+use crate::{failure::ToolFailure, identity::Caller, tools::TodoTools, words::BadArgument};
 
-/// A tool's typed arguments, or which of them is wrong. Named `Parameters` like rmcp's
-/// wrapper, because the `#[tool]` macro finds a tool's input schema (`P`'s) by that name.
+/// A tool call's typed arguments and its caller, or why the call cannot go on (an argument
+/// is wrong, or the call has no identity): read before the tool runs, so that every tool
+/// opens with `let (p, caller) = opened?;`. Named `Parameters` like rmcp's wrapper, because
+/// the `#[tool]` macro finds a tool's input schema (`P`'s) by that name.
 #[derive(Debug)]
-pub struct Parameters<P>(pub Result<P, BadArgument>);
+pub struct Parameters<P>(pub Result<(P, Caller), ToolFailure>);
 
 impl<P: JsonSchema> JsonSchema for Parameters<P> {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -25,10 +27,20 @@ impl<P: JsonSchema> JsonSchema for Parameters<P> {
     }
 }
 
-impl<S, P: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Parameters<P> {
-    fn from_context_part(context: &mut ToolCallContext<S>) -> Result<Self, rmcp::ErrorData> {
+impl<P: DeserializeOwned> FromContextPart<ToolCallContext<'_, TodoTools>> for Parameters<P> {
+    fn from_context_part(
+        context: &mut ToolCallContext<TodoTools>,
+    ) -> Result<Self, rmcp::ErrorData> {
         let arguments = serde_json::Value::Object(context.arguments.take().unwrap_or_default());
-        Ok(Self(read(arguments)))
+        // The arguments first: a wrong one is named even when the identity is missing too.
+        let opened = read(arguments).map_err(ToolFailure::from).and_then(|p| {
+            let parts = context
+                .request_context
+                .extensions
+                .get::<http::request::Parts>();
+            Ok((p, context.service.caller(parts)?))
+        });
+        Ok(Self(opened))
     }
 }
 

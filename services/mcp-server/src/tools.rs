@@ -7,8 +7,7 @@ use rmcp::{
     ServerHandler,
     handler::server::{common::RequestId as CallId, router::tool::ToolRouter},
     model::{
-        CallToolResult, ContentBlock, Extensions, Implementation, RequestId, ServerCapabilities,
-        ServerConfig,
+        CallToolResult, ContentBlock, Implementation, RequestId, ServerCapabilities, ServerConfig,
     },
     schemars::{self, JsonSchema},
     tool, tool_handler, tool_router,
@@ -74,7 +73,7 @@ macro_rules! with_task_fields {
 
 with_task_fields! {
     /// One task to create.
-    #[derive(Debug, Clone, Deserialize, JsonSchema)]
+    #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
     pub struct NewTask {
         /// What to do (1..500 characters).
         pub title: String,
@@ -95,30 +94,23 @@ pub struct AddTasks {
 
 /// Arguments of list_tasks.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct ListTasks {
     /// open, completed or all (default all).
-    #[serde(default)]
     pub status: Option<String>,
     /// Only tasks with this tag.
-    #[serde(default)]
     pub tag: Option<String>,
     /// Only tasks of this priority: low, medium, high, urgent.
-    #[serde(default)]
     pub priority: Option<String>,
     /// Only tasks due at or after this time (RFC 3339).
-    #[serde(default)]
     pub due_after: Option<String>,
     /// Only tasks due before this time (RFC 3339).
-    #[serde(default)]
     pub due_before: Option<String>,
     /// create_time (default), due_time or priority, optionally followed by " desc".
-    #[serde(default)]
     pub order_by: Option<String>,
     /// At most this many tasks (default 50, max 1000).
-    #[serde(default)]
     pub page_size: Option<u32>,
     /// next_page_token of the previous call, for the next page (same filters).
-    #[serde(default)]
     pub page_token: Option<String>,
 }
 
@@ -138,7 +130,7 @@ pub struct TaskIds {
 
 with_task_fields! {
     /// Arguments of update_task: only the fields given change.
-    #[derive(Debug, Clone, Deserialize, JsonSchema)]
+    #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
     pub struct UpdateTask {
         /// The task's id.
         pub id: String,
@@ -315,7 +307,9 @@ pub struct TodoTools {
     tool_router: ToolRouter<Self>,
 }
 
-type ToolResult = Result<CallToolResult, rmcp::ErrorData>;
+/// A tool's result. `Err` is the tool error (not a protocol error: rmcp answers it as a
+/// result marked `isError`), so `?` ends a call with it.
+type ToolResult = Result<CallToolResult, CallToolResult>;
 
 /// A successful result: `value` as structured content, `summary` as its text.
 fn done(summary: String, value: serde_json::Value) -> ToolResult {
@@ -324,9 +318,8 @@ fn done(summary: String, value: serde_json::Value) -> ToolResult {
     Ok(r)
 }
 
-/// A tool error (not a protocol error): the model reads `failure`, and `value` says what
-/// was done before it.
-fn failed(failure: &ToolFailure, value: serde_json::Value) -> ToolResult {
+/// A tool error: the model reads `failure`, and `value` says what was done before it.
+fn failed(failure: &ToolFailure, value: serde_json::Value) -> CallToolResult {
     let mut r = CallToolResult::error(vec![ContentBlock::text(failure.to_string())]);
     let mut value = value;
     if let (serde_json::Value::Object(map), ToolFailure::Bad(bad)) = (&mut value, failure) {
@@ -336,7 +329,47 @@ fn failed(failure: &ToolFailure, value: serde_json::Value) -> ToolResult {
         map.insert("error".into(), failure.to_string().into());
     }
     r.structured_content = Some(value);
-    Ok(r)
+    r
+}
+
+/// A failure before anything was done: the tool error with nothing else to report.
+impl From<ToolFailure> for CallToolResult {
+    fn from(failure: ToolFailure) -> Self {
+        failed(&failure, serde_json::json!({}))
+    }
+}
+
+impl From<BadArgument> for CallToolResult {
+    fn from(bad: BadArgument) -> Self {
+        ToolFailure::from(bad).into()
+    }
+}
+
+/// The service's answer to `call`, or the failure naming the argument under `at` (see
+/// [`from_status`]).
+async fn reply<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    at: &str,
+) -> Result<T, ToolFailure> {
+    call.await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| from_status(&status, at))
+}
+
+/// A successful result of one task: `summary`, and the task as `task`.
+fn task_done(summary: String, t: &Task) -> ToolResult {
+    done(summary, serde_json::json!({ "task": TaskView::from(t) }))
+}
+
+/// An optional word argument read by `parse`, or the default when it is absent.
+fn opt_word<T: Default>(
+    field: &str,
+    word: Option<&str>,
+    parse: impl Fn(&str, &str) -> Result<T, BadArgument>,
+) -> Result<T, BadArgument> {
+    word.map(|w| parse(field, w))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 fn opt_zone(field: &str, tz: &Option<String>) -> Result<Option<chrono_tz::Tz>, BadArgument> {
@@ -369,12 +402,7 @@ fn create_request(
         .as_deref()
         .map(|d| words::instant(&f("due"), d, zone))
         .transpose()?;
-    let priority = t
-        .priority
-        .as_deref()
-        .map(|p| words::priority(&f("priority"), p))
-        .transpose()?
-        .unwrap_or_default();
+    let priority = opt_word(&f("priority"), t.priority.as_deref(), words::priority)?;
     let recurrence = t
         .repeat
         .as_deref()
@@ -419,19 +447,9 @@ fn list_request(p: &ListTasks) -> Result<ListTasksRequest, BadArgument> {
             None => 0,
         },
         page_token: p.page_token.clone().unwrap_or_default(),
-        status: p
-            .status
-            .as_deref()
-            .map(|s| words::status("status", s))
-            .transpose()?
-            .unwrap_or_default() as i32,
+        status: opt_word("status", p.status.as_deref(), words::status)? as i32,
         tag: p.tag.clone().unwrap_or_default(),
-        priority: p
-            .priority
-            .as_deref()
-            .map(|s| words::priority("priority", s))
-            .transpose()?
-            .unwrap_or_default() as i32,
+        priority: opt_word("priority", p.priority.as_deref(), words::priority)? as i32,
         due_after: when("due_after", &p.due_after)?,
         due_before: when("due_before", &p.due_before)?,
         order_by: p.order_by.clone().unwrap_or_default(),
@@ -508,28 +526,16 @@ impl TodoTools {
         }
     }
 
-    /// The caller of this tool call, or the reason there is none.
-    fn caller(&self, ext: &Extensions) -> Result<Caller, ToolFailure> {
-        self.identity
-            .caller(ext.get::<http::request::Parts>())
-            .ok_or_else(|| {
-                ToolFailure::Refused(
-                    "no identity: send an Authorization: Bearer <JWT> header".to_owned(),
-                )
-            })
-    }
-
-    /// A tool call's arguments and caller, or the tool error that ends the call.
-    fn open<P>(
+    /// The caller of a tool call whose HTTP head is `parts`, or the reason there is none.
+    pub(crate) fn caller(
         &self,
-        arguments: Result<P, BadArgument>,
-        ext: &Extensions,
-    ) -> Result<(P, Caller), ToolResult> {
-        let p = arguments.map_err(|bad| failed(&bad.into(), serde_json::json!({})))?;
-        let caller = self
-            .caller(ext)
-            .map_err(|f| failed(&f, serde_json::json!({})))?;
-        Ok((p, caller))
+        parts: Option<&http::request::Parts>,
+    ) -> Result<Caller, ToolFailure> {
+        self.identity.caller(parts).ok_or_else(|| {
+            ToolFailure::Refused(
+                "no identity: send an Authorization: Bearer <JWT> header".to_owned(),
+            )
+        })
     }
 
     fn request<T>(&self, caller: &Caller, msg: T) -> tonic::Request<T> {
@@ -544,17 +550,12 @@ impl TodoTools {
     )]
     async fn add_task(
         &self,
-        Parameters(p): Parameters<AddTasks>,
+        Parameters(opened): Parameters<AddTasks>,
         CallId(call): CallId,
-        ext: Extensions,
     ) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
+        let (p, caller) = opened?;
         if p.tasks.is_empty() {
-            let f = BadArgument::new("tasks", "give at least one task").into();
-            return failed(&f, serde_json::json!({}));
+            return Err(BadArgument::new("tasks", "give at least one task").into());
         }
         // Every task is checked before any is created, so a typo creates nothing.
         let mut requests = Vec::with_capacity(p.tasks.len());
@@ -562,7 +563,7 @@ impl TodoTools {
             let derived = derived_request_id(self.session, &call, i);
             match create_request(t, &format!("tasks[{i}]"), derived) {
                 Ok(r) => requests.push(r),
-                Err(bad) => return failed(&bad.into(), serde_json::json!({ "created": [] })),
+                Err(bad) => return Err(failed(&bad.into(), serde_json::json!({ "created": [] }))),
             }
         }
         let mut created = Vec::new();
@@ -574,10 +575,10 @@ impl TodoTools {
                 Err(status) => {
                     let views: Vec<TaskView> = created.iter().map(|(t, _)| t.into()).collect();
                     let ids: Vec<&String> = created.iter().map(|(_, id)| id).collect();
-                    return failed(
+                    return Err(failed(
                         &from_status(&status, &format!("tasks[{i}]")),
                         serde_json::json!({ "created": views, "request_ids": ids }),
-                    );
+                    ));
                 }
             }
         }
@@ -605,131 +606,60 @@ impl TodoTools {
                        status (open/completed/all), tag, priority, due_after/due_before (RFC \
                        3339). Pass next_page_token back as page_token for more."
     )]
-    async fn list_tasks(
-        &self,
-        Parameters(p): Parameters<ListTasks>,
-        ext: Extensions,
-    ) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
-        let request = match list_request(&p) {
-            Ok(r) => r,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        match self
-            .client
-            .clone()
-            .list_tasks(self.request(&caller, request))
-            .await
-        {
-            Ok(r) => {
-                let r = r.into_inner();
-                let views: Vec<TaskView> = r.tasks.iter().map(TaskView::from).collect();
-                let mut summary = format!("{} task(s)", views.len());
-                if !r.tasks.is_empty() {
-                    summary.push_str(": ");
-                    summary.push_str(
-                        &r.tasks
-                            .iter()
-                            .map(words::line)
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    );
-                }
-                if !r.next_page_token.is_empty() {
-                    summary.push_str(" (more: pass next_page_token)");
-                }
-                done(
-                    summary,
-                    serde_json::json!({ "tasks": views, "next_page_token": r.next_page_token }),
-                )
-            }
-            Err(status) => failed(&from_status(&status, ""), serde_json::json!({})),
+    async fn list_tasks(&self, Parameters(opened): Parameters<ListTasks>) -> ToolResult {
+        let (p, caller) = opened?;
+        let request = self.request(&caller, list_request(&p)?);
+        let r = reply(self.client.clone().list_tasks(request), "").await?;
+        let views: Vec<TaskView> = r.tasks.iter().map(TaskView::from).collect();
+        let mut summary = format!("{} task(s)", views.len());
+        if !r.tasks.is_empty() {
+            summary.push_str(": ");
+            summary.push_str(
+                &r.tasks
+                    .iter()
+                    .map(words::line)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
         }
+        if !r.next_page_token.is_empty() {
+            summary.push_str(" (more: pass next_page_token)");
+        }
+        done(
+            summary,
+            serde_json::json!({ "tasks": views, "next_page_token": r.next_page_token }),
+        )
     }
 
     #[tool(description = "Show one of your tasks by id.")]
-    async fn get_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
-        let request = GetTaskRequest { id: p.id };
-        match self
-            .client
-            .clone()
-            .get_task(self.request(&caller, request))
-            .await
-        {
-            Ok(t) => {
-                let t = t.into_inner();
-                done(
-                    words::line(&t),
-                    serde_json::json!({ "task": TaskView::from(&t) }),
-                )
-            }
-            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
-        }
+    async fn get_task(&self, Parameters(opened): Parameters<TaskId>) -> ToolResult {
+        let (p, caller) = opened?;
+        let request = self.request(&caller, GetTaskRequest { id: p.id });
+        let t = reply(self.client.clone().get_task(request), "id").await?;
+        task_done(words::line(&t), &t)
     }
 
     #[tool(
         description = "Change a task: only the fields given change (title, description, \
                        priority, tags, due, time_zone, repeat). An empty due or repeat removes it."
     )]
-    async fn update_task(
-        &self,
-        Parameters(p): Parameters<UpdateTask>,
-        ext: Extensions,
-    ) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
-        let request = match update_request(&p) {
-            Ok(r) => r,
-            Err(bad) => return failed(&bad.into(), serde_json::json!({})),
-        };
-        match self
-            .client
-            .clone()
-            .update_task(self.request(&caller, request))
-            .await
-        {
-            Ok(t) => {
-                let t = t.into_inner();
-                done(
-                    format!("Updated {}", words::line(&t)),
-                    serde_json::json!({ "task": TaskView::from(&t) }),
-                )
-            }
-            Err(status) => {
-                let f = match status.code() {
-                    tonic::Code::NotFound => from_status(&status, "id"),
-                    _ => from_status(&status, ""),
-                };
-                failed(&f, serde_json::json!({}))
-            }
-        }
+    async fn update_task(&self, Parameters(opened): Parameters<UpdateTask>) -> ToolResult {
+        let (p, caller) = opened?;
+        let request = self.request(&caller, update_request(&p)?);
+        // No item path: a field violation names the argument itself (title, not id.title),
+        // and NOT_FOUND says "id" all the same.
+        let t = reply(self.client.clone().update_task(request), "").await?;
+        task_done(format!("Updated {}", words::line(&t)), &t)
     }
 
     #[tool(
         description = "Mark one or more tasks done. A repeating task's next occurrence is then \
                        created by the system (it shows up in list_tasks shortly after)."
     )]
-    async fn complete_task(
-        &self,
-        Parameters(p): Parameters<TaskIds>,
-        ext: Extensions,
-    ) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
+    async fn complete_task(&self, Parameters(opened): Parameters<TaskIds>) -> ToolResult {
+        let (p, caller) = opened?;
         if p.ids.is_empty() {
-            let f = BadArgument::new("ids", "give at least one task id").into();
-            return failed(&f, serde_json::json!({}));
+            return Err(BadArgument::new("ids", "give at least one task id").into());
         }
         let mut completed = Vec::new();
         let mut failures = BTreeMap::new();
@@ -752,7 +682,7 @@ impl TodoTools {
         let views: Vec<TaskView> = completed.iter().map(TaskView::from).collect();
         let value = serde_json::json!({ "completed": views, "failed": failures });
         match first_failure {
-            Some(f) => failed(&f, value),
+            Some(f) => Err(failed(&f, value)),
             None => {
                 let summary = format!(
                     "Completed {}",
@@ -768,54 +698,30 @@ impl TodoTools {
     }
 
     #[tool(description = "Mark a completed task open again.")]
-    async fn reopen_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
+    async fn reopen_task(&self, Parameters(opened): Parameters<TaskId>) -> ToolResult {
+        let (p, caller) = opened?;
         let request = ReopenTaskRequest {
             id: p.id,
             etag: String::new(),
         };
-        match self
-            .client
-            .clone()
-            .reopen_task(self.request(&caller, request))
-            .await
-        {
-            Ok(t) => {
-                let t = t.into_inner();
-                done(
-                    format!("Reopened {}", words::line(&t)),
-                    serde_json::json!({ "task": TaskView::from(&t) }),
-                )
-            }
-            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
-        }
+        let request = self.request(&caller, request);
+        let t = reply(self.client.clone().reopen_task(request), "id").await?;
+        task_done(format!("Reopened {}", words::line(&t)), &t)
     }
 
     #[tool(description = "Delete a task for good.")]
-    async fn delete_task(&self, Parameters(p): Parameters<TaskId>, ext: Extensions) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
+    async fn delete_task(&self, Parameters(opened): Parameters<TaskId>) -> ToolResult {
+        let (p, caller) = opened?;
         let request = DeleteTaskRequest {
             id: p.id.clone(),
             etag: String::new(),
         };
-        match self
-            .client
-            .clone()
-            .delete_task(self.request(&caller, request))
-            .await
-        {
-            Ok(_) => done(
-                format!("Deleted task {}", p.id),
-                serde_json::json!({ "deleted": p.id }),
-            ),
-            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
-        }
+        let request = self.request(&caller, request);
+        reply(self.client.clone().delete_task(request), "id").await?;
+        done(
+            format!("Deleted task {}", p.id),
+            serde_json::json!({ "deleted": p.id }),
+        )
     }
 
     #[tool(
@@ -824,49 +730,33 @@ impl TodoTools {
                        reminders scheduled/due/cancelled, deleted; also after deletion. From \
                        audit-service."
     )]
-    async fn task_history(
-        &self,
-        Parameters(p): Parameters<TaskHistory>,
-        ext: Extensions,
-    ) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
+    async fn task_history(&self, Parameters(opened): Parameters<TaskHistory>) -> ToolResult {
+        let (p, caller) = opened?;
         let request = ListTaskActivityRequest {
             task_id: p.id.trim().to_owned(),
             page_size: page_size(p.page_size),
             page_token: p.page_token.unwrap_or_default(),
         };
-        let answer = self
-            .audit
-            .clone()
-            .list_task_activity(self.identity.request_direct(&caller, request))
-            .await;
-        match answer {
-            Ok(page) => {
-                let page = page.into_inner();
-                let entries: Vec<HistoryView> = page.entries.iter().map(Into::into).collect();
-                let summary = format!(
-                    "{} entries of task {}: {}",
-                    entries.len(),
-                    p.id.trim(),
-                    entries
-                        .iter()
-                        .map(|e| e.event.trim_start_matches("todo.").trim_end_matches(".v1"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                done(
-                    summary,
-                    serde_json::json!({
-                        "entries": entries,
-                        "next_page_token": page.next_page_token,
-                    }),
-                )
-            }
-            Err(status) => failed(&from_status(&status, "id"), serde_json::json!({})),
-        }
+        let request = self.identity.request_direct(&caller, request);
+        let page = reply(self.audit.clone().list_task_activity(request), "id").await?;
+        let entries: Vec<HistoryView> = page.entries.iter().map(Into::into).collect();
+        let summary = format!(
+            "{} entries of task {}: {}",
+            entries.len(),
+            p.id.trim(),
+            entries
+                .iter()
+                .map(|e| e.event.trim_start_matches("todo.").trim_end_matches(".v1"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        done(
+            summary,
+            serde_json::json!({
+                "entries": entries,
+                "next_page_token": page.next_page_token,
+            }),
+        )
     }
 
     #[tool(
@@ -875,46 +765,33 @@ impl TodoTools {
     )]
     async fn list_notifications(
         &self,
-        Parameters(p): Parameters<ListNotifications>,
-        ext: Extensions,
+        Parameters(opened): Parameters<ListNotifications>,
     ) -> ToolResult {
-        let (p, caller) = match self.open(p, &ext) {
-            Ok(opened) => opened,
-            Err(answer) => return answer,
-        };
+        let (p, caller) = opened?;
         let request = ListNotificationsRequest {
             page_size: page_size(p.page_size),
             page_token: p.page_token.unwrap_or_default(),
         };
-        let answer = self
-            .notifications
-            .clone()
-            .list_notifications(self.identity.request_direct(&caller, request))
-            .await;
-        match answer {
-            Ok(page) => {
-                let page = page.into_inner();
-                let list: Vec<NotificationView> =
-                    page.notifications.iter().map(Into::into).collect();
-                let summary = match list.first() {
-                    None => "No notifications".to_owned(),
-                    Some(n) => format!(
-                        "{} notifications; latest: {:?} at {}",
-                        list.len(),
-                        n.task_title,
-                        n.delivered_at
-                    ),
-                };
-                done(
-                    summary,
-                    serde_json::json!({
-                        "notifications": list,
-                        "next_page_token": page.next_page_token,
-                    }),
-                )
-            }
-            Err(status) => failed(&from_status(&status, "page_token"), serde_json::json!({})),
-        }
+        let request = self.identity.request_direct(&caller, request);
+        let mut client = self.notifications.clone();
+        let page = reply(client.list_notifications(request), "page_token").await?;
+        let list: Vec<NotificationView> = page.notifications.iter().map(Into::into).collect();
+        let summary = match list.first() {
+            None => "No notifications".to_owned(),
+            Some(n) => format!(
+                "{} notifications; latest: {:?} at {}",
+                list.len(),
+                n.task_title,
+                n.delivered_at
+            ),
+        };
+        done(
+            summary,
+            serde_json::json!({
+                "notifications": list,
+                "next_page_token": page.next_page_token,
+            }),
+        )
     }
 }
 
@@ -941,14 +818,9 @@ mod tests {
     fn update_sends_only_the_fields_given() {
         let r = update_request(&UpdateTask {
             id: "t1".into(),
-            title: None,
-            description: None,
             priority: Some("high".into()),
-            tags: None,
             due: Some(String::new()),
-            time_zone: None,
-            repeat: None,
-            repeat_every: None,
+            ..UpdateTask::default()
         })
         .unwrap();
         assert_eq!(r.update_mask.unwrap().paths, ["priority", "due_time"]);
@@ -960,14 +832,7 @@ mod tests {
     fn an_update_of_nothing_is_refused() {
         let e = update_request(&UpdateTask {
             id: "t1".into(),
-            title: None,
-            description: None,
-            priority: None,
-            tags: None,
-            due: None,
-            time_zone: None,
-            repeat: None,
-            repeat_every: None,
+            ..UpdateTask::default()
         })
         .unwrap_err();
         assert_eq!(e.field, "id");
@@ -988,14 +853,7 @@ mod tests {
     fn a_new_task_gets_a_request_id_and_its_bad_fields_named() {
         let t = NewTask {
             title: "x".into(),
-            description: None,
-            priority: None,
-            tags: None,
-            due: None,
-            time_zone: None,
-            repeat: None,
-            repeat_every: None,
-            request_id: None,
+            ..NewTask::default()
         };
         let derived = uuid::Uuid::new_v4();
         let r = create_request(&t, "tasks[0]", derived).unwrap();
