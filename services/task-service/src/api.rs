@@ -1,7 +1,7 @@
 //! The `todo.v1.TaskService` gRPC handlers: decode, authorise, validate, persist, map.
 
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, DbErr, SqlErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlErr, TransactionTrait};
 use todo_proto::todo::events::v1::TaskEventKind;
 use todo_proto::todo::v1::{
     CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
@@ -53,15 +53,23 @@ impl TaskApi {
         }
     }
 
-    fn events(
+    /// Writes the events of a change the caller made to their task (inside its transaction).
+    async fn record<C: ConnectionTrait>(
         &self,
+        txn: &C,
         kind: TaskEventKind,
         task: &Task,
-        changed: Vec<String>,
-    ) -> Vec<events::PendingEvent> {
-        // Every API change is made by the task's owner: the caller.
-        let actor = todo_topology::actors::user(&task.user_id);
-        events::task_changed(&self.topics, kind, task, changed, actor, Utc::now())
+        changed_fields: Vec<String>,
+    ) -> Result<(), DbErr> {
+        let change = events::Change {
+            kind,
+            task,
+            changed_fields,
+            // Every API change is made by the task's owner: the caller.
+            actor: todo_topology::actors::user(&task.user_id),
+            user_seq: 0,
+        };
+        outbox::write_change(txn, &self.topics, change).await
     }
 
     async fn load(&self, user: &str, id: Uuid) -> Result<task::Model, TaskError> {
@@ -113,7 +121,7 @@ impl TaskApi {
         if !tasks::update_if(&txn, &next, row.version, false).await? {
             return Err(TaskError::Conflict);
         }
-        outbox::write(&txn, self.events(kind, &snapshot, vec![])).await?;
+        self.record(&txn, kind, &snapshot, vec![]).await?;
         let why = if to == TaskStatus::Completed {
             "task completed"
         } else {
@@ -253,7 +261,8 @@ impl TaskService for TaskApi {
         let result: Result<bool, DbErr> = async {
             let txn = self.writer.begin().await?;
             tasks::insert(&txn, &row).await?;
-            outbox::write(&txn, self.events(TaskEventKind::Created, &snapshot, vec![])).await?;
+            self.record(&txn, TaskEventKind::Created, &snapshot, vec![])
+                .await?;
             let scheduled = reminders::schedule_new(
                 &txn,
                 &self.topics,
@@ -354,6 +363,12 @@ impl TaskService for TaskApi {
         if !v.is_empty() {
             return Err(TaskError::Invalid(v).into());
         }
+        // Read before the tasks: a change that commits in between is in the list and comes
+        // again on the watch, never in neither.
+        let seq = outbox::last_user_seq(&self.db, &user)
+            .await
+            .map_err(TaskError::from)?;
+        let watch_cursor = todo_proto::watch_cursor::WatchCursor::new(seq, Utc::now()).encode();
         let (rows, next) = tasks::list(
             &self.db,
             &user,
@@ -367,6 +382,7 @@ impl TaskService for TaskApi {
         Ok(Response::new(ListTasksResponse {
             tasks: rows.iter().map(tasks::to_proto).collect(),
             next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
+            watch_cursor,
         }))
     }
 
@@ -450,12 +466,9 @@ impl TaskService for TaskApi {
         } else {
             reminders::Policy::keep(uses_defaults)
         };
-        outbox::write(
-            &txn,
-            self.events(TaskEventKind::Updated, &snapshot, changed),
-        )
-        .await
-        .map_err(TaskError::from)?;
+        self.record(&txn, TaskEventKind::Updated, &snapshot, changed)
+            .await
+            .map_err(TaskError::from)?;
         let scheduled = if replan {
             reminders::replan(
                 &txn,
@@ -506,7 +519,7 @@ impl TaskService for TaskApi {
         {
             return Err(TaskError::Conflict.into());
         }
-        outbox::write(&txn, self.events(TaskEventKind::Deleted, &snapshot, vec![]))
+        self.record(&txn, TaskEventKind::Deleted, &snapshot, vec![])
             .await
             .map_err(TaskError::from)?;
         reminders::replan(

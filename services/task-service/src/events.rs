@@ -33,17 +33,27 @@ pub fn event_type(kind: TaskEventKind) -> &'static str {
     }
 }
 
-/// The events of one change: the full `TaskEvent` on task-events and a `TaskChanged`
-/// notice on task-updates, both keyed by the owner, naming `actor` as who made it. `task` is the snapshot after the
-/// change (before it, for deleted).
-pub fn task_changed(
-    topics: &Topics,
-    kind: TaskEventKind,
-    task: &Task,
-    changed_fields: Vec<String>,
-    actor: String,
-    now: DateTime<Utc>,
-) -> Vec<PendingEvent> {
+/// One change of a task: what changed, the task after it (before it, for deleted), who
+/// made it (`actor`), and its number in the owner's sequence of changes (`user_seq`).
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    pub kind: TaskEventKind,
+    pub task: &'a Task,
+    pub changed_fields: Vec<String>,
+    pub actor: String,
+    pub user_seq: u64,
+}
+
+/// The events of one change: the full `TaskEvent` on task-events and a `TaskChanged` with
+/// the task and its `user_seq` on task-updates (for live clients), both keyed by the owner.
+pub fn task_changed(topics: &Topics, change: Change<'_>, now: DateTime<Utc>) -> Vec<PendingEvent> {
+    let Change {
+        kind,
+        task,
+        changed_fields,
+        actor,
+        user_seq,
+    } = change;
     let event_id = Uuid::now_v7();
     let occurred_at = Some(todo_proto::to_timestamp(now));
     let full = TaskEvent {
@@ -52,8 +62,8 @@ pub fn task_changed(
         user_id: task.user_id.clone(),
         kind: kind as i32,
         task: Some(task.clone()),
-        changed_fields,
-        actor,
+        changed_fields: changed_fields.clone(),
+        actor: actor.clone(),
     };
     let notice_id = Uuid::now_v7();
     let notice = TaskChanged {
@@ -67,6 +77,10 @@ pub fn task_changed(
         } else {
             task.etag.clone()
         },
+        task: Some(task.clone()),
+        user_seq,
+        changed_fields,
+        actor,
     };
     let created_at = now.timestamp_micros();
     vec![
@@ -105,10 +119,13 @@ mod tests {
         };
         let evs = task_changed(
             &topics,
-            TaskEventKind::Updated,
-            &task,
-            vec!["title".into()],
-            "user:alice".into(),
+            Change {
+                kind: TaskEventKind::Updated,
+                task: &task,
+                changed_fields: vec!["title".into()],
+                actor: "user:alice".into(),
+                user_seq: 7,
+            },
             Utc::now(),
         );
         assert_eq!(evs.len(), 2);
@@ -120,6 +137,9 @@ mod tests {
         assert_eq!(full.task.unwrap(), task);
         assert_eq!(full.changed_fields, ["title"]);
         assert_eq!(full.event_id, evs[0].event_id.to_string());
+        let notice = TaskChanged::decode(evs[1].payload.as_slice()).unwrap();
+        assert_eq!((notice.user_seq, notice.task.unwrap()), (7, task));
+        assert_eq!(notice.changed_fields, ["title"]);
         assert_eq!(Topics::new("").task_events, "task-events");
     }
 }

@@ -88,19 +88,17 @@ impl Occurrences {
                 tracing::info!(task_id = %id, "occurrence request for a deleted task: nothing created");
                 return Ok(false);
             }
-            outbox::write(
-                &txn,
-                events::task_changed(
-                    &self.topics,
-                    TaskEventKind::Created,
-                    &snapshot,
-                    vec![],
-                    // Asked for by recurring-task-service, on the completion of the previous one.
-                    todo_topology::actors::service(todo_topology::app_ids::RECURRING_TASK_SERVICE),
-                    Utc::now(),
+            let change = events::Change {
+                kind: TaskEventKind::Created,
+                task: &snapshot,
+                changed_fields: vec![],
+                // Asked for by recurring-task-service, on the completion of the previous one.
+                actor: todo_topology::actors::service(
+                    todo_topology::app_ids::RECURRING_TASK_SERVICE,
                 ),
-            )
-            .await?;
+                user_seq: 0,
+            };
+            outbox::write_change(&txn, &self.topics, change).await?;
             // A deterministic id may have had rows before (created, deleted, requested again).
             crate::reminders::replan(
                 &txn,

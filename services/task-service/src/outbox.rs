@@ -39,7 +39,10 @@ use sea_orm::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::{db::entities::outbox, events::PendingEvent};
+use crate::{
+    db::entities::{outbox, user_change},
+    events::{self, PendingEvent},
+};
 
 /// Writes events into the outbox (call inside the mutation's transaction).
 pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Result<(), DbErr> {
@@ -62,6 +65,47 @@ pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Res
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// Writes the events of one task change, numbered in its owner's sequence of changes (call
+/// inside the mutation's transaction). Taking the next number locks the owner's counter
+/// until the commit, so one user's changes commit, and enter the outbox, in their order.
+pub async fn write_change<C: ConnectionTrait>(
+    db: &C,
+    topics: &events::Topics,
+    mut change: events::Change<'_>,
+) -> Result<(), DbErr> {
+    change.user_seq = next_user_seq(db, &change.task.user_id).await?;
+    write(db, events::task_changed(topics, change, Utc::now())).await
+}
+
+/// Takes the next number of `user`'s sequence of changes (1 for their first).
+async fn next_user_seq<C: ConnectionTrait>(db: &C, user: &str) -> Result<u64, DbErr> {
+    use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+    let row = user_change::Entity::insert(user_change::ActiveModel {
+        user_id: Set(user.to_owned()),
+        seq: Set(1),
+    })
+    .on_conflict(
+        OnConflict::column(user_change::Column::UserId)
+            .value(
+                user_change::Column::Seq,
+                Expr::col((user_change::Entity, user_change::Column::Seq)).add(1),
+            )
+            .to_owned(),
+    )
+    .exec_with_returning(db)
+    .await?;
+    Ok(u64::try_from(row.seq).unwrap_or_default())
+}
+
+/// The `user_seq` of `user`'s last change (0 before the first): where a watch that follows
+/// a read starts.
+pub async fn last_user_seq<C: ConnectionTrait>(db: &C, user: &str) -> Result<u64, DbErr> {
+    Ok(user_change::Entity::find_by_id(user.to_owned())
+        .one(db)
+        .await?
+        .map_or(0, |r| u64::try_from(r.seq).unwrap_or_default()))
 }
 
 /// How the relay paces itself.

@@ -138,11 +138,18 @@ async fn each_rpc_produces_exactly_its_events(backend: Backend) {
             n.len() >= 5
         })
         .await;
-    let kinds: Vec<i32> = notices
+    let notices: Vec<TaskChanged> = notices
         .iter()
-        .map(|(_, b)| TaskChanged::decode(b.as_slice()).unwrap().kind)
+        .map(|(_, b)| TaskChanged::decode(b.as_slice()).unwrap())
         .collect();
+    let kinds: Vec<i32> = notices.iter().map(|n| n.kind).collect();
     assert_eq!(kinds, [1, 2, 3, 4, 5]);
+    // Numbered in the user's sequence of changes, each with the task the event carries.
+    let seqs: Vec<u64> = notices.iter().map(|n| n.user_seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    for (n, (_, e)) in notices.iter().zip(&events) {
+        assert_eq!(n.task, e.task);
+    }
 
     // Exactly these: nothing else arrives, and an idempotent no-op emits nothing.
     c.complete_task(as_user(
@@ -177,15 +184,17 @@ async fn a_rolled_back_transaction_leaves_no_event(backend: Backend) {
     {
         let txn = db.begin().await.unwrap();
         task_service::tasks::insert(&txn, &row).await.unwrap();
-        let evs = task_service::events::task_changed(
-            &topics,
-            todo_proto::todo::events::v1::TaskEventKind::Created,
-            &task_service::tasks::to_proto(&row),
-            vec![],
-            "user:test".into(),
-            chrono::Utc::now(),
-        );
-        task_service::outbox::write(&txn, evs).await.unwrap();
+        let snapshot = task_service::tasks::to_proto(&row);
+        let change = task_service::events::Change {
+            kind: todo_proto::todo::events::v1::TaskEventKind::Created,
+            task: &snapshot,
+            changed_fields: vec![],
+            actor: "user:test".into(),
+            user_seq: 0,
+        };
+        task_service::outbox::write_change(&txn, &topics, change)
+            .await
+            .unwrap();
         txn.rollback().await.unwrap();
     }
     assert_eq!(outbox::Entity::find().count(&db).await.unwrap(), 0);

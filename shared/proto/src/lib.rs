@@ -26,6 +26,12 @@ pub mod todo {
             tonic::include_proto!("todo.audit.v1");
         }
     }
+    pub mod sync {
+        pub mod v1 {
+            #![allow(clippy::all)]
+            tonic::include_proto!("todo.sync.v1");
+        }
+    }
 }
 
 pub use prost;
@@ -33,3 +39,4 @@ pub use prost_types;
 
 mod timestamps;
 pub use timestamps::{from_timestamp, to_timestamp};
+pub mod watch_cursor;

@@ -27,6 +27,7 @@ pub struct ServiceBuilder {
     names: Vec<&'static str>,
     subscriptions: Option<Subscriptions>,
     accept_http1: bool,
+    grpc_web: bool,
 }
 
 impl ServiceBuilder {
@@ -41,6 +42,7 @@ impl ServiceBuilder {
             names: Vec::new(),
             subscriptions: None,
             accept_http1: false,
+            grpc_web: false,
         }
     }
 
@@ -73,6 +75,14 @@ impl ServiceBuilder {
         self
     }
 
+    /// Serves gRPC-Web too (`tonic-web`, over HTTP/1.1 and HTTP/2), on the same port, so a
+    /// browser can call the service's APIs.
+    pub fn grpc_web(mut self) -> Self {
+        self.accept_http1 = true;
+        self.grpc_web = true;
+        self
+    }
+
     /// Binds the listener and starts serving; returns once the port is bound. Logs once
     /// what every service has: its address, APIs, sidecar and the topics it subscribes to.
     pub async fn serve(self) -> anyhow::Result<Running> {
@@ -83,6 +93,7 @@ impl ServiceBuilder {
             names,
             subscriptions,
             accept_http1,
+            grpc_web,
         } = self;
         if let Some(addr) = config.metrics_addr {
             todo_telemetry::serve_metrics(addr);
@@ -155,6 +166,8 @@ impl ServiceBuilder {
             .layer(ApiTokenLayer::for_dapr_callbacks(
                 config.app_api_token.clone(),
             ))
+            // Innermost: a gRPC-Web call is seen by the layers above as the call it is.
+            .option_layer(grpc_web.then(tonic_web::GrpcWebLayer::new))
             .into_inner();
         let router = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
@@ -178,6 +191,7 @@ impl ServiceBuilder {
             subscribes = ?topics,
             dead_letters = ?dead_letters,
             app_api_token = config.app_api_token.is_some(),
+            grpc_web,
             metrics = ?config.metrics_addr,
             "serving"
         );

@@ -8,12 +8,16 @@ pub mod app_ids {
     pub const RECURRING_TASK_SERVICE: &str = "recurring-task-service";
     pub const NOTIFICATION_SERVICE: &str = "notification-service";
     pub const AUDIT_SERVICE: &str = "audit-service";
+    pub const SYNC_SERVICE: &str = "sync-service";
 }
 
 /// Dapr component names (metadata.name in dapr-components/).
 pub mod components {
     /// The Kafka pub/sub component.
     pub const PUBSUB: &str = "kafka-pubsub";
+    /// The same Kafka, with one consumer group per sidecar (`{appID}-{uuid}`): every
+    /// replica of a subscriber receives every event (sync-service's `task-updates`).
+    pub const BROADCAST_PUBSUB: &str = "kafka-broadcast";
     /// The Resiliency resource.
     pub const RESILIENCY: &str = "todo-resiliency";
     /// The Configuration resource (tracing, metrics).
@@ -153,6 +157,10 @@ mod tests {
     #[test]
     fn dapr_components_use_the_names_defined_here() {
         assert!(named("Component", components::PUBSUB), "pub/sub component");
+        assert!(
+            named("Component", components::BROADCAST_PUBSUB),
+            "broadcast pub/sub component"
+        );
         assert!(named("Resiliency", components::RESILIENCY), "resiliency");
         assert!(
             named("Configuration", components::CONFIGURATION),

@@ -115,6 +115,24 @@ pub mod tombstone {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Each user's change counter: the `user_seq` of their last task change.
+pub mod user_change {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: String,
+        pub seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// A planned reminder of a task: pending until the scheduler fires or cancels it.
 pub mod reminder {
     use sea_orm::entity::prelude::*;

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004_ADD_SERIES_START),
             Box::new(M0005_ADD_DEFAULT_REMINDERS),
             Box::new(M0006CreateTombstones),
+            Box::new(M0007CreateUserChanges),
         ]
     }
 }
@@ -359,6 +360,42 @@ impl MigrationTrait for M0006CreateTombstones {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(TaskTombstones::Table).to_owned())
+            .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum UserChanges {
+    Table,
+    UserId,
+    Seq,
+}
+
+/// Each user's change counter: the `user_seq` of their last change (watch cursors).
+struct M0007CreateUserChanges;
+
+impl MigrationName for M0007CreateUserChanges {
+    fn name(&self) -> &str {
+        "m0007_create_user_changes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007CreateUserChanges {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(UserChanges::Table)
+                .if_not_exists()
+                .col(string(UserChanges::UserId).primary_key())
+                .col(big_integer(UserChanges::Seq))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(UserChanges::Table).to_owned())
             .await
     }
 }

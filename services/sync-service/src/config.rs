@@ -1,0 +1,150 @@
+//! Configuration from the environment, validated at start; errors name the variable.
+
+use std::time::Duration;
+
+use todo_auth::AuthMode;
+pub use todo_env::ConfigError;
+use todo_env::{
+    Common,
+    cli::{Callers, Var},
+};
+pub use todo_service::cli::ServiceConfig;
+use todo_service::cli::{AppConfig, ConfigEnv};
+
+use crate::hub::Limits;
+
+/// Everything sync-service needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What every service reads: listen address, sidecar, tokens, limits, topic prefix,
+    /// metrics (see [`todo_env::Common`]).
+    pub common: Common,
+    /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
+    pub auth: AuthMode,
+    /// The window, the buffers and the stream limits (`SYNC_*`).
+    pub limits: Limits,
+    /// `SYNC_HEARTBEAT_MS` (default 15000): an idle stream gets a heartbeat this often.
+    pub heartbeat: Duration,
+}
+
+/// What `sync-service --help` says it is.
+pub const ABOUT: &str = "Streams every change of a user's tasks to each of their connected clients \
+     (WatchTasks, gRPC and gRPC-Web), resuming from a cursor without gap or duplicate.";
+
+impl AppConfig for Config {
+    const NAME: &'static str = todo_topology::app_ids::SYNC_SERVICE;
+    const ABOUT: &'static str = ABOUT;
+    /// After audit-service's 50054.
+    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50055";
+    /// After audit-service's 9467.
+    const DEFAULT_METRICS: &'static str = "127.0.0.1:9468";
+    const CALLERS: Callers = Callers::Authenticated;
+    fn own_vars() -> Vec<Var> {
+        vec![
+            Var::new(
+                "SYNC_WINDOW_CHANGES",
+                "1000",
+                "changes held per user for clients that resume (the newest ones)",
+            ),
+            Var::new(
+                "SYNC_WINDOW_SECS",
+                "600",
+                "how long a change is held for clients that resume",
+            ),
+            Var::new(
+                "SYNC_STREAM_BUFFER",
+                "256",
+                "changes queued for one stream; a client that falls further behind gets RESYNC",
+            ),
+            Var::new(
+                "SYNC_HEARTBEAT_MS",
+                "15000",
+                "an idle stream gets a heartbeat with its current cursor this often",
+            ),
+            Var::new(
+                "SYNC_MAX_STREAMS_PER_USER",
+                "32",
+                "open streams per user on one replica (RESOURCE_EXHAUSTED past it)",
+            ),
+            Var::new(
+                "SYNC_MAX_STREAMS",
+                "20000",
+                "open streams on one replica (RESOURCE_EXHAUSTED past it)",
+            ),
+            Var::new(
+                "SYNC_CLOCK_SKEW_MS",
+                "2000",
+                "allowance for clock skew and consumer lag when judging a cursor's time",
+            ),
+        ]
+    }
+
+    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
+        let auth =
+            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let window_secs: u64 = env.positive("SYNC_WINDOW_SECS", 600)?;
+        if window_secs > 7 * 86_400 {
+            return Err(ConfigError::new(
+                "SYNC_WINDOW_SECS",
+                "at most 604800 (7 days)",
+            ));
+        }
+        let limits = Limits {
+            window_changes: env.positive("SYNC_WINDOW_CHANGES", 1_000)?,
+            window_time: Duration::from_secs(window_secs),
+            stream_buffer: env.positive("SYNC_STREAM_BUFFER", 256)?,
+            max_streams_per_user: env.positive("SYNC_MAX_STREAMS_PER_USER", 32)?,
+            max_streams: env.positive("SYNC_MAX_STREAMS", 20_000)?,
+            clock_skew: Duration::from_millis(env.parse("SYNC_CLOCK_SKEW_MS", 2_000)?),
+        };
+        Ok(Self {
+            common,
+            auth,
+            limits,
+            heartbeat: Duration::from_millis(env.positive("SYNC_HEARTBEAT_MS", 15_000)?),
+        })
+    }
+
+    fn trusts_user_header(&self) -> bool {
+        matches!(self.auth, AuthMode::Dev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use todo_service::cli::read_pairs as cfg;
+
+    const DEV: (&str, &str) = ("AUTH_MODE", "dev");
+
+    #[test]
+    fn defaults_run_on_one_machine() {
+        let c = cfg::<Config>(&[DEV]).unwrap();
+        assert_eq!(c.common.listen.to_string(), "127.0.0.1:50055");
+        assert_eq!(c.limits.window_changes, 1_000);
+        assert_eq!(c.limits.max_streams, 20_000);
+        assert_eq!(c.heartbeat, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("SYNC_WINDOW_CHANGES", "0"),
+            ("SYNC_WINDOW_SECS", "99999999"),
+            ("SYNC_STREAM_BUFFER", "many"),
+            ("SYNC_HEARTBEAT_MS", "-1"),
+            ("SYNC_MAX_STREAMS", "0"),
+            ("SYNC_CLOCK_SKEW_MS", "x"),
+        ] {
+            let err = cfg::<Config>(&[DEV, (var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_in_help() {
+        todo_service::cli::assert_every_variable_listed::<Config>();
+    }
+}
