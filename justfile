@@ -24,7 +24,7 @@ up: bootstrap kafka-up
 test: bootstrap k8s-check
     bash scripts/test.sh
 
-# Build every Kustomize overlay and validate it offline (kubeconform against the vendored Kubernetes/Dapr/Strimzi/KEDA schemas).
+# Build every Kustomize overlay and validate it offline (kubeconform against the vendored schemas; the Grafana dashboard's and alerts' metrics).
 k8s-check:
     bash scripts/k8s-check.sh
 
@@ -88,6 +88,15 @@ bench-audit: bootstrap kafka-up pg-up
 
 # All benchmarks.
 bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders bench-audit
+
+# OCI images of every service with buildah, FROM scratch, nothing pulled; built from HEAD, tagged as overlays/dev says; prints sizes.
+images:
+    bash scripts/images.sh build
+
+# Not part of `just test` (a cold release build of every service takes many minutes).
+# Build the images, then run each one's binary inside its image (--help as uid 65532); check user and labels.
+images-test: images
+    bash scripts/images.sh test
 
 # Stop everything this project started in the background.
 down: kafka-down pg-down

@@ -53,7 +53,13 @@ up = Path("scripts/up.sh").read_text()
 dockerfile = Path("docker/Dockerfile").read_text()
 rendered = {o: [d for d in yaml.safe_load_all((out / f"{o}.yaml").read_text()) if d] for o in overlays}
 errors, services = [], sorted(p.parent.name for p in Path("services").glob("*/Cargo.toml"))
+# Image names and tags are set in one place per shape (`images:`), which `just images` reads too.
+image_lists = {f: {i["name"] for i in (yaml.safe_load(Path(f).read_text()).get("images") or [])}
+               for f in ("kustomize/overlays/dev/kustomization.yaml", "kustomize/components/production/kustomization.yaml")}
 for s in services:
+    for f, names in image_lists.items():
+        if f"todo/{s}" not in names:
+            errors.append(f"{s}: no images: entry todo/{s} in {f}")
     if not Path(f"kustomize/base/{s}/deployment.yaml").is_file():
         errors.append(f"{s}: no kustomize/base/{s}/deployment.yaml")
     # The binary is named after the crate unless its Cargo.toml names another ([[bin]]).
