@@ -44,10 +44,26 @@ where
     E: Debug,
     Fut: Future<Output = Result<A, E>>,
 {
+    start_as(unique(app_id_prefix), prefix, own, build, addr).await
+}
+
+/// [`start`] with the sidecar's app id exactly `app_id` (for a component scoped to it).
+pub async fn start_as<C, A, E, Fut>(
+    app_id: String,
+    prefix: &str,
+    own: &[(&str, &str)],
+    build: impl FnOnce(C) -> Fut,
+    addr: impl Fn(&A) -> SocketAddr,
+) -> (A, Daprd)
+where
+    C: ServiceConfig,
+    E: Debug,
+    Fut: Future<Output = Result<A, E>>,
+{
     let port = free_port().unwrap();
     let config = C::from_lookup(vars(port, prefix, own)).unwrap();
     let app = build(config).await.unwrap();
-    let mut opts = DaprdOptions::new(unique(app_id_prefix), Some(addr(&app).port()));
+    let mut opts = DaprdOptions::new(app_id, Some(addr(&app).port()));
     opts.grpc_port = Some(port);
     (app, Daprd::start(opts).await.unwrap())
 }
