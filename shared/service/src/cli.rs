@@ -128,6 +128,19 @@ pub fn read_pairs<C: ServiceConfig>(pairs: &[(&str, &str)]) -> Result<C, ConfigE
     C::read(&todo_env::from_pairs(pairs))
 }
 
+/// Panics unless each `(variable, value)` of `bad`, read after `base` (what makes the rest
+/// of the configuration valid), is refused with an error naming that variable.
+pub fn assert_bad_values_named<C: ServiceConfig>(base: &[(&str, &str)], bad: &[(&str, &str)]) {
+    for &(var, value) in bad {
+        let mut pairs = base.to_vec();
+        pairs.push((var, value));
+        match read_pairs::<C>(&pairs) {
+            Ok(_) => panic!("{var}={value}: accepted"),
+            Err(e) => assert_eq!(e.var, var, "{var}={value}: {e}"),
+        }
+    }
+}
+
 /// Panics, naming them, when `C` reads variables its list does not have: `--help` must
 /// forget none.
 pub fn assert_every_variable_listed<C: ServiceConfig>() {
