@@ -86,8 +86,13 @@ bench-audit: bootstrap kafka-up pg-up
     cargo build --release -p audit-service
     DATABASE_URL_PG="${DATABASE_URL_PG:-$(bash scripts/pg.sh url)}" cargo run --release -p todo-bench --bin bench_audit
 
+# Live sync: 10,000 WatchTasks streams on one sync-service replica while 500 changes/s are committed (commit → watcher latency, messages/s, CPU, RSS).
+bench-watch: bootstrap kafka-up
+    cargo build --release -p sync-service
+    cargo run --release -p todo-bench --bin bench_watch
+
 # All benchmarks.
-bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders bench-audit
+bench: bench-pipe bench-api bench-events bench-recurrence bench-reminders bench-audit bench-watch
 
 # OCI images of every service with buildah, FROM scratch, nothing pulled; built from HEAD, tagged as overlays/dev says; prints sizes.
 images:
@@ -97,6 +102,10 @@ images:
 # Build the images, then run each one's binary inside its image (--help as uid 65532); check user and labels.
 images-test: images
     bash scripts/images.sh test
+
+# What the running `just up` does: apps, sidecars, health, components, subscriptions and dead letters, outbox.
+status:
+    bash scripts/status.sh
 
 # Stop everything this project started in the background.
 down: kafka-down pg-down
