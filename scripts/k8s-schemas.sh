@@ -31,7 +31,7 @@ PYYAML_VERSION="${PYYAML_VERSION:-6.0.3}"
 K8S_KINDS=(
   namespace-v1 configmap-v1 secret-v1 service-v1 serviceaccount-v1
   deployment-apps-v1 statefulset-apps-v1 poddisruptionbudget-policy-v1
-  networkpolicy-networking-v1
+  networkpolicy-networking-v1 horizontalpodautoscaler-autoscaling-v2
 )
 DAPR_CRDS=(components configuration resiliency subscription mcpservers)
 KEDA_CRDS=(keda.sh_scaledobjects keda.sh_triggerauthentications)

@@ -37,7 +37,7 @@ sidecar() {
 }
 
 # `just up` builds them all (cargo build --release --bins).
-for bin in task-service recurring-task-service notification-service audit-service todo-mcp; do
+for bin in task-service recurring-task-service notification-service audit-service sync-service todo-mcp; do
   [[ -x "target/release/$bin" ]] || die "target/release/$bin is missing: run cargo build --release --bins (just up does)"
 done
 
@@ -70,6 +70,11 @@ APP_ADDR=127.0.0.1:50054 DAPR_GRPC_PORT=50004 DATABASE_URL="${AUDIT_DATABASE_URL
   run audit-service target/release/audit-service
 sidecar audit-service 50054 50004 3504 9094
 
+# sync-service: WatchTasks (gRPC and gRPC-Web) + AppCallback on 50055, sidecar gRPC 50005 /
+# HTTP 3505. Its sidecar consumes task-updates through kafka-broadcast (a group of its own).
+APP_ADDR=127.0.0.1:50055 DAPR_GRPC_PORT=50005 run sync-service target/release/sync-service
+sidecar sync-service 50055 50005 3505 9095
+
 cat <<MSG
 
   task-service  grpc://127.0.0.1:50051  (reflection on; AUTH_MODE=$AUTH_MODE)
@@ -83,6 +88,8 @@ cat <<MSG
                           each notification is a JSON line prefixed [notification-service]
   audit-service           grpc://127.0.0.1:50054 (ListTaskActivity, ListActivity, reflection); daprd grpc 50004
                           metrics http://127.0.0.1:9467/metrics; audit log .data/audit.db (or AUDIT_DATABASE_URL)
+  sync-service            grpc://127.0.0.1:50055 (WatchTasks, gRPC and gRPC-Web, reflection); daprd grpc 50005
+                          metrics http://127.0.0.1:9468/metrics
   kafka         127.0.0.1:19092
 
   Try:  grpcurl -plaintext -H 'x-user-id: alice' -d '{"task": {"title": "Buy milk"}}' \\
@@ -91,6 +98,8 @@ cat <<MSG
         grpcurl -plaintext -H 'x-user-id: alice' 127.0.0.1:50053 todo.notifications.v1.NotificationService/ListNotifications
         grpcurl -plaintext -H 'x-user-id: alice' -d '{"task_id": "<id>"}' \\
           127.0.0.1:50054 todo.audit.v1.AuditService/ListTaskActivity
+        grpcurl -plaintext -H 'x-user-id: alice' -d '{}' 127.0.0.1:50055 todo.sync.v1.SyncService/WatchTasks
+          (in another terminal: every change of alice's tasks, as it happens; see README "Live sync")
 
   Ctrl-C stops everything.
 

@@ -13,7 +13,7 @@ use todo_topology::{app_ids, components, topics};
 
 /// Each app: its id, its app port (gRPC API + AppCallback + health; the ports `just up`
 /// uses, scripts/up.sh) and the topics it consumes.
-const APPS: [(&str, u16, &[&str]); 4] = [
+const APPS: [(&str, u16, &[&str]); 5] = [
     (app_ids::TASK_SERVICE, 50051, &[topics::TASK_OCCURRENCES]),
     (
         app_ids::RECURRING_TASK_SERVICE,
@@ -26,12 +26,18 @@ const APPS: [(&str, u16, &[&str]); 4] = [
         50054,
         &[topics::TASK_EVENTS, topics::REMINDERS],
     ),
+    (app_ids::SYNC_SERVICE, 50055, &[topics::TASK_UPDATES]),
 ];
+/// The apps that consume through `kafka-broadcast` (a consumer group per pod, every replica
+/// sees every event) instead of `kafka-pubsub` (one group per app id): no shared lag, so they
+/// scale on CPU (a HorizontalPodAutoscaler), not with KEDA.
+const BROADCAST_CONSUMERS: [&str; 1] = [app_ids::SYNC_SERVICE];
 /// The apps that serve a gRPC API of their own, reachable through a Service on the app port.
-const APIS: [&str; 3] = [
+const APIS: [&str; 4] = [
     app_ids::TASK_SERVICE,
     app_ids::NOTIFICATION_SERVICE,
     app_ids::AUDIT_SERVICE,
+    app_ids::SYNC_SERVICE,
 ];
 /// The apps that own a database of their own (sea-orm, DATABASE_URL from `<app>-secrets`).
 const DATABASE_OWNERS: [&str; 2] = [app_ids::TASK_SERVICE, app_ids::AUDIT_SERVICE];
@@ -120,6 +126,14 @@ fn scopes(doc: &Value) -> BTreeSet<String> {
         .as_sequence()
         .map(|s| s.iter().map(str_of).collect())
         .unwrap_or_default()
+}
+
+/// The apps on `kafka-pubsub`, whose consumer group is their app id.
+fn group_apps() -> BTreeSet<String> {
+    APPS.iter()
+        .map(|(id, ..)| id.to_string())
+        .filter(|id| !BROADCAST_CONSUMERS.contains(&id.as_str()))
+        .collect()
 }
 
 fn all_topics() -> BTreeSet<String> {
@@ -323,14 +337,25 @@ fn every_kafka_component_is_the_pubsub_of_the_code_with_the_local_settings() {
                 && p.to_string_lossy().contains("kafka")
         })
         .collect();
+    for (path, d) in &pubsubs {
+        assert!(
+            [components::PUBSUB, components::BROADCAST_PUBSUB].contains(&name(d)),
+            "{}: {} is not a pub/sub of the code",
+            path.display(),
+            name(d)
+        );
+    }
+    let pubsubs: Vec<_> = pubsubs
+        .into_iter()
+        .filter(|(_, d)| name(d) == components::PUBSUB)
+        .collect();
     assert!(
         pubsubs.len() >= 2,
         "kafka-strimzi and kafka-external each bring one"
     );
-    let apps: BTreeSet<String> = APPS.iter().map(|(id, ..)| id.to_string()).collect();
+    let apps = group_apps();
     for (path, d) in pubsubs {
         let at = path.display();
-        assert_eq!(name(d), components::PUBSUB, "{at}");
         assert_eq!(d["spec"]["type"].as_str(), Some("pubsub.kafka"), "{at}");
         assert_eq!(scopes(d), apps, "{at}: scoped to the apps");
         let m = component_metadata(d);
@@ -377,6 +402,89 @@ fn every_kafka_component_is_the_pubsub_of_the_code_with_the_local_settings() {
             m.keys().any(|k| k == "caCert"),
             "{at}: TLS to the brokers (caCert from a Secret)"
         );
+    }
+}
+
+/// Each Kafka component brings `kafka-broadcast` next to `kafka-pubsub`: the same connection,
+/// the local component's consumer settings, and a consumer group per pod.
+#[test]
+fn every_kafka_component_has_the_broadcast_pubsub_with_a_group_per_pod() {
+    let local = component_metadata(&local_resource("Component", components::BROADCAST_PUBSUB));
+    assert_eq!(
+        local.get("initialOffset").map(String::as_str),
+        Some("newest")
+    );
+    let all = docs_under("kustomize/components");
+    let components_dirs: BTreeSet<PathBuf> = kind(&all, "Component")
+        .into_iter()
+        .filter(|(_, d)| name(d) == components::PUBSUB)
+        .map(|(p, _)| p.parent().unwrap().to_owned())
+        .collect();
+    assert!(
+        components_dirs.len() >= 2,
+        "kafka-strimzi and kafka-external"
+    );
+    let consumers: BTreeSet<String> = BROADCAST_CONSUMERS.iter().map(|s| s.to_string()).collect();
+    for dir in components_dirs {
+        let in_dir = |n: &str| {
+            let found: Vec<_> = kind(&all, "Component")
+                .into_iter()
+                .filter(|(p, d)| p.parent() == Some(dir.as_path()) && name(d) == n)
+                .collect();
+            assert_eq!(found.len(), 1, "{}: one Component {n}", dir.display());
+            found[0].1.clone()
+        };
+        let at = dir.display();
+        let pubsub = component_metadata(&in_dir(components::PUBSUB));
+        let broadcast_doc = in_dir(components::BROADCAST_PUBSUB);
+        assert_eq!(
+            broadcast_doc["spec"]["type"].as_str(),
+            Some("pubsub.kafka"),
+            "{at}"
+        );
+        assert_eq!(
+            scopes(&broadcast_doc),
+            consumers,
+            "{at}: scoped to {consumers:?}"
+        );
+        let broadcast = component_metadata(&broadcast_doc);
+        // The connection (and everything else but the consumer's start) is kafka-pubsub's.
+        for (key, value) in &pubsub {
+            if key != "initialOffset" {
+                assert_eq!(
+                    broadcast.get(key),
+                    Some(value),
+                    "{at}: kafka-broadcast {key}"
+                );
+            }
+        }
+        // Not about the connection: the same as on one machine.
+        for key in [
+            "version",
+            "initialOffset",
+            "clientID",
+            "maxMessageBytes",
+            "consumeRetryInterval",
+        ] {
+            assert_eq!(
+                broadcast.get(key),
+                local.get(key),
+                "{at}: kafka-broadcast {key} differs from dapr-components/"
+            );
+        }
+        // A group per pod, named after the app id (the KafkaUser's ACL is that prefix).
+        let group = broadcast
+            .get("consumerGroup")
+            .unwrap_or_else(|| panic!("{at}: kafka-broadcast sets consumerGroup"));
+        assert!(
+            group.starts_with("{appID}-") && local["consumerGroup"].starts_with("{appID}-"),
+            "{at}: consumerGroup {group}"
+        );
+        assert!(
+            group.contains("{podName}") || group.contains("{uuid}"),
+            "{at}: consumerGroup {group} is not per pod"
+        );
+        assert!(!broadcast.contains_key("consumerID"), "{at}");
     }
 }
 
@@ -490,11 +598,34 @@ fn strimzi_declares_exactly_the_topics_of_the_code_and_their_dead_letters() {
             .collect()
     };
     assert_eq!(of("topic"), all_topics(), "KafkaUser ACLs: topics");
-    let groups: BTreeSet<String> = APPS.iter().map(|(id, ..)| id.to_string()).collect();
+    let groups_with = |pattern: &str| -> BTreeSet<String> {
+        acls.iter()
+            .filter(|a| {
+                a["resource"]["type"].as_str() == Some("group")
+                    && a["resource"]["patternType"].as_str() == Some(pattern)
+            })
+            .map(|a| str_of(&a["resource"]["name"]))
+            .collect()
+    };
     assert_eq!(
-        of("group"),
-        groups,
+        groups_with("literal"),
+        group_apps(),
         "KafkaUser ACLs: consumer groups (= app ids)"
+    );
+    // kafka-broadcast's groups, `<app id>-<pod>`.
+    let prefixes: BTreeSet<String> = BROADCAST_CONSUMERS
+        .iter()
+        .map(|id| format!("{id}-"))
+        .collect();
+    assert_eq!(
+        groups_with("prefix"),
+        prefixes,
+        "KafkaUser ACLs: broadcast consumer groups (prefix <app id>-)"
+    );
+    assert_eq!(
+        of("group").len(),
+        group_apps().len() + prefixes.len(),
+        "no group ACL of another pattern"
     );
 }
 
@@ -514,7 +645,10 @@ fn keda_scales_each_consumer_on_its_own_group_and_topic() {
             .filter(|(p, _)| p.starts_with(root().join("kustomize/overlays").join(overlay)))
             .map(|(_, so)| name(so))
             .collect();
-        for (id, ..) in APPS.iter().filter(|(id, ..)| *id != app_ids::TASK_SERVICE) {
+        for (id, ..) in APPS
+            .iter()
+            .filter(|(id, ..)| *id != app_ids::TASK_SERVICE && !BROADCAST_CONSUMERS.contains(id))
+        {
             assert!(
                 names.contains(id),
                 "overlays/{overlay} has no ScaledObject for {id}"
@@ -529,6 +663,10 @@ fn keda_scales_each_consumer_on_its_own_group_and_topic() {
             .find(|(id, ..)| *id == target)
             .unwrap_or_else(|| panic!("{at}: {target} is not an app id"));
         assert_eq!(name(so), target, "{at}");
+        assert!(
+            !BROADCAST_CONSUMERS.contains(&target),
+            "{at}: {target} has a consumer group per pod: no shared lag to scale on"
+        );
         // Never more replicas than the largest of its topics has partitions.
         let most = consumed.iter().map(|t| partitions[*t]).max().unwrap();
         let max = so["spec"]["maxReplicaCount"].as_u64().unwrap();
@@ -556,6 +694,53 @@ fn keda_scales_each_consumer_on_its_own_group_and_topic() {
             triggered,
             consumed.iter().copied().collect(),
             "{at}: one lag trigger per topic {target} consumes"
+        );
+    }
+}
+
+/// A broadcast consumer scales on CPU: a HorizontalPodAutoscaler of its Deployment, which
+/// leaves the replica count to it; every app has a PodDisruptionBudget.
+#[test]
+fn broadcast_consumers_scale_on_cpu_and_every_app_has_a_disruption_budget() {
+    let base = docs_under("kustomize/base");
+    for id in BROADCAST_CONSUMERS {
+        let hpa = kind(&base, "HorizontalPodAutoscaler")
+            .into_iter()
+            .find(|(_, h)| name(h) == id)
+            .unwrap_or_else(|| panic!("kustomize/base: a HorizontalPodAutoscaler {id}"));
+        let at = hpa.0.display();
+        let spec = &hpa.1["spec"];
+        assert_eq!(
+            spec["scaleTargetRef"]["kind"].as_str(),
+            Some("Deployment"),
+            "{at}"
+        );
+        assert_eq!(spec["scaleTargetRef"]["name"].as_str(), Some(id), "{at}");
+        let metrics = spec["metrics"].as_sequence().unwrap();
+        assert!(
+            metrics
+                .iter()
+                .any(|m| m["resource"]["name"].as_str() == Some("cpu")),
+            "{at}: scales on CPU"
+        );
+        let deployment = kind(&base, "Deployment")
+            .into_iter()
+            .find(|(_, d)| name(d) == id)
+            .unwrap();
+        assert!(
+            deployment.1["spec"]["replicas"].is_null(),
+            "{}: the HorizontalPodAutoscaler owns the replica count",
+            deployment.0.display()
+        );
+    }
+    for (id, ..) in APPS {
+        assert!(
+            kind(&base, "PodDisruptionBudget")
+                .into_iter()
+                .any(|(_, p)| name(p) == id
+                    && p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                        == Some(id)),
+            "kustomize/base: a PodDisruptionBudget {id}"
         );
     }
 }
