@@ -96,7 +96,10 @@ async fn main() -> anyhow::Result<()> {
     let rate = env_usize("BENCH_RATE", 500)?;
     let seconds = env_usize("BENCH_SECONDS", 20)?;
     let timeout = Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 60)? as u64);
-    ensure!(users <= streams, "BENCH_USERS must not exceed BENCH_STREAMS");
+    ensure!(
+        users <= streams,
+        "BENCH_USERS must not exceed BENCH_STREAMS"
+    );
     let binary = std::env::var("SYNC_SERVICE_BIN").map_or_else(
         |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/sync-service"),
         PathBuf::from,
@@ -128,9 +131,16 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while sync_endpoint.connect().await.is_err() {
         if let Some(status) = child.try_wait()? {
-            bail!("sync-service exited ({status}); log: {}", log_path.display());
+            bail!(
+                "sync-service exited ({status}); log: {}",
+                log_path.display()
+            );
         }
-        ensure!(Instant::now() < deadline, "sync-service did not answer; log: {}", log_path.display());
+        ensure!(
+            Instant::now() < deadline,
+            "sync-service did not answer; log: {}",
+            log_path.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut opts = DaprdOptions::new(todo_topology::app_ids::SYNC_SERVICE, Some(app_port));
@@ -139,7 +149,10 @@ async fn main() -> anyhow::Result<()> {
 
     // task-service in this process, with its daprd.
     let dir = tempfile::tempdir()?;
-    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("tasks.db").display());
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("tasks.db").display()
+    );
     let task_grpc = free_port()?;
     let config = task_service::Config::from_lookup(|k| {
         Some(match k {
@@ -183,7 +196,10 @@ async fn main() -> anyhow::Result<()> {
         create(api.clone(), probe.clone(), "probe".into()).await?;
         match tokio::time::timeout(Duration::from_millis(500), probe_watch.message()).await {
             Ok(Ok(Some(m))) if matches!(m.message, Some(Message::Change(_))) => break,
-            _ => ensure!(Instant::now() < warm, "sync-service never received a change"),
+            _ => ensure!(
+                Instant::now() < warm,
+                "sync-service never received a change"
+            ),
         }
     }
     drop(probe_watch);
@@ -205,7 +221,9 @@ async fn main() -> anyhow::Result<()> {
         let who = AsciiMetadataValue::try_from(user(i % users))?;
         let opened = opened.clone();
         let delivered = delivered.clone();
-        let changes_of_user = (0..rate * seconds).filter(|k| k % users == i % users).count() as u64;
+        let changes_of_user = (0..rate * seconds)
+            .filter(|k| k % users == i % users)
+            .count() as u64;
         readers.push(tokio::spawn(async move {
             let mut seen = Seen {
                 latencies: histogram()?,
@@ -231,7 +249,8 @@ async fn main() -> anyhow::Result<()> {
                             seen.out_of_order += 1;
                         }
                         last_seq = c.user_seq;
-                        if let Some(t) = c.occurred_at.as_ref().and_then(todo_proto::from_timestamp) {
+                        if let Some(t) = c.occurred_at.as_ref().and_then(todo_proto::from_timestamp)
+                        {
                             let lat = (now - t).to_std().unwrap_or_default();
                             seen.latencies.record(micros(lat))?;
                         }
@@ -290,15 +309,13 @@ async fn main() -> anyhow::Result<()> {
     let wait_until = Instant::now() + timeout;
     for r in readers {
         let left = wait_until.saturating_duration_since(Instant::now());
-        let seen = tokio::time::timeout(left, r)
-            .await
-            .with_context(|| {
-                format!(
-                    "not every stream received its changes within {timeout:?} ({} of {} delivered)",
-                    delivered.load(Ordering::Relaxed),
-                    total * streams / users
-                )
-            })???;
+        let seen = tokio::time::timeout(left, r).await.with_context(|| {
+            format!(
+                "not every stream received its changes within {timeout:?} ({} of {} delivered)",
+                delivered.load(Ordering::Relaxed),
+                total * streams / users
+            )
+        })???;
         all.add(&seen.latencies)?;
         received += seen.received;
         out_of_order += seen.out_of_order;
@@ -310,11 +327,18 @@ async fn main() -> anyhow::Result<()> {
     let ticks = process_ticks(&pid.to_string())
         .zip(ticks_before)
         .map(|(b, a)| b.saturating_sub(a));
-    let self_ticks = process_ticks("self").zip(self_before).map(|(b, a)| b.saturating_sub(a));
+    let self_ticks = process_ticks("self")
+        .zip(self_before)
+        .map(|(b, a)| b.saturating_sub(a));
     let (rss, hwm) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
-    ensure!(out_of_order == 0, "{out_of_order} changes out of order or repeated");
+    ensure!(
+        out_of_order == 0,
+        "{out_of_order} changes out of order or repeated"
+    );
     let ms_per = |t: Option<u64>, n: u64| {
-        t.map_or("n/a".to_owned(), |t| format!("{:.3}", t as f64 * 10.0 / n as f64))
+        t.map_or("n/a".to_owned(), |t| {
+            format!("{:.3}", t as f64 * 10.0 / n as f64)
+        })
     };
 
     println!("# bench-watch");
@@ -336,7 +360,9 @@ async fn main() -> anyhow::Result<()> {
         committed.as_secs_f64()
     );
     println!();
-    println!("| streams | changes/s | messages delivered | messages/s | commit → watcher p50 | p90 | p99 | max | sync-service CPU ms/change | ms/message | this process (task-service + clients) CPU ms/change | sync-service RSS open / after / peak |");
+    println!(
+        "| streams | changes/s | messages delivered | messages/s | commit → watcher p50 | p90 | p99 | max | sync-service CPU ms/change | ms/message | this process (task-service + clients) CPU ms/change | sync-service RSS open / after / peak |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {streams} | {rate} | {received} | {:.0} | {} ms | {} ms | {} ms | {} ms | {} | {} | {} | {} / {} / {} MiB |",
@@ -353,7 +379,10 @@ async fn main() -> anyhow::Result<()> {
         hwm / 1024,
     );
     println!();
-    println!("every stream received exactly its user's changes, in order, none twice ({received} = {total} changes × {} streams per user)", streams / users);
+    println!(
+        "every stream received exactly its user's changes, in order, none twice ({received} = {total} changes × {} streams per user)",
+        streams / users
+    );
     drop(child);
     Ok(())
 }
