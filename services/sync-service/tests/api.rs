@@ -46,7 +46,10 @@ async fn callers_cursors_and_limits() {
         .await
         .unwrap_err();
     assert_eq!(anon.code(), Code::Unauthenticated);
-    let bad = client.watch_tasks(as_user("alice", "42")).await.unwrap_err();
+    let bad = client
+        .watch_tasks(as_user("alice", "42"))
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().starts_with("cursor:"), "{}", bad.message());
 
