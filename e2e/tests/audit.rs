@@ -10,10 +10,7 @@ use std::time::Duration;
 use todo_harness::{Backend, on_both_databases, unique};
 use todo_proto::todo::{
     audit::v1::{ListTaskActivityRequest, audit_service_client::AuditServiceClient},
-    v1::{
-        CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, Priority, ReopenTaskRequest,
-        Task, UpdateTaskRequest, task_service_client::TaskServiceClient,
-    },
+    v1::task_service_client::TaskServiceClient,
 };
 use todo_topology::event_types;
 use tonic::Request;
@@ -52,72 +49,7 @@ async fn every_api_call_leaves_exactly_its_entries(backend: Backend) {
     let mut api = TaskServiceClient::connect(format!("http://{}", tasks.addr))
         .await
         .unwrap();
-    let created = api
-        .create_task(as_user(
-            &user,
-            CreateTaskRequest {
-                task: Some(Task {
-                    title: "buy milk".into(),
-                    priority: Priority::Low as i32,
-                    tags: vec!["home".into()],
-                    ..Task::default()
-                }),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let updated = api
-        .update_task(as_user(
-            &user,
-            UpdateTaskRequest {
-                task: Some(Task {
-                    id: created.id.clone(),
-                    etag: created.etag.clone(),
-                    title: "buy oat milk".into(),
-                    priority: Priority::High as i32,
-                    ..Task::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["title".into(), "priority".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let completed = api
-        .complete_task(as_user(
-            &user,
-            CompleteTaskRequest {
-                id: created.id.clone(),
-                etag: updated.etag.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let reopened = api
-        .reopen_task(as_user(
-            &user,
-            ReopenTaskRequest {
-                id: created.id.clone(),
-                etag: completed.etag.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    api.delete_task(as_user(
-        &user,
-        DeleteTaskRequest {
-            id: created.id.clone(),
-            etag: reopened.etag.clone(),
-        },
-    ))
-    .await
-    .unwrap();
+    let [created, updated, completed, reopened] = stack::walkthrough(&mut api, &user).await;
 
     // The deletion is the user's last event on the partition: once it is in the history,
     // everything before it is too, so the history is complete.

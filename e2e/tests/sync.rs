@@ -15,10 +15,7 @@ use todo_proto::{
             TaskChange, WatchTasksRequest, sync_service_client::SyncServiceClient,
             task_change::Message,
         },
-        v1::{
-            CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, ListTasksRequest,
-            ReopenTaskRequest, Task, UpdateTaskRequest, task_service_client::TaskServiceClient,
-        },
+        v1::{CreateTaskRequest, ListTasksRequest, Task, task_service_client::TaskServiceClient},
     },
     watch_cursor::WatchCursor,
 };
@@ -206,56 +203,7 @@ async fn a_watcher_sees_exactly_its_own_changes_in_order_and_a_slow_one_is_cut_o
     let mut bobs = watch(&mut sync, &bob, "").await;
 
     // The walkthrough.
-    let created = create(&mut api, &alice, "buy milk").await;
-    let updated = api
-        .update_task(as_user(
-            &alice,
-            UpdateTaskRequest {
-                task: Some(Task {
-                    id: created.id.clone(),
-                    etag: created.etag.clone(),
-                    title: "buy oat milk".into(),
-                    ..Task::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["title".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let completed = api
-        .complete_task(as_user(
-            &alice,
-            CompleteTaskRequest {
-                id: created.id.clone(),
-                etag: updated.etag.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let reopened = api
-        .reopen_task(as_user(
-            &alice,
-            ReopenTaskRequest {
-                id: created.id.clone(),
-                etag: completed.etag.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    api.delete_task(as_user(
-        &alice,
-        DeleteTaskRequest {
-            id: created.id.clone(),
-            etag: reopened.etag.clone(),
-        },
-    ))
-    .await
-    .unwrap();
+    let [created, updated, completed, reopened] = stack::walkthrough(&mut api, &alice).await;
 
     // Exactly those five, in order, each with the task the API answered.
     let (got, last) = changes(&mut alices, 5).await;
@@ -277,7 +225,7 @@ async fn a_watcher_sees_exactly_its_own_changes_in_order_and_a_slow_one_is_cut_o
     assert_eq!(snapshots[2], completed);
     assert_eq!(snapshots[3], reopened);
     assert_eq!(snapshots[4].id, created.id);
-    assert_eq!(got[1].changed_fields, ["title"]);
+    assert_eq!(got[1].changed_fields, ["title", "priority"]);
     assert!(got.iter().all(|c| c.user_id == alice));
     assert_eq!(WatchCursor::decode(&last).unwrap().seq, 5);
     // Nothing more for alice, and nothing of alice's for bob: heartbeats only.

@@ -67,3 +67,90 @@ where
     opts.grpc_port = Some(port);
     (app, Daprd::start(opts).await.unwrap())
 }
+
+/// The README's walkthrough through the Task API as `user`: create "buy milk" (low, tagged
+/// home), retitle it "buy oat milk" at high priority, complete, reopen, delete. Returns the
+/// task as each of the first four calls answered (the delete answers nothing).
+pub async fn walkthrough(
+    api: &mut todo_proto::todo::v1::task_service_client::TaskServiceClient<
+        tonic::transport::Channel,
+    >,
+    user: &str,
+) -> [todo_proto::todo::v1::Task; 4] {
+    use todo_proto::todo::v1::{
+        CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, Priority, ReopenTaskRequest,
+        Task, UpdateTaskRequest,
+    };
+    fn as_user<T>(user: &str, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert("x-user-id", user.parse().unwrap());
+        r
+    }
+    let created = api
+        .create_task(as_user(
+            user,
+            CreateTaskRequest {
+                task: Some(Task {
+                    title: "buy milk".into(),
+                    priority: Priority::Low as i32,
+                    tags: vec!["home".into()],
+                    ..Task::default()
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let updated = api
+        .update_task(as_user(
+            user,
+            UpdateTaskRequest {
+                task: Some(Task {
+                    id: created.id.clone(),
+                    etag: created.etag.clone(),
+                    title: "buy oat milk".into(),
+                    priority: Priority::High as i32,
+                    ..Task::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["title".into(), "priority".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let completed = api
+        .complete_task(as_user(
+            user,
+            CompleteTaskRequest {
+                id: created.id.clone(),
+                etag: updated.etag.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let reopened = api
+        .reopen_task(as_user(
+            user,
+            ReopenTaskRequest {
+                id: created.id.clone(),
+                etag: completed.etag.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    api.delete_task(as_user(
+        user,
+        DeleteTaskRequest {
+            id: created.id.clone(),
+            etag: reopened.etag.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    [created, updated, completed, reopened]
+}

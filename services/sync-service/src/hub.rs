@@ -43,7 +43,7 @@ const GAP_LIMIT: usize = 1_000;
 const GAP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The window, the buffers and the limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// `SYNC_WINDOW_CHANGES`: changes held per user.
     pub window_changes: usize,
