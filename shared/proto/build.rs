@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "todo/notifications/v1/notification_service.proto",
         "todo/audit/v1/audit_service.proto",
         "todo/sync/v1/sync_service.proto",
+        "todo/deadletters/v1/dead_letter_service.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

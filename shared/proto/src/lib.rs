@@ -32,6 +32,12 @@ pub mod todo {
             tonic::include_proto!("todo.sync.v1");
         }
     }
+    pub mod deadletters {
+        pub mod v1 {
+            #![allow(clippy::all)]
+            tonic::include_proto!("todo.deadletters.v1");
+        }
+    }
 }
 
 pub use prost;

@@ -9,6 +9,7 @@ pub mod app_ids {
     pub const NOTIFICATION_SERVICE: &str = "notification-service";
     pub const AUDIT_SERVICE: &str = "audit-service";
     pub const SYNC_SERVICE: &str = "sync-service";
+    pub const DEAD_LETTER_SERVICE: &str = "dead-letter-service";
 }
 
 /// Dapr component names (metadata.name in dapr-components/).
@@ -89,6 +90,17 @@ impl Topics {
             reminders_dead_letter: dlq(topics::REMINDERS),
             task_occurrences_dead_letter: dlq(topics::TASK_OCCURRENCES),
         }
+    }
+
+    /// Each topic with its dead-letter topic: (`task-events`, `task-events-dlq`), …
+    pub fn with_dead_letters(&self) -> [(&str, &str); 4] {
+        [
+            (&self.task_events, &self.task_events_dead_letter),
+            (&self.task_updates, &self.task_updates_dead_letter),
+            (&self.reminders, &self.reminders_dead_letter),
+            (&self.task_occurrences, &self.task_occurrences_dead_letter),
+        ]
+        .map(|(t, d)| (t.as_str(), d.as_str()))
     }
 
     /// Every topic, then every dead-letter topic (for checking names against Kafka's limits).

@@ -1,0 +1,427 @@
+//! `todo.deadletters.v1.DeadLetterService`: admins list, show, replay and discard.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use dapr_publisher::{OutgoingEvent, Publisher};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use serde::{Deserialize, Serialize};
+use todo_auth::into_caller;
+use todo_proto::todo::deadletters::v1::{
+    DeadLetter, DeadLetterStatus, DiscardDeadLetterRequest, GetDeadLetterRequest,
+    ListDeadLettersRequest, ListDeadLettersResponse, ReplayDeadLetterRequest,
+    dead_letter_service_server::DeadLetterService,
+};
+use todo_topology::topics;
+use tonic::{Request, Response, Status};
+
+use crate::db::{
+    dead_letter::{self, Column, Model},
+    status,
+};
+
+/// Dead letters per page when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+/// The most dead letters per page.
+pub const MAX_PAGE_SIZE: u64 = 500;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct DeadLetterApi {
+    /// Reads.
+    db: DatabaseConnection,
+    /// Writes (on SQLite: the one writer connection the intake shares).
+    writer: DatabaseConnection,
+    publisher: Publisher,
+    admins: Arc<BTreeSet<String>>,
+    /// `TOPIC_PREFIX`: a topic filter without it is read under it.
+    prefix: String,
+}
+
+impl DeadLetterApi {
+    pub fn new(
+        db: DatabaseConnection,
+        writer: DatabaseConnection,
+        publisher: Publisher,
+        admins: BTreeSet<String>,
+        prefix: String,
+    ) -> Self {
+        Self {
+            db,
+            writer,
+            publisher,
+            admins: Arc::new(admins),
+            prefix,
+        }
+    }
+
+    /// The caller and the message, when the caller is an admin.
+    fn admin<T>(&self, req: Request<T>) -> Result<(String, T), Status> {
+        let (user, msg) = into_caller(req)?;
+        if self.admins.contains(&user) {
+            Ok((user, msg))
+        } else {
+            Err(Status::permission_denied(format!(
+                "dead letters are for admins: {user:?} is not in DLQ_ADMINS"
+            )))
+        }
+    }
+
+    /// The original topic a filter names: `task-events`, `task-events-dlq` or the full
+    /// `<prefix>.task-events` all name the deployment's `<prefix>.task-events`.
+    fn topic(&self, given: &str) -> String {
+        let given = given.trim();
+        let given = given.strip_suffix("-dlq").unwrap_or(given);
+        if self.prefix.is_empty() || given.starts_with(&format!("{}.", self.prefix)) {
+            given.to_owned()
+        } else {
+            topics::namespaced(&self.prefix, given)
+        }
+    }
+
+    async fn find(&self, id: &str) -> Result<Model, Status> {
+        if id.trim().is_empty() {
+            return Err(Status::invalid_argument("id: required"));
+        }
+        dead_letter::Entity::find_by_id(id.trim().to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_status("reading the dead letter"))?
+            .ok_or_else(|| Status::not_found(format!("dead letter {id:?}: no such id")))
+    }
+
+    /// The record after a change, read through the writer (which made it).
+    async fn reread(&self, id: &str) -> Result<DeadLetter, Status> {
+        dead_letter::Entity::find_by_id(id.to_owned())
+            .one(&self.writer)
+            .await
+            .map_err(db_status("reading the dead letter"))?
+            .map(|m| to_proto(m, true))
+            .ok_or_else(|| Status::not_found(format!("dead letter {id:?}: no such id")))
+    }
+}
+
+/// Where the previous page ended, and the query it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PageToken {
+    /// `last_seen_at` of the last dead letter returned.
+    l: i64,
+    /// Its id (tie-breaker).
+    i: String,
+    /// The filters of the query, which must not change between pages.
+    q: String,
+}
+
+impl PageToken {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(s: &str, query: &str) -> Result<Option<Self>, Status> {
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        let token: Option<Self> = URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match token {
+            Some(t) if t.q == query => Ok(Some(t)),
+            Some(_) => Err(Status::invalid_argument(
+                "page_token: it belongs to a query with other filters",
+            )),
+            None => Err(Status::invalid_argument(
+                "page_token: not a token this service issued (pass next_page_token as given)",
+            )),
+        }
+    }
+}
+
+fn page_size(n: i32) -> Result<u64, Status> {
+    match u64::try_from(n) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(n) => Ok(Ord::min(n, MAX_PAGE_SIZE)),
+        Err(_) => Err(Status::invalid_argument("page_size: must not be negative")),
+    }
+}
+
+fn db_status(what: &'static str) -> impl Fn(DbErr) -> Status {
+    move |e| todo_service::db::status(&e, what)
+}
+
+fn micros(field: &str, t: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Status> {
+    t.map(|t| {
+        todo_proto::from_timestamp(t)
+            .map(|d| d.timestamp_micros())
+            .ok_or_else(|| Status::invalid_argument(format!("{field}: not a valid timestamp")))
+    })
+    .transpose()
+}
+
+fn timestamp(micros: i64) -> Option<prost_types::Timestamp> {
+    DateTime::<Utc>::from_timestamp_micros(micros).map(todo_proto::to_timestamp)
+}
+
+/// The stored status as the API names it.
+pub fn status_of(s: &str) -> DeadLetterStatus {
+    match s {
+        status::PENDING => DeadLetterStatus::Pending,
+        status::REPLAYED => DeadLetterStatus::Replayed,
+        status::DISCARDED => DeadLetterStatus::Discarded,
+        _ => DeadLetterStatus::Unspecified,
+    }
+}
+
+/// A record as the API shows it; the payload only when `full` (GetDeadLetter and changes).
+pub fn to_proto(m: Model, full: bool) -> DeadLetter {
+    let (payload, payload_json) = if full {
+        (m.payload, m.payload_json)
+    } else {
+        (Vec::new(), String::new())
+    };
+    DeadLetter {
+        status: status_of(&m.status) as i32,
+        id: m.id,
+        topic: m.topic,
+        dead_letter_topic: m.dead_letter_topic,
+        cloud_event_id: m.cloud_event_id,
+        r#type: m.event_type,
+        source: m.source,
+        first_dead_lettered_at: timestamp(m.first_seen_at),
+        last_dead_lettered_at: timestamp(m.last_seen_at),
+        times_dead_lettered: m.times_dead_lettered,
+        replay_count: m.replay_count,
+        last_replayed_at: m.last_replayed_at.and_then(timestamp),
+        replayed_by: m.replayed_by,
+        discarded_at: m.discarded_at.and_then(timestamp),
+        discarded_by: m.discarded_by,
+        partition_key: m.partition_key,
+        payload_json,
+        decode_error: m.decode_error,
+        payload,
+        traceparent: m.traceparent,
+    }
+}
+
+#[tonic::async_trait]
+impl DeadLetterService for DeadLetterApi {
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let (_, req) = self.admin(request)?;
+        let size = page_size(req.page_size)?;
+        let since = micros("since", req.since.as_ref())?;
+        let until = micros("until", req.until.as_ref())?;
+        let wanted = DeadLetterStatus::try_from(req.status)
+            .map_err(|_| Status::invalid_argument("status: not a DeadLetterStatus"))?;
+        let topic = (!req.topic.trim().is_empty()).then(|| self.topic(&req.topic));
+        let mut types: Vec<String> = req.types.iter().map(|t| t.trim().to_owned()).collect();
+        types.retain(|t| !t.is_empty());
+        let query = format!("{topic:?}|{types:?}|{since:?}|{until:?}|{}", req.status);
+        let token = PageToken::decode(&req.page_token, &query)?;
+
+        let mut filter = Condition::all();
+        if let Some(topic) = topic {
+            filter = filter.add(Column::Topic.eq(topic));
+        }
+        if !types.is_empty() {
+            filter = filter.add(Column::EventType.is_in(types));
+        }
+        if let Some(since) = since {
+            filter = filter.add(Column::LastSeenAt.gte(since));
+        }
+        if let Some(until) = until {
+            filter = filter.add(Column::LastSeenAt.lt(until));
+        }
+        filter = filter.add(match wanted {
+            DeadLetterStatus::Unspecified => Column::Status.ne(status::DISCARDED),
+            DeadLetterStatus::Pending => Column::Status.eq(status::PENDING),
+            DeadLetterStatus::Replayed => Column::Status.eq(status::REPLAYED),
+            DeadLetterStatus::Discarded => Column::Status.eq(status::DISCARDED),
+        });
+        if let Some(t) = &token {
+            filter = filter.add(
+                Condition::any().add(Column::LastSeenAt.lt(t.l)).add(
+                    Condition::all()
+                        .add(Column::LastSeenAt.eq(t.l))
+                        .add(Column::Id.lt(t.i.clone())),
+                ),
+            );
+        }
+        let mut rows = dead_letter::Entity::find()
+            .filter(filter)
+            .order_by(Column::LastSeenAt, Order::Desc)
+            .order_by(Column::Id, Order::Desc)
+            .limit(size + 1)
+            .all(&self.db)
+            .await
+            .map_err(db_status("listing dead letters"))?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => PageToken {
+                l: last.last_seen_at,
+                i: last.id.clone(),
+                q: query,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListDeadLettersResponse {
+            dead_letters: rows.into_iter().map(|m| to_proto(m, false)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<GetDeadLetterRequest>,
+    ) -> Result<Response<DeadLetter>, Status> {
+        let (_, req) = self.admin(request)?;
+        Ok(Response::new(to_proto(self.find(&req.id).await?, true)))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<ReplayDeadLetterRequest>,
+    ) -> Result<Response<DeadLetter>, Status> {
+        let (user, req) = self.admin(request)?;
+        let m = self.find(&req.id).await?;
+        if m.status == status::DISCARDED {
+            return Err(Status::failed_precondition(format!(
+                "dead letter {:?} was discarded by {:?}: it is not replayed",
+                m.id, m.discarded_by
+            )));
+        }
+        // Marked replayed before the publish: were it marked after, a consumer that drops
+        // it again at once could bring it back before the mark, and the mark would hide that.
+        let now = Utc::now().timestamp_micros();
+        let marked = dead_letter::Entity::update_many()
+            .col_expr(Column::Status, Expr::value(status::REPLAYED))
+            .col_expr(Column::ReplayCount, Expr::col(Column::ReplayCount).add(1))
+            .col_expr(Column::LastReplayedAt, Expr::value(now))
+            .col_expr(Column::ReplayedBy, Expr::value(user.clone()))
+            .filter(Column::Id.eq(m.id.clone()))
+            .filter(Column::Status.ne(status::DISCARDED))
+            .exec(&self.writer)
+            .await
+            .map_err(db_status("marking the dead letter replayed"))?;
+        if marked.rows_affected == 0 {
+            return Err(Status::failed_precondition(format!(
+                "dead letter {:?} was discarded meanwhile: it is not replayed",
+                m.id
+            )));
+        }
+        let event = OutgoingEvent {
+            id: m.cloud_event_id.clone(),
+            topic: m.topic.clone(),
+            event_type: m.event_type.clone(),
+            key: m.partition_key.clone(),
+            data: m.payload.clone(),
+        };
+        if let Err(e) = self.publisher.publish(&event).await {
+            // Put the record back as it was: nothing was replayed.
+            let undo = dead_letter::Entity::update_many()
+                .col_expr(Column::Status, Expr::value(m.status.clone()))
+                .col_expr(Column::ReplayCount, Expr::value(m.replay_count))
+                .col_expr(Column::LastReplayedAt, Expr::value(m.last_replayed_at))
+                .col_expr(Column::ReplayedBy, Expr::value(m.replayed_by.clone()))
+                .filter(Column::Id.eq(m.id.clone()))
+                .exec(&self.writer)
+                .await;
+            if let Err(undo) = undo {
+                tracing::error!(error = %undo, id = %m.id, "replay failed and its mark could not be undone");
+            }
+            tracing::warn!(error = %e, id = %m.id, topic = %m.topic, "replay not published");
+            return Err(if e.is_transient() {
+                Status::unavailable(format!(
+                    "replay: the sidecar or Kafka is unavailable; retry ({e})"
+                ))
+            } else {
+                Status::failed_precondition(format!("replay: the sidecar refused it ({e})"))
+            });
+        }
+        tracing::info!(
+            id = %m.id,
+            topic = %m.topic,
+            event_type = %m.event_type,
+            cloud_event_id = %m.cloud_event_id,
+            by = %user,
+            "dead letter replayed to its original topic"
+        );
+        metrics::counter!("dead_letters_replayed_total", "topic" => m.topic, "type" => m.event_type)
+            .increment(1);
+        Ok(Response::new(self.reread(&m.id).await?))
+    }
+
+    async fn discard_dead_letter(
+        &self,
+        request: Request<DiscardDeadLetterRequest>,
+    ) -> Result<Response<DeadLetter>, Status> {
+        let (user, req) = self.admin(request)?;
+        let m = self.find(&req.id).await?;
+        if m.status != status::DISCARDED {
+            dead_letter::Entity::update_many()
+                .col_expr(Column::Status, Expr::value(status::DISCARDED))
+                .col_expr(
+                    Column::DiscardedAt,
+                    Expr::value(Utc::now().timestamp_micros()),
+                )
+                .col_expr(Column::DiscardedBy, Expr::value(user.clone()))
+                .filter(Column::Id.eq(m.id.clone()))
+                .exec(&self.writer)
+                .await
+                .map_err(db_status("discarding the dead letter"))?;
+            tracing::info!(id = %m.id, topic = %m.topic, by = %user, "dead letter discarded");
+            metrics::counter!("dead_letters_discarded_total", "topic" => m.topic).increment(1);
+        }
+        Ok(Response::new(self.reread(&m.id).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn page_tokens_belong_to_their_query() {
+        let t = PageToken {
+            l: 5,
+            i: "x".into(),
+            q: "q1".into(),
+        };
+        assert_eq!(
+            PageToken::decode(&t.encode(), "q1").unwrap(),
+            Some(t.clone())
+        );
+        assert!(PageToken::decode(&t.encode(), "q2").is_err());
+        assert!(PageToken::decode("garbage!", "q1").is_err());
+        assert_eq!(PageToken::decode(" ", "q1").unwrap(), None);
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(10_000).unwrap(), MAX_PAGE_SIZE);
+        assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn statuses_map_both_ways() {
+        for (s, want) in [
+            (status::PENDING, DeadLetterStatus::Pending),
+            (status::REPLAYED, DeadLetterStatus::Replayed),
+            (status::DISCARDED, DeadLetterStatus::Discarded),
+            ("??", DeadLetterStatus::Unspecified),
+        ] {
+            assert_eq!(status_of(s), want);
+        }
+    }
+}
