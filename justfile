@@ -107,5 +107,9 @@ images-test: images
 status:
     bash scripts/status.sh
 
+# Dead letters of the running `just up` (admin `DLQ_ADMIN`, default admin): just dlq list ['{"topic": "task-events"}'] | show ID | replay ID | discard ID.
+dlq action="list" arg="":
+    bash scripts/dlq.sh {{action}} '{{arg}}'
+
 # Stop everything this project started in the background.
 down: kafka-down pg-down

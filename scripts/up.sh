@@ -37,7 +37,7 @@ sidecar() {
 }
 
 # `just up` builds them all (cargo build --release --bins).
-for bin in task-service recurring-task-service notification-service audit-service sync-service todo-mcp; do
+for bin in task-service recurring-task-service notification-service audit-service sync-service dead-letter-service todo-mcp; do
   [[ -x "target/release/$bin" ]] || die "target/release/$bin is missing: run cargo build --release --bins (just up does)"
 done
 
@@ -75,6 +75,13 @@ sidecar audit-service 50054 50004 3504 9094
 APP_ADDR=127.0.0.1:50055 DAPR_GRPC_PORT=50005 run sync-service target/release/sync-service
 sidecar sync-service 50055 50005 3505 9095
 
+# dead-letter-service: DeadLetterService (admins) + AppCallback on 50056, sidecar gRPC 50006 /
+# HTTP 3506. Its sidecar consumes every <topic>-dlq; replays are published through it. Its own
+# database: DLQ_DATABASE_URL here, DATABASE_URL in its environment.
+APP_ADDR=127.0.0.1:50056 DAPR_GRPC_PORT=50006 DATABASE_URL="${DLQ_DATABASE_URL:-sqlite://.data/dead-letters.db?mode=rwc}" \
+  run dead-letter-service target/release/dead-letter-service
+sidecar dead-letter-service 50056 50006 3506 9096
+
 cat <<MSG
 
   task-service  grpc://127.0.0.1:50051  (reflection on; AUTH_MODE=$AUTH_MODE)
@@ -90,6 +97,8 @@ cat <<MSG
                           metrics http://127.0.0.1:9467/metrics; audit log .data/audit.db (or AUDIT_DATABASE_URL)
   sync-service            grpc://127.0.0.1:50055 (WatchTasks, gRPC and gRPC-Web, reflection); daprd grpc 50005
                           metrics http://127.0.0.1:9468/metrics
+  dead-letter-service     grpc://127.0.0.1:50056 (DeadLetterService for admins: x-user-id admin); daprd grpc 50006
+                          metrics http://127.0.0.1:9469/metrics; dead letters .data/dead-letters.db (just dlq list)
   kafka         127.0.0.1:19092
 
   Try:  grpcurl -plaintext -H 'x-user-id: alice' -d '{"task": {"title": "Buy milk"}}' \\
