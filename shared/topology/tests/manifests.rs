@@ -13,7 +13,7 @@ use todo_topology::{app_ids, components, topics};
 
 /// Each app: its id, its app port (gRPC API + AppCallback + health; the ports `just up`
 /// uses, scripts/up.sh) and the topics it consumes.
-const APPS: [(&str, u16, &[&str]); 5] = [
+const APPS: [(&str, u16, &[&str]); 6] = [
     (app_ids::TASK_SERVICE, 50051, &[topics::TASK_OCCURRENCES]),
     (
         app_ids::RECURRING_TASK_SERVICE,
@@ -27,20 +27,29 @@ const APPS: [(&str, u16, &[&str]); 5] = [
         &[topics::TASK_EVENTS, topics::REMINDERS],
     ),
     (app_ids::SYNC_SERVICE, 50055, &[topics::TASK_UPDATES]),
+    // Every `<topic>-dlq` (no lag to scale on: dead letters are few).
+    (app_ids::DEAD_LETTER_SERVICE, 50056, &[]),
 ];
+/// The apps on `kafka-pubsub` with a fixed replica count (no KEDA ScaledObject).
+const FIXED_REPLICAS: [&str; 2] = [app_ids::TASK_SERVICE, app_ids::DEAD_LETTER_SERVICE];
 /// The apps that consume through `kafka-broadcast` (a consumer group per pod, every replica
 /// sees every event) instead of `kafka-pubsub` (one group per app id): no shared lag, so they
 /// scale on CPU (a HorizontalPodAutoscaler), not with KEDA.
 const BROADCAST_CONSUMERS: [&str; 1] = [app_ids::SYNC_SERVICE];
 /// The apps that serve a gRPC API of their own, reachable through a Service on the app port.
-const APIS: [&str; 4] = [
+const APIS: [&str; 5] = [
     app_ids::TASK_SERVICE,
     app_ids::NOTIFICATION_SERVICE,
     app_ids::AUDIT_SERVICE,
     app_ids::SYNC_SERVICE,
+    app_ids::DEAD_LETTER_SERVICE,
 ];
 /// The apps that own a database of their own (sea-orm, DATABASE_URL from `<app>-secrets`).
-const DATABASE_OWNERS: [&str; 2] = [app_ids::TASK_SERVICE, app_ids::AUDIT_SERVICE];
+const DATABASE_OWNERS: [&str; 3] = [
+    app_ids::TASK_SERVICE,
+    app_ids::AUDIT_SERVICE,
+    app_ids::DEAD_LETTER_SERVICE,
+];
 /// Every service's Prometheus port in the cluster (METRICS_ADDR).
 const METRICS_PORT: u16 = 9464;
 /// notification-service's Dapr state store (its delivery log).
@@ -647,7 +656,7 @@ fn keda_scales_each_consumer_on_its_own_group_and_topic() {
             .collect();
         for (id, ..) in APPS
             .iter()
-            .filter(|(id, ..)| *id != app_ids::TASK_SERVICE && !BROADCAST_CONSUMERS.contains(id))
+            .filter(|(id, ..)| !FIXED_REPLICAS.contains(id) && !BROADCAST_CONSUMERS.contains(id))
         {
             assert!(
                 names.contains(id),
