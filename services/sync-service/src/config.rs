@@ -76,6 +76,11 @@ impl AppConfig for Config {
                 "open streams on one replica (RESOURCE_EXHAUSTED past it)",
             ),
             Var::new(
+                "SYNC_MAX_HELD_CHANGES",
+                "100000",
+                "changes held for all users together; past it the oldest go first",
+            ),
+            Var::new(
                 "SYNC_CLOCK_SKEW_MS",
                 "2000",
                 "allowance for clock skew and consumer lag when judging a cursor's time",
@@ -100,6 +105,7 @@ impl AppConfig for Config {
             max_streams_per_user: env.positive("SYNC_MAX_STREAMS_PER_USER", 32)?,
             max_streams: env.positive("SYNC_MAX_STREAMS", 20_000)?,
             clock_skew: Duration::from_millis(env.parse("SYNC_CLOCK_SKEW_MS", 2_000)?),
+            max_held: env.positive("SYNC_MAX_HELD_CHANGES", 100_000)?,
         };
         Ok(Self {
             common,
@@ -141,6 +147,7 @@ mod tests {
                 ("SYNC_HEARTBEAT_MS", "-1"),
                 ("SYNC_MAX_STREAMS", "0"),
                 ("SYNC_CLOCK_SKEW_MS", "x"),
+                ("SYNC_MAX_HELD_CHANGES", "0"),
             ],
         );
     }

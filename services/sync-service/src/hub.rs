@@ -57,6 +57,9 @@ pub struct Limits {
     pub max_streams: usize,
     /// `SYNC_CLOCK_SKEW_MS`: allowance for clocks and consumer lag when judging cursor times.
     pub clock_skew: Duration,
+    /// `SYNC_MAX_HELD_CHANGES`: changes held for all users together; past it the oldest
+    /// go first (their users' old cursors then RESYNC).
+    pub max_held: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +71,7 @@ impl Default for Limits {
             max_streams_per_user: 32,
             max_streams: 20_000,
             clock_skew: Duration::from_secs(2),
+            max_held: 100_000,
         }
     }
 }
@@ -246,6 +250,9 @@ impl HubStats {
 #[derive(Debug, Default)]
 struct State {
     users: HashMap<String, User>,
+    /// Every change taken into a window, in arrival order (some already trimmed): the
+    /// oldest held go first when there are more than `max_held`.
+    arrivals: VecDeque<(Arc<str>, u64)>,
     /// When the first change arrived: from then on this replica has seen every change.
     listening_since: Option<DateTime<Utc>>,
     /// The largest consumer lag (now − occurred_at) seen since the last sweep, and before it.
@@ -348,6 +355,7 @@ impl Hub {
         let mut state = self.lock();
         state.listening_since.get_or_insert_with(Utc::now);
         state.lag = state.lag.max(lag);
+        let held_user = change.user_id.clone();
         let user = state.users.entry(change.user_id.clone()).or_default();
         let held = Held {
             seq,
@@ -380,6 +388,20 @@ impl Hub {
             }
         };
         user.trim(&self.limits, now);
+        if applied != Applied::Duplicate {
+            let who: Arc<str> = Arc::from(held_user.as_str());
+            state.arrivals.push_back((who, seq));
+            while state.arrivals.len() > self.limits.max_held {
+                let Some((who, oldest)) = state.arrivals.pop_front() else {
+                    break;
+                };
+                if let Some(u) = state.users.get_mut(&*who)
+                    && u.window.front().is_some_and(|h| h.seq == oldest)
+                {
+                    u.window.pop_front();
+                }
+            }
+        }
         applied
     }
 
@@ -472,7 +494,10 @@ impl Hub {
         state.previous_lag = std::mem::take(&mut state.lag);
         let limits = &self.limits;
         let mut held = 0usize;
-        state.users.retain(|_, u| {
+        let State {
+            users, arrivals, ..
+        } = &mut *state;
+        users.retain(|_, u| {
             if u.pending_since
                 .is_some_and(|since| now.duration_since(since) > GAP_TIMEOUT)
             {
@@ -489,7 +514,13 @@ impl Hub {
                 || u.last_change
                     .is_some_and(|t| now.duration_since(t) <= limits.window_time)
         });
-        metrics::gauge!("sync_users_held").set(state.users.len() as f64);
+        // Forget the arrivals already trimmed, so they do not count against the cap.
+        arrivals.retain(|(who, seq)| {
+            users
+                .get(&**who)
+                .is_some_and(|u| u.window.front().is_some_and(|h| h.seq <= *seq))
+        });
+        metrics::gauge!("sync_users_held").set(users.len() as f64);
         metrics::gauge!("sync_changes_held").set(held as f64);
     }
 
@@ -643,6 +674,37 @@ mod tests {
         hub.close();
         assert_eq!(a.end(), End::Shutdown);
         assert_eq!(hub.watch("dave", None).unwrap_err(), Refused::Closed);
+    }
+
+    #[test]
+    fn the_oldest_changes_of_all_users_go_first_past_the_cap() {
+        let hub = Hub::new(Limits {
+            max_held: 4,
+            ..Limits::default()
+        });
+        for s in 1..=3 {
+            hub.apply(change("alice", s));
+            hub.apply(change("bob", s));
+        }
+        // Six arrived, four are held: the first of each user went.
+        assert!(matches!(
+            hub.watch("alice", cursor(0)).unwrap(),
+            Start::Resync(_)
+        ));
+        assert_eq!(
+            drain(&mut stream(hub.watch("alice", cursor(1)).unwrap())),
+            [2, 3]
+        );
+        assert_eq!(
+            drain(&mut stream(hub.watch("bob", cursor(1)).unwrap())),
+            [2, 3]
+        );
+        hub.sweep();
+        hub.apply(change("carol", 1));
+        assert_eq!(
+            drain(&mut stream(hub.watch("carol", cursor(0)).unwrap())),
+            [1]
+        );
     }
 
     #[test]
