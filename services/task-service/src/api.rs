@@ -342,6 +342,9 @@ impl TaskService for TaskApi {
                 }
             }
         }
+        if req.tag.contains('\0') {
+            v.push(FieldViolation::new("tag", validate::NO_NUL));
+        }
         let token = if req.page_token.is_empty() {
             None
         } else {

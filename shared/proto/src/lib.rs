@@ -45,4 +45,5 @@ pub use prost_types;
 
 mod timestamps;
 pub use timestamps::{from_timestamp, to_timestamp};
+pub mod codec;
 pub mod watch_cursor;

@@ -42,6 +42,9 @@ pub struct TaskFields {
 /// Checks the user-settable fields of `task` (prefixing field names with `prefix`, e.g.
 /// `task.`) and returns them normalised: title trimmed, tags trimmed and de-duplicated,
 /// time zone defaulted to UTC. Collects every violation, not just the first.
+/// Text may not hold NUL: PostgreSQL's text cannot store it, and no client means it.
+pub const NO_NUL: &str = "must not contain NUL (U+0000)";
+
 pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldViolation>> {
     let mut v = Vec::new();
     let f = |name: &str| format!("{prefix}{name}");
@@ -50,6 +53,8 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
     let title_len = title.chars().count();
     if title_len == 0 {
         v.push(FieldViolation::new(f("title"), "must not be empty"));
+    } else if title.contains('\0') {
+        v.push(FieldViolation::new(f("title"), NO_NUL));
     } else if title_len > MAX_TITLE {
         v.push(FieldViolation::new(
             f("title"),
@@ -58,7 +63,9 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
     }
 
     let desc_len = task.description.chars().count();
-    if desc_len > MAX_DESCRIPTION {
+    if task.description.contains('\0') {
+        v.push(FieldViolation::new(f("description"), NO_NUL));
+    } else if desc_len > MAX_DESCRIPTION {
         v.push(FieldViolation::new(
             f("description"),
             format!("must be at most {MAX_DESCRIPTION} characters, got {desc_len}"),
@@ -81,6 +88,8 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
                 format!("{}[{i}]", f("tags")),
                 "must not be empty",
             ));
+        } else if t.contains('\0') {
+            v.push(FieldViolation::new(format!("{}[{i}]", f("tags")), NO_NUL));
         } else if n > MAX_TAG {
             v.push(FieldViolation::new(
                 format!("{}[{i}]", f("tags")),
@@ -271,6 +280,7 @@ mod tests {
     #[test]
     fn title_is_trimmed_and_bounded() {
         assert_eq!(task_fields(&task("  hi  "), "task.").unwrap().title, "hi");
+        assert_eq!(fields(task_fields(&task("a\0b"), "task.")), ["task.title"]);
         assert_eq!(fields(task_fields(&task("   "), "task.")), ["task.title"]);
         assert_eq!(
             fields(task_fields(&task(&"é".repeat(501)), "task.")),
