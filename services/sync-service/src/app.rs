@@ -73,7 +73,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let server = ServiceBuilder::new(app_ids::SYNC_SERVICE, &config.common)
         .grpc(api)
         .grpc_web()
-        .subscriptions(updates.subscriptions())
+        .subscriptions(updates.subscriptions(config.bulk))
         .serve()
         .await?;
     let sweeping = Arc::downgrade(&hub);
@@ -91,6 +91,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     tracing::info!(
         limits = ?config.limits,
         heartbeat_ms = config.heartbeat.as_millis() as u64,
+        bulk_max_messages = config.bulk.0,
         auth = ?config.auth,
         "sync-service serving"
     );

@@ -25,6 +25,9 @@ pub struct Config {
     pub limits: Limits,
     /// `SYNC_HEARTBEAT_MS` (default 15000): an idle stream gets a heartbeat this often.
     pub heartbeat: Duration,
+    /// `SYNC_BULK_MAX_MESSAGES` (default 500, at most 10000) and `SYNC_BULK_MAX_AWAIT_MS`
+    /// (default 10): changes per bulk delivery, and how long daprd waits to fill one.
+    pub bulk: (i32, i32),
 }
 
 /// What `sync-service --help` says it is.
@@ -76,6 +79,16 @@ impl AppConfig for Config {
                 "open streams on one replica (RESOURCE_EXHAUSTED past it)",
             ),
             Var::new(
+                "SYNC_BULK_MAX_MESSAGES",
+                "500",
+                "most changes daprd hands over per bulk delivery (at most 10000)",
+            ),
+            Var::new(
+                "SYNC_BULK_MAX_AWAIT_MS",
+                "10",
+                "how long daprd waits to fill a bulk delivery",
+            ),
+            Var::new(
                 "SYNC_MAX_HELD_CHANGES",
                 "100000",
                 "changes held for all users together; past it the oldest go first",
@@ -107,10 +120,15 @@ impl AppConfig for Config {
             clock_skew: Duration::from_millis(env.parse("SYNC_CLOCK_SKEW_MS", 2_000)?),
             max_held: env.positive("SYNC_MAX_HELD_CHANGES", 100_000)?,
         };
+        let bulk_max: i32 = env.positive("SYNC_BULK_MAX_MESSAGES", 500)?;
+        if bulk_max > 10_000 {
+            return Err(ConfigError::new("SYNC_BULK_MAX_MESSAGES", "at most 10000"));
+        }
         Ok(Self {
             common,
             auth,
             limits,
+            bulk: (bulk_max, env.positive("SYNC_BULK_MAX_AWAIT_MS", 10)?),
             heartbeat: Duration::from_millis(env.positive("SYNC_HEARTBEAT_MS", 15_000)?),
         })
     }
@@ -148,6 +166,8 @@ mod tests {
                 ("SYNC_MAX_STREAMS", "0"),
                 ("SYNC_CLOCK_SKEW_MS", "x"),
                 ("SYNC_MAX_HELD_CHANGES", "0"),
+                ("SYNC_BULK_MAX_MESSAGES", "20000"),
+                ("SYNC_BULK_MAX_AWAIT_MS", "soon"),
             ],
         );
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use prost::Message as _;
 use todo_proto::todo::events::v1::TaskChanged;
 use todo_topology::{
     Topics,
@@ -13,8 +14,7 @@ use todo_topology::{
 use crate::hub::{Applied, Hub};
 
 todo_service::counters! {
-    /// How many events on `task-updates` ended how, since start. Events that do not decode
-    /// as a `TaskChanged` are DROPped by the AppCallback runtime and not counted here.
+    /// How many events on `task-updates` ended how, since start.
     pub struct Stats;
     /// A point-in-time copy of [`Stats`].
     pub struct StatsSnapshot;
@@ -28,7 +28,7 @@ todo_service::counters! {
     held,
     /// Other task types (SUCCESS, untouched).
     not_ours,
-    /// Events answered DROP (no user, no sequence number, unknown type).
+    /// Events answered DROP (undecodable, no user, no sequence number, unknown type).
     dropped,
 }
 
@@ -45,10 +45,41 @@ impl Updates {
         Self { hub, topics, stats }
     }
 
+    /// One bulk delivery, in order: each change applied, held or a duplicate (SUCCESS);
+    /// the family's other types acknowledged; DROP for what can never be placed.
+    pub fn on_batch(&self, events: Vec<Event<Vec<u8>>>) -> Vec<Outcome> {
+        events.into_iter().map(|e| self.on_event(e)).collect()
+    }
+
+    fn on_event(&self, e: Event<Vec<u8>>) -> Outcome {
+        if e.event_type != TASK_CHANGED {
+            if e.event_type.starts_with(TASK_FAMILY) {
+                return self.stats.not_ours.count(Outcome::Success);
+            }
+            tracing::warn!(
+                event_type = %e.event_type,
+                dead_letter_topic = %self.topics.task_updates_dead_letter,
+                "unknown event type on task-updates: dropping to the dead-letter topic"
+            );
+            return self.stats.dropped.count(Outcome::Drop);
+        }
+        match TaskChanged::decode(e.message.as_slice()) {
+            Ok(m) => self.on_change(m),
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    event_id = %e.id,
+                    dead_letter_topic = %self.topics.task_updates_dead_letter,
+                    "task change does not decode: dropping to the dead-letter topic"
+                );
+                self.stats.dropped.count(Outcome::Drop)
+            }
+        }
+    }
+
     /// One change: applied, held or a duplicate (all SUCCESS); DROP when it can never be
     /// placed in its owner's sequence.
-    pub fn on_change(&self, event: Event<TaskChanged>) -> Outcome {
-        let m = event.message;
+    pub fn on_change(&self, m: TaskChanged) -> Outcome {
         let why = if m.user_id.is_empty() {
             Some("no user_id")
         } else if m.user_seq == 0 {
@@ -74,20 +105,22 @@ impl Updates {
         }
     }
 
-    /// The routing table: `todo.task.changed.v1` to [`Self::on_change`] through the
-    /// broadcast component (every replica gets every change); other task types
-    /// acknowledged; anything else DROPped to `task-updates-dlq`.
-    pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
+    /// The subscription: `task-updates` through the broadcast component (every replica
+    /// gets every change), in bulk (`bulk` = most entries per delivery, ms to fill one) with
+    /// raw payloads (the types are told apart here, see [`Self::on_batch`]).
+    pub fn subscriptions(self: Arc<Self>, bulk: (i32, i32)) -> Subscriptions {
         let t = &self.topics;
         let route = Route::new(
             BROADCAST_PUBSUB,
             &t.task_updates,
             &t.task_updates_dead_letter,
         )
-        .event_type(TASK_CHANGED);
-        let stats = self.stats.clone();
-        todo_service::one_of_family(route, TASK_FAMILY, stats, self, |me, e| async move {
-            me.on_change(e)
-        })
+        .bulk_raw(bulk.0, bulk.1);
+        Subscriptions::builder()
+            .route_batch(route, move |events| {
+                let me = self.clone();
+                async move { me.on_batch(events) }
+            })
+            .build()
     }
 }
