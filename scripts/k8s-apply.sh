@@ -74,11 +74,15 @@ if [[ -d /dev/shm && -w /dev/shm ]]; then T=$(mktemp -d -p /dev/shm todo-k8s.XXX
 pids=()
 cleanup() {
   local rc=$?
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if ((rc != 0)); then
-    for log in "$T"/*.log; do [[ -f "$log" ]] && { echo "--- last lines of $(basename "$log")" >&2; tail -n 15 "$log" >&2; }; done
+  if ((rc != 0)); then # the servers' last words, before they are stopped
+    for log in "$T"/kube-*.log; do
+      [[ -f "$log" ]] && { echo "--- last error lines of $(basename "$log")" >&2; grep -a '^E' "$log" | tail -n 10 >&2 || true; }
+    done
   fi
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   rm -rf "$T"
 }
 trap cleanup EXIT
