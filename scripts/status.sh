@@ -79,7 +79,7 @@ for line in "${sidecars[@]}"; do
   jq -r '"  components: " + ([.components[]? | "\(.name) (\(.type)/\(.version))"] | join(", "))' <<<"$meta"
   jq -r '.subscriptions[]? |
     "  subscription \(.pubsubname)/\(.topic) -> " +
-    ([.rules[]? | (if (.match // "") == "" then "" else "[\(.match)] " end) + .path] | join(", ")) +
+    ([.rules[]? | (if (.match // "") == "" then "" else "[\(.match)] " end) + (if (.path // "") == "" then "(default route)" else .path end)] | join(", ")) +
     "  dead letters: " + (.deadLetterTopic // "NONE") +
     (if .metadata.bulkSubscribe == "true" or (.metadata | tostring | test("bulk"; "i")) then "  (bulk)" else "" end) +
     (if (.metadata.rawPayload // "") == "true" then " (rawPayload)" else "" end)' <<<"$meta"
