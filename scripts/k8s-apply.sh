@@ -134,6 +134,7 @@ kube-apiserver-"$KUBERNETES_VERSION" \
   --service-cluster-ip-range 10.96.0.0/16 --cert-dir "$T/certs" --profiling=false \
   >"$T/kube-apiserver.log" 2>&1 &
 pids+=($!)
+api_start=$(date +%s)
 ready=""
 for _ in $(seq 1 240); do
   kill -0 "${pids[-1]}" 2>/dev/null || die "kube-apiserver exited (its log is below)"
@@ -141,7 +142,7 @@ for _ in $(seq 1 240); do
   sleep 0.5
 done
 [[ -n "$ready" ]] || die "kube-apiserver not ready after 120 s"
-say "kube-apiserver ready after $(( $(date +%s) - start )) s: $(k version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+say "kube-apiserver ready after $(( $(date +%s) - api_start )) s: $(k version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
 
 say "kube-controller-manager $KUBERNETES_VERSION (Deployments -> ReplicaSets -> Pods, namespaces deleted)"
 kube-controller-manager-"$KUBERNETES_VERSION" \
