@@ -27,7 +27,13 @@ source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 export PATH="$BIN_DIR:$PATH"
 
-need buildah "apt-get install buildah (Debian's package)."
+if ! command -v buildah >/dev/null 2>&1; then
+  need apt-get "buildah is not installed: install buildah (Debian's package)."
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  say "buildah: installing Debian's package"
+  $SUDO apt-get update -qq || die "apt-get update failed: is the Debian mirror reachable?"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq buildah >/dev/null || die "apt-get install buildah failed"
+fi
 export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"
 TARGET_DIR="${IMAGES_TARGET_DIR:-$CACHE_DIR/images-target}"
