@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use todo_harness::processes::{ProcessSet, USAGE_NOTE, UsageRow, usage_table};
 
 /// A latency histogram: 1 µs .. 1 h, 3 significant digits.
 pub fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -61,4 +62,21 @@ pub async fn server_version(db: &DatabaseConnection) -> String {
             .unwrap_or_else(|_| "unknown".to_owned()),
         _ => "unknown".to_owned(),
     }
+}
+
+/// The CPU-per-operation block of a report: `title`, the processes measured (names and
+/// pids), the table of `rows` (CPU ms per `unit` of each process, peak RSS), and how the
+/// figures were read.
+pub fn usage_block(
+    title: &str,
+    processes: &ProcessSet,
+    unit: &str,
+    rows: &[UsageRow<'_>],
+) -> String {
+    format!(
+        "### {title}: CPU ms per {unit} and peak RSS, by process\n\n\
+         processes: {}\n\n{}\n{USAGE_NOTE}\n",
+        processes.describe(),
+        usage_table(unit, rows)
+    )
 }

@@ -18,7 +18,9 @@
 //!   each request was due to be sent (so a stall counts against every request it delays).
 //!
 //! Latency is recorded in HDR histograms (µs, 3 significant digits); throughput is requests
-//! / wall time of the phase. Failed requests are counted and reported, and the example
+//! / wall time of the phase. Each phase also reports CPU ms per request and peak RSS of this
+//! process (load generator and task-service) and, on PostgreSQL, of the server (postmaster
+//! and backends), read from /proc by `todo_harness::processes`. Failed requests are counted and reported, and the example
 //! exits non-zero if any request failed.
 //!
 //! Run with `just bench-api`, i.e. `cargo run --release -p todo-bench --bin
@@ -47,12 +49,13 @@ use task_service::{App, auth::AuthMode};
 use todo_bench::{
     api::{self, describe},
     db::{Db, databases_from_env, pg_admin_url},
-    report::{command, histogram, micros, ms, server_version},
+    report::{command, histogram, micros, ms, server_version, usage_block},
 };
 use todo_harness::{
     bench::{CpuSample, cores_used, env_usize},
     machine::{cpu_model, mem_total},
     pg,
+    processes::{PhaseUsage, ProcessSet, UsageRow},
 };
 use todo_proto::todo::v1::{
     CreateTaskRequest, GetTaskRequest, ListTasksRequest, task_service_client::TaskServiceClient,
@@ -114,6 +117,8 @@ struct Figures {
     /// Successful requests only.
     latency_us: Histogram<u64>,
     cpu: String,
+    /// CPU and memory of this process (and of the PostgreSQL server) over the phase.
+    usage: PhaseUsage,
 }
 
 impl Figures {
@@ -402,6 +407,8 @@ struct RunInfo {
     database: Db,
     version: String,
     pool: u32,
+    /// The processes whose CPU and memory were measured.
+    processes: ProcessSet,
 }
 
 /// Builds task-service on `url` and measures every phase against it.
@@ -429,13 +436,19 @@ async fn measure(database: Db, url: &str, cfg: &Config) -> anyhow::Result<(Vec<F
     let app: App = task_service::build(service)
         .await
         .with_context(|| format!("starting task-service on {}", database.name()))?;
+    let mut processes = ProcessSet::new().this_process("bench");
+    if database == Db::Postgres {
+        processes =
+            processes.process_tree("PostgreSQL", pg::server_pid(&cfg.pg_admin_url).await.ok());
+    }
     let info = RunInfo {
         database,
         version: server_version(&app.db).await,
         pool,
+        processes,
     };
     let clients = Arc::new(Clients::connect(app.addr, cfg).await?);
-    let result = phases(database, &clients, cfg).await;
+    let result = phases(database, &clients, cfg, &info.processes).await;
     drop(clients);
     let stopped = app.shutdown().await;
     let figures = result?;
@@ -447,6 +460,7 @@ async fn phases(
     database: Db,
     clients: &Arc<Clients>,
     cfg: &Config,
+    procs: &ProcessSet,
 ) -> anyhow::Result<Vec<Figures>> {
     let name = database.name();
     let mut made = Made::default();
@@ -488,7 +502,8 @@ async fn phases(
                       requests: usize,
                       out: Outcome,
                       elapsed: Duration,
-                      cpu: String| {
+                      cpu: String,
+                      usage: PhaseUsage| {
         eprintln!(
             "bench_api: {name}: {rpc} ({load}): {requests} in {:.2} s, {} errors",
             elapsed.as_secs_f64(),
@@ -504,14 +519,15 @@ async fn phases(
             elapsed,
             latency_us: out.latency_us,
             cpu,
+            usage,
         });
     };
 
     // CreateTask, closed loop.
-    let (t0, c0) = (Instant::now(), CpuSample::now());
+    let (t0, c0, m) = (Instant::now(), CpuSample::now(), procs.start());
     let out = create_phase(clients, seq, cfg.requests, cfg.concurrency).await?;
     let elapsed = t0.elapsed();
-    let cpu = cores_used(c0, CpuSample::now(), elapsed);
+    let (cpu, usage) = (cores_used(c0, CpuSample::now(), elapsed), m.stop());
     seq += cfg.requests;
     made.add(&out.created);
     record(
@@ -521,19 +537,28 @@ async fn phases(
         out,
         elapsed,
         cpu,
+        usage,
     );
 
     let made = Arc::new(made);
-    let (t0, c0) = (Instant::now(), CpuSample::now());
+    let (t0, c0, m) = (Instant::now(), CpuSample::now(), procs.start());
     let out = get_phase(clients, &made, cfg.requests, cfg.concurrency).await?;
     let elapsed = t0.elapsed();
-    let cpu = cores_used(c0, CpuSample::now(), elapsed);
-    record("GetTask", closed.clone(), cfg.requests, out, elapsed, cpu);
+    let (cpu, usage) = (cores_used(c0, CpuSample::now(), elapsed), m.stop());
+    record(
+        "GetTask",
+        closed.clone(),
+        cfg.requests,
+        out,
+        elapsed,
+        cpu,
+        usage,
+    );
 
-    let (t0, c0) = (Instant::now(), CpuSample::now());
+    let (t0, c0, m) = (Instant::now(), CpuSample::now(), procs.start());
     let out = list_phase(clients, &made, cfg.requests, cfg.concurrency, cfg.page_size).await?;
     let elapsed = t0.elapsed();
-    let cpu = cores_used(c0, CpuSample::now(), elapsed);
+    let (cpu, usage) = (cores_used(c0, CpuSample::now(), elapsed), m.stop());
     record(
         "ListTasks",
         format!("{closed}, page_size {}", cfg.page_size),
@@ -541,12 +566,13 @@ async fn phases(
         out,
         elapsed,
         cpu,
+        usage,
     );
 
     // CreateTask, open loop at the goal's rate.
-    let c0 = CpuSample::now();
+    let (c0, m) = (CpuSample::now(), procs.start());
     let (out, elapsed) = open_loop_create(clients, seq, cfg.rate, cfg.rate_secs).await?;
-    let cpu = cores_used(c0, CpuSample::now(), elapsed);
+    let (cpu, usage) = (cores_used(c0, CpuSample::now(), elapsed), m.stop());
     record(
         "CreateTask",
         format!("open, {}/s for {} s", cfg.rate, cfg.rate_secs),
@@ -554,6 +580,7 @@ async fn phases(
         out,
         elapsed,
         cpu,
+        usage,
     );
     Ok(figures)
 }
@@ -637,6 +664,27 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Task API: gRPC → task-service → SQLite / PostgreSQL\n");
     println!("{}", table(&figures));
+    for i in &infos {
+        let labels: Vec<String> = figures
+            .iter()
+            .filter(|f| f.database == i.database)
+            .map(|f| format!("{} ({})", f.rpc, f.load))
+            .collect();
+        let rows: Vec<UsageRow<'_>> = figures
+            .iter()
+            .filter(|f| f.database == i.database)
+            .zip(&labels)
+            .map(|(f, label)| UsageRow {
+                phase: label,
+                ops: f.requests as u64,
+                usage: &f.usage,
+            })
+            .collect();
+        println!(
+            "{}",
+            usage_block(i.database.name(), &i.processes, "request", &rows)
+        );
+    }
     println!(
         "- command: {}",
         command(

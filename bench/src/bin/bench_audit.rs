@@ -26,8 +26,10 @@
 //!    of its own (at most `BENCH_IN_FLIGHT` in flight); lag as above.
 //!
 //! CPU per event is the audit-service process's utime + stime (`/proc/<pid>/stat`) from the
-//! first publish to the moment all entries were counted, divided by the events. Its
-//! daprd's CPU is not measured: `todo_harness::Daprd` does not expose the child's pid.
+//! first publish to the moment all entries were counted, divided by the events; over the
+//! same span, every process of the path is measured the same way (`todo_harness::processes`:
+//! this process, each daprd, Kafka's JVM, audit-service, the PostgreSQL server) with its
+//! peak RSS.
 //!
 //! Every entry is counted by `event_id`: the benchmark exits non-zero when an entry is
 //! missing or stored twice, or a phase does not complete within `BENCH_TIMEOUT_SECS`.
@@ -61,14 +63,16 @@ use sea_orm::{
 use todo_bench::{
     api,
     pipe::{self, Phase, serve},
-    report::{command, histogram, micros, ms, quantile, server_version},
+    report::{command, histogram, micros, ms, quantile, server_version, usage_block},
 };
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores_used, env_usize, process_ticks},
-    ensure_kafka, free_port, kafka_brokers, log_dir,
+    ensure_kafka, free_port, kafka_brokers, kafka_pid, log_dir,
     machine::{cpu_model, daprd_version, kafka_version, log_complaints, mem_total},
-    pg, repo_root, unique,
+    pg,
+    processes::{PhaseUsage, ProcessSet, UsageRow},
+    repo_root, unique,
 };
 use todo_proto::todo::{
     audit::v1::{ListActivityRequest, audit_service_client::AuditServiceClient},
@@ -229,6 +233,8 @@ struct Figures {
     seen_complete: Option<Duration>,
     /// Sustained load: events sent per second, and the latest send behind its schedule.
     sent: Option<(f64, Duration)>,
+    /// CPU and memory of each process over the same span as `cores`.
+    usage: Option<PhaseUsage>,
 }
 
 impl Figures {
@@ -254,14 +260,16 @@ async fn run_pipe(
     phase: &Phase,
     events: usize,
     cfg: &Config,
+    procs: &ProcessSet,
 ) -> anyhow::Result<Figures> {
     let deadline = Instant::now() + cfg.timeout;
-    let (started, c0) = (Instant::now(), CpuSample::now());
+    let (started, c0, meter) = (Instant::now(), CpuSample::now(), procs.start());
     publish_in_bulk(publisher, topic, "pipe", events, cfg, deadline).await?;
     phase
         .wait_for(events, deadline, &format!("raw pipe on {topic}"))
         .await?;
     let cores = cores_used(c0, CpuSample::now(), started.elapsed());
+    let usage = meter.stop();
     let (got, duplicates, unreadable, lag_us, last) = phase.snapshot();
     ensure!(
         got == events && duplicates == 0 && unreadable == 0,
@@ -278,6 +286,7 @@ async fn run_pipe(
         cores,
         seen_complete: None,
         sent: None,
+        usage: Some(usage),
     })
 }
 
@@ -296,10 +305,18 @@ struct Audit {
     version: String,
     topic: String,
     log_path: PathBuf,
+    /// The processes on the path: this process (the publisher), its daprd, Kafka,
+    /// audit-service's daprd, audit-service, and the PostgreSQL server when it is used.
+    processes: ProcessSet,
 }
 
 impl Audit {
-    async fn start(database: &'static str, url: &str, cfg: &Config) -> anyhow::Result<Self> {
+    async fn start(
+        database: &'static str,
+        url: &str,
+        cfg: &Config,
+        publisher_pid: Option<u32>,
+    ) -> anyhow::Result<Self> {
         let prefix = unique("bench-audit");
         let topic = Topics::new(&prefix).task_events;
         let (app_port, grpc_port) = (free_port()?, free_port()?);
@@ -335,6 +352,15 @@ impl Audit {
             .await
             .context("opening the audit database to poll it")?;
         let version = server_version(&db).await;
+        let mut processes = ProcessSet::new()
+            .this_process("bench")
+            .process("daprd publisher", publisher_pid)
+            .process("Kafka", kafka_pid())
+            .process("daprd audit", sidecar.pid())
+            .process("audit-service", Some(pid));
+        if let (true, Some(admin)) = (url.starts_with("postgres"), &cfg.pg_admin_url) {
+            processes = processes.process_tree("PostgreSQL", pg::server_pid(admin).await.ok());
+        }
         Ok(Self {
             database,
             child,
@@ -345,6 +371,7 @@ impl Audit {
             version,
             topic,
             log_path,
+            processes,
         })
     }
 
@@ -473,6 +500,7 @@ impl Audit {
             cores,
             seen_complete: Some(seen.duration_since(started)),
             sent: None,
+            usage: None,
         })
     }
 
@@ -485,11 +513,12 @@ impl Audit {
         cfg: &Config,
     ) -> anyhow::Result<Figures> {
         let deadline = Instant::now() + cfg.timeout;
-        let (t0, c0) = (self.ticks(), CpuSample::now());
+        let (t0, c0, meter) = (self.ticks(), CpuSample::now(), self.processes.start());
         let started = (Instant::now(), Utc::now());
         publish_in_bulk(publisher, &self.topic, tag, events, cfg, deadline).await?;
         self.wait_count(tag, events, deadline).await?;
         let seen = Instant::now();
+        let usage = meter.stop();
         let cpu = (
             t0,
             self.ticks(),
@@ -499,8 +528,11 @@ impl Audit {
             format!("audit burst, {}", self.database),
             format!("publish_bulk of {}, 1 in flight", cfg.batch),
         );
-        self.figures(tag, events, cfg.users, started, seen, cpu, what)
-            .await
+        let mut f = self
+            .figures(tag, events, cfg.users, started, seen, cpu, what)
+            .await?;
+        f.usage = Some(usage);
+        Ok(f)
     }
 
     /// Publishes `rate` events/s for `seconds` s, one `publish` each, on schedule; waits for
@@ -514,7 +546,7 @@ impl Audit {
         let events = cfg.rate * cfg.seconds;
         let deadline = Instant::now() + Duration::from_secs(cfg.seconds as u64) + cfg.timeout;
         let slots = Arc::new(Semaphore::new(cfg.in_flight));
-        let (t0, c0) = (self.ticks(), CpuSample::now());
+        let (t0, c0, meter) = (self.ticks(), CpuSample::now(), self.processes.start());
         let started = (Instant::now(), Utc::now());
         let mut ticker = tokio::time::interval(Duration::from_millis(1));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -557,6 +589,7 @@ impl Audit {
         }
         self.wait_count(tag, events, deadline).await?;
         let seen = Instant::now();
+        let usage = meter.stop();
         let cpu = (
             t0,
             self.ticks(),
@@ -573,6 +606,7 @@ impl Audit {
             .figures(tag, events, cfg.users, started, seen, cpu, what)
             .await?;
         f.sent = Some((events as f64 / sent_for.as_secs_f64(), behind));
+        f.usage = Some(usage);
         Ok(f)
     }
 
@@ -589,6 +623,7 @@ impl Audit {
             app: self.log_path,
             sidecar_id: self.sidecar.options.app_id.clone(),
             sidecar: self.sidecar.log_path.clone(),
+            processes: self.processes,
         })
     }
 }
@@ -600,6 +635,7 @@ struct Logs {
     app: PathBuf,
     sidecar_id: String,
     sidecar: PathBuf,
+    processes: ProcessSet,
 }
 
 /// Connects to audit-service on `port` once it answers (at most [`START_TIMEOUT`]).
@@ -637,8 +673,9 @@ async fn measure(
     publisher: &Publisher,
     sustained: bool,
     cfg: &Config,
+    publisher_pid: Option<u32>,
 ) -> anyhow::Result<(Vec<Figures>, Logs)> {
-    let mut audit = Audit::start(database, url, cfg).await?;
+    let mut audit = Audit::start(database, url, cfg, publisher_pid).await?;
     let result = async {
         eprintln!(
             "bench_audit: {database}: warm-up, {} events on {}",
@@ -762,16 +799,37 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the consumer's daprd")?;
     let (publ, publisher) = todo_harness::recorder::publisher("bench-audit-pub").await?;
+    let pipe_procs = ProcessSet::new()
+        .this_process("bench")
+        .process("daprd publisher", publ.pid())
+        .process("Kafka", kafka_pid())
+        .process("daprd consumer", consumer.pid());
     eprintln!(
         "bench_audit: raw pipe warm-up, {} events on {pipe_warm_topic}",
         cfg.warmup
     );
-    run_pipe(&publisher, &pipe_warm_topic, &pipe_warm, cfg.warmup, &cfg).await?;
+    run_pipe(
+        &publisher,
+        &pipe_warm_topic,
+        &pipe_warm,
+        cfg.warmup,
+        &cfg,
+        &pipe_procs,
+    )
+    .await?;
     eprintln!(
         "bench_audit: raw pipe measured, {} events on {pipe_topic}",
         cfg.events
     );
-    let pipe = run_pipe(&publisher, &pipe_topic, &pipe_phase, cfg.events, &cfg).await?;
+    let pipe = run_pipe(
+        &publisher,
+        &pipe_topic,
+        &pipe_phase,
+        cfg.events,
+        &cfg,
+        &pipe_procs,
+    )
+    .await?;
     let pipe_rate = pipe.per_sec();
     eprintln!("bench_audit: raw pipe: {pipe_rate:.0} events/s");
     consumer
@@ -787,13 +845,13 @@ async fn main() -> anyhow::Result<()> {
         "sqlite://{}?mode=rwc",
         dir.path().join("audit.db").display()
     );
-    let (f, l) = measure("SQLite", &sqlite_url, &publisher, true, &cfg).await?;
+    let (f, l) = measure("SQLite", &sqlite_url, &publisher, true, &cfg, publ.pid()).await?;
     figures.extend(f);
     logs.push(l);
     if let Some(admin) = &cfg.pg_admin_url {
         let (name, url) = pg::create_database(admin, "bench_audit").await?;
         eprintln!("bench_audit: PostgreSQL: database {name} created");
-        let result = measure("PostgreSQL", &url, &publisher, false, &cfg).await;
+        let result = measure("PostgreSQL", &url, &publisher, false, &cfg, publ.pid()).await;
         let dropped = pg::drop_database(admin, &name).await;
         let (f, l) = result?;
         dropped.with_context(|| format!("dropping the benchmark database {name}"))?;
@@ -815,6 +873,42 @@ async fn main() -> anyhow::Result<()> {
         "## audit-service ingestion: daprd → Kafka → daprd (bulk) → audit-service → database\n"
     );
     println!("{}", table(pipe_rate, &figures));
+    let usage_rows = |pick: &dyn Fn(&Figures) -> bool| -> Vec<UsageRow<'_>> {
+        figures
+            .iter()
+            .filter(|f| pick(f))
+            .filter_map(|f| {
+                Some(UsageRow {
+                    phase: &f.path,
+                    ops: f.events as u64,
+                    usage: f.usage.as_ref()?,
+                })
+            })
+            .collect()
+    };
+    println!(
+        "{}",
+        usage_block(
+            "Raw pipe (first publish → last delivery)",
+            &pipe_procs,
+            "event",
+            &usage_rows(&|f| f.path.starts_with("raw pipe"))
+        )
+    );
+    for l in &logs {
+        println!(
+            "{}",
+            usage_block(
+                &format!(
+                    "audit-service, {} (first publish → all entries counted)",
+                    l.database
+                ),
+                &l.processes,
+                "event",
+                &usage_rows(&|f| f.path.ends_with(&format!(", {}", l.database)))
+            )
+        );
+    }
     println!("- command: {}", command("bench_audit", &PASSED_THROUGH));
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; daprd {}; Kafka {} (single KRaft node, {}); \
@@ -846,8 +940,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "- CPU ms/event = audit-service's utime + stime from the first publish until all \
-         entries were counted, / events; its daprd's CPU is not measured (`Daprd` does not \
-         expose its pid)"
+         entries were counted, / events; every process of the path (its daprd, the \
+         publisher's, Kafka, the database server) is in the blocks above"
     );
     for f in &figures {
         let Some(seen) = f.seen_complete else {

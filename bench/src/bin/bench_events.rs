@@ -26,6 +26,10 @@
 //!      mutation's transaction just before it commits (so the figure includes the commit
 //!      itself; both clocks are this process's).
 //!
+//! Each phase also reports, over the same span, CPU ms per event or mutation and peak RSS of
+//! every process on the path (this process, each daprd, Kafka's JVM, the PostgreSQL server),
+//! read from /proc by `todo_harness::processes`.
+//!
 //! Every task event is counted by `event_id`: the example exits non-zero when a request
 //! failed, an event is missing or arrived twice, an event of nobody's arrived, or the
 //! outbox is not empty at the end. Each mutation also writes a `TaskChanged` notice to
@@ -64,14 +68,16 @@ use todo_bench::{
     api::{self, describe},
     db::{Db, databases_from_env, pg_admin_url},
     pipe::{self, Phase, serve},
-    report::{command, histogram, micros, ms, quantile, server_version},
+    report::{command, histogram, micros, ms, quantile, server_version, usage_block},
 };
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores_used, env_usize},
-    ensure_kafka, free_port, kafka_brokers,
+    ensure_kafka, free_port, kafka_brokers, kafka_pid,
     machine::{cpu_model, log_complaints, mem_total},
-    pg, unique,
+    pg,
+    processes::{PhaseUsage, ProcessSet, UsageRow},
+    unique,
 };
 use todo_proto::todo::{
     events::v1::{TaskEvent, TaskEventKind},
@@ -189,6 +195,8 @@ struct PipeFigures {
     latency_us: Histogram<u64>,
     duplicates: u64,
     cpu: String,
+    /// CPU and memory of each process, first publish → last delivery.
+    usage: PhaseUsage,
 }
 
 /// A creation of task number `seq`, of user `seq % users`, stamped with its publish time.
@@ -214,9 +222,10 @@ async fn run_pipe(
     phase: &Phase,
     events: usize,
     cfg: &Config,
+    procs: &ProcessSet,
 ) -> anyhow::Result<PipeFigures> {
     let deadline = Instant::now() + cfg.timeout;
-    let (started, c0) = (Instant::now(), CpuSample::now());
+    let (started, c0, meter) = (Instant::now(), CpuSample::now(), procs.start());
     let mut first = 0;
     while first < events {
         let last = (first + cfg.pipe_batch).min(events);
@@ -240,6 +249,7 @@ async fn run_pipe(
         .wait_for(events, deadline, &format!("raw pipe on {topic}"))
         .await?;
     let cpu = cores_used(c0, CpuSample::now(), started.elapsed());
+    let usage = meter.stop();
     tokio::time::sleep(SETTLE).await;
     let (got, duplicates, unreadable, latency_us, last) = phase.snapshot();
     ensure!(
@@ -254,6 +264,7 @@ async fn run_pipe(
         latency_us,
         duplicates,
         cpu,
+        usage,
     })
 }
 
@@ -525,6 +536,8 @@ struct EventFigures {
     /// Outbox depth samples while the load ran, and after until everything was delivered.
     samples: Vec<(Duration, u64)>,
     cpu: String,
+    /// CPU and memory of each process, first request → last delivery.
+    usage: PhaseUsage,
 }
 
 impl EventFigures {
@@ -569,6 +582,7 @@ async fn measure_phase<F, Fut>(
     phase: &Phase,
     load: String,
     cfg: &Config,
+    procs: &ProcessSet,
     run: F,
 ) -> anyhow::Result<EventFigures>
 where
@@ -577,13 +591,14 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_outbox(app.db.clone(), cfg.sample, stop.clone());
-    let (started, c0) = (Instant::now(), CpuSample::now());
+    let (started, c0, meter) = (Instant::now(), CpuSample::now(), procs.start());
     let out = run().await?;
     let deadline = Instant::now() + cfg.timeout;
     let waited = phase
         .wait_for(out.ok, deadline, &format!("{} {load}", database.name()))
         .await;
     let cpu = cores_used(c0, CpuSample::now(), started.elapsed());
+    let usage = meter.stop();
     stop.store(true, Ordering::Relaxed);
     if waited.is_ok() {
         tokio::time::sleep(SETTLE).await;
@@ -615,6 +630,7 @@ where
         latency_us,
         samples,
         cpu,
+        usage,
     })
 }
 
@@ -627,6 +643,8 @@ struct RunInfo {
     stray: usize,
     sidecar_log: std::path::PathBuf,
     complaints: Vec<String>,
+    /// The processes whose CPU and memory were measured.
+    processes: ProcessSet,
 }
 
 /// Builds task-service and its sidecar on `url` and measures every phase.
@@ -636,6 +654,7 @@ async fn measure_database(
     prefix: &str,
     sink: &EventsSink,
     cfg: &Config,
+    consumer_pid: Option<u32>,
 ) -> anyhow::Result<(Vec<EventFigures>, RunInfo)> {
     let grpc_port = free_port()?;
     let mut service = task_service::Config::from_lookup(|k| match k {
@@ -665,6 +684,16 @@ async fn measure_database(
         .await
         .context("starting task-service's daprd")?;
     let version = server_version(&app.db).await;
+    let mut processes = ProcessSet::new()
+        .this_process("bench")
+        .process("daprd task-service", sidecar.pid())
+        .process("daprd consumer", consumer_pid)
+        .process("Kafka", kafka_pid());
+    if database == Db::Postgres {
+        processes =
+            processes.process_tree("PostgreSQL", pg::server_pid(&cfg.pg_admin_url).await.ok());
+    }
+    let procs = &processes;
     let result = async {
         let clients = Arc::new(Clients::connect(app.addr, cfg).await?);
         eprintln!(
@@ -695,7 +724,7 @@ async fn measure_database(
             cfg.concurrency
         );
         figures.push(
-            measure_phase(database, &app, &sink.sustained, load, cfg, || {
+            measure_phase(database, &app, &sink.sustained, load, cfg, procs, || {
                 closed_chains(&clients, SUSTAINED, cfg.chains, cfg.concurrency)
             })
             .await?,
@@ -705,7 +734,7 @@ async fn measure_database(
             cfg.rate, cfg.rate_secs
         );
         figures.push(
-            measure_phase(database, &app, &sink.open, load, cfg, || {
+            measure_phase(database, &app, &sink.open, load, cfg, procs, || {
                 open_loop_create(&clients, OPEN, cfg.rate, cfg.rate_secs)
             })
             .await?,
@@ -734,6 +763,7 @@ async fn measure_database(
             stray: sink.stray.load(Ordering::Relaxed),
             sidecar_log: sidecar.log_path.clone(),
             complaints: log_complaints(&sidecar.log_path, &STARTUP_WARNINGS),
+            processes,
         },
     ))
 }
@@ -745,6 +775,7 @@ async fn run_database(
     prefix: &str,
     sink: &EventsSink,
     cfg: &Config,
+    consumer_pid: Option<u32>,
 ) -> anyhow::Result<Option<(Vec<EventFigures>, RunInfo)>> {
     match database {
         Db::Sqlite => {
@@ -754,7 +785,7 @@ async fn run_database(
                 dir.path().join("tasks.db").display()
             );
             Ok(Some(
-                measure_database(database, &url, prefix, sink, cfg).await?,
+                measure_database(database, &url, prefix, sink, cfg, consumer_pid).await?,
             ))
         }
         Db::Postgres => {
@@ -767,7 +798,7 @@ async fn run_database(
                 Err(e) => return Err(e),
             };
             eprintln!("bench_events: PostgreSQL: database {name} created");
-            let result = measure_database(database, &url, prefix, sink, cfg).await;
+            let result = measure_database(database, &url, prefix, sink, cfg, consumer_pid).await;
             let dropped = pg::drop_database(&cfg.pg_admin_url, &name).await;
             let out = result?;
             dropped.with_context(|| format!("dropping the benchmark database {name}"))?;
@@ -914,14 +945,35 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. The raw pipe.
     let (publ, publisher) = todo_harness::recorder::publisher("bench-publisher").await?;
+    let pipe_procs = ProcessSet::new()
+        .this_process("bench")
+        .process("daprd publisher", publ.pid())
+        .process("daprd consumer", consumer.pid())
+        .process("Kafka", kafka_pid());
     let warm_events = (cfg.warmup_chains * CHAIN).max(cfg.pipe_batch);
     eprintln!("bench_events: raw pipe warm-up, {warm_events} events on {pipe_warm_topic}");
-    run_pipe(&publisher, &pipe_warm_topic, &pipe_warm, warm_events, &cfg).await?;
+    run_pipe(
+        &publisher,
+        &pipe_warm_topic,
+        &pipe_warm,
+        warm_events,
+        &cfg,
+        &pipe_procs,
+    )
+    .await?;
     eprintln!(
         "bench_events: raw pipe measured, {} events on {pipe_topic}",
         cfg.pipe_events
     );
-    let pipe = run_pipe(&publisher, &pipe_topic, &pipe_phase, cfg.pipe_events, &cfg).await?;
+    let pipe = run_pipe(
+        &publisher,
+        &pipe_topic,
+        &pipe_phase,
+        cfg.pipe_events,
+        &cfg,
+        &pipe_procs,
+    )
+    .await?;
     eprintln!(
         "bench_events: raw pipe: {:.0} events/s",
         pipe.events as f64 / pipe.elapsed.as_secs_f64()
@@ -938,7 +990,8 @@ async fn main() -> anyhow::Result<()> {
     let mut figures = Vec::new();
     let mut infos = Vec::new();
     for (database, prefix, sink) in &per_db {
-        if let Some((f, info)) = run_database(*database, prefix, sink, &cfg).await? {
+        if let Some((f, info)) = run_database(*database, prefix, sink, &cfg, consumer.pid()).await?
+        {
             figures.extend(f);
             infos.push(info);
         }
@@ -951,6 +1004,43 @@ async fn main() -> anyhow::Result<()> {
         "## Task events end to end: mutation → outbox → relay → daprd → Kafka → daprd → consumer\n"
     );
     println!("{}", table(&pipe, &cfg, &figures));
+    let pipe_label = format!("raw pipe, publish_bulk of {}", cfg.pipe_batch);
+    println!(
+        "{}",
+        usage_block(
+            "Raw pipe (first publish → last delivery)",
+            &pipe_procs,
+            "event",
+            &[UsageRow {
+                phase: &pipe_label,
+                ops: pipe.events as u64,
+                usage: &pipe.usage,
+            }]
+        )
+    );
+    for i in &infos {
+        let rows: Vec<UsageRow<'_>> = figures
+            .iter()
+            .filter(|f| f.database == i.database)
+            .map(|f| UsageRow {
+                phase: &f.load,
+                ops: f.load_out.ok as u64,
+                usage: &f.usage,
+            })
+            .collect();
+        println!(
+            "{}",
+            usage_block(
+                &format!(
+                    "Task events, {} (first request → last delivery)",
+                    i.database.name()
+                ),
+                &i.processes,
+                "mutation",
+                &rows
+            )
+        );
+    }
     println!(
         "- command: {}",
         command(

@@ -15,7 +15,9 @@
 //!
 //! Latency is publish → delivery: every event carries the instant it was handed to the
 //! publisher (`occurred_at`), and the subscriber's handler records now − occurred_at in an
-//! HDR histogram. Throughput is events / (first publish → last delivery).
+//! HDR histogram. Throughput is events / (first publish → last delivery). Over the same
+//! span, each process's CPU per event and peak RSS (`todo_harness::processes`): this process
+//! (publisher and subscriber apps), both daprd and Kafka's JVM.
 //!
 //! Run with `just bench-pipe`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
@@ -37,13 +39,14 @@ use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
 use todo_bench::{
     pipe,
-    report::{command, ms},
+    report::{command, ms, usage_block},
 };
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::env_usize,
-    ensure_kafka, kafka_brokers,
+    ensure_kafka, kafka_brokers, kafka_pid,
     machine::{cpu_model, daprd_version, kafka_version, log_complaints, mem_total},
+    processes::{PhaseUsage, ProcessSet, UsageRow},
     unique,
 };
 use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
@@ -143,6 +146,8 @@ struct Figures {
     publish_elapsed: Duration,
     latency_us: Histogram<u64>,
     duplicates: u64,
+    /// CPU and memory of each process, first publish → last delivery.
+    usage: PhaseUsage,
 }
 
 /// An update of task number `seq`, of user `seq % users`, stamped with its publish time.
@@ -172,8 +177,10 @@ async fn run_phase(
     mode: Mode,
     events: usize,
     cfg: &Config,
+    procs: &ProcessSet,
 ) -> anyhow::Result<Figures> {
     let deadline = Instant::now() + cfg.timeout;
+    let meter = procs.start();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = JoinSet::new();
@@ -242,6 +249,7 @@ async fn run_phase(
         phase.topic, cfg.timeout
     );
     phase.deliveries.wait_for(events, deadline, &what).await?;
+    let usage = meter.stop();
     let (_, duplicates, unreadable, latency_us, last_delivery) = phase.deliveries.snapshot();
     ensure!(
         unreadable == 0,
@@ -256,6 +264,7 @@ async fn run_phase(
         publish_elapsed: last_ack.duration_since(started),
         latency_us,
         duplicates,
+        usage,
     })
 }
 
@@ -314,6 +323,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the subscriber's daprd")?;
     let (publ, publisher) = todo_harness::recorder::publisher("bench-pub").await?;
+    let procs = ProcessSet::new()
+        .this_process("bench")
+        .process("daprd pub", publ.pid())
+        .process("daprd sub", sub.pid())
+        .process("Kafka", kafka_pid());
 
     let single = Mode::Single {
         concurrency: cfg.concurrency,
@@ -331,14 +345,14 @@ async fn main() -> anyhow::Result<()> {
             cfg.warmup,
             warm.topic
         );
-        run_phase(&publisher, warm, mode, cfg.warmup, &cfg).await?;
+        run_phase(&publisher, warm, mode, cfg.warmup, &cfg, &procs).await?;
         eprintln!(
             "bench_pipe: {} measured, {} events on {}",
             mode.name(),
             cfg.events,
             measured.topic
         );
-        let f = run_phase(&publisher, measured, mode, cfg.events, &cfg).await?;
+        let f = run_phase(&publisher, measured, mode, cfg.events, &cfg, &procs).await?;
         eprintln!(
             "bench_pipe: done in {:.2} s ({:.0} events/s delivered)",
             f.elapsed.as_secs_f64(),
@@ -351,6 +365,23 @@ async fn main() -> anyhow::Result<()> {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Raw pipe: app → daprd → Kafka → daprd → app\n");
     println!("{}", table(&figures));
+    let rows: Vec<UsageRow<'_>> = figures
+        .iter()
+        .map(|f| UsageRow {
+            phase: f.mode.name(),
+            ops: f.events as u64,
+            usage: &f.usage,
+        })
+        .collect();
+    println!(
+        "{}",
+        usage_block(
+            "Raw pipe (first publish → last delivery)",
+            &procs,
+            "event",
+            &rows
+        )
+    );
     println!("- command: {}", command("bench_pipe", &[]));
     println!(
         "- machine: nproc {cpus}, {}, {} RAM; daprd {}; Kafka {} (single KRaft node, {}, \

@@ -47,6 +47,9 @@
 //!    series must have exactly one task with index 1 (no duplicate, none missing) and no
 //!    other task may exist. recurring-task-service must have dropped nothing.
 //!
+//! Over the measured phase, CPU ms per completion and peak RSS of this process (both services,
+//! the load and its polls), both daprd and Kafka's JVM (`todo_harness::processes`).
+//!
 //! Latencies go into HDR histograms (µs, 3 significant digits). Throughput is measured
 //! completions / (first CompleteTask sent → last occurrence seen). The example exits
 //! non-zero on any failed call, any occurrence not seen within `BENCH_TIMEOUT_SECS`, any
@@ -77,13 +80,14 @@ use hdrhistogram::Histogram;
 use recurring_task_service::{completions::StatsSnapshot, occurrence::occurrence_task_id};
 use todo_bench::{
     api::{self, describe},
-    report::{command, histogram, micros},
+    report::{command, histogram, micros, usage_block},
 };
 use todo_harness::{
     Daprd, DaprdOptions,
     bench::{CpuSample, cores, env_usize},
-    ensure_kafka, free_port,
+    ensure_kafka, free_port, kafka_pid,
     machine::{cpu_model, mem_total},
+    processes::{PhaseUsage, ProcessSet, UsageRow},
     unique,
 };
 use todo_proto::{
@@ -218,6 +222,16 @@ impl Stack {
             prefix,
             _dir: dir,
         })
+    }
+
+    /// The processes on the chain, for CPU per completion: this process (both services and
+    /// the load), both daprd, Kafka.
+    fn processes(&self) -> ProcessSet {
+        ProcessSet::new()
+            .this_process("bench")
+            .process("daprd task-service", self.sidecars[0].pid())
+            .process("daprd recurring", self.sidecars[1].pid())
+            .process("Kafka", kafka_pid())
     }
 
     fn tasks_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
@@ -753,6 +767,9 @@ struct Report {
     prefix: String,
     measured: Outcome,
     cpu: String,
+    /// The processes measured, and what they used over the measured phase.
+    processes: ProcessSet,
+    usage: PhaseUsage,
     audit: Audit,
     stats: StatsSnapshot,
     /// recurring-task-service's answers to the warm-up and measured completions alone.
@@ -788,9 +805,11 @@ async fn run(stack: &Stack, cfg: &Arc<Config>) -> anyhow::Result<Report> {
         "bench_recurrence: measuring {} completions at {}/s",
         cfg.completions, cfg.rate
     );
-    let c0 = CpuSample::now();
+    let processes = stack.processes();
+    let (c0, meter) = (CpuSample::now(), processes.start());
     let measured = run_phase(&api, &series[cfg.warmup..], cfg).await?;
     let cpu = cores_used(c0, CpuSample::now(), measured.elapsed);
+    let usage = meter.stop();
     eprintln!(
         "bench_recurrence: {} seen, {} failed in {:.1} s; settling {:?} before the audit",
         measured.from_response.len(),
@@ -805,6 +824,8 @@ async fn run(stack: &Stack, cfg: &Arc<Config>) -> anyhow::Result<Report> {
         prefix: stack.prefix.clone(),
         measured,
         cpu,
+        processes,
+        usage,
         audit,
         stats,
         created_events: before.handled(),
@@ -843,6 +864,20 @@ fn print_report(cfg: &Config, r: &Report, idle_load: &str) {
     print!("{}", row("CompleteTask round trip", &m.complete_rpc));
     println!();
     let seen = m.from_response.len() as f64;
+    let label = format!("{} completions at {}/s", cfg.completions, cfg.rate);
+    println!(
+        "{}",
+        usage_block(
+            "Measured phase (first CompleteTask sent → last occurrence seen)",
+            &r.processes,
+            "completion",
+            &[UsageRow {
+                phase: &label,
+                ops: m.from_response.len(),
+                usage: &r.usage,
+            }]
+        )
+    );
     println!(
         "- command: {}",
         command(

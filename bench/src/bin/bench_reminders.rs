@@ -38,6 +38,10 @@
 //! - duplicates (a reminder delivered more than once: must be 0) and missing reminders (must
 //!   be 0): the example exits non-zero if either is not.
 //!
+//! CPU per reminder and peak RSS of each process of the chain (this process, both daprd,
+//! Kafka's JVM, the PostgreSQL server when used) are read from /proc over the create phase
+//! and over the window (`todo_harness::processes`).
+//!
 //! Run with `just bench-reminders`, i.e. `cargo run --release -p todo-bench
 //! --bin bench_reminders` (Kafka on 127.0.0.1:19092 is started when it does not answer;
 //! daprd from `just bootstrap`). Environment: `BENCH_REMINDERS` (10000), `BENCH_WINDOW_SECS`
@@ -70,14 +74,16 @@ use notification_service::{
 use todo_bench::{
     api,
     db::{Db, pg_admin_url},
-    report::{command, histogram, ms},
+    report::{command, histogram, ms, usage_block},
 };
 use todo_harness::{
     Daprd, DaprdOptions,
-    bench::{CpuSample, cores_used, env_usize, process_ticks},
-    ensure_kafka, free_port,
+    bench::{CpuSample, cores_used, env_usize},
+    ensure_kafka, free_port, kafka_pid,
     machine::{cpu_model, mem_total},
-    pg, repo_root, unique,
+    pg,
+    processes::{PhaseMeter, PhaseUsage, ProcessSet, UsageRow},
+    repo_root, unique,
 };
 use todo_proto::{
     to_timestamp,
@@ -451,77 +457,18 @@ fn partition(key: &str, partitions: u32) -> u32 {
     p.unsigned_abs()
 }
 
-/// The other processes of the chain, to tell who used the CPU: (name, pid).
-fn chain_processes(task_app_id: &str, notification_app_id: &str) -> Vec<(String, Option<u32>)> {
-    let mut found: Vec<(String, Option<u32>)> = vec![
-        ("this process".to_owned(), Some(std::process::id())),
-        ("daprd of task-service".to_owned(), None),
-        ("daprd of notification-service".to_owned(), None),
-        ("Kafka".to_owned(), None),
-    ];
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let app_id = args
-            .iter()
-            .position(|a| a == "--app-id")
-            .and_then(|i| args.get(i + 1));
-        let slot = if app_id.is_some_and(|a| a == task_app_id) {
-            1
-        } else if app_id.is_some_and(|a| a == notification_app_id) {
-            2
-        } else if args.iter().any(|a| a == "kafka.Kafka") {
-            3
-        } else {
-            continue;
-        };
-        found[slot].1 = Some(pid);
-    }
-    found
-}
-
-/// Cores each process used between two samples of `procs`.
-fn cores_by_process(
-    procs: &[(String, Option<u32>)],
-    from: &[Option<u64>],
-    to: &[Option<u64>],
-    wall: Duration,
-) -> String {
-    const TICKS_PER_SEC: f64 = 100.0;
-    let ticks = wall.as_secs_f64() * TICKS_PER_SEC;
-    procs
+/// Cores each process used over a phase: "name 0.42, …".
+fn cores_by_process(usage: &PhaseUsage) -> String {
+    let wall = usage.wall.as_secs_f64();
+    usage
+        .processes
         .iter()
-        .zip(from.iter().zip(to))
-        .map(|((name, _), (a, b))| match (a, b) {
-            (Some(a), Some(b)) if ticks > 0.0 => {
-                format!("{name} {:.2}", b.saturating_sub(*a) as f64 / ticks)
-            }
-            _ => format!("{name} n/a"),
+        .map(|p| match p.cpu_ms {
+            Some(ms) if wall > 0.0 => format!("{} {:.2}", p.name, ms / 1000.0 / wall),
+            _ => format!("{} n/a", p.name),
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn sample(procs: &[(String, Option<u32>)]) -> Vec<Option<u64>> {
-    procs
-        .iter()
-        .map(|(_, pid)| pid.and_then(|pid| process_ticks(&pid.to_string())))
-        .collect()
 }
 
 /// When the event of a delivery was fired by the scheduler (ms resolution).
@@ -735,6 +682,12 @@ struct RunInfo {
     /// Cores per process of the chain during the window.
     cpu_window_by_process: String,
     database: &'static str,
+    /// The processes of the chain, and what they used creating the tasks and during the
+    /// window (window start → last delivery).
+    processes: ProcessSet,
+    usage_create: PhaseUsage,
+    usage_window: Option<PhaseUsage>,
+    delivered: usize,
 }
 
 async fn run(
@@ -743,15 +696,23 @@ async fn run(
     notif: &NotificationSide,
     recorder: &Recorder,
 ) -> anyhow::Result<(Report, RunInfo)> {
-    let procs = chain_processes(&tasks.sidecar.options.app_id, &notif.sidecar.options.app_id);
+    let mut procs = ProcessSet::new()
+        .this_process("bench")
+        .process("daprd task-service", tasks.sidecar.pid())
+        .process("daprd notification", notif.sidecar.pid())
+        .process("Kafka", kafka_pid());
+    if cfg.database == Db::Postgres {
+        procs = procs.process_tree("PostgreSQL", pg::server_pid(&cfg.pg_admin_url).await.ok());
+    }
     let t0 = Utc::now();
     let window_start = t0 + TimeDelta::from_std(cfg.start)?;
     let window_end = window_start + TimeDelta::from_std(cfg.window)?;
     let create_started = Instant::now();
-    let cpu0 = CpuSample::now();
+    let (cpu0, create_meter) = (CpuSample::now(), procs.start());
     let (planned, failed, first_errors) = create_all(tasks.app.addr, cfg, window_start).await?;
     let create_wall = create_started.elapsed();
     let cpu_create = cores_used(cpu0, CpuSample::now(), create_wall);
+    let usage_create = create_meter.stop();
     let create_rate = planned.len() as f64 / create_wall.as_secs_f64();
     eprintln!(
         "bench-reminders: created {} tasks in {:.1} s ({create_rate:.0}/s), {failed} failed; \
@@ -779,7 +740,7 @@ async fn run(
     let deadline = window_end + TimeDelta::from_std(cfg.timeout)?;
     let mut last_print = Instant::now();
     let mut cpu_window_start = None;
-    let mut procs_window_start = Vec::new();
+    let mut window_meter: Option<PhaseMeter> = None;
     let mut window_started_at = None;
     loop {
         let now = Utc::now();
@@ -790,7 +751,7 @@ async fn run(
         if window_started_at.is_none() && now >= window_start {
             window_started_at = Some(Instant::now());
             cpu_window_start = CpuSample::now();
-            procs_window_start = sample(&procs);
+            window_meter = Some(procs.start());
         }
         let delivered = recorder.count();
         if delivered >= expected {
@@ -814,13 +775,15 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (cpu_window, cpu_window_by_process) = match window_started_at {
-        Some(t) => (
+    let usage_window = window_meter.map(PhaseMeter::stop);
+    let (cpu_window, cpu_window_by_process) = match (window_started_at, &usage_window) {
+        (Some(t), Some(u)) => (
             cores_used(cpu_window_start, CpuSample::now(), t.elapsed()),
-            cores_by_process(&procs, &procs_window_start, &sample(&procs), t.elapsed()),
+            cores_by_process(u),
         ),
-        None => ("n/a".to_owned(), "n/a".to_owned()),
+        _ => ("n/a".to_owned(), "n/a".to_owned()),
     };
+    let delivered = recorder.count();
     // Late duplicates (a redelivery after the last first delivery) would show up now.
     tokio::time::sleep(cfg.settle).await;
     let deliveries = recorder.all();
@@ -840,6 +803,10 @@ async fn run(
                 Db::Sqlite => "SQLite (fresh file, WAL)",
                 Db::Postgres => "PostgreSQL (fresh database on DATABASE_URL_PG)",
             },
+            processes: procs,
+            usage_create,
+            usage_window,
+            delivered,
         },
     ))
 }
@@ -882,6 +849,32 @@ fn print_report(cfg: &Config, r: &Report, info: &RunInfo, stats: StatsSnapshot, 
         let [a, b, c, d] = quantiles(h);
         println!("| {name} | {a} | {b} | {c} | {d} |");
     }
+    let create_label = format!(
+        "create {} tasks ({} in flight)",
+        r.expected, cfg.concurrency
+    );
+    let mut rows = vec![UsageRow {
+        phase: &create_label,
+        ops: r.expected as u64,
+        usage: &info.usage_create,
+    }];
+    if let Some(u) = &info.usage_window {
+        rows.push(UsageRow {
+            phase: "window: window start → last delivery",
+            ops: info.delivered as u64,
+            usage: u,
+        });
+    }
+    println!();
+    print!(
+        "{}",
+        usage_block(
+            "Per phase (create: per task created; window: per reminder delivered)",
+            &info.processes,
+            "reminder",
+            &rows
+        )
+    );
     println!("\nLateness by moment in the window (remind_at − window start):\n");
     println!("| s | reminders | p50 ms | p99 ms | max ms |");
     println!("|---:|---:|---:|---:|---:|");

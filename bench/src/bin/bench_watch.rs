@@ -24,7 +24,9 @@
 //! delivered to streams / (first commit → last delivery). sync-service's CPU is its
 //! utime + stime (`/proc/<pid>/stat`) over the load, per change and per message; its RSS is
 //! `VmRSS` after the load and `VmHWM` (peak). This process (task-service and the 10,000
-//! stream clients) is reported as a whole.
+//! stream clients) is reported as a whole. Every process of the path (this one, both daprd,
+//! Kafka's JVM, sync-service) is measured the same way over the load, with its peak RSS, by
+//! `todo_harness::processes`.
 //!
 //! Run with `just bench-watch`.
 
@@ -41,12 +43,13 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use chrono::Utc;
 use hdrhistogram::Histogram;
-use todo_bench::report::{command, histogram, micros, quantile};
+use todo_bench::report::{command, histogram, micros, quantile, usage_block};
 use todo_harness::{
     Daprd, DaprdOptions,
-    bench::{env_usize, process_ticks},
-    free_port,
+    bench::env_usize,
+    free_port, kafka_pid,
     machine::{cpu_model, daprd_version, kafka_version, mem_total},
+    processes::{ProcessSet, UsageRow, parse_kib},
     unique,
 };
 use todo_proto::todo::{
@@ -81,10 +84,8 @@ fn as_user<T>(who: &AsciiMetadataValue, msg: T) -> Request<T> {
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok()
+        .and_then(|s| parse_kib(&s, field))
         .unwrap_or(0)
 }
 
@@ -145,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut opts = DaprdOptions::new(todo_topology::app_ids::SYNC_SERVICE, Some(app_port));
     opts.grpc_port = Some(grpc_port);
-    let _sync_sidecar = Daprd::start(opts).await.context("sync-service's daprd")?;
+    let sync_sidecar = Daprd::start(opts).await.context("sync-service's daprd")?;
 
     // task-service in this process, with its daprd.
     let dir = tempfile::tempdir()?;
@@ -169,7 +170,13 @@ async fn main() -> anyhow::Result<()> {
     let tasks = task_service::build(config).await?;
     let mut opts = DaprdOptions::new(unique("task-service"), Some(tasks.addr.port()));
     opts.grpc_port = Some(task_grpc);
-    let _task_sidecar = Daprd::start(opts).await.context("task-service's daprd")?;
+    let task_sidecar = Daprd::start(opts).await.context("task-service's daprd")?;
+    let procs = ProcessSet::new()
+        .this_process("bench")
+        .process("daprd task-service", task_sidecar.pid())
+        .process("Kafka", kafka_pid())
+        .process("daprd sync", sync_sidecar.pid())
+        .process("sync-service", Some(pid));
     let api = TaskServiceClient::connect(format!("http://{}", tasks.addr)).await?;
 
     // Until sync-service receives changes (its group starts at the newest offset once joined).
@@ -271,8 +278,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The load: open loop at `rate` per second.
     let total = rate * seconds;
-    let ticks_before = process_ticks(&pid.to_string());
-    let self_before = process_ticks("self");
+    let meter = procs.start();
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut sent = 0usize;
@@ -324,22 +330,22 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let wall = last - start;
-    let ticks = process_ticks(&pid.to_string())
-        .zip(ticks_before)
-        .map(|(b, a)| b.saturating_sub(a));
-    let self_ticks = process_ticks("self")
-        .zip(self_before)
-        .map(|(b, a)| b.saturating_sub(a));
+    let usage = meter.stop();
+    let cpu_ms = |name: &str| {
+        usage
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.cpu_ms)
+    };
+    let (sync_ms, self_ms) = (cpu_ms("sync-service"), cpu_ms("bench"));
     let (rss, hwm) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
     ensure!(
         out_of_order == 0,
         "{out_of_order} changes out of order or repeated"
     );
-    let ms_per = |t: Option<u64>, n: u64| {
-        t.map_or("n/a".to_owned(), |t| {
-            format!("{:.3}", t as f64 * 10.0 / n as f64)
-        })
-    };
+    let ms_per =
+        |t: Option<f64>, n: u64| t.map_or("n/a".to_owned(), |t| format!("{:.3}", t / n as f64));
 
     println!("# bench-watch");
     println!();
@@ -371,14 +377,28 @@ async fn main() -> anyhow::Result<()> {
         quantile(&all, 0.9),
         quantile(&all, 0.99),
         quantile(&all, 1.0),
-        ms_per(ticks, total as u64),
-        ms_per(ticks, received),
-        ms_per(self_ticks, total as u64),
+        ms_per(sync_ms, total as u64),
+        ms_per(sync_ms, received),
+        ms_per(self_ms, total as u64),
         rss_open / 1024,
         rss / 1024,
         hwm / 1024,
     );
     println!();
+    let label = format!("{total} CreateTask at {rate}/s, {streams} streams");
+    println!(
+        "{}",
+        usage_block(
+            "Load (first commit → last delivery)",
+            &procs,
+            "change",
+            &[UsageRow {
+                phase: &label,
+                ops: total as u64,
+                usage: &usage,
+            }]
+        )
+    );
     println!(
         "every stream received exactly its user's changes, in order, none twice ({received} = {total} changes × {} streams per user)",
         streams / users

@@ -23,9 +23,8 @@ pub fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
 /// utime + stime of process `pid` (`"self"` for this one), in clock ticks.
 pub fn process_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    let s = crate::processes::parse_stat(&stat)?;
+    Some(s.utime + s.stime)
 }
 
 /// CPU counters at one instant.

@@ -169,6 +169,12 @@ impl Daprd {
         self.wait_healthy(Duration::from_secs(60)).await
     }
 
+    /// The running daprd's process id (a new one after [`Daprd::restart`]), for a benchmark
+    /// that measures its CPU and memory.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// `http://127.0.0.1:<grpc port>`: what the publisher connects to.
     pub fn grpc_address(&self) -> String {
         format!("http://127.0.0.1:{}", self.grpc_port)

@@ -14,6 +14,30 @@ pub fn kafka_brokers() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// The process id of the broker `scripts/kafka.sh up` started (its JVM): the pid file in
+/// its data folder (`KAFKA_DATA_DIR`, default `<cache>/kafka-data`), when that process is a
+/// Kafka broker; otherwise the first `kafka.Kafka` JVM found in /proc.
+pub fn kafka_pid() -> Option<u32> {
+    let is_kafka = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
+    };
+    let data = std::env::var("KAFKA_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| crate::cache_dir().join("kafka-data"));
+    let from_file = std::fs::read_to_string(data.join("kafka.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|p| is_kafka(*p));
+    from_file.or_else(|| {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|p| is_kafka(*p))
+    })
+}
+
 static KAFKA: OnceCell<String> = OnceCell::const_new();
 
 /// Makes sure the broker answers; returns its address.

@@ -1,6 +1,6 @@
 //! The test harness: the real Kafka broker and a real daprd per app under test, and the kit
 //! the tests and benchmarks share (a recording subscriber, fresh PostgreSQL databases,
-//! machine facts for reports).
+//! machine facts for reports, CPU and memory of the processes a benchmark runs).
 //!
 //! Nothing here is a double. A component that cannot be found is an error that says how
 //! to get it (`just bootstrap`), so a test fails instead of skipping.
@@ -10,6 +10,7 @@ mod daprd;
 mod kafka;
 pub mod machine;
 pub mod pg;
+pub mod processes;
 pub mod recorder;
 
 use std::{
@@ -18,7 +19,7 @@ use std::{
 };
 
 pub use daprd::{Daprd, DaprdOptions};
-pub use kafka::{DedicatedKafka, ensure_kafka, kafka_brokers, resources_for};
+pub use kafka::{DedicatedKafka, ensure_kafka, kafka_brokers, kafka_pid, resources_for};
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {

@@ -44,6 +44,29 @@ pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process id of the PostgreSQL server (the postmaster) at `admin_url`, when it runs on
+/// this machine: the parent of the backend that answers `pg_backend_pid()`. Benchmarks
+/// measure the server's CPU as the postmaster and its children.
+pub async fn server_pid(admin_url: &str) -> anyhow::Result<u32> {
+    use sea_orm::{DatabaseBackend, Statement};
+    let conn = Database::connect(admin_url).await?;
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT pg_backend_pid()",
+        ))
+        .await;
+    conn.close().await?;
+    let backend: i32 = row?
+        .context("pg_backend_pid() answered no row")?
+        .try_get_by_index(0)?;
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
+        .with_context(|| format!("backend {backend} is not a process of this machine"))?;
+    crate::processes::parse_stat(&stat)
+        .map(|s| s.ppid)
+        .with_context(|| format!("unreadable /proc/{backend}/stat"))
+}
+
 /// The database URL without its password.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
