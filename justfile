@@ -24,6 +24,13 @@ up: bootstrap kafka-up
 test: bootstrap k8s-check k8s-apply images-test
     bash scripts/test.sh
 
+# Seeded fault soak (about 3 minutes): every service and sidecar a process, Kafka and PostgreSQL of its own, a
+# nemesis (SIGKILL/restart/SIGSTOP), a load driver and a checker; exits non-zero on any violation. Knobs (env or
+# flags): CHAOS_SEED, CHAOS_DURATION_SECS, CHAOS_USERS, CHAOS_RATE, CHAOS_FAULTS, CHAOS_PROFILE; `just chaos --help`.
+chaos *args: bootstrap
+    cargo build --bins
+    cargo run -q -p todo-chaos --bin chaos -- {{args}}
+
 # Build every Kustomize overlay and validate it offline (kubeconform against the vendored schemas; the Grafana dashboard's and alerts' metrics).
 k8s-check:
     bash scripts/k8s-check.sh
