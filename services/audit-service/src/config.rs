@@ -56,17 +56,11 @@ impl AppConfig for Config {
     const DEFAULT_METRICS: &'static str = "127.0.0.1:9467";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
-        vec![
-            Var::new(
-                "DATABASE_URL",
-                DEFAULT_DATABASE_URL,
-                "`sqlite://…` or `postgres://…`: the audit log's own database",
-            ),
-            Var::new(
-                "DATABASE_MAX_CONNECTIONS",
-                "16 (PostgreSQL), 4 (SQLite)",
-                "the pool for queries (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
-            ),
+        let mut vars = Vec::from(Var::database(
+            DEFAULT_DATABASE_URL,
+            "`sqlite://…` or `postgres://…`: the audit log's own database",
+        ));
+        vars.extend([
             Var::new(
                 "AUDIT_RETENTION_DAYS",
                 "—",
@@ -92,7 +86,8 @@ impl AppConfig for Config {
                 "20",
                 "how long daprd waits to fill a bulk delivery",
             ),
-        ]
+        ]);
+        vars
     }
 
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {

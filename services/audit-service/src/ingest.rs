@@ -7,10 +7,7 @@
 //! dead-letter topic while the rest of the batch is stored), RETRY for every decoded entry
 //! of a batch whose transaction failed (the database is down: nothing half-written).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
@@ -25,43 +22,20 @@ use crate::{
     entry::{NewEntry, from_event},
 };
 
-/// What the consumer did since start (also exported as Prometheus metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
+todo_service::counters! {
+    /// What the consumer did since start, event by event.
+    pub struct Stats;
+    /// A point-in-time copy of [`Stats`].
+    pub struct StatsSnapshot;
+    metric "audit_events_handled_total";
     /// Entries written.
-    pub recorded: AtomicU64,
+    recorded,
     /// Events already recorded (redeliveries, republished outbox rows): nothing written.
-    pub duplicates: AtomicU64,
+    duplicates,
     /// Events DROPped to the dead-letter topic.
-    pub dropped: AtomicU64,
+    dropped,
     /// Events answered RETRY because their batch could not be written.
-    pub retried: AtomicU64,
-    /// Bulk deliveries handled.
-    pub batches: AtomicU64,
-}
-
-/// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub recorded: u64,
-    pub duplicates: u64,
-    pub dropped: u64,
-    pub retried: u64,
-    pub batches: u64,
-}
-
-impl todo_service::Counters for Stats {
-    type Snapshot = StatsSnapshot;
-    fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            recorded: get(&self.recorded),
-            duplicates: get(&self.duplicates),
-            dropped: get(&self.dropped),
-            retried: get(&self.retried),
-            batches: get(&self.batches),
-        }
-    }
+    retried,
 }
 
 /// The consumer: decodes, writes, counts.
@@ -111,7 +85,7 @@ impl Ingest {
 
     /// One bulk delivery: one outcome per event, in order.
     pub async fn handle(&self, events: Vec<Event<Vec<u8>>>) -> Vec<Outcome> {
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("audit_batches_total").increment(1);
         let mut outcomes = vec![Outcome::Success; events.len()];
         let mut stored = Vec::with_capacity(events.len());
         let mut entries = Vec::with_capacity(events.len());
@@ -131,7 +105,7 @@ impl Ingest {
                     );
                     metrics::counter!("audit_events_dropped_total", "reason" => why.label())
                         .increment(1);
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dropped.add_one();
                     outcomes[i] = Outcome::Drop;
                 }
             }
@@ -144,16 +118,12 @@ impl Ingest {
         match self.write(entries).await {
             Ok(inserted) => {
                 let duplicates = n - inserted.min(n);
-                self.stats.recorded.fetch_add(inserted, Ordering::Relaxed);
-                self.stats
-                    .duplicates
-                    .fetch_add(duplicates, Ordering::Relaxed);
-                metrics::counter!("audit_entries_recorded_total").increment(inserted);
-                metrics::counter!("audit_duplicates_skipped_total").increment(duplicates);
+                self.stats.recorded.add(inserted);
+                self.stats.duplicates.add(duplicates);
             }
             Err(e) => {
                 tracing::warn!(error = %e, entries = n, "audit: batch not written, retrying it");
-                self.stats.retried.fetch_add(n, Ordering::Relaxed);
+                self.stats.retried.add(n);
                 for i in stored {
                     outcomes[i] = Outcome::Retry;
                 }

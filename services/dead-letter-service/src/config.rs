@@ -49,17 +49,11 @@ impl AppConfig for Config {
     const DEFAULT_METRICS: &'static str = "127.0.0.1:9469";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
-        vec![
-            Var::new(
-                "DATABASE_URL",
-                DEFAULT_DATABASE_URL,
-                "`sqlite://…` or `postgres://…`: the dead letters' own database",
-            ),
-            Var::new(
-                "DATABASE_MAX_CONNECTIONS",
-                "16 (PostgreSQL), 4 (SQLite)",
-                "the pool for queries (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
-            ),
+        let mut vars = Vec::from(Var::database(
+            DEFAULT_DATABASE_URL,
+            "`sqlite://…` or `postgres://…`: the dead letters' own database",
+        ));
+        vars.extend([
             Var::new(
                 "DLQ_ADMINS",
                 "admin (AUTH_MODE=dev), nobody (jwt)",
@@ -70,7 +64,8 @@ impl AppConfig for Config {
                 "5000",
                 "deadline of one replay's publish through the sidecar",
             ),
-        ]
+        ]);
+        vars
     }
 
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {

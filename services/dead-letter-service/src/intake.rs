@@ -9,10 +9,7 @@
 //! queue it came from instead of a topic nobody reads; each such turn is logged and counted
 //! (`dead_letters_unstored_total`).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::Arc;
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
@@ -28,39 +25,24 @@ use crate::{
     payload,
 };
 
-/// What the consumer did since start (also exported as Prometheus metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
+/// Most dead letters per bulk delivery, and how long daprd waits to fill one (ms).
+const BULK_MAX_MESSAGES: i32 = 100;
+const BULK_MAX_AWAIT_MS: i32 = 100;
+
+todo_service::counters! {
+    /// What the consumer did since start, message by message.
+    pub struct Stats;
+    /// A point-in-time copy of [`Stats`].
+    pub struct StatsSnapshot;
+    metric "dead_letters_handled_total";
     /// Dead letters recorded for the first time.
-    pub recorded: AtomicU64,
+    recorded,
     /// Replayed dead letters that came back (dead-lettered again).
-    pub again: AtomicU64,
+    again,
     /// Redeliveries of a dead letter already recorded: nothing changed.
-    pub duplicates: AtomicU64,
+    duplicates,
     /// Deliveries answered RETRY because the database could not take them.
-    pub unstored: AtomicU64,
-}
-
-/// A point-in-time copy of [`Stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub recorded: u64,
-    pub again: u64,
-    pub duplicates: u64,
-    pub unstored: u64,
-}
-
-impl todo_service::Counters for Stats {
-    type Snapshot = StatsSnapshot;
-    fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            recorded: get(&self.recorded),
-            again: get(&self.again),
-            duplicates: get(&self.duplicates),
-            unstored: get(&self.unstored),
-        }
-    }
+    unstored,
 }
 
 /// How an arrival changed the record.
@@ -74,34 +56,27 @@ pub enum Arrival {
     Duplicate,
 }
 
-/// One message off a `-dlq` topic, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Arrived {
-    pub topic: String,
-    pub dead_letter_topic: String,
-    pub cloud_event_id: String,
-    pub event_type: String,
-    pub source: String,
-    pub traceparent: String,
-    pub payload: Vec<u8>,
-}
-
-/// Records `m` at `now` (microseconds): inserted once per (dead-letter topic, CloudEvent
-/// id); a replayed record that arrives again goes back to pending.
-pub async fn record(db: &DatabaseConnection, m: Arrived, now: i64) -> Result<Arrival, DbErr> {
+/// Records the dead letter `e` of `topic` at `now` (microseconds): inserted once per
+/// (dead-letter topic, CloudEvent id); a replayed record that arrives again goes back to
+/// pending.
+pub async fn record(
+    db: &DatabaseConnection,
+    topic: String,
+    e: &Event<Vec<u8>>,
+    now: i64,
+) -> Result<Arrival, DbErr> {
     use dead_letter::Column as C;
-    let decoded = payload::decode(&m.event_type, &m.payload);
-    let (dlt, ce_id) = (m.dead_letter_topic.clone(), m.cloud_event_id.clone());
+    let decoded = payload::decode(&e.event_type, &e.message);
     let row = dead_letter::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
-        topic: Set(m.topic),
-        dead_letter_topic: Set(m.dead_letter_topic),
-        cloud_event_id: Set(m.cloud_event_id),
-        event_type: Set(m.event_type),
-        source: Set(m.source),
-        traceparent: Set(m.traceparent),
+        topic: Set(topic),
+        dead_letter_topic: Set(e.topic.clone()),
+        cloud_event_id: Set(e.id.clone()),
+        event_type: Set(e.event_type.clone()),
+        source: Set(e.source.clone()),
+        traceparent: Set(e.traceparent.clone().unwrap_or_default()),
         partition_key: Set(decoded.user_id),
-        payload: Set(m.payload),
+        payload: Set(e.message.clone()),
         payload_json: Set(decoded.json),
         decode_error: Set(decoded.error),
         first_seen_at: Set(now),
@@ -125,8 +100,8 @@ pub async fn record(db: &DatabaseConnection, m: Arrived, now: i64) -> Result<Arr
         .col_expr(C::Status, Expr::value(status::PENDING))
         .col_expr(C::LastSeenAt, Expr::value(now))
         .col_expr(C::TimesDeadLettered, Expr::col(C::TimesDeadLettered).add(1))
-        .filter(C::DeadLetterTopic.eq(dlt))
-        .filter(C::CloudEventId.eq(ce_id))
+        .filter(C::DeadLetterTopic.eq(e.topic.as_str()))
+        .filter(C::CloudEventId.eq(e.id.as_str()))
         .filter(C::Status.eq(status::REPLAYED))
         .exec(db)
         .await?;
@@ -150,17 +125,28 @@ impl Intake {
         Self { writer, stats }
     }
 
-    /// The AppCallback routes: every message on each `<topic>-dlq`, whatever its type, one
-    /// at a time (binary payloads arrive whole on this path), dead-lettered to itself (see
-    /// the module docs).
+    /// The AppCallback routes: every message on each `<topic>-dlq`, whatever its type,
+    /// dead-lettered to itself (see the module docs). Raw payloads (bulk, `rawPayload`):
+    /// daprd hands over each Kafka message as it is and the runtime reads the CloudEvent
+    /// envelope when there is one, so bytes that are not a CloudEvent at all are recorded
+    /// too. (Without it daprd cannot parse them, sends them to the subscription's
+    /// dead-letter topic, which is this same topic, and reads them again: a hot loop that
+    /// never records them.)
     pub fn subscriptions(self: &Arc<Self>, topics: &Topics) -> Subscriptions {
         let mut builder = Subscriptions::builder();
         for (topic, dlq) in topics.with_dead_letters() {
             let me = self.clone();
             let topic = topic.to_owned();
-            builder = builder.route_bytes(Route::new(PUBSUB, dlq, dlq), move |e| {
+            let route = Route::new(PUBSUB, dlq, dlq).bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS);
+            builder = builder.route_batch(route, move |events: Vec<Event<Vec<u8>>>| {
                 let (me, topic) = (me.clone(), topic.clone());
-                async move { me.handle(topic, e).await }
+                async move {
+                    let mut outcomes = Vec::with_capacity(events.len());
+                    for e in events {
+                        outcomes.push(me.handle(topic.clone(), e).await);
+                    }
+                    outcomes
+                }
             });
         }
         builder.build()
@@ -169,42 +155,29 @@ impl Intake {
     /// One dead letter of `topic`.
     pub async fn handle(&self, topic: String, e: Event<Vec<u8>>) -> Outcome {
         let labels = [("topic", topic.clone()), ("type", e.event_type.clone())];
-        let arrived = Arrived {
-            topic,
-            dead_letter_topic: e.topic.clone(),
-            cloud_event_id: e.id.clone(),
-            event_type: e.event_type.clone(),
-            source: e.source.clone(),
-            traceparent: e.traceparent.clone().unwrap_or_default(),
-            payload: e.message,
-        };
-        match record(&self.writer, arrived, Utc::now().timestamp_micros()).await {
-            Ok(Arrival::New) => {
+        match record(&self.writer, topic, &e, Utc::now().timestamp_micros()).await {
+            Ok(arrival @ (Arrival::New | Arrival::Again)) => {
+                let (counter, what) = if arrival == Arrival::New {
+                    (&self.stats.recorded, "dead letter recorded")
+                } else {
+                    (
+                        &self.stats.again,
+                        "a replayed dead letter was dead-lettered again: pending once more",
+                    )
+                };
                 tracing::warn!(
                     dead_letter_topic = %e.topic,
                     event_type = %e.event_type,
                     cloud_event_id = %e.id,
                     source = %e.source,
-                    "dead letter recorded"
+                    "{what}"
                 );
-                self.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("dead_letters_total", &labels).increment(1);
-                Outcome::Success
-            }
-            Ok(Arrival::Again) => {
-                tracing::warn!(
-                    dead_letter_topic = %e.topic,
-                    event_type = %e.event_type,
-                    cloud_event_id = %e.id,
-                    "a replayed dead letter was dead-lettered again: pending once more"
-                );
-                self.stats.again.fetch_add(1, Ordering::Relaxed);
+                counter.add_one();
                 metrics::counter!("dead_letters_total", &labels).increment(1);
                 Outcome::Success
             }
             Ok(Arrival::Duplicate) => {
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("dead_letters_duplicates_total").increment(1);
+                self.stats.duplicates.add_one();
                 Outcome::Success
             }
             Err(error) => {
@@ -215,7 +188,7 @@ impl Intake {
                     cloud_event_id = %e.id,
                     "dead letter not recorded (database): retrying"
                 );
-                self.stats.unstored.fetch_add(1, Ordering::Relaxed);
+                self.stats.unstored.add_one();
                 metrics::counter!("dead_letters_unstored_total", "topic" => e.topic).increment(1);
                 Outcome::Retry
             }

@@ -249,7 +249,7 @@ impl HubStats {
 
 #[derive(Debug, Default)]
 struct State {
-    users: HashMap<String, User>,
+    users: HashMap<Arc<str>, User>,
     /// Every change taken into a window, in arrival order (some already trimmed): the
     /// oldest held go first when there are more than `max_held`.
     arrivals: VecDeque<(Arc<str>, u64)>,
@@ -259,6 +259,16 @@ struct State {
     lag: Duration,
     previous_lag: Duration,
     closed: bool,
+}
+
+impl State {
+    /// The key of `user` in `users`: the one already there, or a new one (the only
+    /// allocation of a user id; the arrivals and stream guards share it).
+    fn key(&self, user: &str) -> Arc<str> {
+        self.users
+            .get_key_value(user)
+            .map_or_else(|| Arc::from(user), |(k, _)| k.clone())
+    }
 }
 
 /// The users' windows and streams.
@@ -294,14 +304,14 @@ impl Watch {
 #[derive(Debug)]
 struct Guard {
     hub: Arc<Hub>,
-    user: String,
+    user: Arc<str>,
     id: u64,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let mut state = self.hub.lock();
-        if let Some(user) = state.users.get_mut(&self.user) {
+        if let Some(user) = state.users.get_mut(&*self.user) {
             user.watchers.retain(|w| w.id != self.id);
         }
         drop(state);
@@ -355,8 +365,8 @@ impl Hub {
         let mut state = self.lock();
         state.listening_since.get_or_insert_with(Utc::now);
         state.lag = state.lag.max(lag);
-        let held_user = change.user_id.clone();
-        let user = state.users.entry(change.user_id.clone()).or_default();
+        let who = state.key(&change.user_id);
+        let user = state.users.entry(who.clone()).or_default();
         let held = Held {
             seq,
             received: now,
@@ -389,7 +399,6 @@ impl Hub {
         };
         user.trim(&self.limits, now);
         if applied != Applied::Duplicate {
-            let who: Arc<str> = Arc::from(held_user.as_str());
             state.arrivals.push_back((who, seq));
             while state.arrivals.len() > self.limits.max_held {
                 let Some((who, oldest)) = state.arrivals.pop_front() else {
@@ -420,7 +429,8 @@ impl Hub {
             return Err(Refused::TooMany(limits.max_streams));
         }
         let listening_since = state.listening_since;
-        let u = state.users.entry(user.to_owned()).or_default();
+        let key = state.key(user);
+        let u = state.users.entry(key.clone()).or_default();
         if u.watchers.len() >= limits.max_streams_per_user {
             return Err(Refused::TooManyForUser(limits.max_streams_per_user));
         }
@@ -472,7 +482,7 @@ impl Hub {
             end,
             _guard: Guard {
                 hub: self.clone(),
-                user: user.to_owned(),
+                user: key,
                 id,
             },
         }))

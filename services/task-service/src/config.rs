@@ -44,17 +44,11 @@ impl AppConfig for Config {
     const DEFAULT_METRICS: &'static str = "127.0.0.1:9464";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
-        vec![
-            Var::new(
-                "DATABASE_URL",
-                "sqlite://.data/tasks.db?mode=rwc",
-                "`sqlite://…` or `postgres://…`",
-            ),
-            Var::new(
-                "DATABASE_MAX_CONNECTIONS",
-                "16 (PostgreSQL), 4 (SQLite)",
-                "the pool for reads (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
-            ),
+        let mut vars = Vec::from(Var::database(
+            "sqlite://.data/tasks.db?mode=rwc",
+            "`sqlite://…` or `postgres://…`",
+        ));
+        vars.extend([
             Var::new(
                 "OUTBOX_BATCH_SIZE",
                 "200",
@@ -80,7 +74,8 @@ impl AppConfig for Config {
                 "21600",
                 "a reminder missed by more (service down) is cancelled, not fired",
             ),
-        ]
+        ]);
+        vars
     }
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
         let (database_url, database_max_connections) =

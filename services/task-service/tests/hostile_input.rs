@@ -26,27 +26,7 @@ use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
 
-use common::{Backend, TestApp, as_user};
-
-/// How many tasks `user` has (one page: the test makes fewer than 1,000).
-async fn count(
-    c: &todo_proto::todo::v1::task_service_client::TaskServiceClient<tonic::transport::Channel>,
-    user: &str,
-) -> usize {
-    c.clone()
-        .list_tasks(as_user(
-            user,
-            ListTasksRequest {
-                page_size: 1000,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-        .len()
-}
+use common::{Backend, TestApp, api::count_with as count, as_user};
 
 /// The answers a caller's mistake may get.
 const CLEAN: [Code; 7] = [
@@ -239,11 +219,16 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
     };
     // TestRunner::run takes an Fn: what the cases record goes through RefCells.
     let counts = std::cell::RefCell::new(std::collections::BTreeMap::<String, u64>::new());
-    let tally = |rpc: &str, code: Code| {
+    // Counts one answer of `rpc` and checks that a refusal is a clean one.
+    let judge = |rpc: &str, refused: Option<&Status>| {
+        let code = refused.map_or(Code::Ok, Status::code);
         *counts
             .borrow_mut()
             .entry(format!("{rpc} {code:?}"))
             .or_default() += 1;
+        if let Some(s) = refused {
+            clean(rpc, s);
+        }
     };
 
     // CreateTask: a refused one leaves the user's list as it was.
@@ -268,12 +253,11 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
                         .await;
                     match r {
                         Ok(ok) => {
-                            tally("CreateTask", Code::Ok);
+                            judge("CreateTask", None);
                             created.borrow_mut().push(ok.into_inner());
                         }
                         Err(s) => {
-                            tally("CreateTask", s.code());
-                            clean("CreateTask", &s);
+                            judge("CreateTask", Some(&s));
                             assert_eq!(
                                 count(&client, user).await,
                                 before,
@@ -345,10 +329,9 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
                         ))
                         .await;
                     match r {
-                        Ok(_) => tally("UpdateTask", Code::Ok),
+                        Ok(_) => judge("UpdateTask", None),
                         Err(s) => {
-                            tally("UpdateTask", s.code());
-                            clean("UpdateTask", &s);
+                            judge("UpdateTask", Some(&s));
                             let after = c
                                 .get_task(as_user(
                                     user,
@@ -403,21 +386,11 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
                             },
                         ))
                         .await;
-                    let code = r.as_ref().map_or_else(Status::code, |_| Code::Ok);
-                    tally("ListTasks", code);
-                    if let Err(s) = &r {
-                        clean("ListTasks", s);
-                    }
+                    judge("ListTasks", r.as_ref().err());
                     let g = c
                         .get_task(as_user(user, GetTaskRequest { id: id.clone() }))
                         .await;
-                    tally(
-                        "GetTask",
-                        g.as_ref().map_or_else(Status::code, |_| Code::Ok),
-                    );
-                    if let Err(s) = &g {
-                        clean("GetTask", s);
-                    }
+                    judge("GetTask", g.as_ref().err());
                     let d = c
                         .delete_task(as_user(
                             user,
@@ -427,13 +400,7 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
                             },
                         ))
                         .await;
-                    tally(
-                        "DeleteTask",
-                        d.as_ref().map_or_else(Status::code, |_| Code::Ok),
-                    );
-                    if let Err(s) = &d {
-                        clean("DeleteTask", s);
-                    }
+                    judge("DeleteTask", d.as_ref().err());
                 });
                 Ok(())
             },
@@ -467,8 +434,7 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
         let before = count(&client, user).await;
         // Past the gRPC message limit (4 MiB by default).
         let huge = send(vec![0x0a; 5 * 1024 * 1024]).await.unwrap_err();
-        tally("CreateTask(raw, 5 MiB)", huge.code());
-        clean("CreateTask(raw, 5 MiB)", &huge);
+        judge("CreateTask(raw, 5 MiB)", Some(&huge));
         // Strings that are not UTF-8, a title with NUL, and other garbage: all refused.
         for garbage in [
             vec![0x0a, 0x04, 0x12, 0x02, 0xff, 0xfe],
@@ -477,7 +443,7 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
             b"\x0a\x05\x12\x03a\x00b".to_vec(),
         ] {
             let s = send(garbage).await.unwrap_err();
-            tally("CreateTask(raw)", s.code());
+            judge("CreateTask(raw)", Some(&s));
             assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
         }
         let mut wrote = 0;
@@ -494,12 +460,11 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
             bytes.truncate(bytes.len().saturating_sub(truncate));
             match send(bytes).await {
                 Ok(()) => {
-                    tally("CreateTask(raw)", Code::Ok);
+                    judge("CreateTask(raw)", None);
                     wrote += 1;
                 }
                 Err(s) => {
-                    tally("CreateTask(raw)", s.code());
-                    clean("CreateTask(raw)", &s);
+                    judge("CreateTask(raw)", Some(&s));
                 }
             }
         }

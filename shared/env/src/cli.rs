@@ -37,6 +37,20 @@ impl Var {
             secret: true,
         }
     }
+
+    /// `DATABASE_URL` (default `default_url`; `help` says whose database it is) and
+    /// `DATABASE_MAX_CONNECTIONS`, as [`ConfigEnv::database`](crate::ConfigEnv::database)
+    /// reads them.
+    pub const fn database(default_url: &'static str, help: &'static str) -> [Self; 2] {
+        [
+            Self::new("DATABASE_URL", default_url, help),
+            Self::new(
+                "DATABASE_MAX_CONNECTIONS",
+                "16 (PostgreSQL), 4 (SQLite)",
+                "the pool for reads (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
+            ),
+        ]
+    }
 }
 
 /// The variables every service reads, with its own default listen and metrics addresses.

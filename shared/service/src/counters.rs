@@ -46,6 +46,12 @@ impl Counter {
         metrics::counter!(self.metric, "result" => self.result).increment(1);
     }
 
+    /// Counts `n` answers at once (a batch's) here and in `metric{result}`.
+    pub fn add(&self, n: u64) {
+        self.n.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!(self.metric, "result" => self.result).increment(n);
+    }
+
     /// How many were counted so far.
     pub fn get(&self) -> u64 {
         self.n.load(Ordering::Relaxed)

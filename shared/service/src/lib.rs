@@ -18,6 +18,7 @@ mod counters;
 #[cfg(feature = "db")]
 pub mod db;
 mod errors;
+pub mod paging;
 mod rpc_metrics;
 mod server;
 

@@ -74,18 +74,7 @@ impl MigrationTrait for M0001CreateEntries {
             ),
             ("ix_audit_occurred", false, &[E::OccurredAt]),
         ];
-        for (name, unique, cols) in indexes {
-            let mut index = Index::create();
-            index.if_not_exists().name(name).table(E::Table);
-            for c in cols {
-                index.col(*c);
-            }
-            if unique {
-                index.unique();
-            }
-            m.create_index(index.to_owned()).await?;
-        }
-        Ok(())
+        todo_service::db::create_indexes(m, E::Table, &indexes).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {

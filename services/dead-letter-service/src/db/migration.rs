@@ -85,18 +85,7 @@ impl MigrationTrait for M0001CreateDeadLetters {
             ),
             ("ix_dead_letters_seen", false, &[D::LastSeenAt, D::Id]),
         ];
-        for (name, unique, cols) in indexes {
-            let mut index = Index::create();
-            index.if_not_exists().name(name).table(D::Table);
-            for c in cols {
-                index.col(*c);
-            }
-            if unique {
-                index.unique();
-            }
-            m.create_index(index.to_owned()).await?;
-        }
-        Ok(())
+        todo_service::db::create_indexes(m, D::Table, &indexes).await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {

@@ -37,8 +37,18 @@ pub fn violated_fields(s: &Status) -> Vec<String> {
 }
 
 pub async fn count(app: &TestApp, user: &str) -> usize {
-    let mut c = app.client().await;
-    let r = c
+    count_with(&app.client().await, user).await
+}
+
+/// How many tasks `user` has (one page: tests make fewer than 1,000), through `client`.
+pub async fn count_with(
+    client: &todo_proto::todo::v1::task_service_client::TaskServiceClient<
+        tonic::transport::Channel,
+    >,
+    user: &str,
+) -> usize {
+    let r = client
+        .clone()
         .list_tasks(as_user(
             user,
             ListTasksRequest {
