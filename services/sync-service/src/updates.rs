@@ -32,6 +32,13 @@ todo_service::counters! {
     dropped,
 }
 
+/// Whether `event_type` is a version of the change type other than the one this build
+/// reads (`todo.task.changed.v2` next to `todo.task.changed.v1`).
+fn is_other_version(event_type: &str) -> bool {
+    let base = |t: &str| t.rsplit_once(".v").map_or(t, |(base, _)| base).to_owned();
+    base(event_type) == base(TASK_CHANGED)
+}
+
 /// Hands each change on `task-updates` to the hub.
 #[derive(Debug)]
 pub struct Updates {
@@ -53,7 +60,9 @@ impl Updates {
 
     fn on_event(&self, e: Event<Vec<u8>>) -> Outcome {
         if e.event_type != TASK_CHANGED {
-            if e.event_type.starts_with(TASK_FAMILY) {
+            // Another version of the change type (`todo.task.changed.v2`) is a format this
+            // build cannot read: dead-lettered, to be seen, never silently acknowledged.
+            if e.event_type.starts_with(TASK_FAMILY) && !is_other_version(&e.event_type) {
                 return self.stats.not_ours.count(Outcome::Success);
             }
             tracing::warn!(
@@ -86,6 +95,14 @@ impl Updates {
             Some("no user_seq (a producer older than live sync)")
         } else if m.task_id.is_empty() {
             Some("no task_id")
+        } else if m
+            .task
+            .as_ref()
+            .is_some_and(|t| t.user_id != m.user_id || t.id != m.task_id)
+        {
+            // Streamed to the event's user: a snapshot of someone else's task (or of another
+            // task) must never reach their streams.
+            Some("the task snapshot is not the event's user's task")
         } else {
             None
         };
@@ -122,5 +139,90 @@ impl Updates {
                 async move { me.on_batch(events) }
             })
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use todo_proto::todo::v1::Task;
+
+    use todo_service::Counters as _;
+
+    use super::*;
+    use crate::hub::Limits;
+
+    fn updates() -> Updates {
+        Updates::new(
+            Hub::new(Limits::default()),
+            Topics::new("t"),
+            Arc::new(Stats::default()),
+        )
+    }
+
+    fn change(user: &str, task_owner: &str, seq: u64) -> TaskChanged {
+        TaskChanged {
+            user_id: user.into(),
+            user_seq: seq,
+            task_id: "t1".into(),
+            task: Some(Task {
+                id: "t1".into(),
+                user_id: task_owner.into(),
+                ..Task::default()
+            }),
+            ..TaskChanged::default()
+        }
+    }
+
+    fn event(event_type: &str, m: &TaskChanged) -> Event<Vec<u8>> {
+        Event {
+            id: "e".into(),
+            event_type: event_type.into(),
+            source: String::new(),
+            topic: "t.task-updates".into(),
+            pubsub_name: BROADCAST_PUBSUB.into(),
+            traceparent: None,
+            message: m.encode_to_vec(),
+            raw: m.encode_to_vec(),
+        }
+    }
+
+    /// Regression (hostile events): a change naming alice with bob's task was streamed to
+    /// alice, and took her sequence number 1 from her real first change.
+    #[test]
+    fn a_change_of_another_users_task_is_dropped() {
+        let u = updates();
+        assert_eq!(u.on_change(change("alice", "bob", 1)), Outcome::Drop);
+        let mut other_task = change("alice", "alice", 1);
+        other_task.task_id = "t2".into();
+        assert_eq!(u.on_change(other_task), Outcome::Drop);
+        assert_eq!(u.on_change(change("alice", "alice", 1)), Outcome::Success);
+        assert_eq!(u.stats.snapshot().applied, 1);
+    }
+
+    /// Regression (hostile events): `todo.task.changed.v2` was acknowledged as "another task
+    /// type", so a future format was lost without a trace instead of dead-lettered.
+    #[test]
+    fn another_version_of_the_change_type_is_dropped_other_task_types_ignored() {
+        let u = updates();
+        let m = change("alice", "alice", 1);
+        let outcomes = u.on_batch(vec![
+            event("todo.task.changed.v2", &m),
+            event("todo.task.archived.v1", &m),
+            event("com.example.unknown.v1", &m),
+            event(TASK_CHANGED, &m),
+        ]);
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Drop,
+                Outcome::Success,
+                Outcome::Drop,
+                Outcome::Success
+            ]
+        );
+        let s = u.stats.snapshot();
+        assert_eq!((s.applied, s.not_ours, s.dropped), (1, 1, 2));
     }
 }

@@ -67,8 +67,25 @@ impl Occurrences {
             };
             row.series_start = Some(tasks::micros(start));
         }
-        let result: Result<bool, DbErr> = async {
+        let result: Result<Result<bool, &'static str>, DbErr> = async {
             let txn = self.db.begin().await?;
+            // The series and the task it follows must be the requester's: a request naming
+            // another user's series would take the id of that user's next occurrence (and
+            // so swallow it) and file a stranger's task under their series.
+            let named = [
+                (series, "series_id is another user's task"),
+                (parent, "parent_task_id is another user's task"),
+                (id, "task_id is another user's task"),
+            ];
+            for (named, why) in named {
+                if tasks::owner(&txn, named)
+                    .await?
+                    .is_some_and(|owner| owner != m.user_id)
+                {
+                    txn.rollback().await?;
+                    return Ok(Err(why));
+                }
+            }
             // The series keeps its reminder policy: on the defaults (and so the soon-due
             // rule) only when the task it follows was. A parent deleted meanwhile counts
             // as the caller's choice.
@@ -79,14 +96,14 @@ impl Occurrences {
             // Already created by an earlier delivery: done.
             if !tasks::insert_if_absent(&txn, &row).await? {
                 txn.rollback().await?;
-                return Ok(false);
+                return Ok(Ok(false));
             }
             // Checked after the insert: a delete that committed while it waited on the id
             // is seen here (its tombstone), and the insert is undone.
             if tasks::is_deleted(&txn, id).await? {
                 txn.rollback().await?;
                 tracing::info!(task_id = %id, "occurrence request for a deleted task: nothing created");
-                return Ok(false);
+                return Ok(Ok(false));
             }
             let change = events::Change {
                 kind: TaskEventKind::Created,
@@ -111,11 +128,12 @@ impl Occurrences {
             )
             .await?;
             txn.commit().await?;
-            Ok(true)
+            Ok(Ok(true))
         }
         .await;
         match result {
-            Ok(created) => {
+            Ok(Err(why)) => drop(why),
+            Ok(Ok(created)) => {
                 if created {
                     self.wakeup.wake();
                     self.nudge.nudge();

@@ -156,6 +156,17 @@ pub async fn is_deleted<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<bool, se
     Ok(tombstone::Entity::find_by_id(id).one(db).await?.is_some())
 }
 
+/// Whose task `id` is (or was, when deleted), whoever asks; `None` when it never existed.
+pub async fn owner<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<String>, sea_orm::DbErr> {
+    if let Some(t) = task::Entity::find_by_id(id).one(db).await? {
+        return Ok(Some(t.user_id));
+    }
+    Ok(tombstone::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(|t| t.user_id))
+}
+
 /// Replaces the tag index of an existing task.
 async fn replace_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
     task_tag::Entity::delete_many()
