@@ -88,6 +88,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| todo_harness::repo_root().join("target"));
+    let target = target.canonicalize().unwrap_or(target);
     let bin_dir = target.join(&args.profile);
     for app in APPS {
         anyhow::ensure!(
