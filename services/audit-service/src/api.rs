@@ -6,7 +6,6 @@ use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, Order, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use serde::{Deserialize, Serialize};
 use todo_auth::into_caller;
 use todo_proto::todo::audit::v1::{
     ActivityEntry, ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
@@ -14,7 +13,7 @@ use todo_proto::todo::audit::v1::{
 };
 use todo_service::{
     db::status_of as db_status,
-    paging::{self, PageToken},
+    paging::{self, After as Token, PageToken},
 };
 use tonic::{Request, Response, Status};
 
@@ -42,23 +41,6 @@ impl AuditApi {
     }
 }
 
-/// Where the previous page ended, and the query it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Token {
-    /// `occurred_at` of the last entry returned.
-    o: i64,
-    /// `event_id` of the last entry returned (tie-breaker).
-    e: String,
-    /// The filters of the query, which must not change between pages.
-    q: String,
-}
-
-impl PageToken for Token {
-    fn query(&self) -> &str {
-        &self.q
-    }
-}
-
 fn page_size(n: i32) -> Result<u64, Status> {
     paging::page_size(n, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 }
@@ -67,10 +49,10 @@ fn page_size(n: i32) -> Result<u64, Status> {
 fn after(token: Option<&Token>) -> Condition {
     match token {
         None => Condition::all(),
-        Some(t) => Condition::any().add(Column::OccurredAt.gt(t.o)).add(
+        Some(t) => Condition::any().add(Column::OccurredAt.gt(t.at)).add(
             Condition::all()
-                .add(Column::OccurredAt.eq(t.o))
-                .add(Column::EventId.gt(t.e.clone())),
+                .add(Column::OccurredAt.eq(t.at))
+                .add(Column::EventId.gt(t.id.clone())),
         ),
     }
 }
@@ -99,8 +81,8 @@ impl AuditApi {
             rows.last()
                 .map(|last| {
                     Token {
-                        o: last.occurred_at,
-                        e: last.event_id.clone(),
+                        at: last.occurred_at,
+                        id: last.event_id.clone(),
                         q: query,
                     }
                     .encode()
@@ -250,8 +232,8 @@ mod tests {
     #[test]
     fn tokens_belong_to_their_query() {
         let t = Token {
-            o: 5,
-            e: "e".into(),
+            at: 5,
+            id: "e".into(),
             q: "task:x".into(),
         };
         let s = t.encode();

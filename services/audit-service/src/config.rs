@@ -49,7 +49,7 @@ pub const ABOUT: &str = "Keeps every task and reminder event as one append-only 
 impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::AUDIT_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
+    const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
     /// After notification-service's 50053.
     const DEFAULT_LISTEN: &'static str = "127.0.0.1:50054";
     /// After notification-service's 9466.

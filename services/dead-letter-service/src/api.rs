@@ -9,7 +9,6 @@ use sea_orm::{
     QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
-use serde::{Deserialize, Serialize};
 use todo_auth::into_caller;
 use todo_proto::todo::deadletters::v1::{
     DeadLetter, DeadLetterStatus, DiscardDeadLetterRequest, GetDeadLetterRequest,
@@ -18,7 +17,7 @@ use todo_proto::todo::deadletters::v1::{
 };
 use todo_service::{
     db::status_of as db_status,
-    paging::{self, PageToken},
+    paging::{self, After as Token, PageToken},
 };
 use todo_topology::topics;
 use tonic::{Request, Response, Status};
@@ -109,23 +108,6 @@ impl DeadLetterApi {
     }
 }
 
-/// Where the previous page ended, and the query it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Token {
-    /// `last_seen_at` of the last dead letter returned.
-    l: i64,
-    /// Its id (tie-breaker).
-    i: String,
-    /// The filters of the query, which must not change between pages.
-    q: String,
-}
-
-impl PageToken for Token {
-    fn query(&self) -> &str {
-        &self.q
-    }
-}
-
 fn page_size(n: i32) -> Result<u64, Status> {
     paging::page_size(n, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 }
@@ -213,10 +195,10 @@ impl DeadLetterService for DeadLetterApi {
         });
         if let Some(t) = &token {
             filter = filter.add(
-                Condition::any().add(Column::LastSeenAt.lt(t.l)).add(
+                Condition::any().add(Column::LastSeenAt.lt(t.at)).add(
                     Condition::all()
-                        .add(Column::LastSeenAt.eq(t.l))
-                        .add(Column::Id.lt(t.i.clone())),
+                        .add(Column::LastSeenAt.eq(t.at))
+                        .add(Column::Id.lt(t.id.clone())),
                 ),
             );
         }
@@ -232,8 +214,8 @@ impl DeadLetterService for DeadLetterApi {
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
             Some(last) if more => Token {
-                l: last.last_seen_at,
-                i: last.id.clone(),
+                at: last.last_seen_at,
+                id: last.id.clone(),
                 q: query,
             }
             .encode(),
@@ -359,8 +341,8 @@ mod tests {
     #[test]
     fn page_tokens_belong_to_their_query() {
         let t = Token {
-            l: 5,
-            i: "x".into(),
+            at: 5,
+            id: "x".into(),
             q: "q1".into(),
         };
         assert_eq!(Token::decode(&t.encode(), "q1").unwrap(), Some(t.clone()));

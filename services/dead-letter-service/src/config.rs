@@ -42,7 +42,7 @@ pub const ABOUT: &str = "Records every message Dapr moved to a <topic>-dlq topic
 impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::DEAD_LETTER_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
+    const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
     /// After sync-service's 50055.
     const DEFAULT_LISTEN: &'static str = "127.0.0.1:50056";
     /// After sync-service's 9468.

@@ -39,7 +39,7 @@ pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes e
 impl AppConfig for Config {
     const NAME: &'static str = todo_topology::app_ids::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const DEFAULT_LOG: &'static str = "info,sqlx=warn,sea_orm=warn";
+    const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
     const DEFAULT_LISTEN: &'static str = "127.0.0.1:50051";
     const DEFAULT_METRICS: &'static str = "127.0.0.1:9464";
     const CALLERS: Callers = Callers::Authenticated;

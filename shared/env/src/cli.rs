@@ -7,6 +7,10 @@
 
 use clap::{Arg, ArgMatches, Command};
 
+/// The log filter of a service with a database when `RUST_LOG` is unset: the driver's and
+/// the ORM's per-statement logs stay quiet.
+pub const DATABASE_LOG: &str = "info,sqlx=warn,sea_orm=warn";
+
 /// One environment variable a service reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Var {
