@@ -34,8 +34,9 @@ cargo test --workspace --locked --no-fail-fast
 # A small run of `just chaos` (docs/chaos.md): the services as processes with their
 # sidecars, four faults from a fixed seed, the checker; about 80 s.
 say "chaos: a small seeded fault soak"
-cargo build --bins --locked
-CHAOS_SEED="${CHAOS_SEED:-1}" cargo run -q --locked -p todo-chaos --bin chaos -- \
+# The binaries `cargo test` built above, with the same features: nothing is compiled again.
+cargo build --workspace --all-targets --locked
+CHAOS_SEED="${CHAOS_SEED:-1}" "${CARGO_TARGET_DIR:-target}/debug/chaos" \
   --duration 45 --faults 4 --users 8 --rate 20 --quiesce 120
 
 say "all tests passed in $(( $(date +%s) - start )) s"
