@@ -8,7 +8,10 @@ use todo_proto::todo::{
     events::v1::{OccurrenceRequested, ReminderEvent, TaskChanged, TaskEvent, TaskEventKind},
 };
 
-use crate::load::{Mutation, Op, Outcome};
+use crate::{
+    load::{Mutation, Op, Outcome},
+    watch::{Connection, View, ViewTask},
+};
 
 /// A reminder row of the task database.
 #[derive(Debug, Clone)]
@@ -23,7 +26,27 @@ pub struct DbReminder {
 /// A task row of the task database.
 #[derive(Debug, Clone)]
 pub struct DbTask {
+    pub user_id: String,
     pub version: i64,
+    pub status: i32,
+    pub title: String,
+}
+
+/// A record of dead-letter-service (ListDeadLetters), with what the logs say of it.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterSeen {
+    /// The `-dlq` topic it arrived on.
+    pub dead_letter_topic: String,
+    pub cloud_event_id: String,
+    pub event_type: String,
+    /// The publishing app id.
+    pub source: String,
+    pub partition_key: String,
+    pub times: i32,
+    pub decode_error: String,
+    /// The first service log line naming its id and a dead letter, if any (why it was
+    /// dropped); empty when no service logged one (daprd gave up after its retries).
+    pub logged: String,
 }
 
 /// Everything observed after the run.
@@ -49,6 +72,15 @@ pub struct Observed {
     pub delivered_lines: HashMap<String, usize>,
     /// Milliseconds since the epoch when the observation was made.
     pub now_ms: i64,
+    /// The WatchTasks watchers: each user's view now, every connection's changes, counts.
+    pub views: HashMap<String, View>,
+    pub connections: Vec<Connection>,
+    pub watch_counts: BTreeMap<String, u64>,
+    /// dead-letter-service's records (every topic, pending and replayed).
+    pub dead_letters: Vec<DeadLetterSeen>,
+    /// The CloudEvent type of the run's one deliberate dead letter (the canary), when one
+    /// was sent: it must be recorded, and is the only dead letter allowed.
+    pub canary_type: Option<String>,
 }
 
 /// The checker's counts and the violations it found.
@@ -77,7 +109,8 @@ impl Report {
     }
 }
 
-fn version(etag: &str) -> Option<i64> {
+/// The row version an etag (`"7"`) stands for.
+pub fn version(etag: &str) -> Option<i64> {
     etag.trim_matches('"').parse().ok()
 }
 
@@ -675,7 +708,103 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
         }
     }
 
-    // --- 7. Quiescence.
+    // --- 7. WatchTasks: each stream kept its user's order without a gap, and each
+    // watcher's view converged to the database.
+    for (k, v) in &o.watch_counts {
+        r.count(k, *v);
+    }
+    for c in &o.connections {
+        for fault in stream_faults(c) {
+            r.violate(
+                "a WatchTasks stream broke its user's order (a change repeated, went back or skipped)",
+                format!("{}: {fault}", c.user),
+            );
+        }
+    }
+    let mut rows_of: HashMap<&str, HashMap<&str, ViewTask>> = HashMap::new();
+    for (id, t) in &o.db_tasks {
+        rows_of.entry(t.user_id.as_str()).or_default().insert(
+            id.as_str(),
+            ViewTask {
+                version: t.version,
+                status: t.status,
+                title: t.title.clone(),
+            },
+        );
+    }
+    let mut converged = 0u64;
+    for user in users {
+        let rows = rows_of.remove(user.as_str()).unwrap_or_default();
+        let Some(view) = o.views.get(user) else {
+            r.violate(
+                "a WatchTasks view does not match the database after quiescence",
+                format!("{user}: the watcher never listed the user's tasks"),
+            );
+            continue;
+        };
+        let diffs = view_differences(view, &rows);
+        if diffs.is_empty() {
+            converged += 1;
+        }
+        for d in diffs {
+            r.violate(
+                "a WatchTasks view does not match the database after quiescence",
+                format!("{user}: {d}"),
+            );
+        }
+    }
+    r.count(
+        "watch views equal to the database (users)",
+        converged,
+    );
+
+    // --- 8. Dead letters: the load is valid, so nothing may be dead-lettered (a consumer
+    // DROPs only what can never succeed; a transient fault is RETRY, and daprd dead-letters
+    // a RETRY only once its retries ran out). The canary is the one expected.
+    let mut canaries = 0u64;
+    for d in &o.dead_letters {
+        if o.canary_type.as_deref() == Some(d.event_type.as_str()) {
+            canaries += 1;
+            continue;
+        }
+        r.violate(
+            "an event of the valid load was dead-lettered",
+            format!(
+                "{} on {} (from {}, key {:?}, cloud event {}, {} time(s){}): {}",
+                d.event_type,
+                d.dead_letter_topic,
+                d.source,
+                d.partition_key,
+                d.cloud_event_id,
+                d.times,
+                if d.decode_error.is_empty() {
+                    String::new()
+                } else {
+                    format!(", does not decode: {}", d.decode_error)
+                },
+                if d.logged.is_empty() {
+                    "no service logged a DROP of it (daprd's retries ran out?)"
+                } else {
+                    d.logged.as_str()
+                }
+            ),
+        );
+    }
+    r.count(
+        "dead letters recorded by dead-letter-service (the canary excluded; must be 0)",
+        o.dead_letters.len() as u64 - canaries,
+    );
+    if let Some(ty) = &o.canary_type {
+        r.count("canary dead letters recorded (must be 1)", canaries);
+        if canaries != 1 {
+            r.violate(
+                "the canary was not recorded once by dead-letter-service (it does not see the -dlq topics)",
+                format!("{canaries} records of type {ty}"),
+            );
+        }
+    }
+
+    // --- 9. Quiescence.
     if o.outbox != 0 {
         r.violate(
             "the outbox did not drain",
@@ -708,6 +837,71 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
     r
 }
 
+/// What is wrong with one WatchTasks connection: its changes must be the user's changes
+/// `after + 1`, `after + 2`, … in that order (no repeat, no step back, no gap), and no
+/// task's version may go back.
+pub fn stream_faults(c: &Connection) -> Vec<String> {
+    let mut faults = Vec::new();
+    let mut expected = c.after + 1;
+    let mut versions: HashMap<&str, i64> = HashMap::new();
+    for s in &c.changes {
+        if s.seq < expected {
+            faults.push(format!(
+                "change {} after change {} (opened after {})",
+                s.seq,
+                expected - 1,
+                c.after
+            ));
+        } else if s.seq > expected {
+            faults.push(format!(
+                "change {} came next where {expected} was owed (opened after {}): {} change(s) skipped",
+                s.seq,
+                c.after,
+                s.seq - expected
+            ));
+        }
+        expected = expected.max(s.seq + 1);
+        let last = versions.entry(s.task_id.as_str()).or_insert(s.version);
+        if s.version < *last {
+            faults.push(format!(
+                "task {} went back from version {} to {} (change {})",
+                s.task_id, last, s.version, s.seq
+            ));
+        }
+        *last = (*last).max(s.version);
+    }
+    faults
+}
+
+/// How a watcher's view differs from the user's rows: missing or extra tasks, another
+/// version, status or title.
+pub fn view_differences(
+    view: &View,
+    rows: &HashMap<&str, ViewTask>,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (id, row) in rows {
+        match view.get(*id) {
+            None => diffs.push(format!("task {id} (version {}) missing from the view", row.version)),
+            Some(v) if v != row => diffs.push(format!(
+                "task {id}: the view has version {} status {} {:?}, the row version {} status {} {:?}",
+                v.version, v.status, v.title, row.version, row.status, row.title
+            )),
+            Some(_) => {}
+        }
+    }
+    for (id, v) in view {
+        if !rows.contains_key(id.as_str()) {
+            diffs.push(format!(
+                "task {id} (version {}) in the view but not in the database",
+                v.version
+            ));
+        }
+    }
+    diffs.sort();
+    diffs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,5 +915,112 @@ mod tests {
         assert_eq!(order_held(&[1, 2, 3, 2]), Err((2, 3)));
         assert_eq!(order_held(&[2, 1]), Err((1, 2)));
         assert!(order_held(&[]).is_ok());
+    }
+
+    use crate::watch::Seen;
+
+    fn conn(after: u64, seqs: &[(u64, &str, i64)]) -> Connection {
+        Connection {
+            user: "u".into(),
+            after,
+            changes: seqs
+                .iter()
+                .map(|(seq, id, version)| Seen {
+                    seq: *seq,
+                    task_id: (*id).into(),
+                    version: *version,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_stream_owes_the_changes_after_its_cursor_in_order() {
+        assert!(stream_faults(&conn(4, &[(5, "a", 2), (6, "b", 1), (7, "a", 3)])).is_empty());
+        assert!(stream_faults(&conn(4, &[])).is_empty());
+        // A gap at the start, a repeat, a step back, a task going back.
+        assert_eq!(stream_faults(&conn(4, &[(6, "a", 1)])).len(), 1);
+        assert_eq!(stream_faults(&conn(0, &[(1, "a", 1), (1, "a", 1)])).len(), 1);
+        assert_eq!(
+            stream_faults(&conn(0, &[(1, "a", 1), (2, "a", 2), (3, "b", 1), (2, "a", 2)])).len(),
+            1
+        );
+        let back = stream_faults(&conn(0, &[(1, "a", 3), (2, "a", 2)]));
+        assert_eq!(back.len(), 1, "{back:?}");
+        assert!(back[0].contains("went back"), "{back:?}");
+    }
+
+    fn task(version: i64, status: i32, title: &str) -> ViewTask {
+        ViewTask {
+            version,
+            status,
+            title: title.into(),
+        }
+    }
+
+    #[test]
+    fn a_view_converges_only_when_every_task_matches_its_row() {
+        let rows: HashMap<&str, ViewTask> =
+            HashMap::from([("a", task(3, 1, "x")), ("b", task(1, 2, "y"))]);
+        let mut view: HashMap<String, ViewTask> = rows
+            .iter()
+            .map(|(id, t)| ((*id).to_owned(), t.clone()))
+            .collect();
+        assert!(view_differences(&view, &rows).is_empty());
+        // One version behind, a title off, a task missing, a task too many: each caught.
+        view.insert("a".into(), task(2, 1, "x"));
+        assert_eq!(view_differences(&view, &rows).len(), 1);
+        view.insert("a".into(), task(3, 1, "z"));
+        assert_eq!(view_differences(&view, &rows).len(), 1);
+        view.insert("a".into(), task(3, 1, "x"));
+        view.remove("b");
+        assert_eq!(view_differences(&view, &rows).len(), 1);
+        view.insert("b".into(), task(1, 2, "y"));
+        view.insert("c".into(), task(1, 1, "deleted"));
+        assert_eq!(view_differences(&view, &rows).len(), 1);
+    }
+
+    #[test]
+    fn a_wrong_view_and_a_dead_letter_fail_the_run() {
+        let users = vec!["u".to_owned()];
+        let mut o = Observed {
+            db_tasks: HashMap::from([(
+                "a".to_owned(),
+                DbTask {
+                    user_id: "u".into(),
+                    version: 2,
+                    status: 1,
+                    title: "x".into(),
+                },
+            )]),
+            views: HashMap::from([("u".to_owned(), HashMap::from([("a".to_owned(), task(2, 1, "x"))]))]),
+            canary_type: Some("canary".into()),
+            dead_letters: vec![DeadLetterSeen {
+                event_type: "canary".into(),
+                ..DeadLetterSeen::default()
+            }],
+            ..Observed::default()
+        };
+        let r = check(&[], &o, &users);
+        assert!(r.ok(), "{:?}", r.violations);
+        // The view one version behind.
+        o.views.insert("u".into(), HashMap::from([("a".to_owned(), task(1, 1, "x"))]));
+        assert!(!check(&[], &o, &users).ok());
+        o.views.insert("u".into(), HashMap::from([("a".to_owned(), task(2, 1, "x"))]));
+        // A dead letter besides the canary; then the canary missing.
+        o.dead_letters.push(DeadLetterSeen {
+            event_type: "todo.task.completed.v1".into(),
+            ..DeadLetterSeen::default()
+        });
+        assert!(!check(&[], &o, &users).ok());
+        o.dead_letters.clear();
+        assert!(!check(&[], &o, &users).ok());
+        // No watcher view at all.
+        o.dead_letters.push(DeadLetterSeen {
+            event_type: "canary".into(),
+            ..DeadLetterSeen::default()
+        });
+        o.views.clear();
+        assert!(!check(&[], &o, &users).ok());
     }
 }

@@ -7,6 +7,7 @@ mod checker;
 mod load;
 mod nemesis;
 mod stack;
+mod watch;
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,9 @@ use prost::Message;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use todo_proto::todo::{
     audit::v1::{ListActivityRequest, audit_service_client::AuditServiceClient},
+    deadletters::v1::{
+        ListDeadLettersRequest, dead_letter_service_client::DeadLetterServiceClient,
+    },
     events::v1::{OccurrenceRequested, ReminderEvent, TaskChanged, TaskEvent},
     notifications::v1::{
         ListNotificationsRequest, notification_service_client::NotificationServiceClient,
@@ -28,9 +32,19 @@ use todo_proto::todo::{
 use todo_topology::Topics;
 
 use crate::{
-    checker::{DbReminder, DbTask, Observed},
-    stack::{APPS, AUDIT, NOTIFICATION, Stack, StackConfig},
+    checker::{DbReminder, DbTask, DeadLetterSeen, Observed},
+    stack::{APPS, AUDIT, DEAD_LETTERS, NOTIFICATION, SYNC, SYNC_HEARTBEAT, Stack, StackConfig},
+    watch::Watchers,
 };
+
+/// The CloudEvent type of the canary: one message no consumer takes, published once to
+/// `task-occurrences` so that task-service dead-letters it. dead-letter-service must record
+/// it (the dead-letter check is not vacuous); the recorder's copy is not judged.
+const CANARY_TYPE: &str = "todo.chaos.canary.v1";
+
+/// The user id dead-letter-service takes as an admin in `AUTH_MODE=dev` (its `DLQ_ADMINS`
+/// default).
+const DEAD_LETTER_ADMIN: &str = "admin";
 
 /// A seeded fault soak of the Todo system with a checker.
 #[derive(Debug, Parser)]
@@ -175,6 +189,16 @@ async fn soak(
     let users: Vec<String> = (0..args.users)
         .map(|i| load::user_name(run_id, i))
         .collect();
+    // A live client per user, watching through every fault until the check.
+    let watchers = Watchers::start(
+        &users,
+        clients.clone(),
+        &stack.url(SYNC),
+        SYNC_HEARTBEAT * 4,
+    )?;
+    publish_canary(recorder.daprd.http_port, &topics.task_occurrences)
+        .await
+        .context("publishing the canary dead letter")?;
     let load_start = Instant::now();
     let driver = tokio::spawn(load::run(load_cfg, clients, Duration::from_secs(60)));
 
@@ -219,7 +243,7 @@ async fn soak(
     // Quiescence: poll the checker until it passes or the time is up.
     let quiesce_start = Instant::now();
     let report = loop {
-        let observed = observe(stack, &recorder, &recorded, &users).await?;
+        let observed = observe(stack, &recorder, &recorded, &users, &watchers).await?;
         let report = checker::check(&ledger, &observed, &users);
         if report.ok() || quiesce_start.elapsed() > Duration::from_secs(args.quiesce) {
             break report;
@@ -262,11 +286,15 @@ async fn observe(
     recorder: &todo_harness::recorder::Recorder,
     topics: &[String; 4],
     users: &[String],
+    watchers: &Watchers,
 ) -> anyhow::Result<Observed> {
     let mut o = Observed {
         now_ms: chrono::Utc::now().timestamp_millis(),
+        canary_type: Some(CANARY_TYPE.to_owned()),
         ..Observed::default()
     };
+    // The watchers first: a view taken before the database read can only be behind it.
+    (o.views, o.connections, o.watch_counts) = watchers.snapshot();
     let [events, updates, reminders, occurrences] = topics;
     for (ty, bytes) in recorder.inbox.on(events) {
         match TaskEvent::decode(bytes.as_slice()) {
@@ -287,6 +315,9 @@ async fn observe(
         }
     }
     for (ty, bytes) in recorder.inbox.on(occurrences) {
+        if ty == CANARY_TYPE {
+            continue;
+        }
         match OccurrenceRequested::decode(bytes.as_slice()) {
             Ok(e) => o.occurrences.push(e),
             Err(_) => o.undecodable.push((occurrences.clone(), ty)),
@@ -299,13 +330,18 @@ async fn observe(
         .context("connecting to the task database")?;
     let q = |sql: &str| Statement::from_string(DbBackend::Postgres, sql.to_owned());
     for row in db
-        .query_all_raw(q("SELECT id::text AS id, version FROM tasks"))
+        .query_all_raw(q(
+            "SELECT id::text AS id, user_id, version, status, title FROM tasks",
+        ))
         .await?
     {
         o.db_tasks.insert(
             row.try_get("", "id")?,
             DbTask {
+                user_id: row.try_get("", "user_id")?,
                 version: row.try_get("", "version")?,
+                status: i32::from(row.try_get::<i16>("", "status")?),
+                title: row.try_get("", "title")?,
             },
         );
     }
@@ -397,5 +433,85 @@ async fn observe(
         }
     }
     o.delivered_lines = lines;
+    o.dead_letters = dead_letters(stack).await?;
     Ok(o)
+}
+
+/// Every record of dead-letter-service, each with the first service log line that names
+/// its CloudEvent id next to a dead letter (why it was dropped).
+async fn dead_letters(stack: &Stack) -> anyhow::Result<Vec<DeadLetterSeen>> {
+    let mut client = DeadLetterServiceClient::connect(stack.url(DEAD_LETTERS))
+        .await
+        .context("connecting to dead-letter-service")?;
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut req = tonic::Request::new(ListDeadLettersRequest {
+            page_size: 500,
+            page_token: token.clone(),
+            ..ListDeadLettersRequest::default()
+        });
+        req.metadata_mut()
+            .insert("x-user-id", DEAD_LETTER_ADMIN.parse()?);
+        let page = client
+            .list_dead_letters(req)
+            .await
+            .context("ListDeadLetters")?
+            .into_inner();
+        out.extend(page.dead_letters.into_iter().map(|d| DeadLetterSeen {
+            dead_letter_topic: d.dead_letter_topic,
+            cloud_event_id: d.cloud_event_id,
+            event_type: d.r#type,
+            source: d.source,
+            partition_key: d.partition_key,
+            times: d.times_dead_lettered,
+            decode_error: d.decode_error,
+            logged: String::new(),
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    if out.iter().any(|d| d.event_type != CANARY_TYPE) {
+        let logs: Vec<String> = (0..APPS.len())
+            .map(|i| std::fs::read_to_string(stack.app_log(i)).unwrap_or_default())
+            .collect();
+        for d in out.iter_mut().filter(|d| !d.cloud_event_id.is_empty()) {
+            d.logged = logs
+                .iter()
+                .flat_map(|l| l.lines())
+                .find(|l| l.contains(d.cloud_event_id.as_str()) && l.contains("dead-letter"))
+                .map(|l| l.chars().take(400).collect())
+                .unwrap_or_default();
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes the canary (see [`CANARY_TYPE`]) to `topic` through the recorder's sidecar
+/// (Dapr's HTTP publish API: binary data, the CloudEvent type from metadata).
+async fn publish_canary(daprd_http_port: u16, topic: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = b"chaos canary: not an event any consumer takes";
+    let request = format!(
+        "POST /v1.0/publish/{}/{topic}?metadata.cloudevent.type={CANARY_TYPE} HTTP/1.0\r\n\
+         Host: 127.0.0.1\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        todo_topology::components::PUBSUB,
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", daprd_http_port)).await?;
+    s.write_all(request.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .context("no answer from the recorder's daprd")??;
+    let answer = String::from_utf8_lossy(&answer);
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.0 204") || answer.starts_with("HTTP/1.1 204"),
+        "daprd answered: {}",
+        answer.lines().next().unwrap_or_default()
+    );
+    Ok(())
 }

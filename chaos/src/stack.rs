@@ -35,10 +35,11 @@ pub enum Db {
     None,
     Tasks,
     Audit,
+    DeadLetters,
 }
 
 /// The service processes, in the order the nemesis indexes them.
-pub const APPS: [App; 6] = [
+pub const APPS: [App; 7] = [
     App {
         name: "task-service-a",
         binary: "task-service",
@@ -75,12 +76,26 @@ pub const APPS: [App; 6] = [
         app_id: "sync-service",
         database: Db::None,
     },
+    App {
+        name: "dead-letter-service",
+        binary: "dead-letter-service",
+        app_id: "dead-letter-service",
+        database: Db::DeadLetters,
+    },
 ];
 
 /// Index of the notification-service in [`APPS`].
 pub const NOTIFICATION: usize = 3;
 /// Index of the audit-service in [`APPS`].
 pub const AUDIT: usize = 4;
+/// Index of the sync-service in [`APPS`].
+pub const SYNC: usize = 5;
+/// Index of the dead-letter-service in [`APPS`].
+pub const DEAD_LETTERS: usize = 6;
+
+/// sync-service's heartbeat in the run (`SYNC_HEARTBEAT_MS`): short, so a watcher tells a
+/// frozen stream (sync-service paused) from a quiet one within a few seconds.
+pub const SYNC_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// How long a process may take to answer after it was (re)started.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -192,6 +207,7 @@ pub struct Stack {
     pub pg_admin_url: String,
     pub tasks_db: (String, String),
     pub audit_db: (String, String),
+    pub dead_letters_db: (String, String),
 }
 
 fn repo() -> PathBuf {
@@ -299,12 +315,15 @@ impl Stack {
             pg_admin_url: format!("postgres://todo:todo@127.0.0.1:{}/todo", cfg.pg_port),
             tasks_db: Default::default(),
             audit_db: Default::default(),
+            dead_letters_db: Default::default(),
             cfg,
         };
         script("kafka.sh", "up", &s.kafka_env()).await?;
         script("pg.sh", "up", &s.pg_env()).await?;
         s.tasks_db = todo_harness::pg::create_database(&s.pg_admin_url, "chaos_tasks").await?;
         s.audit_db = todo_harness::pg::create_database(&s.pg_admin_url, "chaos_audit").await?;
+        s.dead_letters_db =
+            todo_harness::pg::create_database(&s.pg_admin_url, "chaos_dead_letters").await?;
         // The components, pointing at this run's broker; the notification state store's
         // relative path lands in the run's folder (daprd runs there).
         let resources = s.cfg.run_dir.join("components");
@@ -339,7 +358,17 @@ impl Stack {
             match app.database {
                 Db::Tasks => env.push(("DATABASE_URL".into(), self.tasks_db.1.clone())),
                 Db::Audit => env.push(("DATABASE_URL".into(), self.audit_db.1.clone())),
+                Db::DeadLetters => {
+                    env.push(("DATABASE_URL".into(), self.dead_letters_db.1.clone()));
+                    env.push(("DATABASE_MAX_CONNECTIONS".into(), "4".into()));
+                }
                 Db::None => {}
+            }
+            if i == SYNC {
+                env.push((
+                    "SYNC_HEARTBEAT_MS".into(),
+                    SYNC_HEARTBEAT.as_millis().to_string(),
+                ));
             }
             let logs = self.cfg.run_dir.join("logs");
             self.apps.push(Proc {
@@ -555,7 +584,7 @@ impl Stack {
             eprintln!("chaos: stopping the run's Kafka: {e:#}");
         }
         if !keep_databases {
-            for (name, _) in [&self.tasks_db, &self.audit_db] {
+            for (name, _) in [&self.tasks_db, &self.audit_db, &self.dead_letters_db] {
                 if !name.is_empty()
                     && let Err(e) = todo_harness::pg::drop_database(&self.pg_admin_url, name).await
                 {
