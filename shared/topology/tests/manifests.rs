@@ -375,6 +375,7 @@ fn every_kafka_component_is_the_pubsub_of_the_code_with_the_local_settings() {
             "clientID",
             "maxMessageBytes",
             "consumeRetryInterval",
+            "producerRetryMax",
         ] {
             assert_eq!(
                 m.get(key),
@@ -390,6 +391,12 @@ fn every_kafka_component_is_the_pubsub_of_the_code_with_the_local_settings() {
         assert_eq!(
             m.get("initialOffset").map(String::as_str),
             Some("oldest"),
+            "{at}"
+        );
+        // The relay retries a failed publish in order; the sidecar must not (docs/chaos.md).
+        assert_eq!(
+            m.get("producerRetryMax").map(String::as_str),
+            Some("0"),
             "{at}"
         );
         // The component's field is producerRequiredAcks ("all" = -1); `requiredAcks` is ignored.
