@@ -7,6 +7,7 @@ use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher};
 use prost::Message;
 use todo_proto::todo::events::v1::TaskEvent;
+use todo_service::PerKey;
 use todo_topology::{
     components::PUBSUB,
     event_types::{self, TASK_COMPLETED, TASK_FAMILY},
@@ -19,9 +20,9 @@ use crate::{
 };
 
 todo_service::counters! {
-    /// How many events ended how, since start. Events that do not decode as a `TaskEvent` are
-    /// DROPped by the AppCallback runtime before they reach a handler, and are not counted.
-    /// The Prometheus counter covers the events on `task-events`.
+    /// How many events ended how, since start, every event on `task-events` counted once
+    /// (those that do not decode as a `TaskEvent` among the dropped). The Prometheus counter
+    /// covers the same events.
     pub struct Stats;
     /// A point-in-time copy of [`Stats`].
     pub struct StatsSnapshot;
@@ -35,9 +36,26 @@ todo_service::counters! {
     not_ours,
     /// Events answered DROP (invalid, unknown type, publish refused for good).
     dropped,
-    /// Events answered RETRY (publishing failed transiently).
+    /// Events answered RETRY (publishing failed transiently, or held behind an earlier
+    /// RETRY of the same user in the same delivery).
     retried,
 }
+
+impl todo_service::BulkCounters for Stats {
+    fn retried(&self) -> &todo_service::Counter {
+        &self.retried
+    }
+}
+
+/// Most events daprd hands over in one bulk delivery of `task-events`.
+pub const BULK_MAX_MESSAGES: i32 = 100;
+/// How long (ms) daprd waits to fill a bulk delivery: a completion waits at most this long
+/// for company before it is handled.
+pub const BULK_MAX_AWAIT_MS: i32 = 10;
+/// How many users' completions of one delivery are handled (published) at the same time;
+/// each user's one after another, in order. Not configuration yet: the README's table of
+/// variables is what `--help` is checked against.
+pub const USERS_AT_ONCE: usize = 16;
 
 /// Handles the events of `task-events`.
 #[derive(Debug)]
@@ -112,15 +130,29 @@ impl Completions {
         }
     }
 
-    /// The routing table: completed events to [`Self::on_completed`]; created, updated, …
-    /// (and task types added later) acknowledged as not ours; the rest (another version of
-    /// `completed`, a stranger's type) counted and DROPped to `task-events-dlq`, where it is
-    /// seen (see [`todo_service::one_of_family`]).
+    /// The routing table: `task-events` in bulk (raw payloads, see [`Route::bulk_raw`]),
+    /// entry by entry: completed events to [`Self::on_completed`], each user's in order and
+    /// several users at once; created, updated, … (and task types added later)
+    /// acknowledged as not ours; the rest (another version of `completed`, a stranger's
+    /// type, bytes that are no `TaskEvent`) counted and DROPped to `task-events-dlq`, where
+    /// it is seen (see [`todo_service::one_of_family_bulk`]).
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let t = &self.topics;
         let completed = Route::new(PUBSUB, &t.task_events, &t.task_events_dead_letter)
-            .event_type(TASK_COMPLETED);
+            .event_type(TASK_COMPLETED)
+            .bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS);
         let stats = self.stats.clone();
-        todo_service::one_of_family(completed, TASK_FAMILY, stats, self, Self::on_completed)
+        let per_user = PerKey {
+            keys_at_once: USERS_AT_ONCE,
+        };
+        todo_service::one_of_family_bulk(
+            completed,
+            TASK_FAMILY,
+            stats,
+            self,
+            per_user,
+            |m: &TaskEvent| m.user_id.clone(),
+            Self::on_completed,
+        )
     }
 }

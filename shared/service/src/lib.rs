@@ -12,6 +12,7 @@
 //! id that is logged and returned, and (feature `db`) [`db::status`] maps a database error
 //! by kind.
 
+mod batch;
 mod classify;
 pub mod cli;
 mod counters;
@@ -22,6 +23,7 @@ pub mod paging;
 mod rpc_metrics;
 mod server;
 
+pub use batch::{BulkCounters, PerKey, one_of_family_bulk};
 pub use classify::callers_mistakes_are_answers;
 pub use counters::{Counter, FamilyCounters, one_of_family};
 pub use errors::internal;
