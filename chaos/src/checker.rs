@@ -43,6 +43,8 @@ pub struct DeadLetterSeen {
     pub source: String,
     pub partition_key: String,
     pub times: i32,
+    /// When it first arrived on the `-dlq` topic (RFC 3339, UTC).
+    pub first_at: String,
     pub decode_error: String,
     /// The first service log line naming its id and a dead letter, if any (why it was
     /// dropped); empty when no service logged one (daprd gave up after its retries).
@@ -753,10 +755,7 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
             );
         }
     }
-    r.count(
-        "watch views equal to the database (users)",
-        converged,
-    );
+    r.count("watch views equal to the database (users)", converged);
 
     // --- 8. Dead letters: the load is valid, so nothing may be dead-lettered (a consumer
     // DROPs only what can never succeed; a transient fault is RETRY, and daprd dead-letters
@@ -794,6 +793,26 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
         "dead letters recorded by dead-letter-service (the canary excluded; must be 0)",
         o.dead_letters.len() as u64 - canaries,
     );
+    // By topic and type, with when they came: dead letters come in bursts (one fault).
+    let mut bursts: BTreeMap<(&str, &str), (&str, &str, u64)> = BTreeMap::new();
+    for d in &o.dead_letters {
+        if o.canary_type.as_deref() == Some(d.event_type.as_str()) {
+            continue;
+        }
+        let at = d.first_at.as_str();
+        let b = bursts
+            .entry((d.dead_letter_topic.as_str(), d.event_type.as_str()))
+            .or_insert((at, at, 0));
+        b.0 = b.0.min(at);
+        b.1 = b.1.max(at);
+        b.2 += 1;
+    }
+    for ((topic, ty), (first, last, n)) in bursts {
+        r.count(
+            &format!("dead letters on {topic}: {ty}, first {first}, last {last}"),
+            n,
+        );
+    }
     if let Some(ty) = &o.canary_type {
         r.count("canary dead letters recorded (must be 1)", canaries);
         if canaries != 1 {
@@ -875,10 +894,7 @@ pub fn stream_faults(c: &Connection) -> Vec<String> {
 
 /// How a watcher's view differs from the user's rows: missing or extra tasks, another
 /// version, status or title.
-pub fn view_differences(
-    view: &View,
-    rows: &HashMap<&str, ViewTask>,
-) -> Vec<String> {
+pub fn view_differences(view: &View, rows: &HashMap<&str, ViewTask>) -> Vec<String> {
     let mut diffs = Vec::new();
     for (id, row) in rows {
         match view.get(*id) {
@@ -940,9 +956,16 @@ mod tests {
         assert!(stream_faults(&conn(4, &[])).is_empty());
         // A gap at the start, a repeat, a step back, a task going back.
         assert_eq!(stream_faults(&conn(4, &[(6, "a", 1)])).len(), 1);
-        assert_eq!(stream_faults(&conn(0, &[(1, "a", 1), (1, "a", 1)])).len(), 1);
         assert_eq!(
-            stream_faults(&conn(0, &[(1, "a", 1), (2, "a", 2), (3, "b", 1), (2, "a", 2)])).len(),
+            stream_faults(&conn(0, &[(1, "a", 1), (1, "a", 1)])).len(),
+            1
+        );
+        assert_eq!(
+            stream_faults(&conn(
+                0,
+                &[(1, "a", 1), (2, "a", 2), (3, "b", 1), (2, "a", 2)]
+            ))
+            .len(),
             1
         );
         let back = stream_faults(&conn(0, &[(1, "a", 3), (2, "a", 2)]));
@@ -993,7 +1016,10 @@ mod tests {
                     title: "x".into(),
                 },
             )]),
-            views: HashMap::from([("u".to_owned(), HashMap::from([("a".to_owned(), task(2, 1, "x"))]))]),
+            views: HashMap::from([(
+                "u".to_owned(),
+                HashMap::from([("a".to_owned(), task(2, 1, "x"))]),
+            )]),
             canary_type: Some("canary".into()),
             dead_letters: vec![DeadLetterSeen {
                 event_type: "canary".into(),
@@ -1004,9 +1030,15 @@ mod tests {
         let r = check(&[], &o, &users);
         assert!(r.ok(), "{:?}", r.violations);
         // The view one version behind.
-        o.views.insert("u".into(), HashMap::from([("a".to_owned(), task(1, 1, "x"))]));
+        o.views.insert(
+            "u".into(),
+            HashMap::from([("a".to_owned(), task(1, 1, "x"))]),
+        );
         assert!(!check(&[], &o, &users).ok());
-        o.views.insert("u".into(), HashMap::from([("a".to_owned(), task(2, 1, "x"))]));
+        o.views.insert(
+            "u".into(),
+            HashMap::from([("a".to_owned(), task(2, 1, "x"))]),
+        );
         // A dead letter besides the canary; then the canary missing.
         o.dead_letters.push(DeadLetterSeen {
             event_type: "todo.task.completed.v1".into(),

@@ -458,15 +458,23 @@ async fn dead_letters(stack: &Stack) -> anyhow::Result<Vec<DeadLetterSeen>> {
             .await
             .context("ListDeadLetters")?
             .into_inner();
-        out.extend(page.dead_letters.into_iter().map(|d| DeadLetterSeen {
-            dead_letter_topic: d.dead_letter_topic,
-            cloud_event_id: d.cloud_event_id,
-            event_type: d.r#type,
-            source: d.source,
-            partition_key: d.partition_key,
-            times: d.times_dead_lettered,
-            decode_error: d.decode_error,
-            logged: String::new(),
+        out.extend(page.dead_letters.into_iter().map(|d| {
+            DeadLetterSeen {
+                dead_letter_topic: d.dead_letter_topic,
+                cloud_event_id: d.cloud_event_id,
+                event_type: d.r#type,
+                source: d.source,
+                partition_key: d.partition_key,
+                times: d.times_dead_lettered,
+                first_at: d
+                    .first_dead_lettered_at
+                    .as_ref()
+                    .and_then(todo_proto::from_timestamp)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default(),
+                decode_error: d.decode_error,
+                logged: String::new(),
+            }
         }));
         if page.next_page_token.is_empty() {
             break;

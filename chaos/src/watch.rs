@@ -112,7 +112,14 @@ impl Watchers {
         let channel = tonic::transport::Endpoint::from_shared(sync_url.to_owned())?
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
-        let state = Arc::new(Mutex::new(WatchState::default()));
+        let mut counts = BTreeMap::new();
+        for key in [STREAMS_OPENED, RECONNECTS, CHANGES_SEEN] {
+            counts.insert(key.to_owned(), 0);
+        }
+        let state = Arc::new(Mutex::new(WatchState {
+            counts,
+            ..WatchState::default()
+        }));
         let handles = users
             .iter()
             .enumerate()
@@ -134,7 +141,13 @@ impl Watchers {
     }
 
     /// The views and connections as they are now.
-    pub fn snapshot(&self) -> (HashMap<String, View>, Vec<Connection>, BTreeMap<String, u64>) {
+    pub fn snapshot(
+        &self,
+    ) -> (
+        HashMap<String, View>,
+        Vec<Connection>,
+        BTreeMap<String, u64>,
+    ) {
         let s = lock(&self.state);
         (s.views.clone(), s.connections.clone(), s.counts.clone())
     }
@@ -173,6 +186,11 @@ enum End {
     Resync,
 }
 
+/// The counts printed even when nothing happened.
+const STREAMS_OPENED: &str = "watch streams opened";
+const RECONNECTS: &str = "watch reconnects (with the last cursor)";
+const CHANGES_SEEN: &str = "watch changes seen";
+
 /// How long a call that should answer at once (ListTasks, opening a stream) may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -210,7 +228,7 @@ impl Watcher {
             let mut first = true;
             loop {
                 if !first {
-                    self.count("watch reconnects (with the last cursor)");
+                    self.count(RECONNECTS);
                 }
                 first = false;
                 match self.watch(&mut cursor, &mut backoff).await {
@@ -292,7 +310,7 @@ impl Watcher {
         };
         let conn = {
             let mut s = lock(&self.state);
-            s.count("watch streams opened");
+            s.count(STREAMS_OPENED);
             s.connections.push(Connection {
                 user: self.user.clone(),
                 after,
@@ -329,7 +347,7 @@ impl Watcher {
         let mut s = lock(&self.state);
         match msg.message {
             Some(Message::Change(c)) => {
-                s.count("watch changes seen");
+                s.count(CHANGES_SEEN);
                 let version = c
                     .task
                     .as_ref()
