@@ -19,9 +19,9 @@ use crate::{
 };
 
 todo_service::counters! {
-    /// How many events ended how, since start. Events that do not decode as a `ReminderEvent`
-    /// are DROPped by the AppCallback runtime before they reach a handler, and are not counted.
-    /// The Prometheus counter covers due reminders and the other events on `reminders`.
+    /// How many events ended how, since start, every event on `reminders` counted once
+    /// (those that do not decode as a `ReminderEvent` among the dropped). The Prometheus
+    /// counter covers the same events.
     pub struct Stats;
     /// A point-in-time copy of [`Stats`].
     pub struct StatsSnapshot;
@@ -35,9 +35,27 @@ todo_service::counters! {
     not_ours,
     /// Events answered DROP (invalid, unknown type).
     dropped,
-    /// Events answered RETRY (state store or channel failed).
+    /// Events answered RETRY (state store or channel failed, or held behind an earlier
+    /// RETRY of the same user in the same delivery).
     retried,
 }
+
+impl todo_service::BulkCounters for Stats {
+    fn retried(&self) -> &todo_service::Counter {
+        &self.retried
+    }
+}
+
+/// Most events daprd hands over in one bulk delivery of `reminders`.
+pub const BULK_MAX_MESSAGES: i32 = 100;
+/// How long (ms) daprd waits to fill a bulk delivery: a due reminder waits at most this
+/// long for company before it is delivered.
+pub const BULK_MAX_AWAIT_MS: i32 = 10;
+/// How many users' reminders of one delivery are delivered at the same time; each user's
+/// one after another, in order (their list, `inbox:<user>`, is one read-modify-write per
+/// delivery: in order, the writes of one batch do not race each other). Not configuration
+/// yet: the README's table of variables is what `--help` is checked against.
+pub const USERS_AT_ONCE: usize = 16;
 
 /// Handles the events of `reminders`.
 #[derive(Debug)]
@@ -152,34 +170,37 @@ impl Reminders {
         }
     }
 
-    /// [`Self::on_due`] in a task of its own: a request cancelled by a timeout or a dropped
-    /// connection (the sidecar dying) must not cut a delivery between its claim and its
-    /// record (see crate::delivery_log). The redelivered event waits for it, and finds it
-    /// recorded.
-    async fn on_due_detached(self: Arc<Self>, e: Event<ReminderEvent>) -> Outcome {
-        let handling = tokio::spawn(async move { self.on_due(&e).await }.in_current_span());
-        handling.await.unwrap_or_else(|e| {
-            // As the AppCallback runtime does: a panic would recur on every redelivery. A
-            // cancelled task (the runtime stopping) is retried.
-            let outcome = if e.is_panic() {
-                Outcome::Drop
-            } else {
-                Outcome::Retry
-            };
-            tracing::error!(error = %e, ?outcome, "reminder handler failed");
-            outcome
-        })
+    /// [`Self::on_due`] for [`todo_service::one_of_family_bulk`], which runs each handling
+    /// in a task of its own: a request cancelled by a timeout or a dropped connection (the
+    /// sidecar dying) must not cut a delivery between its claim and its record (see
+    /// crate::delivery_log). The redelivered event waits for it, and finds it recorded.
+    async fn on_due_owned(self: Arc<Self>, e: Event<ReminderEvent>) -> Outcome {
+        self.on_due(&e).await
     }
 
-    /// The routing table: due events to [`Self::on_due`]; scheduled, cancelled
-    /// (task-service's bookkeeping) and reminder types added later acknowledged as not
-    /// ours; the rest (another version of `due`, a stranger's type) counted and DROPped to
-    /// `reminders-dlq` (see [`todo_service::one_of_family`]).
+    /// The routing table: `reminders` in bulk (raw payloads, see [`Route::bulk_raw`]),
+    /// entry by entry: due events to [`Self::on_due`], each user's in order and several
+    /// users at once; scheduled, cancelled (task-service's bookkeeping) and reminder types
+    /// added later acknowledged as not ours; the rest (another version of `due`, a
+    /// stranger's type, bytes that are no `ReminderEvent`) counted and DROPped to
+    /// `reminders-dlq` (see [`todo_service::one_of_family_bulk`]).
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let t = &self.topics;
-        let due =
-            Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter).event_type(REMINDER_DUE);
+        let due = Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter)
+            .event_type(REMINDER_DUE)
+            .bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS);
         let stats = self.stats.clone();
-        todo_service::one_of_family(due, REMINDER_FAMILY, stats, self, Self::on_due_detached)
+        let per_user = todo_service::PerKey {
+            keys_at_once: USERS_AT_ONCE,
+        };
+        todo_service::one_of_family_bulk(
+            due,
+            REMINDER_FAMILY,
+            stats,
+            self,
+            per_user,
+            |m: &ReminderEvent| m.user_id.clone(),
+            Self::on_due_owned,
+        )
     }
 }
