@@ -782,7 +782,7 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
                     format!(", does not decode: {}", d.decode_error)
                 },
                 if d.logged.is_empty() {
-                    "no service logged a DROP of it (daprd's retries ran out?)"
+                    "no service logged a DROP of it: its subscriber's daprd dead-lettered it (retries ran out, or none configured)"
                 } else {
                     d.logged.as_str()
                 }
