@@ -535,6 +535,12 @@ fn resiliency_and_configuration_mirror_dapr_components() {
         k8s[0].1["spec"]["targets"]["components"][components::PUBSUB].is_mapping(),
         "resiliency targets the pub/sub component"
     );
+    // Without it daprd dead-letters every change at once while sync-service restarts.
+    assert!(
+        k8s[0].1["spec"]["targets"]["components"][components::BROADCAST_PUBSUB]["inbound"]["retry"]
+            .is_string(),
+        "resiliency retries deliveries of the broadcast pub/sub"
+    );
 
     let conf = kind(&base, "Configuration");
     assert_eq!(conf.len(), 1);
