@@ -47,6 +47,7 @@ impl AppCallbackService {
 
     async fn bulk(&self, req: TopicEventBulkRequest) -> TopicEventBulkResponse {
         let started = std::time::Instant::now();
+        let positions: Vec<String> = req.entries.iter().map(|e| e.entry_id.clone()).collect();
         let mut answered = Vec::with_capacity(req.entries.len());
         let mut ids = Vec::with_capacity(req.entries.len());
         let mut events = Vec::with_capacity(req.entries.len());
@@ -70,6 +71,7 @@ impl AppCallbackService {
             .instrument(span)
             .await;
         answered.extend(ids.into_iter().zip(outcomes));
+        let answered = no_drop_out_of_place(&positions, answered);
         let topic = req.topic;
         metrics::histogram!("event_batch_seconds", "topic" => topic.clone())
             .record(started.elapsed().as_secs_f64());
@@ -105,6 +107,36 @@ impl AppCallbackService {
         .instrument(span)
         .await
     }
+}
+
+/// daprd 1.18 (`postman/grpc.DeliverBulk`) dead-letters a DROPped bulk entry by its index
+/// in the first delivery (its entry id, `"0"`, `"1"`, …), looked up in the entries of the
+/// delivery at hand; a resiliency retry delivers only the entries that failed, so there it
+/// dead-letters another entry, or panics (index out of range) and dies. A DROP of an entry
+/// not at its first place is therefore answered RETRY: the entry comes back until daprd's
+/// retries are exhausted, and daprd then dead-letters the failed entries of the first
+/// delivery, by their own bytes. Later, in the same place, nothing changes.
+fn no_drop_out_of_place(
+    positions: &[String],
+    answered: Vec<(String, Outcome)>,
+) -> Vec<(String, Outcome)> {
+    answered
+        .into_iter()
+        .map(|(id, outcome)| {
+            let here = positions.iter().position(|p| *p == id);
+            let first = id.parse::<usize>().ok();
+            if outcome == Outcome::Drop && first.is_some() && first != here {
+                tracing::warn!(
+                    entry_id = %id,
+                    position = ?here,
+                    "DROP of an entry of a bulk retry: answering RETRY (daprd would dead-letter another entry); it is dead-lettered when daprd's retries are exhausted"
+                );
+                (id, Outcome::Retry)
+            } else {
+                (id, outcome)
+            }
+        })
+        .collect()
 }
 
 /// Counts a handled event (recorded only when the service installed a metrics recorder).
@@ -272,5 +304,43 @@ impl AppCallbackAlpha for AppCallbackService {
         _request: Request<JobEventRequest>,
     ) -> Result<Response<JobEventResponse>, Status> {
         Err(Status::unimplemented("jobs are not served by this app"))
+    }
+}
+
+#[cfg(test)]
+mod out_of_place_tests {
+    use super::{Outcome, no_drop_out_of_place};
+
+    #[test]
+    fn a_drop_on_a_bulk_retry_is_a_retry_unless_in_its_first_place() {
+        let answer = |ids: &[&str], outcomes: &[Outcome]| {
+            let positions: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+            let answered = positions
+                .iter()
+                .cloned()
+                .zip(outcomes.iter().copied())
+                .collect();
+            no_drop_out_of_place(&positions, answered)
+                .into_iter()
+                .map(|(_, o)| o)
+                .collect::<Vec<_>>()
+        };
+        use Outcome::*;
+        // A first delivery: entry ids are the places.
+        assert_eq!(
+            answer(&["0", "1", "2"], &[Success, Drop, Retry]),
+            [Success, Drop, Retry]
+        );
+        // A retry of entries 0, 2 and 5: 0 is in its place, 2 and 5 are not.
+        assert_eq!(
+            answer(&["0", "2", "5"], &[Drop, Drop, Drop]),
+            [Drop, Retry, Retry]
+        );
+        assert_eq!(
+            answer(&["0", "2", "5"], &[Success, Success, Retry]),
+            [Success, Success, Retry]
+        );
+        // Ids that are no places (another component): untouched.
+        assert_eq!(answer(&["a", "b"], &[Drop, Drop]), [Drop, Drop]);
     }
 }
