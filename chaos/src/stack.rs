@@ -573,7 +573,8 @@ impl Stack {
         self.apps[i].log.clone()
     }
 
-    /// Stops everything this run started and drops its databases.
+    /// Stops everything this run started and drops its databases and the broker's log
+    /// (both kept with `keep`, e.g. to read the topics with `kafka.tools.DumpLogSegments`).
     pub async fn teardown(&mut self, keep_databases: bool) {
         for p in self.sidecars.iter_mut().chain(self.apps.iter_mut()) {
             if p.signal(Signal::SIGCONT).is_ok() {
@@ -595,6 +596,8 @@ impl Stack {
         if let Err(e) = script("pg.sh", "down", &self.pg_env()).await {
             eprintln!("chaos: stopping the run's PostgreSQL: {e:#}");
         }
-        let _ = std::fs::remove_dir_all(self.cfg.run_dir.join("kafka/logs"));
+        if !keep_databases {
+            let _ = std::fs::remove_dir_all(self.cfg.run_dir.join("kafka/logs"));
+        }
     }
 }
