@@ -535,6 +535,13 @@ fn resiliency_and_configuration_mirror_dapr_components() {
         k8s[0].1["spec"]["targets"]["components"][components::PUBSUB].is_mapping(),
         "resiliency targets the pub/sub component"
     );
+    // daprd retries only the failed entries of a bulk publish, behind a user's later
+    // events of the same call: publishing is retried by the outbox, never by daprd.
+    assert!(
+        k8s[0].1["spec"]["targets"]["components"][components::PUBSUB]["outbound"]["retry"]
+            .is_null(),
+        "no outbound retry policy on the pub/sub"
+    );
     // Without it daprd dead-letters every change at once while sync-service restarts.
     assert!(
         k8s[0].1["spec"]["targets"]["components"][components::BROADCAST_PUBSUB]["inbound"]["retry"]
