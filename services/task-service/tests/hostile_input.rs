@@ -196,9 +196,20 @@ impl Codec for RawCodec {
 }
 
 #[test]
-fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
+fn hostile_requests_get_clean_answers_and_write_nothing_when_refused_on_sqlite() {
+    hostile_requests(Backend::Sqlite);
+}
+
+/// The same cases on PostgreSQL, whose `text` refuses what SQLite stores (e.g. NUL): a
+/// value that passes validation but not the database would be INTERNAL here.
+#[test]
+fn hostile_requests_get_clean_answers_and_write_nothing_when_refused_on_postgres() {
+    hostile_requests(Backend::Postgres);
+}
+
+fn hostile_requests(backend: Backend) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let app = rt.block_on(TestApp::start(Backend::Sqlite));
+    let app = rt.block_on(TestApp::start(backend));
     let client = rt.block_on(app.client());
     let addr = app.addr();
     let seed: u64 = std::env::var("PROPTEST_RNG_SEED")
@@ -476,7 +487,7 @@ fn hostile_requests_get_clean_answers_and_write_nothing_when_refused() {
     });
 
     let counts = counts.into_inner();
-    eprintln!("hostile input, seed {seed}: {counts:#?}");
+    eprintln!("hostile input on {backend:?}, seed {seed}: {counts:#?}");
     let total: u64 = counts.values().sum();
     assert!(total > 1_200, "{total} requests");
 }
