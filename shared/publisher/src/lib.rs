@@ -5,6 +5,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use backon::{ExponentialBuilder, Retryable};
+
 use dapr::dapr::proto::runtime::v1::{
     BulkPublishRequest, BulkPublishRequestEntry, PublishEventRequest,
 };
@@ -56,6 +58,15 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Whether the sidecar answered that the pub/sub failed the publish (Kafka down, a
+    /// partition's leader moving: INTERNAL). The call is then over inside daprd (the Kafka
+    /// components run with `producerRetryMax: "0"` and no outbound retry policy), so
+    /// sending again at once cannot race the first attempt. A deadline, a cancellation or
+    /// a broken connection may leave the first attempt running: those are not retried here.
+    pub fn answered_failed(&self) -> bool {
+        matches!(self, Self::Sidecar(s) if s.code() == tonic::Code::Internal)
+    }
+
     /// Whether trying again later can help (the sidecar or Kafka being down).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -146,8 +157,18 @@ impl Publisher {
         Ok(self.sidecar.wait_ready(timeout).await?)
     }
 
-    /// Publishes one event; returns when Dapr acknowledged it (Kafka has it).
+    /// Publishes one event; returns when Dapr acknowledged it (Kafka has it). A failure
+    /// the sidecar answered ([`PublishError::answered_failed`], e.g. a partition's leader
+    /// just elected) is tried again a few times within about 2 s ([`quick_retries`]):
+    /// daprd itself does not retry publishes (see dapr-components/resiliency.yaml).
     pub async fn publish(&self, event: &OutgoingEvent) -> Result<(), PublishError> {
+        (|| self.publish_once(event))
+            .retry(quick_retries())
+            .when(PublishError::answered_failed)
+            .await
+    }
+
+    async fn publish_once(&self, event: &OutgoingEvent) -> Result<(), PublishError> {
         let mut client = self.client.clone();
         client
             .publish_event(PublishEventRequest {
@@ -162,8 +183,21 @@ impl Publisher {
     }
 
     /// Publishes a batch to one topic in one call. `Ok` lists the entries that failed
-    /// (the others were published); `Err` means none is known to be published.
+    /// (the others were published); `Err` means none is known to be published. A failure
+    /// the sidecar answered is tried again like [`Self::publish`], the whole batch each
+    /// time: entries already written are written again after, so each key's newest event
+    /// is still the last one on the topic.
     pub async fn publish_bulk(
+        &self,
+        events: &[OutgoingEvent],
+    ) -> Result<BulkOutcome, PublishError> {
+        (|| self.publish_bulk_once(events))
+            .retry(quick_retries())
+            .when(PublishError::answered_failed)
+            .await
+    }
+
+    async fn publish_bulk_once(
         &self,
         events: &[OutgoingEvent],
     ) -> Result<BulkOutcome, PublishError> {
@@ -205,9 +239,37 @@ impl Publisher {
     }
 }
 
+/// The retries of a publish the sidecar answered as failed: 3 more attempts, 100 ms to 1 s
+/// apart with jitter (what daprd's outbound policy did before it was removed).
+pub fn quick_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(3)
+        .with_jitter()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_failure_the_sidecar_answered_is_retried_at_once() {
+        let answered = |code| PublishError::Sidecar(Status::new(code, "x")).answered_failed();
+        assert!(answered(tonic::Code::Internal));
+        // The first attempt may still be running inside daprd, or retrying cannot help.
+        for code in [
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::Cancelled,
+            tonic::Code::Unavailable,
+            tonic::Code::Unknown,
+            tonic::Code::InvalidArgument,
+            tonic::Code::PermissionDenied,
+        ] {
+            assert!(!answered(code), "{code:?}");
+        }
+        assert!(!PublishError::MixedTopics("a".into(), "b".into()).answered_failed());
+    }
 
     #[test]
     fn metadata_carries_type_id_and_key() {
