@@ -102,8 +102,9 @@ impl Route {
     /// Bulk delivery of each Kafka message as it is (`rawPayload`): the CloudEvent
     /// envelope arrives whole and the runtime reads its `data_base64`, which daprd's bulk
     /// path otherwise leaves out for binary events (DESIGN rule 5). Publishers need no
-    /// change. Routing rules do not apply to raw payloads: the route takes every type on
-    /// its topic.
+    /// change. daprd cannot apply routing rules to raw payloads, so the subscription it is
+    /// given has none (see [`Subscriptions::topic_subscriptions`]): daprd hands over every
+    /// type on the topic and the runtime routes by the type in the envelope.
     pub fn bulk_raw(self, max_messages: i32, max_await_ms: i32) -> Self {
         self.bulk(max_messages, max_await_ms)
             .metadata(RAW_PAYLOAD, "true")
@@ -118,6 +119,15 @@ impl Route {
 
 /// The subscription metadata key that asks daprd for the message as it is in Kafka.
 pub const RAW_PAYLOAD: &str = "rawPayload";
+
+/// Whether subscription `metadata` asks for raw payloads, read as daprd reads it (Go's
+/// `strconv.ParseBool`, in components-contrib's `metadata.IsRawPayload`).
+fn is_raw_payload(metadata: &HashMap<String, String>) -> bool {
+    matches!(
+        metadata.get(RAW_PAYLOAD).map(String::as_str),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+    )
+}
 
 type BoxFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 type ErasedHandler = Arc<dyn Fn(RawEvent) -> BoxFuture + Send + Sync>;
@@ -201,6 +211,15 @@ impl Subscriptions {
     /// The `ListTopicSubscriptions` answer: one subscription per (pub/sub, topic), with a
     /// routing rule per CloudEvent type and a default route that catches unknown types
     /// (so they are DROPped to the dead-letter topic rather than silently acknowledged).
+    ///
+    /// A subscription with `rawPayload` gets no rule, only the default route: daprd 1.18
+    /// evaluates rules on what it hands over, which for a raw payload is not the producer's
+    /// CloudEvent. In bulk (`pkg/runtime/subscription/bulksubscription.go`) it evaluates
+    /// `event.type == "…"` on the message as a string, which fails ("no such key: type"),
+    /// and it dead-letters the entry without delivering it; one at a time it evaluates it
+    /// on its own wrapper (type `com.dapr.event.sent`), which never matches. The runtime
+    /// tells the types apart itself ([`Self::dispatch`], [`Self::dispatch_bulk`]), by the
+    /// type it reads from the envelope.
     pub fn topic_subscriptions(&self) -> Vec<TopicSubscription> {
         let mut out: Vec<TopicSubscription> = Vec::new();
         for r in self.routes.iter().map(|r| &r.route) {
@@ -239,6 +258,11 @@ impl Subscriptions {
                     max_messages_count,
                     max_await_duration_ms,
                 });
+            }
+        }
+        for sub in out.iter_mut().filter(|s| is_raw_payload(&s.metadata)) {
+            if let Some(routes) = sub.routes.as_mut() {
+                routes.rules.clear();
             }
         }
         out
@@ -737,6 +761,55 @@ mod tests {
         assert_eq!(routes.rules[0].r#match, "event.type == \"a.v1\"");
         assert_eq!(routes.default, DEFAULT_PATH);
         assert!(list.iter().all(|s| !s.dead_letter_topic.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_raw_payload_subscription_has_no_routing_rule_and_types_are_told_apart_here() {
+        let s = Subscriptions::builder()
+            .route_batch(
+                Route::new("ps", "r", "r-dlq")
+                    .event_type("a.v1")
+                    .bulk_raw(100, 10),
+                |events: Vec<Event<Vec<u8>>>| async move { vec![Outcome::Success; events.len()] },
+            )
+            .route(
+                Route::new("ps", "r", "r-dlq").event_type("b.v1"),
+                |_e: Event<Timestamp>| async { Outcome::Retry },
+            )
+            .route(
+                Route::new("ps", "one", "one-dlq")
+                    .event_type("a.v1")
+                    .metadata(RAW_PAYLOAD, "True"),
+                |_e: Event<Timestamp>| async { Outcome::Success },
+            )
+            .route(
+                Route::new("ps", "typed", "typed-dlq")
+                    .event_type("a.v1")
+                    .metadata(RAW_PAYLOAD, "false"),
+                |_e: Event<Timestamp>| async { Outcome::Success },
+            )
+            .build();
+        let list = s.topic_subscriptions();
+        let rules = |topic: &str| {
+            let sub = list.iter().find(|s| s.topic == topic).unwrap();
+            let routes = sub.routes.as_ref().unwrap();
+            assert_eq!(routes.default, DEFAULT_PATH, "{topic}");
+            routes.rules.len()
+        };
+        // daprd cannot match a raw payload's type (in bulk it dead-letters every entry).
+        assert_eq!(rules("r"), 0);
+        assert_eq!(rules("one"), 0);
+        // Not raw: daprd matches the producer's type.
+        assert_eq!(rules("typed"), 1);
+        // The app routes by the type read from the envelope, and drops other types.
+        let outcomes = s
+            .dispatch_bulk(vec![
+                raw("r", "a.v1", ts(1)),
+                raw("r", "b.v1", ts(1)),
+                raw("r", "c.v1", ts(1)),
+            ])
+            .await;
+        assert_eq!(outcomes, [Outcome::Success, Outcome::Retry, Outcome::Drop]);
     }
 
     #[tokio::test]
