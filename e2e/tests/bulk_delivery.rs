@@ -25,7 +25,7 @@ use todo_proto::todo::{
     events::v1::{TaskEvent, TaskEventKind},
     v1::Task,
 };
-use todo_service::{BulkCounters, Counter, PerKey};
+use todo_service::PerKey;
 use todo_topology::{
     components::PUBSUB,
     event_types::{TASK_COMPLETED, TASK_CREATED, TASK_FAMILY},
@@ -44,17 +44,12 @@ todo_service::counters! {
     /// A point-in-time copy of [`Stats`].
     struct StatsSnapshot;
     family not_ours, dropped;
+    bulk retried;
     metric "bulk_test_handled_total";
     done,
     not_ours,
     dropped,
     retried,
-}
-
-impl BulkCounters for Stats {
-    fn retried(&self) -> &Counter {
-        &self.retried
-    }
 }
 
 /// The handler: records what it was called with, in order; answers by the task's title.

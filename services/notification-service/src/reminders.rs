@@ -26,6 +26,7 @@ todo_service::counters! {
     /// A point-in-time copy of [`Stats`].
     pub struct StatsSnapshot;
     family not_ours, dropped;
+    bulk retried;
     metric "reminders_handled_total";
     /// Due events recorded and delivered by this process.
     delivered,
@@ -39,23 +40,6 @@ todo_service::counters! {
     /// RETRY of the same user in the same delivery).
     retried,
 }
-
-impl todo_service::BulkCounters for Stats {
-    fn retried(&self) -> &todo_service::Counter {
-        &self.retried
-    }
-}
-
-/// Most events daprd hands over in one bulk delivery of `reminders`.
-pub const BULK_MAX_MESSAGES: i32 = 100;
-/// How long (ms) daprd waits to fill a bulk delivery: a due reminder waits at most this
-/// long for company before it is delivered.
-pub const BULK_MAX_AWAIT_MS: i32 = 10;
-/// How many users' reminders of one delivery are delivered at the same time; each user's
-/// one after another, in order (their list, `inbox:<user>`, is one read-modify-write per
-/// delivery: in order, the writes of one batch do not race each other). Not configuration
-/// yet: the README's table of variables is what `--help` is checked against.
-pub const USERS_AT_ONCE: usize = 16;
 
 /// Handles the events of `reminders`.
 #[derive(Debug)]
@@ -183,23 +167,21 @@ impl Reminders {
     /// users at once; scheduled, cancelled (task-service's bookkeeping) and reminder types
     /// added later acknowledged as not ours; the rest (another version of `due`, a
     /// stranger's type, bytes that are no `ReminderEvent`) counted and DROPped to
-    /// `reminders-dlq` (see [`todo_service::one_of_family_bulk`]).
+    /// `reminders-dlq` (see [`todo_service::one_of_family_per_user`]). A user's list
+    /// (`inbox:<user>`) is one read-modify-write per delivery: handled in order, the writes
+    /// of one batch do not race each other.
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let t = &self.topics;
-        let due = Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter)
-            .event_type(REMINDER_DUE)
-            .bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS);
+        let due =
+            Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter).event_type(REMINDER_DUE);
         let stats = self.stats.clone();
-        let per_user = todo_service::PerKey {
-            keys_at_once: USERS_AT_ONCE,
-        };
-        todo_service::one_of_family_bulk(
+        let user = |m: &ReminderEvent| m.user_id.clone();
+        todo_service::one_of_family_per_user(
             due,
             REMINDER_FAMILY,
             stats,
             self,
-            per_user,
-            |m: &ReminderEvent| m.user_id.clone(),
+            user,
             Self::on_due_owned,
         )
     }

@@ -7,7 +7,6 @@ use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher};
 use prost::Message;
 use todo_proto::todo::events::v1::TaskEvent;
-use todo_service::PerKey;
 use todo_topology::{
     components::PUBSUB,
     event_types::{self, TASK_COMPLETED, TASK_FAMILY},
@@ -27,6 +26,7 @@ todo_service::counters! {
     /// A point-in-time copy of [`Stats`].
     pub struct StatsSnapshot;
     family not_ours, dropped;
+    bulk retried;
     metric "task_events_handled_total";
     /// Completed events that produced a published `OccurrenceRequested`.
     published,
@@ -40,22 +40,6 @@ todo_service::counters! {
     /// RETRY of the same user in the same delivery).
     retried,
 }
-
-impl todo_service::BulkCounters for Stats {
-    fn retried(&self) -> &todo_service::Counter {
-        &self.retried
-    }
-}
-
-/// Most events daprd hands over in one bulk delivery of `task-events`.
-pub const BULK_MAX_MESSAGES: i32 = 100;
-/// How long (ms) daprd waits to fill a bulk delivery: a completion waits at most this long
-/// for company before it is handled.
-pub const BULK_MAX_AWAIT_MS: i32 = 10;
-/// How many users' completions of one delivery are handled (published) at the same time;
-/// each user's one after another, in order. Not configuration yet: the README's table of
-/// variables is what `--help` is checked against.
-pub const USERS_AT_ONCE: usize = 16;
 
 /// Handles the events of `task-events`.
 #[derive(Debug)]
@@ -135,23 +119,19 @@ impl Completions {
     /// several users at once; created, updated, … (and task types added later)
     /// acknowledged as not ours; the rest (another version of `completed`, a stranger's
     /// type, bytes that are no `TaskEvent`) counted and DROPped to `task-events-dlq`, where
-    /// it is seen (see [`todo_service::one_of_family_bulk`]).
+    /// it is seen (see [`todo_service::one_of_family_per_user`]).
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let t = &self.topics;
         let completed = Route::new(PUBSUB, &t.task_events, &t.task_events_dead_letter)
-            .event_type(TASK_COMPLETED)
-            .bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS);
+            .event_type(TASK_COMPLETED);
         let stats = self.stats.clone();
-        let per_user = PerKey {
-            keys_at_once: USERS_AT_ONCE,
-        };
-        todo_service::one_of_family_bulk(
+        let user = |m: &TaskEvent| m.user_id.clone();
+        todo_service::one_of_family_per_user(
             completed,
             TASK_FAMILY,
             stats,
             self,
-            per_user,
-            |m: &TaskEvent| m.user_id.clone(),
+            user,
             Self::on_completed,
         )
     }

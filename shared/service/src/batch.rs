@@ -26,6 +26,54 @@ pub struct PerKey {
     pub keys_at_once: usize,
 }
 
+/// How a consumer that handles each user's events in order takes them in bulk
+/// ([`one_of_family_per_user`]: recurring-task-service's completions, notification-service's
+/// due reminders). Not configuration yet: the README's tables of variables are what `--help`
+/// is checked against.
+pub mod per_user {
+    use super::PerKey;
+
+    /// Most events daprd hands over in one bulk delivery.
+    pub const BULK_MAX_MESSAGES: i32 = 100;
+    /// How long (ms) daprd waits to fill a bulk delivery: an event waits at most this long
+    /// for company before it is handled.
+    pub const BULK_MAX_AWAIT_MS: i32 = 10;
+    /// How many users' events of one delivery are handled at the same time; each user's one
+    /// after another, in order.
+    pub const USERS_AT_ONCE: PerKey = PerKey { keys_at_once: 16 };
+}
+
+/// [`one_of_family_bulk`] keyed by `user`, in the bulk deliveries of [`per_user`]: `route`
+/// is given [`Route::bulk_raw`] with [`per_user::BULK_MAX_MESSAGES`] and
+/// [`per_user::BULK_MAX_AWAIT_MS`], and [`per_user::USERS_AT_ONCE`] users' events are
+/// handled at the same time.
+pub fn one_of_family_per_user<H, C, M, K, F, Fut>(
+    route: Route,
+    family: &str,
+    counters: Arc<C>,
+    consumer: Arc<H>,
+    user: K,
+    handle: F,
+) -> Subscriptions
+where
+    H: Send + Sync + 'static,
+    C: BulkCounters,
+    M: Message + Default + Send + 'static,
+    K: Fn(&M) -> String + Send + Sync + 'static,
+    F: Fn(Arc<H>, Event<M>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    one_of_family_bulk(
+        route.bulk_raw(per_user::BULK_MAX_MESSAGES, per_user::BULK_MAX_AWAIT_MS),
+        family,
+        counters,
+        consumer,
+        per_user::USERS_AT_ONCE,
+        user,
+        handle,
+    )
+}
+
 /// The subscriptions of `consumer`, which takes the one event type `route` names (see
 /// [`Route::event_type`]) of a producer's `family`, in bulk: give `route`
 /// [`Route::bulk_raw`]. The rules are those of [`one_of_family`](crate::one_of_family),
@@ -272,17 +320,12 @@ mod tests {
         struct Stats;
         struct StatsSnapshot;
         family not_ours, dropped;
+        bulk retried;
         metric "test_bulk_handled_total";
         done,
         not_ours,
         dropped,
         retried,
-    }
-
-    impl BulkCounters for Stats {
-        fn retried(&self) -> &Counter {
-            &self.retried
-        }
     }
 
     /// Records the order it saw each key's events in; `seconds` says what to answer:

@@ -63,7 +63,9 @@ impl Counter {
 /// outcome and `handled()` (their sum: every answer given). The struct implements
 /// [`Counters`](crate::Counters), so a [`Served`](crate::Served) reports it, and, given
 /// `family <not ours>, <dropped>;` before `metric`, [`FamilyCounters`](crate::FamilyCounters) with those two
-/// of its counters, for [`one_of_family`](crate::one_of_family).
+/// of its counters, for [`one_of_family`](crate::one_of_family); given `bulk <retried>;`
+/// after it, [`BulkCounters`](crate::BulkCounters) too, for
+/// [`one_of_family_bulk`](crate::one_of_family_bulk).
 ///
 /// ```
 /// todo_service::counters! {
@@ -88,7 +90,7 @@ macro_rules! counters {
         $vis:vis struct $stats:ident;
         $(#[$snapshot_meta:meta])*
         $snapshot_vis:vis struct $snapshot:ident;
-        $(family $not_ours:ident, $dropped:ident;)?
+        $(family $not_ours:ident, $dropped:ident; $(bulk $retried:ident;)?)?
         metric $metric:literal;
         $( $(#[$field_meta:meta])* $field:ident ),+ $(,)?
     ) => {
@@ -138,6 +140,13 @@ macro_rules! counters {
                     &self.$dropped
                 }
             }
+            $(
+                impl $crate::BulkCounters for $stats {
+                    fn retried(&self) -> &$crate::Counter {
+                        &self.$retried
+                    }
+                }
+            )?
         )?
     };
 }

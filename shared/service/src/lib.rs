@@ -23,7 +23,7 @@ pub mod paging;
 mod rpc_metrics;
 mod server;
 
-pub use batch::{BulkCounters, PerKey, one_of_family_bulk};
+pub use batch::{BulkCounters, PerKey, one_of_family_bulk, one_of_family_per_user, per_user};
 pub use classify::callers_mistakes_are_answers;
 pub use counters::{Counter, FamilyCounters, one_of_family};
 pub use errors::internal;
