@@ -1,13 +1,14 @@
 //! Schema migrations, applied at start.
 
 use sea_orm_migration::{prelude::*, schema::*};
+use todo_service::db::{CreateTables, NewTable};
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001CreateEntries)]
+        vec![Box::new(M0001_CREATE_ENTRIES)]
     }
 }
 
@@ -27,58 +28,59 @@ enum AuditEntries {
     Payload,
 }
 
-struct M0001CreateEntries;
+use AuditEntries as E;
 
-impl MigrationName for M0001CreateEntries {
-    fn name(&self) -> &str {
-        "m0001_create_audit_entries"
-    }
-}
+/// The audit log. One entry per event id: redeliveries insert nothing. A task's history
+/// and a user's activity, both in the order things happened; and the pruner's range.
+const ENTRIES: NewTable<E> = NewTable {
+    table: E::Table,
+    define: |t| {
+        t.col(big_pk_auto(E::Seq))
+            .col(string(E::EventId))
+            .col(string(E::EventType))
+            .col(string(E::TaskId))
+            .col(string(E::UserId))
+            .col(big_integer(E::OccurredAt))
+            .col(big_integer(E::RecordedAt))
+            .col(string(E::Actor))
+            .col(string(E::TraceId))
+            .col(string(E::CloudEventId))
+            .col(blob(E::Payload))
+    },
+    indexes: &[
+        ("ux_audit_event", true, &[E::EventId]),
+        (
+            "ix_audit_task",
+            false,
+            &[E::UserId, E::TaskId, E::OccurredAt, E::EventId],
+        ),
+        (
+            "ix_audit_user",
+            false,
+            &[E::UserId, E::OccurredAt, E::EventId],
+        ),
+        ("ix_audit_occurred", false, &[E::OccurredAt]),
+    ],
+};
 
-#[async_trait::async_trait]
-impl MigrationTrait for M0001CreateEntries {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        use AuditEntries as E;
-        m.create_table(
-            Table::create()
-                .table(E::Table)
-                .if_not_exists()
-                .col(big_pk_auto(E::Seq))
-                .col(string(E::EventId))
-                .col(string(E::EventType))
-                .col(string(E::TaskId))
-                .col(string(E::UserId))
-                .col(big_integer(E::OccurredAt))
-                .col(big_integer(E::RecordedAt))
-                .col(string(E::Actor))
-                .col(string(E::TraceId))
-                .col(string(E::CloudEventId))
-                .col(blob(E::Payload))
-                .to_owned(),
-        )
-        .await?;
-        // One entry per event id: redeliveries insert nothing.
-        // A task's history and a user's activity, both in the order things happened;
-        // and the pruner's range.
-        let indexes: [(&str, bool, &[E]); 4] = [
-            ("ux_audit_event", true, &[E::EventId]),
-            (
-                "ix_audit_task",
-                false,
-                &[E::UserId, E::TaskId, E::OccurredAt, E::EventId],
-            ),
-            (
-                "ix_audit_user",
-                false,
-                &[E::UserId, E::OccurredAt, E::EventId],
-            ),
-            ("ix_audit_occurred", false, &[E::OccurredAt]),
-        ];
-        todo_service::db::create_indexes(m, E::Table, &indexes).await
-    }
+const M0001_CREATE_ENTRIES: CreateTables = CreateTables {
+    name: "m0001_create_audit_entries",
+    tables: &[&ENTRIES],
+};
 
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(AuditEntries::Table).to_owned())
-            .await
+#[cfg(test)]
+mod tests {
+    /// The schema the released migrations made: SQLite's copy of each statement.
+    const RELEASED: &str = r#"
+CREATE TABLE "audit_entries" ( "seq" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "event_id" varchar NOT NULL, "event_type" varchar NOT NULL, "task_id" varchar NOT NULL, "user_id" varchar NOT NULL, "occurred_at" integer NOT NULL, "recorded_at" integer NOT NULL, "actor" varchar NOT NULL, "trace_id" varchar NOT NULL, "cloud_event_id" varchar NOT NULL, "payload" blob NOT NULL )
+CREATE UNIQUE INDEX "ux_audit_event" ON "audit_entries" ("event_id")
+CREATE INDEX "ix_audit_task" ON "audit_entries" ("user_id", "task_id", "occurred_at", "event_id")
+CREATE INDEX "ix_audit_user" ON "audit_entries" ("user_id", "occurred_at", "event_id")
+CREATE INDEX "ix_audit_occurred" ON "audit_entries" ("occurred_at")
+"#;
+
+    #[tokio::test]
+    async fn the_migrations_make_the_released_schema() {
+        todo_service::db::assert_released_schema::<super::Migrator>(1, RELEASED).await;
     }
 }

@@ -1,13 +1,14 @@
 //! Schema migrations, applied at start.
 
 use sea_orm_migration::{prelude::*, schema::*};
+use todo_service::db::{CreateTables, NewTable};
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001CreateDeadLetters)]
+        vec![Box::new(M0001_CREATE_DEAD_LETTERS)]
     }
 }
 
@@ -36,60 +37,60 @@ enum DeadLetters {
     DiscardedBy,
 }
 
-struct M0001CreateDeadLetters;
+use DeadLetters as D;
 
-impl MigrationName for M0001CreateDeadLetters {
-    fn name(&self) -> &str {
-        "m0001_create_dead_letters"
-    }
-}
+/// One row per dead-lettered message (a redelivery from the -dlq topic adds none); lists
+/// newest first.
+const DEAD_LETTERS: NewTable<D> = NewTable {
+    table: D::Table,
+    define: |t| {
+        t.col(string(D::Id).primary_key())
+            .col(string(D::Topic))
+            .col(string(D::DeadLetterTopic))
+            .col(string(D::CloudEventId))
+            .col(string(D::EventType))
+            .col(string(D::Source))
+            .col(string(D::Traceparent))
+            .col(string(D::PartitionKey))
+            .col(blob(D::Payload))
+            .col(text(D::PayloadJson))
+            .col(text(D::DecodeError))
+            .col(big_integer(D::FirstSeenAt))
+            .col(big_integer(D::LastSeenAt))
+            .col(integer(D::TimesDeadLettered))
+            .col(string(D::Status))
+            .col(integer(D::ReplayCount))
+            .col(big_integer_null(D::LastReplayedAt))
+            .col(string(D::ReplayedBy))
+            .col(big_integer_null(D::DiscardedAt))
+            .col(string(D::DiscardedBy))
+    },
+    indexes: &[
+        (
+            "ux_dead_letters_event",
+            true,
+            &[D::DeadLetterTopic, D::CloudEventId],
+        ),
+        ("ix_dead_letters_seen", false, &[D::LastSeenAt, D::Id]),
+    ],
+};
 
-#[async_trait::async_trait]
-impl MigrationTrait for M0001CreateDeadLetters {
-    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        use DeadLetters as D;
-        m.create_table(
-            Table::create()
-                .table(D::Table)
-                .if_not_exists()
-                .col(string(D::Id).primary_key())
-                .col(string(D::Topic))
-                .col(string(D::DeadLetterTopic))
-                .col(string(D::CloudEventId))
-                .col(string(D::EventType))
-                .col(string(D::Source))
-                .col(string(D::Traceparent))
-                .col(string(D::PartitionKey))
-                .col(blob(D::Payload))
-                .col(text(D::PayloadJson))
-                .col(text(D::DecodeError))
-                .col(big_integer(D::FirstSeenAt))
-                .col(big_integer(D::LastSeenAt))
-                .col(integer(D::TimesDeadLettered))
-                .col(string(D::Status))
-                .col(integer(D::ReplayCount))
-                .col(big_integer_null(D::LastReplayedAt))
-                .col(string(D::ReplayedBy))
-                .col(big_integer_null(D::DiscardedAt))
-                .col(string(D::DiscardedBy))
-                .to_owned(),
-        )
-        .await?;
-        // One row per dead-lettered message (a redelivery from the -dlq topic adds none);
-        // lists newest first.
-        let indexes: [(&str, bool, &[D]); 2] = [
-            (
-                "ux_dead_letters_event",
-                true,
-                &[D::DeadLetterTopic, D::CloudEventId],
-            ),
-            ("ix_dead_letters_seen", false, &[D::LastSeenAt, D::Id]),
-        ];
-        todo_service::db::create_indexes(m, D::Table, &indexes).await
-    }
+const M0001_CREATE_DEAD_LETTERS: CreateTables = CreateTables {
+    name: "m0001_create_dead_letters",
+    tables: &[&DEAD_LETTERS],
+};
 
-    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(DeadLetters::Table).to_owned())
-            .await
+#[cfg(test)]
+mod tests {
+    /// The schema the released migrations made: SQLite's copy of each statement.
+    const RELEASED: &str = r#"
+CREATE TABLE "dead_letters" ( "id" varchar NOT NULL PRIMARY KEY, "topic" varchar NOT NULL, "dead_letter_topic" varchar NOT NULL, "cloud_event_id" varchar NOT NULL, "event_type" varchar NOT NULL, "source" varchar NOT NULL, "traceparent" varchar NOT NULL, "partition_key" varchar NOT NULL, "payload" blob NOT NULL, "payload_json" text NOT NULL, "decode_error" text NOT NULL, "first_seen_at" integer NOT NULL, "last_seen_at" integer NOT NULL, "times_dead_lettered" integer NOT NULL, "status" varchar NOT NULL, "replay_count" integer NOT NULL, "last_replayed_at" integer NULL, "replayed_by" varchar NOT NULL, "discarded_at" integer NULL, "discarded_by" varchar NOT NULL )
+CREATE UNIQUE INDEX "ux_dead_letters_event" ON "dead_letters" ("dead_letter_topic", "cloud_event_id")
+CREATE INDEX "ix_dead_letters_seen" ON "dead_letters" ("last_seen_at", "id")
+"#;
+
+    #[tokio::test]
+    async fn the_migrations_make_the_released_schema() {
+        todo_service::db::assert_released_schema::<super::Migrator>(1, RELEASED).await;
     }
 }

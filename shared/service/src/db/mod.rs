@@ -2,8 +2,10 @@
 //! service's own database.
 
 mod open;
+mod tables;
 
 pub use open::{connect, writer};
+pub use tables::{CreateTables, NewTable, TableSpec, assert_released_schema, sqlite_schema};
 
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 use tonic::Status;
@@ -65,29 +67,6 @@ fn is_sqlite_busy(code: &str) -> bool {
 /// [`status`] as a function of the error, for `map_err`.
 pub fn status_of(what: &'static str) -> impl Fn(DbErr) -> Status {
     move |e| status(&e, what)
-}
-
-/// Creates a table's indexes (each if it does not exist): `(name, unique, columns)`.
-pub async fn create_indexes<T>(
-    m: &sea_orm_migration::SchemaManager<'_>,
-    table: T,
-    indexes: &[(&str, bool, &[T])],
-) -> Result<(), DbErr>
-where
-    T: sea_orm::sea_query::Iden + Copy + 'static,
-{
-    for (name, unique, cols) in indexes {
-        let mut index = sea_orm::sea_query::Index::create();
-        index.if_not_exists().name(*name).table(table);
-        for c in *cols {
-            index.col(*c);
-        }
-        if *unique {
-            index.unique();
-        }
-        m.create_index(index.to_owned()).await?;
-    }
-    Ok(())
 }
 
 /// The status for a database error of an operation described by `what`.
