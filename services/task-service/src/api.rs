@@ -1,13 +1,14 @@
 //! The `todo.v1.TaskService` gRPC handlers: decode, authorise, validate, persist, map.
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
 use todo_proto::todo::events::v1::TaskEventKind;
 use todo_proto::todo::v1::{
     CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
     ListTasksResponse, Priority, ReopenTaskRequest, Task, TaskStatus, UpdateTaskRequest,
     task_service_server::TaskService,
 };
+use todo_service::db::GroupWriter;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -33,8 +34,9 @@ pub const MAX_PAGE_SIZE: i32 = 1000;
 pub struct TaskApi {
     /// Reads.
     pub db: DatabaseConnection,
-    /// Write transactions (see [`crate::db::writer`]).
-    pub writer: DatabaseConnection,
+    /// Write transactions, grouped: concurrent writes share a commit (see
+    /// [`todo_service::db::GroupWriter`]).
+    pub writer: GroupWriter,
     pub topics: Topics,
     /// Wakes the outbox relay after a commit.
     pub wakeup: Wakeup,
@@ -55,8 +57,8 @@ impl TaskApi {
 
     /// Writes the events of a change the caller made to their task (inside its transaction).
     async fn record<C: ConnectionTrait>(
-        &self,
         txn: &C,
+        topics: &Topics,
         kind: TaskEventKind,
         task: &Task,
         changed_fields: Vec<String>,
@@ -69,7 +71,7 @@ impl TaskApi {
             actor: todo_topology::actors::user(&task.user_id),
             user_seq: 0,
         };
-        outbox::write_change(txn, &self.topics, change).await
+        outbox::write_change(txn, topics, change).await
     }
 
     async fn load(&self, user: &str, id: Uuid) -> Result<task::Model, TaskError> {
@@ -117,20 +119,28 @@ impl TaskApi {
         } else {
             TaskEventKind::Reopened
         };
-        let txn = self.writer.begin().await?;
-        if !tasks::update_if(&txn, &next, row.version, false).await? {
-            return Err(TaskError::Conflict);
-        }
-        self.record(&txn, kind, &snapshot, vec![]).await?;
         let why = if to == TaskStatus::Completed {
             "task completed"
         } else {
             ""
         };
         let policy = reminders::Policy::keep(row.default_reminders);
-        let scheduled =
-            reminders::replan(&txn, &self.topics, id, user, Some(&snapshot), policy, why).await?;
-        txn.commit().await?;
+        let (topics, owner, task) = (self.topics.clone(), user.to_owned(), snapshot.clone());
+        let scheduled = self
+            .writer
+            .write(user, move |txn| {
+                Box::pin(async move {
+                    if !tasks::update_if(txn, &next, row.version, false).await? {
+                        return Err(TaskError::Conflict);
+                    }
+                    Self::record(txn, &topics, kind, &task, vec![]).await?;
+                    let scheduled =
+                        reminders::replan(txn, &topics, id, &owner, Some(&task), policy, why)
+                            .await?;
+                    Ok(scheduled)
+                })
+            })
+            .await?;
         self.committed(scheduled);
         Ok(snapshot)
     }
@@ -258,24 +268,25 @@ impl TaskService for TaskApi {
         row.request_id = request_id.clone();
         row.default_reminders = uses_defaults;
         let snapshot = tasks::to_proto(&row);
-        let result: Result<bool, DbErr> = async {
-            let txn = self.writer.begin().await?;
-            tasks::insert(&txn, &row).await?;
-            self.record(&txn, TaskEventKind::Created, &snapshot, vec![])
-                .await?;
-            let scheduled = reminders::schedule_new(
-                &txn,
-                &self.topics,
-                row.id,
-                &user,
-                &snapshot,
-                reminders::Policy::due_set(uses_defaults),
-            )
-            .await?;
-            txn.commit().await?;
-            Ok(scheduled)
-        }
-        .await;
+        let (topics, owner, task) = (self.topics.clone(), user.clone(), snapshot.clone());
+        let result: Result<bool, DbErr> = self
+            .writer
+            .write(&user, move |txn| {
+                Box::pin(async move {
+                    tasks::insert(txn, &row).await?;
+                    Self::record(txn, &topics, TaskEventKind::Created, &task, vec![]).await?;
+                    reminders::schedule_new(
+                        txn,
+                        &topics,
+                        row.id,
+                        &owner,
+                        &task,
+                        reminders::Policy::due_set(uses_defaults),
+                    )
+                    .await
+                })
+            })
+            .await;
         match result {
             Ok(scheduled) => {
                 self.committed(scheduled);
@@ -454,13 +465,6 @@ impl TaskService for TaskApi {
         let before = tasks::to_proto(&row);
         let snapshot = tasks::to_proto(&next);
         let changed = changed_paths(&before, &snapshot);
-        let txn = self.writer.begin().await.map_err(TaskError::from)?;
-        if !tasks::update_if(&txn, &next, row.version, tags_changed)
-            .await
-            .map_err(TaskError::from)?
-        {
-            return Err(TaskError::Conflict.into());
-        }
         let replan = changed
             .iter()
             .any(|c| c == "due_time" || c == "reminders" || c == "title");
@@ -469,25 +473,32 @@ impl TaskService for TaskApi {
         } else {
             reminders::Policy::keep(uses_defaults)
         };
-        self.record(&txn, TaskEventKind::Updated, &snapshot, changed)
-            .await
-            .map_err(TaskError::from)?;
-        let scheduled = if replan {
-            reminders::replan(
-                &txn,
-                &self.topics,
-                id,
-                &user,
-                Some(&snapshot),
-                policy,
-                "rescheduled",
-            )
-            .await
-            .map_err(TaskError::from)?
-        } else {
-            false
-        };
-        txn.commit().await.map_err(TaskError::from)?;
+        let (topics, owner, task) = (self.topics.clone(), user.clone(), snapshot.clone());
+        let scheduled = self
+            .writer
+            .write(&user, move |txn| {
+                Box::pin(async move {
+                    if !tasks::update_if(txn, &next, row.version, tags_changed).await? {
+                        return Err(TaskError::Conflict);
+                    }
+                    Self::record(txn, &topics, TaskEventKind::Updated, &task, changed).await?;
+                    if !replan {
+                        return Ok(false);
+                    }
+                    let scheduled = reminders::replan(
+                        txn,
+                        &topics,
+                        id,
+                        &owner,
+                        Some(&task),
+                        policy,
+                        "rescheduled",
+                    )
+                    .await?;
+                    Ok(scheduled)
+                })
+            })
+            .await?;
         self.committed(scheduled);
         Ok(Response::new(snapshot))
     }
@@ -515,28 +526,28 @@ impl TaskService for TaskApi {
         let row = self.load(&user, id).await?;
         check_etag(&row, &req.etag)?;
         let snapshot = tasks::to_proto(&row);
-        let txn = self.writer.begin().await.map_err(TaskError::from)?;
-        if !tasks::delete_if(&txn, &row, row.version)
-            .await
-            .map_err(TaskError::from)?
-        {
-            return Err(TaskError::Conflict.into());
-        }
-        self.record(&txn, TaskEventKind::Deleted, &snapshot, vec![])
-            .await
-            .map_err(TaskError::from)?;
-        reminders::replan(
-            &txn,
-            &self.topics,
-            id,
-            &user,
-            None,
-            reminders::Policy::default(),
-            "task deleted",
-        )
-        .await
-        .map_err(TaskError::from)?;
-        txn.commit().await.map_err(TaskError::from)?;
+        let (topics, owner) = (self.topics.clone(), user.clone());
+        self.writer
+            .write(&user, move |txn| {
+                Box::pin(async move {
+                    if !tasks::delete_if(txn, &row, row.version).await? {
+                        return Err(TaskError::Conflict);
+                    }
+                    Self::record(txn, &topics, TaskEventKind::Deleted, &snapshot, vec![]).await?;
+                    reminders::replan(
+                        txn,
+                        &topics,
+                        id,
+                        &owner,
+                        None,
+                        reminders::Policy::default(),
+                        "task deleted",
+                    )
+                    .await?;
+                    Ok::<_, TaskError>(())
+                })
+            })
+            .await?;
         self.committed(false);
         Ok(Response::new(()))
     }

@@ -90,7 +90,11 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let api = TaskServiceServer::with_interceptor(
         TaskApi {
             db: db.clone(),
-            writer,
+            writer: todo_service::db::GroupWriter::new(
+                writer,
+                db::write_lanes(&config.database_url, config.database_max_connections),
+                todo_service::db::MAX_GROUP,
+            ),
             topics,
             wakeup,
             nudge,

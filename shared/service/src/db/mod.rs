@@ -1,9 +1,11 @@
 //! Database errors mapped to gRPC statuses by kind, not all to one code; opening a
 //! service's own database.
 
+mod group;
 mod open;
 mod tables;
 
+pub use group::{GroupWriter, MAX_GROUP};
 pub use open::{connect, writer};
 pub use tables::{CreateTables, NewTable, TableSpec, assert_released_schema, sqlite_schema};
 
