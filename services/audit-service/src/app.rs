@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use todo_auth::Authenticate;
 use todo_proto::todo::audit::v1::audit_service_server::AuditServiceServer;
 use todo_service::{Served, ServiceBuilder};
@@ -24,12 +23,10 @@ pub type App = Served<Stats>;
 /// delivery (behind `APP_API_TOKEN`), `grpc.health.v1` and server reflection; and, with
 /// a retention set, the pruner.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let pool = db::connect(&config.database_url, config.database_max_connections)
-        .await
-        .context("DATABASE_URL: opening the audit database")?;
-    let writer = db::writer(&config.database_url, &pool)
-        .await
-        .context("DATABASE_URL: opening the writer connection")?;
+    let (pool, writer) = config
+        .database
+        .open::<db::migration::Migrator>("audit database")
+        .await?;
     let topics = config.common.topics();
     let stats = Arc::new(Stats::default());
     let ingest = Arc::new(Ingest::new(writer.clone(), stats.clone()));

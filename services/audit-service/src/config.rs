@@ -8,8 +8,9 @@ use todo_env::{
     Common,
     cli::{Callers, Var},
 };
-pub use todo_service::cli::ServiceConfig;
-use todo_service::cli::{AppConfig, ConfigEnv};
+use todo_service::cli::{AppConfig, ConfigEnv, auth_mode};
+pub use todo_service::cli::{DatabaseConfig, ServiceConfig};
+use todo_topology::apps::App;
 
 /// `DATABASE_URL` when unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://.data/audit.db?mode=rwc";
@@ -25,10 +26,9 @@ pub struct Config {
     pub common: todo_env::Common,
     /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
     pub auth: AuthMode,
-    /// `DATABASE_URL` (default `sqlite://.data/audit.db?mode=rwc`): the audit log's own database.
-    pub database_url: String,
-    /// `DATABASE_MAX_CONNECTIONS` (default 4 on SQLite, 16 on PostgreSQL).
-    pub database_max_connections: u32,
+    /// `DATABASE_URL` (default `sqlite://.data/audit.db?mode=rwc`) and
+    /// `DATABASE_MAX_CONNECTIONS`: the audit log's own database.
+    pub database: DatabaseConfig,
     /// `AUDIT_RETENTION_DAYS` (default: keep forever): entries that occurred longer ago are
     /// pruned in the background.
     pub retention: Option<Duration>,
@@ -47,53 +47,48 @@ pub const ABOUT: &str = "Keeps every task and reminder event as one append-only 
      through Dapr, exactly once per event id) and serves each owner the history of their tasks.";
 
 impl AppConfig for Config {
-    const NAME: &'static str = todo_topology::app_ids::AUDIT_SERVICE;
+    const APP: App = todo_topology::apps::AUDIT_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
-    /// After notification-service's 50053.
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50054";
-    /// After notification-service's 9466.
-    const DEFAULT_METRICS: &'static str = "127.0.0.1:9467";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
-        let mut vars = Vec::from(Var::database(
+        let what = "`sqlite://…` or `postgres://…`: the audit log's own database";
+        DatabaseConfig::vars(
             DEFAULT_DATABASE_URL,
-            "`sqlite://…` or `postgres://…`: the audit log's own database",
-        ));
-        vars.extend([
-            Var::new(
-                "AUDIT_RETENTION_DAYS",
-                "—",
-                "prune entries that occurred more than this many days ago (unset: keep forever)",
-            ),
-            Var::new(
-                "AUDIT_PRUNE_BATCH",
-                "1000",
-                "entries deleted per prune statement",
-            ),
-            Var::new(
-                "AUDIT_PRUNE_INTERVAL_SECS",
-                "300",
-                "how often the pruner looks for expired entries",
-            ),
-            Var::new(
-                "AUDIT_BULK_MAX_MESSAGES",
-                "200",
-                "most events daprd hands over per bulk delivery (at most 1000)",
-            ),
-            Var::new(
-                "AUDIT_BULK_MAX_AWAIT_MS",
-                "20",
-                "how long daprd waits to fill a bulk delivery",
-            ),
-        ]);
-        vars
+            what,
+            [
+                Var::new(
+                    "AUDIT_RETENTION_DAYS",
+                    "—",
+                    "prune entries that occurred more than this many days ago (unset: keep forever)",
+                ),
+                Var::new(
+                    "AUDIT_PRUNE_BATCH",
+                    "1000",
+                    "entries deleted per prune statement",
+                ),
+                Var::new(
+                    "AUDIT_PRUNE_INTERVAL_SECS",
+                    "300",
+                    "how often the pruner looks for expired entries",
+                ),
+                Var::new(
+                    "AUDIT_BULK_MAX_MESSAGES",
+                    "200",
+                    "most events daprd hands over per bulk delivery (at most 1000)",
+                ),
+                Var::new(
+                    "AUDIT_BULK_MAX_AWAIT_MS",
+                    "20",
+                    "how long daprd waits to fill a bulk delivery",
+                ),
+            ],
+        )
     }
 
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let (database_url, database_max_connections) = env.database(DEFAULT_DATABASE_URL)?;
-        let auth =
-            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let database = DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?;
+        let auth = auth_mode(env)?;
         let retention = match env.get("AUDIT_RETENTION_DAYS") {
             None => None,
             Some(_) => {
@@ -118,8 +113,7 @@ impl AppConfig for Config {
         Ok(Self {
             common,
             auth,
-            database_url,
-            database_max_connections,
+            database,
             retention,
             prune_batch: env.positive("AUDIT_PRUNE_BATCH", 1_000)?,
             prune_interval: Duration::from_secs(env.positive("AUDIT_PRUNE_INTERVAL_SECS", 300)?),
@@ -145,7 +139,7 @@ mod tests {
     #[test]
     fn defaults_keep_forever_on_sqlite() {
         let c = read(&[("AUTH_MODE", "dev")]).unwrap();
-        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
         assert_eq!(c.retention, None);
         assert_eq!(c.common.listen.to_string(), "127.0.0.1:50054");
         assert_eq!((c.bulk_max_messages, c.bulk_max_await_ms), (200, 20));

@@ -24,12 +24,10 @@ pub type App = Served<Stats>;
 /// AppCallback for every `<topic>-dlq` (behind `APP_API_TOKEN`), `grpc.health.v1` and
 /// server reflection. The sidecar is dialled lazily, on the first replay.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let pool = db::connect(&config.database_url, config.database_max_connections)
-        .await
-        .context("DATABASE_URL: opening the dead-letter database")?;
-    let writer = db::writer(&config.database_url, &pool)
-        .await
-        .context("DATABASE_URL: opening the writer connection")?;
+    let (pool, writer) = config
+        .database
+        .open::<db::migration::Migrator>("dead-letter database")
+        .await?;
     let sidecar = todo_service::sidecar(&config.common, config.publish_timeout)
         .context("DAPR_GRPC_ENDPOINT")?;
     let publisher = Publisher::new(&sidecar, PUBSUB);

@@ -8,8 +8,9 @@ use todo_env::{
     Common,
     cli::{Callers, Var},
 };
-pub use todo_service::cli::ServiceConfig;
-use todo_service::cli::{AppConfig, ConfigEnv};
+use todo_service::cli::{AppConfig, ConfigEnv, auth_mode};
+pub use todo_service::cli::{DatabaseConfig, ServiceConfig};
+use todo_topology::apps::App;
 
 /// `DATABASE_URL` when unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://.data/dead-letters.db?mode=rwc";
@@ -24,10 +25,8 @@ pub struct Config {
     pub common: todo_env::Common,
     /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
     pub auth: AuthMode,
-    /// `DATABASE_URL`: the dead letters' own database.
-    pub database_url: String,
-    /// `DATABASE_MAX_CONNECTIONS` (default 4 on SQLite, 16 on PostgreSQL).
-    pub database_max_connections: u32,
+    /// `DATABASE_URL` and `DATABASE_MAX_CONNECTIONS`: the dead letters' own database.
+    pub database: DatabaseConfig,
     /// `DLQ_ADMINS`: the user ids (JWT `sub`, or `x-user-id` in dev mode) allowed to call
     /// the API. Default `admin` in dev mode, nobody in jwt mode.
     pub admins: BTreeSet<String>,
@@ -40,38 +39,33 @@ pub const ABOUT: &str = "Records every message Dapr moved to a <topic>-dlq topic
      and lets admins list, show, replay (to the original topic, same CloudEvent id) and discard them.";
 
 impl AppConfig for Config {
-    const NAME: &'static str = todo_topology::app_ids::DEAD_LETTER_SERVICE;
+    const APP: App = todo_topology::apps::DEAD_LETTER_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
-    /// After sync-service's 50055.
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50056";
-    /// After sync-service's 9468.
-    const DEFAULT_METRICS: &'static str = "127.0.0.1:9469";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
-        let mut vars = Vec::from(Var::database(
+        let what = "`sqlite://…` or `postgres://…`: the dead letters' own database";
+        DatabaseConfig::vars(
             DEFAULT_DATABASE_URL,
-            "`sqlite://…` or `postgres://…`: the dead letters' own database",
-        ));
-        vars.extend([
-            Var::new(
-                "DLQ_ADMINS",
-                "admin (AUTH_MODE=dev), nobody (jwt)",
-                "comma-separated user ids (JWT sub, or x-user-id in dev mode) allowed to list, show, replay and discard",
-            ),
-            Var::new(
-                "DLQ_PUBLISH_TIMEOUT_MS",
-                "5000",
-                "deadline of one replay's publish through the sidecar",
-            ),
-        ]);
-        vars
+            what,
+            [
+                Var::new(
+                    "DLQ_ADMINS",
+                    "admin (AUTH_MODE=dev), nobody (jwt)",
+                    "comma-separated user ids (JWT sub, or x-user-id in dev mode) allowed to list, show, replay and discard",
+                ),
+                Var::new(
+                    "DLQ_PUBLISH_TIMEOUT_MS",
+                    "5000",
+                    "deadline of one replay's publish through the sidecar",
+                ),
+            ],
+        )
     }
 
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let (database_url, database_max_connections) = env.database(DEFAULT_DATABASE_URL)?;
-        let auth =
-            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let database = DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?;
+        let auth = auth_mode(env)?;
         let admins = match env.get("DLQ_ADMINS") {
             Some(list) => parse_admins(&list)?,
             None if matches!(auth, AuthMode::Dev) => BTreeSet::from([DEV_ADMIN.to_owned()]),
@@ -81,8 +75,7 @@ impl AppConfig for Config {
         Ok(Self {
             common,
             auth,
-            database_url,
-            database_max_connections,
+            database,
             admins,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
         })
@@ -123,7 +116,7 @@ mod tests {
     fn dev_mode_has_an_admin_jwt_mode_has_none_unless_named() {
         let c = read(&[("AUTH_MODE", "dev")]).unwrap();
         assert_eq!(c.admins, BTreeSet::from(["admin".to_owned()]));
-        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
         assert_eq!(c.common.listen.to_string(), "127.0.0.1:50056");
         let secret = "0123456789abcdef0123456789abcdef";
         let c = read(&[("JWT_SECRET", secret)]).unwrap();

@@ -48,12 +48,8 @@ pub const ABOUT: &str = "Delivers each due reminder once (structured log lines f
      state store; lists them per user.";
 
 impl AppConfig for Config {
-    const NAME: &'static str = todo_topology::app_ids::NOTIFICATION_SERVICE;
+    const APP: todo_topology::apps::App = todo_topology::apps::NOTIFICATION_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    /// After task-service's 50051 and recurring-task-service's 50052.
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50053";
-    /// After recurring-task-service's 9465.
-    const DEFAULT_METRICS: &'static str = "127.0.0.1:9466";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
         vec![
@@ -81,8 +77,7 @@ impl AppConfig for Config {
         ]
     }
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let auth =
-            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let auth = todo_service::cli::auth_mode(env)?;
         let retention_hours: u64 =
             env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).

@@ -27,12 +27,8 @@ pub const ABOUT: &str = "Turns a completed recurring task into a request for its
      (a stateless Dapr subscriber of task-events).";
 
 impl AppConfig for Config {
-    const NAME: &'static str = todo_topology::app_ids::RECURRING_TASK_SERVICE;
+    const APP: todo_topology::apps::App = todo_topology::apps::RECURRING_TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    /// Next to task-service's 50051.
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50052";
-    /// After task-service's 9464.
-    const DEFAULT_METRICS: &'static str = "127.0.0.1:9465";
     const CALLERS: Callers = Callers::SidecarOnly;
     fn own_vars() -> Vec<Var> {
         vec![Var::new(

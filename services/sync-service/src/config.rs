@@ -35,12 +35,8 @@ pub const ABOUT: &str = "Streams every change of a user's tasks to each of their
      (WatchTasks, gRPC and gRPC-Web), resuming from a cursor without gap or duplicate.";
 
 impl AppConfig for Config {
-    const NAME: &'static str = todo_topology::app_ids::SYNC_SERVICE;
+    const APP: todo_topology::apps::App = todo_topology::apps::SYNC_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    /// After audit-service's 50054.
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50055";
-    /// After audit-service's 9467.
-    const DEFAULT_METRICS: &'static str = "127.0.0.1:9468";
     const CALLERS: Callers = Callers::Authenticated;
     /// In `AUTH_MODE=dev` only (warned about at start).
     fn trusts_user_header(&self) -> bool {
@@ -102,8 +98,7 @@ impl AppConfig for Config {
     }
 
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let auth =
-            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let auth = todo_service::cli::auth_mode(env)?;
         let window_secs: u64 = env.positive("SYNC_WINDOW_SECS", 600)?;
         if window_secs > 7 * 86_400 {
             return Err(ConfigError::new(

@@ -30,58 +30,55 @@ use todo_env::{
     cli::{Callers, Var},
 };
 pub use todo_service::cli::ServiceConfig;
-use todo_service::cli::{AppConfig, ConfigEnv};
+use todo_service::cli::{AppConfig, ConfigEnv, DatabaseConfig};
 
 /// What `task-service --help` says it is.
 pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes every change through Dapr \
      (transactional outbox), consumes task-occurrences, fires reminders.";
 
 impl AppConfig for Config {
-    const NAME: &'static str = todo_topology::app_ids::TASK_SERVICE;
+    const APP: todo_topology::apps::App = todo_topology::apps::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
     const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
-    const DEFAULT_LISTEN: &'static str = "127.0.0.1:50051";
-    const DEFAULT_METRICS: &'static str = "127.0.0.1:9464";
     const CALLERS: Callers = Callers::Authenticated;
     fn own_vars() -> Vec<Var> {
-        let mut vars = Vec::from(Var::database(
+        let what = "`sqlite://…` or `postgres://…`";
+        DatabaseConfig::vars(
             "sqlite://.data/tasks.db?mode=rwc",
-            "`sqlite://…` or `postgres://…`",
-        ));
-        vars.extend([
-            Var::new(
-                "OUTBOX_BATCH_SIZE",
-                "200",
-                "events the relay publishes per batch",
-            ),
-            Var::new(
-                "OUTBOX_POLL_MS",
-                "1000",
-                "the relay's fallback poll, in milliseconds",
-            ),
-            Var::new(
-                "OUTBOX_WARN_AGE_SECS",
-                "60",
-                "warn when the oldest unsent event is older",
-            ),
-            Var::new(
-                "DEFAULT_REMINDERS_SECS",
-                "86400,3600",
-                "default reminder offsets before the due time, comma-separated seconds",
-            ),
-            Var::new(
-                "REMINDER_MAX_LATENESS_SECS",
-                "21600",
-                "a reminder missed by more (service down) is cancelled, not fired",
-            ),
-        ]);
-        vars
+            what,
+            [
+                Var::new(
+                    "OUTBOX_BATCH_SIZE",
+                    "200",
+                    "events the relay publishes per batch",
+                ),
+                Var::new(
+                    "OUTBOX_POLL_MS",
+                    "1000",
+                    "the relay's fallback poll, in milliseconds",
+                ),
+                Var::new(
+                    "OUTBOX_WARN_AGE_SECS",
+                    "60",
+                    "warn when the oldest unsent event is older",
+                ),
+                Var::new(
+                    "DEFAULT_REMINDERS_SECS",
+                    "86400,3600",
+                    "default reminder offsets before the due time, comma-separated seconds",
+                ),
+                Var::new(
+                    "REMINDER_MAX_LATENESS_SECS",
+                    "21600",
+                    "a reminder missed by more (service down) is cancelled, not fired",
+                ),
+            ],
+        )
     }
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
         let (database_url, database_max_connections) =
             env.database("sqlite://.data/tasks.db?mode=rwc")?;
-        let auth =
-            AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))?;
+        let auth = todo_service::cli::auth_mode(env)?;
         Ok(Self {
             common,
             database_url,

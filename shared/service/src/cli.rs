@@ -59,16 +59,13 @@ pub type ConfigEnv<'a> = Env<&'a dyn Fn(&str) -> Option<String>>;
 /// with its own listen and metrics addresses, and the identity variables when callers reach
 /// it) then its own variables. Each fact is given once; [`ServiceConfig`] follows from it.
 pub trait AppConfig: Sized {
-    /// The binary's name (its Dapr app id).
-    const NAME: &'static str;
+    /// Which app it is: its id (the binary's name) and its default `APP_ADDR` and
+    /// `METRICS_ADDR`, as `--help` shows them.
+    const APP: todo_topology::apps::App;
     /// What `--help` says the service is.
     const ABOUT: &'static str;
     /// The log filter when `RUST_LOG` is unset.
     const DEFAULT_LOG: &'static str = "info";
-    /// `APP_ADDR` when unset, as `--help` shows it.
-    const DEFAULT_LISTEN: &'static str;
-    /// `METRICS_ADDR` when unset, as `--help` shows it.
-    const DEFAULT_METRICS: &'static str;
     /// Whether callers reach its API (then it reads the identity variables) or only the
     /// sidecar does.
     const CALLERS: Callers;
@@ -84,24 +81,79 @@ pub trait AppConfig: Sized {
 }
 
 impl<C: AppConfig> ServiceConfig for C {
-    const NAME: &'static str = C::NAME;
+    const NAME: &'static str = C::APP.id;
     const ABOUT: &'static str = C::ABOUT;
     const DEFAULT_LOG: &'static str = C::DEFAULT_LOG;
     fn vars() -> Vec<Var> {
-        cli::service_vars(
-            C::DEFAULT_LISTEN,
-            C::DEFAULT_METRICS,
-            C::CALLERS,
-            C::own_vars(),
-        )
+        cli::service_vars(C::APP.listen, C::APP.metrics, C::CALLERS, C::own_vars())
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
-        let common = env.common(C::DEFAULT_LISTEN, C::DEFAULT_METRICS)?;
+        let common = env.common(C::APP.listen, C::APP.metrics)?;
         C::from_env(&env, common)
     }
     fn trusts_user_header(&self) -> bool {
         AppConfig::trusts_user_header(self)
+    }
+}
+
+/// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` /
+/// `JWT_PUBLIC_KEY`, as an app whose API callers reach reads them; an error names the
+/// variable.
+pub fn auth_mode(env: &ConfigEnv<'_>) -> Result<todo_auth::AuthMode, ConfigError> {
+    todo_auth::AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))
+}
+
+/// An app's own database: `DATABASE_URL` and `DATABASE_MAX_CONNECTIONS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: `sqlite://…` or `postgres://…`.
+    pub url: String,
+    /// `DATABASE_MAX_CONNECTIONS` (default 4 on SQLite, 16 on PostgreSQL).
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    /// The variables of an app with a database of its own, for `--help`: the database's
+    /// (`default_url` when unset; `help` says whose database it is), then `own`.
+    pub fn vars(
+        default_url: &'static str,
+        help: &'static str,
+        own: impl IntoIterator<Item = Var>,
+    ) -> Vec<Var> {
+        Var::database(default_url, help)
+            .into_iter()
+            .chain(own)
+            .collect()
+    }
+
+    /// Reads the database's variables (`default_url` when `DATABASE_URL` is unset).
+    pub fn from_env(env: &ConfigEnv<'_>, default_url: &str) -> Result<Self, ConfigError> {
+        let (url, max_connections) = env.database(default_url)?;
+        Ok(Self {
+            url,
+            max_connections,
+        })
+    }
+}
+
+#[cfg(feature = "db")]
+impl DatabaseConfig {
+    /// Opens the database, applying `M`'s pending migrations, and the connection writes go
+    /// through (see [`crate::db::writer`]); an error says `DATABASE_URL` failed opening
+    /// `what`.
+    pub async fn open<M: sea_orm_migration::MigratorTrait>(
+        &self,
+        what: &str,
+    ) -> anyhow::Result<(sea_orm::DatabaseConnection, sea_orm::DatabaseConnection)> {
+        use anyhow::Context;
+        let pool = crate::db::connect::<M>(&self.url, self.max_connections)
+            .await
+            .with_context(|| format!("DATABASE_URL: opening the {what}"))?;
+        let writer = crate::db::writer(&self.url, &pool)
+            .await
+            .context("DATABASE_URL: opening the writer connection")?;
+        Ok((pool, writer))
     }
 }
 

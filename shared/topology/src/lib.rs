@@ -12,6 +12,50 @@ pub mod app_ids {
     pub const DEAD_LETTER_SERVICE: &str = "dead-letter-service";
 }
 
+/// Each app and where it listens when `APP_ADDR` and `METRICS_ADDR` are unset: one machine
+/// runs them all side by side, gRPC from 50051 and metrics from 9464, in the order the
+/// apps came.
+pub mod apps {
+    use crate::app_ids;
+
+    /// An app of the system: its id (its binary's name) and its default addresses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct App {
+        pub id: &'static str,
+        /// `APP_ADDR` when unset.
+        pub listen: &'static str,
+        /// `METRICS_ADDR` when unset.
+        pub metrics: &'static str,
+    }
+
+    const fn app(id: &'static str, listen: &'static str, metrics: &'static str) -> App {
+        App {
+            id,
+            listen,
+            metrics,
+        }
+    }
+
+    pub const TASK_SERVICE: App = app(app_ids::TASK_SERVICE, "127.0.0.1:50051", "127.0.0.1:9464");
+    pub const RECURRING_TASK_SERVICE: App = app(
+        app_ids::RECURRING_TASK_SERVICE,
+        "127.0.0.1:50052",
+        "127.0.0.1:9465",
+    );
+    pub const NOTIFICATION_SERVICE: App = app(
+        app_ids::NOTIFICATION_SERVICE,
+        "127.0.0.1:50053",
+        "127.0.0.1:9466",
+    );
+    pub const AUDIT_SERVICE: App = app(app_ids::AUDIT_SERVICE, "127.0.0.1:50054", "127.0.0.1:9467");
+    pub const SYNC_SERVICE: App = app(app_ids::SYNC_SERVICE, "127.0.0.1:50055", "127.0.0.1:9468");
+    pub const DEAD_LETTER_SERVICE: App = app(
+        app_ids::DEAD_LETTER_SERVICE,
+        "127.0.0.1:50056",
+        "127.0.0.1:9469",
+    );
+}
+
 /// Dapr component names (metadata.name in dapr-components/).
 pub mod components {
     /// The Kafka pub/sub component.
