@@ -1,5 +1,6 @@
 //! The measuring consumer: an AppCallback app that records, once per event id, how long
-//! each `TaskEvent` took from the instant carried in its `occurred_at` to its delivery.
+//! each `TaskEvent` took from the instant carried in its `occurred_at` to its delivery,
+//! taking its events one per call or in bulk ([`Delivery`]).
 
 use std::{
     collections::HashSet,
@@ -8,15 +9,16 @@ use std::{
 
 use anyhow::bail;
 use chrono::Utc;
-use dapr_appcallback::Subscriptions;
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions, SubscriptionsBuilder};
 use dapr_publisher::OutgoingEvent;
 use hdrhistogram::Histogram;
 use prost::Message;
-use todo_harness::recorder::serve_with;
+use todo_harness::{bench::env_usize, recorder::serve_with};
 use todo_proto::todo::{
     events::v1::{TaskEvent, TaskEventKind},
     v1::Task,
 };
+use todo_topology::{components::PUBSUB, topics};
 use tokio::{sync::watch, time::Instant};
 
 use crate::report::histogram;
@@ -50,11 +52,51 @@ pub fn stamped_event(
     }
 }
 
+/// How daprd hands the consumer a topic's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// One event per `OnTopicEvent` call (daprd's default).
+    Single,
+    /// Bulk subscribe with raw payloads ([`Route::bulk_raw`], as the services subscribe):
+    /// at most `max_messages` events per `OnBulkTopicEvent` call, daprd waiting at most
+    /// `max_await_ms` to fill one.
+    Bulk {
+        max_messages: i32,
+        max_await_ms: i32,
+    },
+}
+
+impl Delivery {
+    /// Bulk subscribe as `BENCH_SUB_BATCH` (100 events per call) and `BENCH_SUB_AWAIT_MS`
+    /// (10 ms) say; the defaults are the services' (`todo_service::per_user`).
+    pub fn bulk_from_env() -> anyhow::Result<Self> {
+        let int = |name, default| -> anyhow::Result<i32> {
+            let n = env_usize(name, default)?;
+            i32::try_from(n).map_err(|_| anyhow::anyhow!("{name}={n} is too large"))
+        };
+        Ok(Self::Bulk {
+            max_messages: int("BENCH_SUB_BATCH", 100)?,
+            max_await_ms: int("BENCH_SUB_AWAIT_MS", 10)?,
+        })
+    }
+
+    /// For reports: `one event per call`, `bulk subscribe ≤ 100 per call, 10 ms`.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Single => "one event per call".to_owned(),
+            Self::Bulk {
+                max_messages,
+                max_await_ms,
+            } => format!("bulk subscribe ≤ {max_messages} per call, {max_await_ms} ms"),
+        }
+    }
+}
+
 /// What the consumer has seen of one phase.
 struct Recorder {
     seen: HashSet<String>,
     duplicates: u64,
-    /// Events whose `occurred_at` was missing or out of range.
+    /// Events whose `occurred_at` was missing or out of range, or that were no `TaskEvent`.
     unreadable: u64,
     /// `occurred_at` → delivery, in microseconds.
     latency_us: Histogram<u64>,
@@ -107,6 +149,55 @@ impl Phase {
         let n = r.seen.len();
         drop(r);
         self.delivered.send_replace(n);
+    }
+
+    /// Counts an event that is no `TaskEvent` (reported as unreadable).
+    pub fn record_undecodable(&self) {
+        self.recorder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unreadable += 1;
+    }
+
+    /// Adds to `subs` the route that records every event on `topic` (dead-lettered to its
+    /// `-dlq`) in this phase, delivered as `delivery` says. An event that is no `TaskEvent`
+    /// is DROPped (and, in bulk, counted as unreadable).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        subs: SubscriptionsBuilder,
+        topic: &str,
+        delivery: Delivery,
+    ) -> SubscriptionsBuilder {
+        let route = Route::new(PUBSUB, topic, topics::dead_letter(topic));
+        let phase = self.clone();
+        match delivery {
+            Delivery::Single => subs.route(route, move |e: Event<TaskEvent>| {
+                phase.record(&e.message);
+                async { Outcome::Success }
+            }),
+            Delivery::Bulk {
+                max_messages,
+                max_await_ms,
+            } => subs.route_batch(
+                route.bulk_raw(max_messages, max_await_ms),
+                move |events: Vec<Event<Vec<u8>>>| {
+                    let outcomes = events
+                        .iter()
+                        .map(|e| match TaskEvent::decode(e.message.as_slice()) {
+                            Ok(event) => {
+                                phase.record(&event);
+                                Outcome::Success
+                            }
+                            Err(_) => {
+                                phase.record_undecodable();
+                                Outcome::Drop
+                            }
+                        })
+                        .collect();
+                    async move { outcomes }
+                },
+            ),
+        }
     }
 
     /// Waits until `n` distinct events arrived, failing at `deadline` with `what` in the

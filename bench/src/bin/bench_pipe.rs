@@ -3,15 +3,19 @@
 //! Two apps on one machine, each with its own real daprd, talk through the real Kafka
 //! broker (`scripts/kafka.sh up`). The publisher sends protobuf `TaskEvent`s exactly as the
 //! services do (dapr-publisher: `application/octet-stream`, `cloudevent.type`,
-//! `partitionKey`); the subscriber serves the AppCallback runtime of this crate.
+//! `partitionKey`); the subscriber serves the AppCallback runtime of dapr-appcallback.
 //!
-//! Two measured phases, each on its own fresh topic and preceded by a warm-up on another
+//! Three measured phases, each on its own fresh topic and preceded by a warm-up on another
 //! fresh topic (not counted):
 //!
 //! - single: `Publisher::publish`, one event per call, `BENCH_CONCURRENCY` (16) publishers
-//!   at once;
+//!   at once; the subscriber takes one event per `OnTopicEvent` call;
 //! - bulk: `Publisher::publish_bulk`, batches of `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY`
-//!   (1) batches in flight, as the outbox relay publishes.
+//!   (1) batches in flight, as the outbox relay publishes; one event per `OnTopicEvent`;
+//! - bulk + bulk subscribe: published as bulk, delivered by daprd's bulk subscribe with raw
+//!   payloads (`Route::bulk_raw`, as the services subscribe), at most `BENCH_SUB_BATCH` (100)
+//!   events per `OnBulkTopicEvent` call, daprd waiting at most `BENCH_SUB_AWAIT_MS` (10) ms
+//!   to fill one.
 //!
 //! Latency is publish → delivery: every event carries the instant it was handed to the
 //! publisher (`occurred_at`), and the subscriber's handler records now − occurred_at in an
@@ -22,7 +26,7 @@
 //! Run with `just bench-pipe`, i.e. `cargo run --release -p todo-bench --bin
 //! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
 //! `BENCH_CONCURRENCY` (16), `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY` (1),
-//! `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase), `BENCH_NODELAY`
+//! `BENCH_SUB_BATCH` (100), `BENCH_SUB_AWAIT_MS` (10), `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase), `BENCH_NODELAY`
 //! (1; 0 serves the subscriber without TCP_NODELAY, to show what that costs).
 
 use std::{
@@ -34,11 +38,11 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use dapr_appcallback::Subscriptions;
 use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
 use todo_bench::{
-    pipe,
+    pipe::{self, Delivery},
     report::{command, ms, usage_block},
 };
 use todo_harness::{
@@ -49,9 +53,9 @@ use todo_harness::{
     processes::{PhaseUsage, ProcessSet, UsageRow},
     unique,
 };
-use todo_proto::todo::events::v1::{TaskEvent, TaskEventKind};
+use todo_proto::todo::events::v1::TaskEventKind;
 use todo_proto::todo::v1::Task;
-use todo_topology::{components::PUBSUB, event_types, topics};
+use todo_topology::event_types;
 use tokio::{task::JoinSet, time::Instant};
 
 /// What to run, from the environment.
@@ -62,6 +66,8 @@ struct Config {
     concurrency: usize,
     batch: usize,
     bulk_concurrency: usize,
+    /// How the bulk-subscribe phase is delivered.
+    bulk_delivery: Delivery,
     users: usize,
     timeout: Duration,
     /// Whether the subscriber app sets TCP_NODELAY on the connections daprd makes to it.
@@ -76,6 +82,7 @@ impl Config {
             concurrency: env_usize("BENCH_CONCURRENCY", 16)?,
             batch: env_usize("BENCH_BATCH", 100)?,
             bulk_concurrency: env_usize("BENCH_BULK_CONCURRENCY", 1)?,
+            bulk_delivery: Delivery::bulk_from_env()?,
             users: env_usize("BENCH_USERS", 64)?,
             timeout: Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 180)? as u64),
             nodelay: match std::env::var("BENCH_NODELAY").as_deref() {
@@ -116,29 +123,36 @@ impl Mode {
     }
 }
 
-/// One topic the subscriber listens on, and what it saw there.
+/// One topic the subscriber listens on, how daprd delivers it, and what it saw there.
 struct Phase {
     topic: String,
+    delivery: Delivery,
     deliveries: Arc<pipe::Phase>,
 }
 
 impl Phase {
-    fn new(prefix: &str) -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(Self {
+    fn new(prefix: &str, delivery: Delivery) -> anyhow::Result<Self> {
+        Ok(Self {
             topic: unique(prefix),
+            delivery,
             deliveries: pipe::Phase::new()?,
-        }))
+        })
     }
+}
 
-    /// The subscriber's handler: records the event's latency once per event id.
-    fn record(&self, event: &TaskEvent) {
-        self.deliveries.record(event);
+/// A phase's name in the reports: how it publishes, and how it is delivered when in bulk.
+fn label(mode: Mode, delivery: Delivery) -> String {
+    match delivery {
+        Delivery::Single => mode.name().to_owned(),
+        Delivery::Bulk { .. } => format!("{} + {}", mode.name(), delivery.describe()),
     }
 }
 
 /// The figures of one measured phase.
 struct Figures {
     mode: Mode,
+    /// [`label`] of the phase.
+    label: String,
     events: usize,
     /// First publish → last delivery.
     elapsed: Duration,
@@ -253,12 +267,13 @@ async fn run_phase(
     let (_, duplicates, unreadable, latency_us, last_delivery) = phase.deliveries.snapshot();
     ensure!(
         unreadable == 0,
-        "{unreadable} events on {} had no readable occurred_at",
+        "{unreadable} events on {} had no readable occurred_at or were no TaskEvent",
         phase.topic
     );
     let last_delivery = last_delivery.unwrap_or(started);
     Ok(Figures {
         mode,
+        label: label(mode, phase.delivery),
         events,
         elapsed: last_delivery.duration_since(started),
         publish_elapsed: last_ack.duration_since(started),
@@ -278,7 +293,7 @@ fn table(figures: &[Figures]) -> String {
         let h = &f.latency_us;
         out.push_str(&format!(
             "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
-            f.mode.name(),
+            f.label,
             f.events,
             f.mode.concurrency(),
             f.mode.batch(),
@@ -300,23 +315,21 @@ async fn main() -> anyhow::Result<()> {
     ensure_kafka().await?;
 
     // One subscriber app, listening on a fresh topic per phase (all known at start, so
-    // daprd subscribes once).
+    // daprd subscribes once), in the phase's delivery mode.
+    let bulk_sub = cfg.bulk_delivery;
     let phases = [
-        Phase::new("bench-warmup-single")?,
-        Phase::new("bench-single")?,
-        Phase::new("bench-warmup-bulk")?,
-        Phase::new("bench-bulk")?,
+        Phase::new("bench-warmup-single", Delivery::Single)?,
+        Phase::new("bench-single", Delivery::Single)?,
+        Phase::new("bench-warmup-bulk", Delivery::Single)?,
+        Phase::new("bench-bulk", Delivery::Single)?,
+        Phase::new("bench-warmup-bulk-sub", bulk_sub)?,
+        Phase::new("bench-bulk-sub", bulk_sub)?,
     ];
     let mut subs = Subscriptions::builder();
     for phase in &phases {
-        let p = phase.clone();
-        subs = subs.route(
-            Route::new(PUBSUB, &phase.topic, topics::dead_letter(&phase.topic)),
-            move |e: Event<TaskEvent>| {
-                p.record(&e.message);
-                async { Outcome::Success }
-            },
-        );
+        subs = phase
+            .deliveries
+            .subscribe(subs, &phase.topic, phase.delivery);
     }
     let port = pipe::serve(subs.build(), cfg.nodelay).await?;
     let sub = Daprd::start(DaprdOptions::new(unique("bench-sub"), Some(port)))
@@ -336,21 +349,29 @@ async fn main() -> anyhow::Result<()> {
         batch: cfg.batch,
         concurrency: cfg.bulk_concurrency,
     };
-    let [warm_single, m_single, warm_bulk, m_bulk] = &phases;
+    let [
+        warm_single,
+        m_single,
+        warm_bulk,
+        m_bulk,
+        warm_bulk_sub,
+        m_bulk_sub,
+    ] = &phases;
     let mut figures = Vec::new();
-    for (warm, measured, mode) in [(warm_single, m_single, single), (warm_bulk, m_bulk, bulk)] {
+    for (warm, measured, mode) in [
+        (warm_single, m_single, single),
+        (warm_bulk, m_bulk, bulk),
+        (warm_bulk_sub, m_bulk_sub, bulk),
+    ] {
+        let name = label(mode, measured.delivery);
         eprintln!(
-            "bench_pipe: {} warm-up, {} events on {}",
-            mode.name(),
-            cfg.warmup,
-            warm.topic
+            "bench_pipe: {name} warm-up, {} events on {}",
+            cfg.warmup, warm.topic
         );
         run_phase(&publisher, warm, mode, cfg.warmup, &cfg, &procs).await?;
         eprintln!(
-            "bench_pipe: {} measured, {} events on {}",
-            mode.name(),
-            cfg.events,
-            measured.topic
+            "bench_pipe: {name} measured, {} events on {}",
+            cfg.events, measured.topic
         );
         let f = run_phase(&publisher, measured, mode, cfg.events, &cfg, &procs).await?;
         eprintln!(
@@ -368,7 +389,7 @@ async fn main() -> anyhow::Result<()> {
     let rows: Vec<UsageRow<'_>> = figures
         .iter()
         .map(|f| UsageRow {
-            phase: f.mode.name(),
+            phase: &f.label,
             ops: f.events as u64,
             usage: &f.usage,
         })
@@ -395,10 +416,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "- workload: {} events per phase after {} warm-up events on separate topics; \
          `TaskEvent` of {event_bytes} bytes, {} partition keys; subscriber answers SUCCESS \
-         at once (`OnTopicEvent`, no bulk subscribe); TCP_NODELAY on the app's connections: {}",
+         at once, one event per `OnTopicEvent` call, or with {} (`OnBulkTopicEvent`, \
+         rawPayload); TCP_NODELAY on the app's connections: {}",
         cfg.events,
         cfg.warmup,
         cfg.users,
+        cfg.bulk_delivery.describe(),
         if cfg.nodelay { "on" } else { "off" }
     );
     println!(
