@@ -67,8 +67,14 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         }
         .run(stop_relay.subscribe()),
     );
+    // The API's writes and the occurrences share commits (group commit).
+    let group = todo_service::db::GroupWriter::new(
+        writer,
+        db::write_lanes(&config.database_url, config.database_max_connections),
+        todo_service::db::MAX_GROUP,
+    );
     let occurrences = crate::occurrences::Occurrences {
-        db: writer.clone(),
+        writer: group.clone(),
         topics: topics.clone(),
         wakeup: wakeup.clone(),
         nudge: nudge.clone(),
@@ -90,11 +96,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let api = TaskServiceServer::with_interceptor(
         TaskApi {
             db: db.clone(),
-            writer: todo_service::db::GroupWriter::new(
-                writer,
-                db::write_lanes(&config.database_url, config.database_max_connections),
-                todo_service::db::MAX_GROUP,
-            ),
+            writer: group,
             topics,
             wakeup,
             nudge,

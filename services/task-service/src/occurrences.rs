@@ -6,8 +6,9 @@
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome};
-use sea_orm::{DatabaseConnection, DbErr, SqlErr, TransactionTrait};
+use sea_orm::{DbErr, SqlErr};
 use todo_proto::todo::events::v1::{OccurrenceRequested, TaskEventKind};
+use todo_service::db::GroupWriter;
 use uuid::Uuid;
 
 use crate::{
@@ -19,7 +20,8 @@ use crate::{
 /// The handler's state.
 #[derive(Debug, Clone)]
 pub struct Occurrences {
-    pub db: DatabaseConnection,
+    /// The Task API's group writer: an occurrence shares commits with the API's writes.
+    pub writer: GroupWriter,
     pub topics: Topics,
     pub wakeup: Wakeup,
     pub nudge: crate::reminders::Nudge,
@@ -67,86 +69,112 @@ impl Occurrences {
             };
             row.series_start = Some(tasks::micros(start));
         }
-        let result: Result<Result<bool, &'static str>, DbErr> = async {
-            let txn = self.db.begin().await?;
-            // The series and the task it follows must be the requester's: a request naming
-            // another user's series would take the id of that user's next occurrence (and
-            // so swallow it) and file a stranger's task under their series.
-            let named = [
-                (series, "series_id is another user's task"),
-                (parent, "parent_task_id is another user's task"),
-                (id, "task_id is another user's task"),
-            ];
-            for (named, why) in named {
-                if tasks::owner(&txn, named)
-                    .await?
-                    .is_some_and(|owner| owner != m.user_id)
-                {
-                    txn.rollback().await?;
-                    return Ok(Err(why));
-                }
-            }
-            // The series keeps its reminder policy: on the defaults (and so the soon-due
-            // rule) only when the task it follows was. A parent deleted meanwhile counts
-            // as the caller's choice.
-            row.default_reminders = tasks::find(&txn, &m.user_id, parent)
-                .await?
-                .is_some_and(|p| p.default_reminders);
-            let snapshot = tasks::to_proto(&row);
-            // Already created by an earlier delivery: done.
-            if !tasks::insert_if_absent(&txn, &row).await? {
-                txn.rollback().await?;
-                return Ok(Ok(false));
-            }
-            // Checked after the insert: a delete that committed while it waited on the id
-            // is seen here (its tombstone), and the insert is undone.
-            if tasks::is_deleted(&txn, id).await? {
-                txn.rollback().await?;
-                tracing::info!(task_id = %id, "occurrence request for a deleted task: nothing created");
-                return Ok(Ok(false));
-            }
-            let change = events::Change {
-                kind: TaskEventKind::Created,
-                task: &snapshot,
-                changed_fields: vec![],
-                // Asked for by recurring-task-service, on the completion of the previous one.
-                actor: todo_topology::actors::service(
-                    todo_topology::app_ids::RECURRING_TASK_SERVICE,
-                ),
-                user_seq: 0,
-            };
-            outbox::write_change(&txn, &self.topics, change).await?;
-            // A deterministic id may have had rows before (created, deleted, requested again).
-            crate::reminders::replan(
-                &txn,
-                &self.topics,
-                id,
-                &m.user_id,
-                Some(&snapshot),
-                crate::reminders::Policy::due_set(row.default_reminders),
-                "",
-            )
-            .await?;
-            txn.commit().await?;
-            Ok(Ok(true))
-        }
-        .await;
+        let (topics, user) = (self.topics.clone(), m.user_id.clone());
+        let result = self
+            .writer
+            .write(&m.user_id, move |txn| {
+                Box::pin(create(txn, topics, user, row, [series, parent, id]))
+            })
+            .await;
         match result {
-            Ok(Err(why)) => drop(why),
-            Ok(Ok(created)) => {
-                if created {
-                    self.wakeup.wake();
-                    self.nudge.nudge();
-                }
+            Ok(()) => {
+                self.wakeup.wake();
+                self.nudge.nudge();
                 Outcome::Success
             }
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            Err(NotCreated::Refused(why)) => drop(why),
+            Err(NotCreated::Exists) => Outcome::Success,
+            Err(NotCreated::Database(e))
+                if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+            {
                 Outcome::Success
             }
-            Err(e) => {
+            Err(NotCreated::Database(e)) => {
                 tracing::warn!(error = %e, "occurrence request: database unavailable; retry");
                 Outcome::Retry
             }
         }
     }
+}
+
+/// Why an occurrence was not created (its write is rolled back).
+#[derive(Debug)]
+enum NotCreated {
+    /// The request names another user's task: dead-letter it.
+    Refused(&'static str),
+    /// Created by an earlier delivery, or deleted since: nothing to do.
+    Exists,
+    Database(DbErr),
+}
+
+impl From<DbErr> for NotCreated {
+    fn from(e: DbErr) -> Self {
+        Self::Database(e)
+    }
+}
+
+/// Creates occurrence `row` of `user` (inside the writer's transaction), unless `named`
+/// (its series, parent and own id) belong to another user or it exists or was deleted.
+async fn create(
+    txn: &sea_orm::DatabaseTransaction,
+    topics: Topics,
+    user: String,
+    mut row: crate::db::entities::task::Model,
+    named: [Uuid; 3],
+) -> Result<(), NotCreated> {
+    let [series, parent, id] = named;
+    // The series and the task it follows must be the requester's: a request naming
+    // another user's series would take the id of that user's next occurrence (and
+    // so swallow it) and file a stranger's task under their series.
+    let named = [
+        (series, "series_id is another user's task"),
+        (parent, "parent_task_id is another user's task"),
+        (id, "task_id is another user's task"),
+    ];
+    for (named, why) in named {
+        if tasks::owner(txn, named)
+            .await?
+            .is_some_and(|owner| owner != user)
+        {
+            return Err(NotCreated::Refused(why));
+        }
+    }
+    // The series keeps its reminder policy: on the defaults (and so the soon-due
+    // rule) only when the task it follows was. A parent deleted meanwhile counts
+    // as the caller's choice.
+    row.default_reminders = tasks::find(txn, &user, parent)
+        .await?
+        .is_some_and(|p| p.default_reminders);
+    let snapshot = tasks::to_proto(&row);
+    // Already created by an earlier delivery: done.
+    if !tasks::insert_if_absent(txn, &row).await? {
+        return Err(NotCreated::Exists);
+    }
+    // Checked after the insert: a delete that committed while it waited on the id
+    // is seen here (its tombstone), and the insert is undone.
+    if tasks::is_deleted(txn, id).await? {
+        tracing::info!(task_id = %id, "occurrence request for a deleted task: nothing created");
+        return Err(NotCreated::Exists);
+    }
+    let change = events::Change {
+        kind: TaskEventKind::Created,
+        task: &snapshot,
+        changed_fields: vec![],
+        // Asked for by recurring-task-service, on the completion of the previous one.
+        actor: todo_topology::actors::service(todo_topology::app_ids::RECURRING_TASK_SERVICE),
+        user_seq: 0,
+    };
+    outbox::write_change(txn, &topics, change).await?;
+    // A deterministic id may have had rows before (created, deleted, requested again).
+    crate::reminders::replan(
+        txn,
+        &topics,
+        id,
+        &user,
+        Some(&snapshot),
+        crate::reminders::Policy::due_set(row.default_reminders),
+        "",
+    )
+    .await?;
+    Ok(())
 }
