@@ -844,6 +844,16 @@ impl PipeFigures {
             ),
         }
     }
+
+    /// The phase's name in the CPU table: `raw pipe, publish_bulk of 100, 1 in flight`, then
+    /// `, bulk subscribe ≤ 100 per call, 10 ms` in bulk.
+    fn label(&self, cfg: &Config) -> String {
+        let publish = format!("raw pipe, publish_bulk of {}, 1 in flight", cfg.pipe_batch);
+        match self.delivery {
+            Delivery::Single => publish,
+            Delivery::Bulk { .. } => format!("{publish}, {}", self.delivery.describe()),
+        }
+    }
 }
 
 fn table(pipes: &[PipeFigures], cfg: &Config, figures: &[EventFigures]) -> String {
@@ -1051,13 +1061,7 @@ async fn main() -> anyhow::Result<()> {
         "## Task events end to end: mutation → outbox → relay → daprd → Kafka → daprd → consumer\n"
     );
     println!("{}", table(&pipes, &cfg, &figures));
-    let pipe_labels: Vec<String> = pipes
-        .iter()
-        .map(|p| {
-            let (path, load) = p.path_and_load(&cfg);
-            format!("{path}, {load}")
-        })
-        .collect();
+    let pipe_labels: Vec<String> = pipes.iter().map(|p| p.label(&cfg)).collect();
     let pipe_rows: Vec<UsageRow<'_>> = pipes
         .iter()
         .zip(&pipe_labels)
