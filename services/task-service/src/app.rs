@@ -50,6 +50,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
             config.relay.clone(),
             wakeup.clone(),
         )
+        .reading_from(db.clone())
         .run(stop_rx),
     );
     // Events left from before a restart go out now.

@@ -194,7 +194,11 @@ pub fn publish_backoff(config: &RelayConfig) -> backon::ExponentialBackoff {
 const RELAY_LOCK: i64 = 0x746f_646f_7265_6c61;
 
 pub struct Relay {
+    /// Writes (deletes of published rows); on PostgreSQL also the reads and the lease.
     db: DatabaseConnection,
+    /// Where the relay reads pending rows on SQLite (the read pool: WAL readers never wait
+    /// for, nor hold up, the one writer connection).
+    reads: DatabaseConnection,
     publisher: Publisher,
     config: RelayConfig,
     wakeup: Wakeup,
@@ -205,6 +209,10 @@ pub struct Relay {
 /// How many users' event chains are published at once in careful mode.
 const CAREFUL_CONCURRENCY: usize = 16;
 
+/// How many full batches one drain publishes back to back, each read while the one
+/// before it was being published (on PostgreSQL: under one hold of the lease).
+const PIPELINE_BATCHES: usize = 8;
+
 impl Relay {
     pub fn new(
         db: DatabaseConnection,
@@ -213,12 +221,21 @@ impl Relay {
         wakeup: Wakeup,
     ) -> Self {
         Self {
+            reads: db.clone(),
             db,
             publisher,
             config,
             wakeup,
             careful: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Reads pending rows from `reads` instead (SQLite: the read pool, see [`Relay`]).
+    pub fn reading_from(mut self, reads: DatabaseConnection) -> Self {
+        if self.db.get_database_backend() == DbBackend::Sqlite {
+            self.reads = reads;
+        }
+        self
     }
 
     fn backoff(&self) -> backon::ExponentialBackoff {
@@ -304,32 +321,76 @@ impl Relay {
             if !got {
                 return Ok(0); // another replica's relay is working
             }
-            let result = self.publish_batch(&txn).await;
+            let result = self.drain(&txn, &txn).await;
             txn.commit().await?;
             result
         } else {
             // SQLite: never hold the single write lock while waiting on the network.
-            self.publish_batch(&self.db).await
+            self.drain(&self.reads, &self.db).await
         }
     }
 
-    async fn publish_batch<C: ConnectionTrait>(&self, db: &C) -> Result<usize, RelayError> {
-        let rows = outbox::Entity::find()
-            .order_by_asc(outbox::Column::Seq)
+    /// The next rows to publish: the oldest, or those after `after` (a batch in flight).
+    async fn pending<C: ConnectionTrait>(
+        &self,
+        reads: &C,
+        after: Option<i64>,
+    ) -> Result<Vec<outbox::Model>, DbErr> {
+        let mut q = outbox::Entity::find();
+        if let Some(seq) = after {
+            q = q.filter(outbox::Column::Seq.gt(seq));
+        }
+        q.order_by_asc(outbox::Column::Seq)
             .limit(self.config.batch_size)
-            .all(db)
-            .await?;
-        if rows.is_empty() {
-            return Ok(0);
+            .all(reads)
+            .await
+    }
+
+    /// Publishes pending rows in order, batch after batch (up to [`PIPELINE_BATCHES`]):
+    /// while a full batch is being published, the next one is read, so the next publish
+    /// starts as soon as the previous one was acknowledged. Publishes never overlap: a
+    /// user's events reach Kafka in their order. Returns how many rows it handled.
+    async fn drain<R: ConnectionTrait, W: ConnectionTrait>(
+        &self,
+        reads: &R,
+        writes: &W,
+    ) -> Result<usize, RelayError> {
+        let mut rows = self.pending(reads, None).await?;
+        let mut handled = 0;
+        for _ in 0..PIPELINE_BATCHES {
+            if rows.is_empty() {
+                break;
+            }
+            if self.careful.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(handled + self.publish_carefully(writes, &rows).await?);
+            }
+            let full = rows.len() as u64 >= self.config.batch_size;
+            let after = rows.last().map(|r| r.seq);
+            let read_next = async {
+                if full {
+                    self.pending(reads, after).await
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let (published, next) = tokio::join!(self.publish_batch(writes, &rows), read_next);
+            handled += published?;
+            rows = next?;
         }
+        Ok(handled)
+    }
+
+    /// Publishes `rows` in bulk and deletes those acknowledged.
+    async fn publish_batch<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        rows: &[outbox::Model],
+    ) -> Result<usize, RelayError> {
         metrics::histogram!("outbox_relay_batch_size").record(rows.len() as f64);
-        if self.careful.load(std::sync::atomic::Ordering::Relaxed) {
-            return self.publish_carefully(db, &rows).await;
-        }
         // One bulk call per topic, each in insertion order; the topics at the same time
         // (order is kept per user within a topic, and topics are independent).
         let mut by_topic: BTreeMap<&str, Vec<&outbox::Model>> = BTreeMap::new();
-        for r in &rows {
+        for r in rows {
             by_topic.entry(r.topic.as_str()).or_default().push(r);
         }
         let publishing = by_topic.values().map(|batch| async move {
