@@ -425,9 +425,10 @@ async fn measure(database: Db, url: &str, cfg: &Config) -> anyhow::Result<(Vec<F
         "TOPIC_PREFIX" => Some(format!("bench-{}", uuid::Uuid::new_v4().simple())),
         // Metrics are recorded as in production, served on a port of the OS's choosing.
         "METRICS_ADDR" => Some("127.0.0.1:0".to_owned()),
-        "DATABASE_MAX_CONNECTIONS" | "MAX_CONCURRENT_REQUESTS" | "REQUEST_TIMEOUT_MS" => {
-            std::env::var(k).ok()
-        }
+        "DATABASE_MAX_CONNECTIONS"
+        | "MAX_CONCURRENT_REQUESTS"
+        | "REQUEST_TIMEOUT_MS"
+        | "WRITE_GROUP_MAX" => std::env::var(k).ok(),
         _ => None,
     })?;
     service.database_url = url.to_owned();
@@ -692,7 +693,8 @@ async fn main() -> anyhow::Result<()> {
             &[
                 "DATABASE_MAX_CONNECTIONS",
                 "MAX_CONCURRENT_REQUESTS",
-                "REQUEST_TIMEOUT_MS"
+                "REQUEST_TIMEOUT_MS",
+                "WRITE_GROUP_MAX"
             ]
         )
     );

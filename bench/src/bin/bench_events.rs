@@ -11,9 +11,9 @@
 //! 1. Raw pipe: a publisher app → its daprd → Kafka → the consumer's daprd → the consumer,
 //!    `publish_bulk` with `BENCH_PIPE_BATCH` (100) events per call and one call in flight,
 //!    as the relay publishes; `BENCH_PIPE_EVENTS` events after a warm-up on another topic,
-//!    once per delivery mode: one event per `OnTopicEvent` call (as the task-events
-//!    consumer below takes them), then bulk subscribe with raw payloads (`Route::bulk_raw`,
-//!    as the services subscribe) of at most `BENCH_SUB_BATCH` (100) events per call, daprd
+//!    once per delivery mode: one event per `OnTopicEvent` call, then bulk subscribe with
+//!    raw payloads (`Route::bulk_raw`, as the services and the task-events consumer below
+//!    subscribe) of at most `BENCH_SUB_BATCH` (100) events per call, daprd
 //!    waiting at most `BENCH_SUB_AWAIT_MS` (10) ms to fill one. Throughput = events / (first
 //!    publish → last delivery); latency = delivery − the publish instant carried in
 //!    `occurred_at`. The goals' share of the raw pipe is taken of the faster mode.
@@ -66,6 +66,7 @@ use anyhow::{Context, bail, ensure};
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use dapr_publisher::{OutgoingEvent, Publisher};
 use hdrhistogram::Histogram;
+use prost::Message as _;
 use prost_types::FieldMask;
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use task_service::{App, auth::AuthMode, db::entities::outbox, events::Topics};
@@ -685,7 +686,8 @@ async fn measure_database(
         | "MAX_CONCURRENT_REQUESTS"
         | "REQUEST_TIMEOUT_MS"
         | "OUTBOX_BATCH_SIZE"
-        | "OUTBOX_POLL_MS" => std::env::var(k).ok(),
+        | "OUTBOX_POLL_MS"
+        | "WRITE_GROUP_MAX" => std::env::var(k).ok(),
         _ => None,
     })?;
     service.auth = AuthMode::Dev;
@@ -975,11 +977,31 @@ async fn main() -> anyhow::Result<()> {
         let sink = EventsSink::new()?;
         let topic = Topics::new(&prefix).task_events;
         let s = sink.clone();
-        subs = subs.route(
-            Route::new(PUBSUB, topic.clone(), topics::dead_letter(&topic)),
-            move |e: Event<TaskEvent>| {
-                s.record(&e.message);
-                async { Outcome::Success }
+        // The consumer takes task events as the services do (audit-service, sync-service):
+        // in bulk, with raw payloads, in the raw pipe's bulk mode.
+        let Delivery::Bulk {
+            max_messages,
+            max_await_ms,
+        } = cfg.pipe_bulk_delivery
+        else {
+            anyhow::bail!("the task-events consumer needs the bulk delivery mode");
+        };
+        subs = subs.route_batch(
+            Route::new(PUBSUB, topic.clone(), topics::dead_letter(&topic))
+                .bulk_raw(max_messages, max_await_ms),
+            move |events: Vec<Event<Vec<u8>>>| {
+                let outcomes = events
+                    .iter()
+                    .map(|e| match TaskEvent::decode(e.message.as_slice()) {
+                        Ok(event) => {
+                            s.record(&event);
+                            Outcome::Success
+                        }
+                        // Dead-lettered; the run then misses it and fails its count.
+                        Err(_) => Outcome::Drop,
+                    })
+                    .collect();
+                async move { outcomes }
             },
         );
         per_db.push((database, prefix, sink));
@@ -1112,7 +1134,8 @@ async fn main() -> anyhow::Result<()> {
                 "MAX_CONCURRENT_REQUESTS",
                 "REQUEST_TIMEOUT_MS",
                 "OUTBOX_BATCH_SIZE",
-                "OUTBOX_POLL_MS"
+                "OUTBOX_POLL_MS",
+                "WRITE_GROUP_MAX"
             ]
         )
     );

@@ -181,7 +181,8 @@ impl Stack {
             | "OUTBOX_BATCH_SIZE"
             | "OUTBOX_POLL_MS"
             | "MAX_CONCURRENT_REQUESTS"
-            | "REQUEST_TIMEOUT_MS" => passed_through(k),
+            | "REQUEST_TIMEOUT_MS"
+            | "WRITE_GROUP_MAX" => passed_through(k),
             _ => None,
         })?;
         let recurring_config = recurring_task_service::Config::from_lookup(|k| match k {

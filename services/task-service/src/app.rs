@@ -72,7 +72,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let group = todo_service::db::GroupWriter::new(
         writer,
         db::write_lanes(&config.database_url, config.database_max_connections),
-        todo_service::db::MAX_GROUP,
+        config.write_group_max,
     );
     let occurrences = crate::occurrences::Occurrences {
         writer: group.clone(),

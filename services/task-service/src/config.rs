@@ -16,6 +16,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `AUTH_MODE` (jwt|dev) with `JWT_ALGORITHM` and `JWT_SECRET` / `JWT_PUBLIC_KEY`.
     pub auth: AuthMode,
+    /// `WRITE_GROUP_MAX`: how many writes share one commit at most (group commit; 1: each
+    /// write commits alone). Default 64.
+    pub write_group_max: usize,
     /// `OUTBOX_BATCH_SIZE`, `OUTBOX_POLL_MS`, `OUTBOX_WARN_AGE_SECS`.
     pub relay: crate::outbox::RelayConfig,
     /// `REMINDER_MAX_LATENESS_SECS` (default 21600).
@@ -47,6 +50,11 @@ impl AppConfig for Config {
             "sqlite://.data/tasks.db?mode=rwc",
             what,
             [
+                Var::new(
+                    "WRITE_GROUP_MAX",
+                    "64",
+                    "writes that share one commit at most (group commit); 1 commits each alone",
+                ),
                 Var::new(
                     "OUTBOX_BATCH_SIZE",
                     "200",
@@ -80,6 +88,7 @@ impl AppConfig for Config {
             env.database("sqlite://.data/tasks.db?mode=rwc")?;
         let auth = todo_service::cli::auth_mode(env)?;
         Ok(Self {
+            write_group_max: env.positive("WRITE_GROUP_MAX", todo_service::db::MAX_GROUP)?,
             common,
             database_url,
             database_max_connections,
@@ -147,6 +156,7 @@ mod tests {
                 ("DATABASE_URL", "mysql://x"),
                 ("REQUEST_TIMEOUT_MS", "0"),
                 ("OUTBOX_BATCH_SIZE", "0"),
+                ("WRITE_GROUP_MAX", "0"),
                 ("DATABASE_MAX_CONNECTIONS", "-1"),
                 ("DAPR_GRPC_ENDPOINT", "http://no-port"),
                 ("DAPR_GRPC_PORT", "0"),

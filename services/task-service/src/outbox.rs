@@ -209,8 +209,11 @@ pub struct Relay {
 /// How many users' event chains are published at once in careful mode.
 const CAREFUL_CONCURRENCY: usize = 16;
 
-/// How many full batches one drain publishes back to back, each read while the one
-/// before it was being published (on PostgreSQL: under one hold of the lease).
+/// How many full batches one drain publishes back to back on SQLite, each read while the
+/// one before it was being published. (Not on PostgreSQL: there a row's `seq` is taken at
+/// insert and it becomes visible at commit, so a read "after the batch in flight" could
+/// pass over a row that commits late, and publish that user's next event before it; each
+/// drain there reads from the oldest row.)
 const PIPELINE_BATCHES: usize = 8;
 
 impl Relay {
@@ -282,10 +285,10 @@ impl Relay {
     }
 
     async fn report_depth(&self) {
-        let depth = outbox::Entity::find().count(&self.db).await.unwrap_or(0);
+        let depth = outbox::Entity::find().count(&self.reads).await.unwrap_or(0);
         let oldest = outbox::Entity::find()
             .order_by_asc(outbox::Column::Seq)
-            .one(&self.db)
+            .one(&self.reads)
             .await
             .ok()
             .flatten();
@@ -346,25 +349,31 @@ impl Relay {
             .await
     }
 
-    /// Publishes pending rows in order, batch after batch (up to [`PIPELINE_BATCHES`]):
-    /// while a full batch is being published, the next one is read, so the next publish
-    /// starts as soon as the previous one was acknowledged. Publishes never overlap: a
-    /// user's events reach Kafka in their order. Returns how many rows it handled.
+    /// Publishes pending rows in order, batch after batch (on SQLite up to
+    /// [`PIPELINE_BATCHES`]): while a full batch is being published, the next one is read,
+    /// so the next publish starts as soon as the previous one was acknowledged. Publishes
+    /// never overlap: a user's events reach Kafka in their order. Returns how many rows it
+    /// handled.
     async fn drain<R: ConnectionTrait, W: ConnectionTrait>(
         &self,
         reads: &R,
         writes: &W,
     ) -> Result<usize, RelayError> {
+        let batches = if self.db.get_database_backend() == DbBackend::Sqlite {
+            PIPELINE_BATCHES
+        } else {
+            1
+        };
         let mut rows = self.pending(reads, None).await?;
         let mut handled = 0;
-        for _ in 0..PIPELINE_BATCHES {
+        for batch in 1..=batches {
             if rows.is_empty() {
                 break;
             }
             if self.careful.load(std::sync::atomic::Ordering::Relaxed) {
                 return Ok(handled + self.publish_carefully(writes, &rows).await?);
             }
-            let full = rows.len() as u64 >= self.config.batch_size;
+            let full = rows.len() as u64 >= self.config.batch_size && batch < batches;
             let after = rows.last().map(|r| r.seq);
             let read_next = async {
                 if full {

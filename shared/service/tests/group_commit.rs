@@ -59,12 +59,12 @@ async fn writes_share_commits_and_fail_alone(
         let reader = reader.clone();
         calls.spawn(async move {
             // Every tenth write takes the name of the write before it.
-            let name = if i % 10 == 9 {
-                format!("n{}", i - 1)
+            // (Same user, as the service's duplicates are: one lane, no lock cycle.)
+            let (name, user) = if i % 10 == 9 {
+                (format!("n{}", i - 1), format!("u{}", (i - 1) % 100))
             } else {
-                format!("n{i}")
+                (format!("n{i}"), format!("u{}", i % 100))
             };
-            let user = format!("u{}", i % 100);
             let looked_up = name.clone();
             let result = group
                 .write(&user.clone(), move |txn| Box::pin(insert(txn, name, user)))

@@ -8,10 +8,12 @@
 //! runs at once, in a transaction of its own, without a savepoint: group commit costs
 //! nothing when there is nothing to group.
 //!
-//! Writes name a key (the user); a key always goes to the same lane. SQLite has one writer,
-//! so one lane. PostgreSQL gets several: a group holds the row locks of its writes until
-//! it commits, and two lanes that each took two users in the opposite order would
-//! deadlock, which cannot happen when a user's writes are always on one lane.
+//! Writes name a key (the user); a key always goes to the same lane, and a group runs its
+//! writes sorted by key (a user's own in the order they came). SQLite has one writer, so
+//! one lane. PostgreSQL gets several: a group holds the row locks of its writes until it
+//! commits, and two groups that took two users in the opposite order would deadlock. One
+//! lane per user rules that out inside a process; the sort rules it out between replicas
+//! (every group locks users in the same order).
 
 use std::{
     hash::BuildHasher,
@@ -26,7 +28,8 @@ use futures::{FutureExt, future::BoxFuture};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
-/// How many writes at most share one commit.
+/// How many writes at most share one commit. (On PostgreSQL each savepoint that writes is
+/// a subtransaction, and a backend caches 64 of them: do not raise it there.)
 pub const MAX_GROUP: usize = 64;
 
 /// How many writes may wait for a lane before callers wait to queue.
@@ -106,7 +109,8 @@ impl GroupWriter {
     {
         let lane = &self.lanes[(self.hasher.hash_one(key) % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
-        lane.send(Box::new(Job { work, reply }))
+        let key = key.to_owned();
+        lane.send(Box::new(Job { key, work, reply }))
             .await
             .map_err(|_| E::from(stopped()))?;
         answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
@@ -121,6 +125,8 @@ fn stopped() -> DbErr {
 
 /// One queued write, with its caller's answer channel (type-erased for the lane).
 trait Work: Send {
+    /// The key the write was queued under (its user).
+    fn key(&self) -> &str;
     /// Runs the write on `txn`, inside a savepoint when `alone` is false. The bool is
     /// whether `txn` is still usable for the next write.
     fn run<'t>(
@@ -135,11 +141,12 @@ trait Work: Send {
 /// A write that ran, waiting for its group's commit.
 trait Settled: Send {
     fn succeeded(&self) -> bool;
-    /// Answers the caller: its result when the commit succeeded, else the commit's error.
-    fn finish(self: Box<Self>, commit: Result<(), &DbErr>);
+    /// Answers the caller (see [`Ended`]).
+    fn finish(self: Box<Self>, ended: &Ended);
 }
 
 struct Job<F, T, E> {
+    key: String,
     work: F,
     reply: oneshot::Sender<Result<T, E>>,
 }
@@ -155,20 +162,24 @@ where
     E: From<DbErr> + Send + 'static,
     F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
 {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
     fn run<'t>(
         self: Box<Self>,
         txn: &'t DatabaseTransaction,
         alone: bool,
     ) -> BoxFuture<'t, (Box<dyn Settled>, bool)> {
         Box::pin(async move {
-            let Job { work, reply } = *self;
+            let Job { work, reply, .. } = *self;
             let (result, usable) = if alone {
-                let r = guarded(work(txn)).await;
+                let r = guarded(async move { work(txn).await }).await;
                 (r, true)
             } else {
                 match txn.begin().await {
                     Err(e) => (Err(E::from(e)), false),
-                    Ok(savepoint) => match guarded(work(&savepoint)).await {
+                    Ok(savepoint) => match guarded(async { work(&savepoint).await }).await {
                         Ok(v) => match savepoint.commit().await {
                             Ok(()) => (Ok(v), true),
                             Err(e) => (Err(E::from(e)), false),
@@ -192,8 +203,11 @@ where
     }
 }
 
-/// A write's future, with a panic turned into an error of that write alone.
-async fn guarded<T, E: From<DbErr>>(work: BoxFuture<'_, Result<T, E>>) -> Result<T, E> {
+/// A write (called inside the future, so a panic in its synchronous part is caught too),
+/// with a panic turned into an error of that write alone.
+async fn guarded<T, E: From<DbErr>>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     AssertUnwindSafe(work)
         .catch_unwind()
         .await
@@ -209,11 +223,14 @@ impl<T: Send, E: From<DbErr> + Send> Settled for Outcome<T, E> {
         self.result.is_ok()
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), &DbErr>) {
-        let answer = match (self.result, commit) {
-            (Ok(v), Ok(())) => Ok(v),
-            (Ok(_), Err(e)) => Err(E::from(e.clone())),
-            (Err(e), _) => Err(e),
+    fn finish(self: Box<Self>, ended: &Ended) {
+        let answer = match ended {
+            // A write that failed rolled back alone; its error stands (also when it came
+            // from a sibling's change: that change is committed).
+            Ended::Committed | Ended::NothingToCommit => self.result,
+            // A write's own failure may have come from a sibling's change that is now gone
+            // (a conflict, a duplicate key): the group's error is every write's answer.
+            Ended::Failed(e) => Err(E::from(e.clone())),
         };
         // The caller may have gone (cancelled); what committed stays committed.
         let _ = self.reply.send(answer);
@@ -236,12 +253,30 @@ async fn run_lane(
         stats
             .writes
             .fetch_add(group.len() as u64, Ordering::Relaxed);
-        run_group(&db, std::mem::take(&mut group)).await;
+        // A panic here (not in a write: those are caught) fails this group's callers
+        // (their answer channels drop: "the database writer stopped"), not the lane.
+        let ran = AssertUnwindSafe(run_group(&db, std::mem::take(&mut group)))
+            .catch_unwind()
+            .await;
+        if ran.is_err() {
+            tracing::error!(lane = %lane, "a write group panicked; its writes were not saved");
+        }
     }
 }
 
-/// Runs one group: each write in turn (in a savepoint unless it is alone), then one commit.
-async fn run_group(db: &DatabaseConnection, group: Vec<Box<dyn Work>>) {
+/// How a group's transaction ended, for the answers.
+enum Ended {
+    Committed,
+    /// Every write failed on its own (each rolled back before the next ran).
+    NothingToCommit,
+    /// The transaction broke or its commit failed: nothing of any write was saved.
+    Failed(DbErr),
+}
+
+/// Runs one group: each write in turn (in a savepoint unless it is alone), sorted by key
+/// (stable: a key's writes keep their order), then one commit.
+async fn run_group(db: &DatabaseConnection, mut group: Vec<Box<dyn Work>>) {
+    group.sort_by(|a, b| a.key().cmp(b.key()));
     let txn = match db.begin().await {
         Ok(t) => t,
         Err(e) => {
@@ -267,13 +302,19 @@ async fn run_group(db: &DatabaseConnection, group: Vec<Box<dyn Work>>) {
         }
         settled.push(s);
     }
-    let commit = if broken.is_some() || !settled.iter().any(|s| s.succeeded()) {
+    let ended = if let Some(e) = broken {
         let _ = txn.rollback().await;
-        Err(broken.unwrap_or_else(|| DbErr::Custom("nothing to commit".to_owned())))
+        Ended::Failed(e)
+    } else if !settled.iter().any(|s| s.succeeded()) {
+        let _ = txn.rollback().await;
+        Ended::NothingToCommit
     } else {
-        txn.commit().await
+        match txn.commit().await {
+            Ok(()) => Ended::Committed,
+            Err(e) => Ended::Failed(e),
+        }
     };
     for s in settled {
-        s.finish(commit.as_ref().map(|_| ()));
+        s.finish(&ended);
     }
 }
