@@ -56,15 +56,20 @@ pub async fn server_pid(admin_url: &str) -> anyhow::Result<u32> {
             "SELECT pg_backend_pid()",
         ))
         .await;
-    conn.close().await?;
-    let backend: i32 = row?
+    // Read while the connection (so its backend) is alive: a closed backend exits.
+    let stat = row?
         .context("pg_backend_pid() answered no row")?
-        .try_get_by_index(0)?;
-    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
-        .with_context(|| format!("backend {backend} is not a process of this machine"))?;
+        .try_get_by_index::<i32>(0)
+        .map_err(anyhow::Error::from)
+        .and_then(|backend| {
+            std::fs::read_to_string(format!("/proc/{backend}/stat"))
+                .with_context(|| format!("backend {backend} is not a process of this machine"))
+        });
+    conn.close().await?;
+    let stat = stat?;
     crate::processes::parse_stat(&stat)
         .map(|s| s.ppid)
-        .with_context(|| format!("unreadable /proc/{backend}/stat"))
+        .context("unreadable /proc/<backend>/stat")
 }
 
 /// The database URL without its password.
