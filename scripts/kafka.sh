@@ -11,7 +11,11 @@ PIDFILE="$DATA/kafka.pid"
 LOG="$DATA/kafka.log"
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
-running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# (A killed broker may stay a zombie for a moment: that is not running.)
+running() {
+  [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null \
+    && [[ "$(sed 's/.*) //' "/proc/$(cat "$PIDFILE")/stat" 2>/dev/null | cut -c1)" != Z ]]
+}
 java_cmd() { java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$REPO/kafka/log4j2.properties" -cp "$LIBS/*" "$@"; }
 
 up() {

@@ -491,7 +491,12 @@ impl Stack {
         use nix::sys::signal::kill;
         match (f.kind, f.target) {
             (Kind::Kill, Target::Kafka) => {
-                kill(self.kafka_pid()?, Signal::SIGKILL)?;
+                let pid = self.kafka_pid()?;
+                kill(pid, Signal::SIGKILL)?;
+                // A killed JVM takes a moment to go (its heap is unmapped): `kafka.sh up`
+                // must not find it still there and wait on it as a broker starting (seed
+                // 20261202 failed so after a 1 s fault).
+                wait_gone(pid).await?;
                 tokio::time::sleep(f.down).await;
                 script("kafka.sh", "up", &self.kafka_env()).await?;
             }
@@ -599,5 +604,28 @@ impl Stack {
         if !keep_databases {
             let _ = std::fs::remove_dir_all(self.cfg.run_dir.join("kafka/logs"));
         }
+    }
+}
+
+/// Waits until process `pid` is gone (or a zombie: it runs no more), at most
+/// `START_TIMEOUT`.
+async fn wait_gone(pid: Pid) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                // The state follows the command name, which is in parentheses.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if gone {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < START_TIMEOUT,
+            "process {pid} still runs {START_TIMEOUT:?} after SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
