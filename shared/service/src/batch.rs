@@ -111,9 +111,9 @@ where
     F: Fn(Arc<H>, Event<M>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
-    // daprd cannot evaluate routing rules on raw payloads (it fails the entry: "no such
-    // key: type"), so the subscription takes the whole topic and the types are told apart
-    // here, as the runtime's `family` rules would.
+    // The route takes the whole topic (no event type): the runtime would route only the
+    // type and DROP the family's other types; here they are told apart by the family
+    // rules (the runtime sends daprd no routing rule for raw payloads either way).
     let mut route = route;
     let event_type = route.event_type.take().unwrap_or_default();
     let bulk = Arc::new(Bulk {
