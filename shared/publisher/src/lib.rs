@@ -185,8 +185,10 @@ impl Publisher {
     /// Publishes a batch to one topic in one call. `Ok` lists the entries that failed
     /// (the others were published); `Err` means none is known to be published. A failure
     /// the sidecar answered is tried again like [`Self::publish`], the whole batch each
-    /// time: entries already written are written again after, so each key's newest event
-    /// is still the last one on the topic.
+    /// time: entries already written are written again after. A batch with two events of
+    /// one key can reach Kafka out of order that way (a failed early request, a later one
+    /// written); a caller that needs each key's order sends one event per key per call
+    /// (task-service's outbox relay does).
     pub async fn publish_bulk(
         &self,
         events: &[OutgoingEvent],
