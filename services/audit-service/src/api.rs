@@ -2,10 +2,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
 use todo_auth::into_caller;
 use todo_proto::todo::audit::v1::{
     ActivityEntry, ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
@@ -13,7 +10,7 @@ use todo_proto::todo::audit::v1::{
 };
 use todo_service::{
     db::status_of as db_status,
-    paging::{self, After as Token, PageToken},
+    paging::{self, Keyset, PageRequest},
 };
 use tonic::{Request, Response, Status};
 
@@ -41,20 +38,12 @@ impl AuditApi {
     }
 }
 
-fn page_size(n: i32) -> Result<u64, Status> {
-    paging::page_size(n, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-}
+/// Entries per page: the default and the most.
+const PAGE_SIZES: (u64, u64) = (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
 
-/// Entries after `after` in the order things happened.
-fn after(token: Option<&Token>) -> Condition {
-    match token {
-        None => Condition::all(),
-        Some(t) => Condition::any().add(Column::OccurredAt.gt(t.at)).add(
-            Condition::all()
-                .add(Column::OccurredAt.eq(t.at))
-                .add(Column::EventId.gt(t.id.clone())),
-        ),
-    }
+/// The order things happened in: a page of history and the entry before another.
+fn in_order() -> Keyset<Column> {
+    Keyset::oldest_first(Column::OccurredAt, Column::EventId)
 }
 
 impl AuditApi {
@@ -63,34 +52,11 @@ impl AuditApi {
     async fn page(
         &self,
         filter: Condition,
-        token: Option<&Token>,
-        size: u64,
-        query: String,
+        request: PageRequest,
     ) -> Result<(Vec<ActivityEntry>, String), Status> {
-        let mut rows = entry::Entity::find()
-            .filter(filter)
-            .filter(after(token))
-            .order_by(Column::OccurredAt, Order::Asc)
-            .order_by(Column::EventId, Order::Asc)
-            .limit(size + 1)
-            .all(&self.db)
-            .await
-            .map_err(db_status("listing activity"))?;
-        let next = if rows.len() as u64 > size {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|last| {
-                    Token {
-                        at: last.occurred_at,
-                        id: last.event_id.clone(),
-                        q: query,
-                    }
-                    .encode()
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) = in_order()
+            .page(filter, request, &self.db, "listing activity")
+            .await?;
         // The snapshot each update is compared with: the task event before it, from this
         // page when it is there, else from the log.
         let mut last_snapshot: HashMap<String, Vec<u8>> = HashMap::new();
@@ -125,20 +91,13 @@ impl AuditApi {
     /// The payload of the task event just before `row` in its task's history.
     async fn previous_snapshot(&self, row: &entry::Model) -> Result<Option<Vec<u8>>, Status> {
         let task_types: Vec<&str> = known_types().filter(|t| is_task_type(t)).collect();
-        let before = Condition::any()
-            .add(Column::OccurredAt.lt(row.occurred_at))
-            .add(
-                Condition::all()
-                    .add(Column::OccurredAt.eq(row.occurred_at))
-                    .add(Column::EventId.lt(row.event_id.clone())),
-            );
-        let prev = entry::Entity::find()
+        let backwards = Keyset::newest_first(Column::OccurredAt, Column::EventId);
+        let prev = backwards
+            .sorted(entry::Entity::find())
             .filter(Column::UserId.eq(row.user_id.clone()))
             .filter(Column::TaskId.eq(row.task_id.clone()))
             .filter(Column::EventType.is_in(task_types))
-            .filter(before)
-            .order_by(Column::OccurredAt, Order::Desc)
-            .order_by(Column::EventId, Order::Desc)
+            .filter(backwards.after(row.occurred_at, &row.event_id))
             .one(&self.db)
             .await
             .map_err(db_status("reading the previous snapshot"))?;
@@ -156,14 +115,17 @@ impl AuditService for AuditApi {
         let task_id = uuid::Uuid::parse_str(req.task_id.trim())
             .map_err(|_| Status::invalid_argument("task_id: must be a task id (a UUID)"))?
             .to_string();
-        let size = page_size(req.page_size)?;
-        let query = format!("task:{task_id}");
-        let token = Token::decode(&req.page_token, &query)?;
+        let page = PageRequest::new(
+            req.page_size,
+            &req.page_token,
+            PAGE_SIZES,
+            format!("task:{task_id}"),
+        )?;
         let filter = Condition::all()
             .add(Column::UserId.eq(user))
             .add(Column::TaskId.eq(task_id.clone()));
-        let first_page = token.is_none();
-        let (entries, next_page_token) = self.page(filter, token.as_ref(), size, query).await?;
+        let first_page = page.token.is_none();
+        let (entries, next_page_token) = self.page(filter, page).await?;
         // Nothing at all: not the caller's task (or never one). Same answer either way.
         if first_page && entries.is_empty() {
             return Err(Status::not_found(format!("task {task_id}: no history")));
@@ -179,7 +141,6 @@ impl AuditService for AuditApi {
         request: Request<ListActivityRequest>,
     ) -> Result<Response<ListActivityResponse>, Status> {
         let (user, req) = into_caller(request)?;
-        let size = page_size(req.page_size)?;
         let (since, until) = paging::time_range(req.since.as_ref(), req.until.as_ref())?;
         if req.types.len() > MAX_TYPES {
             return Err(Status::invalid_argument(format!(
@@ -205,7 +166,7 @@ impl AuditService for AuditApi {
             until.unwrap_or(i64::MAX),
             types.join(",")
         );
-        let token = Token::decode(&req.page_token, &query)?;
+        let page = PageRequest::new(req.page_size, &req.page_token, PAGE_SIZES, query)?;
         let mut filter = Condition::all().add(Column::UserId.eq(user));
         if let Some(s) = since {
             filter = filter.add(Column::OccurredAt.gte(s));
@@ -216,35 +177,10 @@ impl AuditService for AuditApi {
         if !types.is_empty() {
             filter = filter.add(Column::EventType.is_in(types));
         }
-        let (entries, next_page_token) = self.page(filter, token.as_ref(), size, query).await?;
+        let (entries, next_page_token) = self.page(filter, page).await?;
         Ok(Response::new(ListActivityResponse {
             entries,
             next_page_token,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn tokens_belong_to_their_query() {
-        let t = Token {
-            at: 5,
-            id: "e".into(),
-            q: "task:x".into(),
-        };
-        let s = t.encode();
-        assert_eq!(Token::decode(&s, "task:x").unwrap(), Some(t));
-        assert!(Token::decode(&s, "task:y").is_err());
-    }
-
-    #[test]
-    fn page_sizes_are_bounded() {
-        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
-        assert_eq!(page_size(10_000).unwrap(), MAX_PAGE_SIZE);
-        assert!(page_size(-1).is_err());
     }
 }

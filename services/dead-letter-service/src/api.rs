@@ -5,8 +5,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use chrono::{DateTime, Utc};
 use dapr_publisher::{OutgoingEvent, Publisher};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
     sea_query::{Expr, ExprTrait},
 };
 use todo_auth::into_caller;
@@ -17,7 +16,7 @@ use todo_proto::todo::deadletters::v1::{
 };
 use todo_service::{
     db::status_of as db_status,
-    paging::{self, After as Token, PageToken},
+    paging::{self, Keyset, PageRequest},
 };
 use todo_topology::topics;
 use tonic::{Request, Response, Status};
@@ -108,9 +107,8 @@ impl DeadLetterApi {
     }
 }
 
-fn page_size(n: i32) -> Result<u64, Status> {
-    paging::page_size(n, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-}
+/// Dead letters per page: the default and the most.
+const PAGE_SIZES: (u64, u64) = (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
 
 fn timestamp(micros: i64) -> Option<prost_types::Timestamp> {
     DateTime::<Utc>::from_timestamp_micros(micros).map(todo_proto::to_timestamp)
@@ -164,7 +162,6 @@ impl DeadLetterService for DeadLetterApi {
         request: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
         let (_, req) = self.admin(request)?;
-        let size = page_size(req.page_size)?;
         let (since, until) = paging::time_range(req.since.as_ref(), req.until.as_ref())?;
         let wanted = DeadLetterStatus::try_from(req.status)
             .map_err(|_| Status::invalid_argument("status: not a DeadLetterStatus"))?;
@@ -172,7 +169,7 @@ impl DeadLetterService for DeadLetterApi {
         let mut types: Vec<String> = req.types.iter().map(|t| t.trim().to_owned()).collect();
         types.retain(|t| !t.is_empty());
         let query = format!("{topic:?}|{types:?}|{since:?}|{until:?}|{}", req.status);
-        let token = Token::decode(&req.page_token, &query)?;
+        let page = PageRequest::new(req.page_size, &req.page_token, PAGE_SIZES, query)?;
 
         let mut filter = Condition::all();
         if let Some(topic) = topic {
@@ -193,34 +190,9 @@ impl DeadLetterService for DeadLetterApi {
             DeadLetterStatus::Replayed => Column::Status.eq(status::REPLAYED),
             DeadLetterStatus::Discarded => Column::Status.eq(status::DISCARDED),
         });
-        if let Some(t) = &token {
-            filter = filter.add(
-                Condition::any().add(Column::LastSeenAt.lt(t.at)).add(
-                    Condition::all()
-                        .add(Column::LastSeenAt.eq(t.at))
-                        .add(Column::Id.lt(t.id.clone())),
-                ),
-            );
-        }
-        let mut rows = dead_letter::Entity::find()
-            .filter(filter)
-            .order_by(Column::LastSeenAt, Order::Desc)
-            .order_by(Column::Id, Order::Desc)
-            .limit(size + 1)
-            .all(&self.db)
-            .await
-            .map_err(db_status("listing dead letters"))?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => Token {
-                at: last.last_seen_at,
-                id: last.id.clone(),
-                q: query,
-            }
-            .encode(),
-            _ => String::new(),
-        };
+        let (rows, next_page_token) = Keyset::newest_first(Column::LastSeenAt, Column::Id)
+            .page(filter, page, &self.db, "listing dead letters")
+            .await?;
         Ok(Response::new(ListDeadLettersResponse {
             dead_letters: rows.into_iter().map(|m| to_proto(m, false)).collect(),
             next_page_token,
@@ -337,24 +309,6 @@ impl DeadLetterService for DeadLetterApi {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn page_tokens_belong_to_their_query() {
-        let t = Token {
-            at: 5,
-            id: "x".into(),
-            q: "q1".into(),
-        };
-        assert_eq!(Token::decode(&t.encode(), "q1").unwrap(), Some(t.clone()));
-        assert!(Token::decode(&t.encode(), "q2").is_err());
-    }
-
-    #[test]
-    fn page_sizes_are_bounded() {
-        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
-        assert_eq!(page_size(10_000).unwrap(), MAX_PAGE_SIZE);
-        assert!(page_size(-1).is_err());
-    }
 
     #[test]
     fn statuses_map_both_ways() {
