@@ -2,11 +2,10 @@
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
-use dapr_appcallback::{Route, Subscriptions};
 use sea_orm::DatabaseConnection;
 use todo_proto::todo::v1::task_service_server::TaskServiceServer;
 use todo_service::{Running, ServiceBuilder};
-use todo_topology::{app_ids, components::PUBSUB, event_types};
+use todo_topology::{app_ids, components::PUBSUB};
 use tokio::task::JoinHandle;
 
 use crate::{
@@ -74,26 +73,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         db::write_lanes(&config.database_url, config.database_max_connections),
         config.write_group_max,
     );
+    let intake_stats = std::sync::Arc::new(crate::occurrences::IntakeStats::default());
     let occurrences = crate::occurrences::Occurrences {
         writer: group.clone(),
         topics: topics.clone(),
         wakeup: wakeup.clone(),
         nudge: nudge.clone(),
+        stats: intake_stats.clone(),
     };
-    let subscriptions = Subscriptions::builder()
-        .route(
-            Route::new(
-                PUBSUB,
-                topics.task_occurrences.clone(),
-                topics.task_occurrences_dead_letter.clone(),
-            )
-            .event_type(event_types::OCCURRENCE_REQUESTED),
-            move |e| {
-                let o = occurrences.clone();
-                async move { o.handle(e).await }
-            },
-        )
-        .build();
+    let subscriptions = crate::occurrences::subscriptions(occurrences, intake_stats);
     let api = TaskServiceServer::with_interceptor(
         TaskApi {
             db: db.clone(),

@@ -4,11 +4,14 @@
 //! the id of a deleted task (its tombstone): a redelivered or replayed request changes
 //! nothing, and a deleted occurrence never comes back.
 
+use std::sync::Arc;
+
 use chrono::Utc;
-use dapr_appcallback::{Event, Outcome};
+use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use sea_orm::{DbErr, SqlErr};
 use todo_proto::todo::events::v1::{OccurrenceRequested, TaskEventKind};
 use todo_service::db::GroupWriter;
+use todo_topology::{components::PUBSUB, event_types};
 use uuid::Uuid;
 
 use crate::{
@@ -16,6 +19,57 @@ use crate::{
     outbox::{self, Wakeup},
     tasks::{self, validate},
 };
+
+todo_service::counters! {
+    /// How the events on `task-occurrences` ended, since start, each counted once (those
+    /// that do not decode as an `OccurrenceRequested` among the dropped). The Prometheus
+    /// counter covers the same events.
+    pub struct IntakeStats;
+    /// A point-in-time copy of [`IntakeStats`].
+    pub struct IntakeStatsSnapshot;
+    family not_ours, dropped;
+    bulk retried;
+    metric "occurrence_requests_handled_total";
+    /// Requests that created their task.
+    created,
+    /// Requests whose task exists already or was deleted (a redelivery): SUCCESS, nothing
+    /// written.
+    existed,
+    /// Events of no other type are expected on the topic; kept for the family rules.
+    not_ours,
+    /// Events answered DROP (invalid, another user's ids, unknown type, undecodable).
+    dropped,
+    /// Events answered RETRY (the database unavailable, or held behind an earlier RETRY of
+    /// the same user in the same delivery).
+    retried,
+}
+
+/// The subscription of task-service to `task-occurrences`: in bulk (raw payloads), each
+/// user's requests one after another and several users at once, so the requests of one
+/// delivery share commits through the group writer. Only
+/// [`OCCURRENCE_REQUESTED`](todo_topology::event_types::OCCURRENCE_REQUESTED) is taken;
+/// any other type (another version, `todo.occurrence.skipped.v1`, a stranger's) and bytes
+/// that are no `OccurrenceRequested` are DROPped to `task-occurrences-dlq`.
+pub fn subscriptions(occurrences: Occurrences, stats: Arc<IntakeStats>) -> Subscriptions {
+    let topics = &occurrences.topics;
+    let route = Route::new(
+        PUBSUB,
+        topics.task_occurrences.clone(),
+        topics.task_occurrences_dead_letter.clone(),
+    )
+    .event_type(event_types::OCCURRENCE_REQUESTED);
+    todo_service::one_of_family_per_user(
+        route,
+        OCCURRENCE_FAMILY,
+        stats,
+        Arc::new(occurrences),
+        |m: &OccurrenceRequested| m.user_id.clone(),
+        |o: Arc<Occurrences>, e| async move { o.handle(e).await },
+    )
+}
+
+/// The "family" is the type itself: nothing else on the topic is knowingly ignored.
+const OCCURRENCE_FAMILY: &str = "todo.occurrence.requested.";
 
 /// The handler's state.
 #[derive(Debug, Clone)]
@@ -25,6 +79,7 @@ pub struct Occurrences {
     pub topics: Topics,
     pub wakeup: Wakeup,
     pub nudge: crate::reminders::Nudge,
+    pub stats: Arc<IntakeStats>,
 }
 
 impl Occurrences {
@@ -32,7 +87,7 @@ impl Occurrences {
         let m = event.message;
         let drop = |why: &str| {
             tracing::warn!(event_id = %m.event_id, task_id = %m.task_id, reason = why, "occurrence request dropped to the dead-letter topic");
-            Outcome::Drop
+            self.stats.dropped.count(Outcome::Drop)
         };
         let Ok(id) = Uuid::parse_str(&m.task_id) else {
             return drop("task_id is not a UUID");
@@ -80,18 +135,18 @@ impl Occurrences {
             Ok(()) => {
                 self.wakeup.wake();
                 self.nudge.nudge();
-                Outcome::Success
+                self.stats.created.count(Outcome::Success)
             }
             Err(NotCreated::Refused(why)) => drop(why),
-            Err(NotCreated::Exists) => Outcome::Success,
+            Err(NotCreated::Exists) => self.stats.existed.count(Outcome::Success),
             Err(NotCreated::Database(e))
                 if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
             {
-                Outcome::Success
+                self.stats.existed.count(Outcome::Success)
             }
             Err(NotCreated::Database(e)) => {
                 tracing::warn!(error = %e, "occurrence request: database unavailable; retry");
-                Outcome::Retry
+                self.stats.retried.count(Outcome::Retry)
             }
         }
     }
