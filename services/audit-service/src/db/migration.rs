@@ -3,14 +3,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 use todo_service::db::{CreateTables, NewTable};
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001_CREATE_ENTRIES)]
-    }
-}
+todo_service::migrator!(pub Migrator: [M0001_CREATE_ENTRIES]);
 
 #[derive(DeriveIden, Clone, Copy)]
 enum AuditEntries {

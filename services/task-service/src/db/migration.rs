@@ -3,22 +3,15 @@
 use sea_orm_migration::{prelude::*, schema::*};
 use todo_service::db::{CreateTables, NewTable};
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(M0001_CREATE_TASKS),
-            Box::new(M0002_CREATE_OUTBOX),
-            Box::new(M0003_CREATE_REMINDERS),
-            Box::new(M0004_ADD_SERIES_START),
-            Box::new(M0005_ADD_DEFAULT_REMINDERS),
-            Box::new(M0006_CREATE_TOMBSTONES),
-            Box::new(M0007_CREATE_USER_CHANGES),
-        ]
-    }
-}
+todo_service::migrator!(pub Migrator: [
+    M0001_CREATE_TASKS,
+    M0002_CREATE_OUTBOX,
+    M0003_CREATE_REMINDERS,
+    M0004_ADD_SERIES_START,
+    M0005_ADD_DEFAULT_REMINDERS,
+    M0006_CREATE_TOMBSTONES,
+    M0007_CREATE_USER_CHANGES,
+]);
 
 #[derive(DeriveIden, Clone, Copy)]
 enum Tasks {

@@ -9,6 +9,32 @@ pub use group::{GroupWriter, MAX_GROUP};
 pub use open::{connect, writer};
 pub use tables::{CreateTables, NewTable, TableSpec, assert_released_schema, sqlite_schema};
 
+/// For [`migrator!`](crate::migrator): the migration crate, as the macro names it.
+#[doc(hidden)]
+pub use sea_orm_migration;
+
+/// Declares a service's `Migrator`: the type sea-orm-migration runs, with the service's
+/// migrations in the order they were released (each a [`CreateTables`], or any
+/// `MigrationTrait` value). A released migration is never removed or moved.
+///
+/// ```ignore
+/// todo_service::migrator!(pub Migrator: [M0001_CREATE_ENTRIES, M0002_ADD_ACTOR]);
+/// ```
+#[macro_export]
+macro_rules! migrator {
+    ($(#[$meta:meta])* $vis:vis $name:ident: [$($migration:expr),+ $(,)?]) => {
+        $(#[$meta])*
+        $vis struct $name;
+
+        #[$crate::db::sea_orm_migration::async_trait::async_trait]
+        impl $crate::db::sea_orm_migration::MigratorTrait for $name {
+            fn migrations() -> Vec<Box<dyn $crate::db::sea_orm_migration::MigrationTrait>> {
+                vec![$(Box::new($migration)),+]
+            }
+        }
+    };
+}
+
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 use tonic::Status;
 
