@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
-use dapr_publisher::{OutgoingEvent, Publisher};
+use dapr_publisher::{GroupPublisher, OutgoingEvent, Publisher};
 use prost::Message;
 use todo_proto::todo::events::v1::TaskEvent;
 use todo_topology::{
@@ -44,7 +44,9 @@ todo_service::counters! {
 /// Handles the events of `task-events`.
 #[derive(Debug)]
 pub struct Completions {
-    publisher: Publisher,
+    /// The batch's next occurrences, published together (one bulk call for those of
+    /// several users handled at once).
+    publisher: GroupPublisher,
     topics: Topics,
     stats: Arc<Stats>,
 }
@@ -52,7 +54,10 @@ pub struct Completions {
 impl Completions {
     pub fn new(publisher: Publisher, topics: Topics, stats: Arc<Stats>) -> Self {
         Self {
-            publisher,
+            publisher: GroupPublisher::new(
+                publisher,
+                todo_service::per_user::USERS_AT_ONCE.keys_at_once,
+            ),
             topics,
             stats,
         }
@@ -88,7 +93,7 @@ impl Completions {
             key: occurrence.user_id.clone(),
             data: occurrence.encode_to_vec(),
         };
-        match self.publisher.publish(&outgoing).await {
+        match self.publisher.publish(outgoing).await {
             Ok(()) => {
                 tracing::info!(
                     parent_task_id = task_id,

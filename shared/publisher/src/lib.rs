@@ -5,6 +5,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
+mod group;
+pub use group::GroupPublisher;
+
 use backon::{ExponentialBuilder, Retryable};
 
 use dapr::dapr::proto::runtime::v1::{
@@ -55,6 +58,10 @@ pub enum PublishError {
     Sidecar(#[from] Status),
     #[error("a batch must publish to one topic; got {0} and {1}")]
     MixedTopics(String, String),
+    /// A [`GroupPublisher`] call that failed for a reason shared with others of its call,
+    /// or its entry alone.
+    #[error("{message}")]
+    InGroup { message: String, transient: bool },
 }
 
 impl PublishError {
@@ -77,6 +84,7 @@ impl PublishError {
                     | tonic::Code::Unauthenticated
             ),
             Self::Unusable(SidecarError::NotReady { .. }) => true,
+            Self::InGroup { transient, .. } => *transient,
             Self::Unusable(_) | Self::MixedTopics(..) => false,
         }
     }
