@@ -24,7 +24,7 @@ pub const MAX_PAGE_SIZE: usize = 500;
 impl From<LogError> for Status {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::Store(_) | LogError::Contended { .. } => {
+            LogError::Store(_) | LogError::Contended { .. } | LogError::Batch(_) => {
                 Status::unavailable(format!("the notification store is unavailable: {e}"))
             }
             LogError::Corrupt { .. } => {

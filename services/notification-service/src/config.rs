@@ -29,7 +29,8 @@ pub struct Config {
     /// `NOTIFICATIONS_PER_USER` (default 500, at most 5000): how many a user's list keeps.
     pub list_max: usize,
     /// `NOTIFICATION_CLAIM_LEASE_MS` (default 15000, 1000 to 600000): how long a claim keeps
-    /// other handlings of the same reminder out; must exceed the slowest channel call.
+    /// other handlings of the same reminder out; must exceed twice the slowest channel call
+    /// (a batch delivers under its claims while half the lease is left).
     pub claim_lease: Duration,
     /// `STATE_TIMEOUT_MS` (default 5000): deadline of one state call.
     pub state_timeout: Duration,

@@ -32,8 +32,11 @@
 //!
 //! A delivery nobody else had costs three state calls: the create-only claim (read only
 //! when it fails), one bulk read of the claim (for its ETag) and the list, and the
-//! transaction. Dapr hands a partition's events over one at a time, so these round trips
-//! bound the throughput per partition.
+//! transaction. Dapr hands a partition's events over in bulk deliveries, and
+//! crate::delivery_batch makes those same three calls once for a whole delivery (one
+//! transaction of claims, one bulk read, one transaction of records), falling back to
+//! [`DeliveryLog::deliver_once`] for a reminder whenever something is unusual; what that
+//! changes in the windows below is said there.
 //!
 //! State calls that fail (the sidecar restarting, the store away) are retried inside the
 //! handling, within the lease, before the event is given back to Dapr for a retry: the
@@ -53,7 +56,7 @@
 //!   idempotency key to close it.
 //! * A handling that outlives its lease (a channel slower than the lease) can be taken over
 //!   and delivered twice; the lease (`NOTIFICATION_CLAIM_LEASE_MS`) must exceed the slowest
-//!   channel call.
+//!   channel call (twice the slowest, in a batch: see crate::delivery_batch).
 //!
 //! Leases compare wall clocks of the replicas; they are expected to agree to well within a
 //! lease.
@@ -75,7 +78,7 @@ use crate::{
 };
 
 /// How often a write that lost a race is tried again before the event is retried.
-const MAX_ATTEMPTS: u32 = 10;
+pub(crate) const MAX_ATTEMPTS: u32 = 10;
 
 /// The longest pause between two looks at a claim held by someone else.
 const MAX_POLL: Duration = Duration::from_millis(500);
@@ -178,9 +181,9 @@ pub struct ClaimRecord {
 }
 
 impl ClaimRecord {
-    const VERSION: u32 = 1;
+    pub(crate) const VERSION: u32 = 1;
 
-    fn parse(key: &str, data: &[u8]) -> Result<Self, LogError> {
+    pub(crate) fn parse(key: &str, data: &[u8]) -> Result<Self, LogError> {
         serde_json::from_slice(data).map_err(|e| LogError::Corrupt {
             key: key.to_owned(),
             reason: e.to_string(),
@@ -239,6 +242,27 @@ pub enum OnceError {
         /// Why the claim could not be released (the retried event then waits out its lease).
         release: Option<LogError>,
     },
+    /// In a batch: an earlier reminder of the same user is retried, so this one is not
+    /// handled (it would overtake it).
+    #[error("held back behind an earlier reminder of the same user that is retried")]
+    HeldBack,
+    /// The channel panicked: it would again on every redelivery.
+    #[error("the channel panicked: {0}")]
+    Panicked(String),
+    /// Its handling was cut short (the runtime shutting down).
+    #[error("not finished: {0}")]
+    Unfinished(String),
+}
+
+impl OnceError {
+    /// Whether the event can never succeed (DROP, to the dead-letter topic) rather than
+    /// being worth a retry: a claim that cannot be read, a channel that panics.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::Claim(LogError::Corrupt { .. }) | Self::Panicked(_)
+        )
+    }
 }
 
 /// Why the delivery log could not answer.
@@ -256,26 +280,33 @@ pub enum LogError {
     },
     #[error("{key} holds data that is not what the delivery log writes: {reason}")]
     Corrupt { key: String, reason: String },
+    /// One failure of a call made for a whole batch, answered for each of its reminders.
+    #[error(transparent)]
+    Batch(std::sync::Arc<LogError>),
 }
 
 impl LogError {
     /// Whether trying again may help (a store away, a race); data that cannot be read will
     /// not read better later.
-    fn transient(&self) -> bool {
-        !matches!(self, Self::Corrupt { .. })
+    pub(crate) fn transient(&self) -> bool {
+        match self {
+            Self::Corrupt { .. } => false,
+            Self::Batch(e) => e.transient(),
+            _ => true,
+        }
     }
 }
 
 /// The delivery log over one state store component.
 #[derive(Debug, Clone)]
 pub struct DeliveryLog {
-    store: StateStore,
-    retention: Duration,
+    pub(crate) store: StateStore,
+    pub(crate) retention: Duration,
     list_max: usize,
-    lease: Duration,
+    pub(crate) lease: Duration,
 }
 
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     // Plain structs of strings, numbers and instants: serialising cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -300,12 +331,16 @@ fn backoff_delay(attempt: u32) -> Duration {
         .unwrap_or(Duration::from_millis(320))
 }
 
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     tokio::time::sleep(backoff_delay(attempt)).await;
 }
 
 /// Retries `call` while it fails with a transient error and `deadline` is not reached.
-async fn retrying<T, F, Fut>(deadline: Instant, what: &str, call: F) -> Result<T, LogError>
+pub(crate) async fn retrying<T, F, Fut>(
+    deadline: Instant,
+    what: &str,
+    call: F,
+) -> Result<T, LogError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, LogError>>,
@@ -320,7 +355,11 @@ where
 
 /// Counts a write that lost a race on `key`; past [`MAX_ATTEMPTS`] the handling gives up
 /// (and the event is retried). Hands the error back for the caller's log.
-fn lost_race(attempt: &mut u32, key: &str, failed: StateError) -> Result<StateError, LogError> {
+pub(crate) fn lost_race(
+    attempt: &mut u32,
+    key: &str,
+    failed: StateError,
+) -> Result<StateError, LogError> {
     *attempt += 1;
     if *attempt >= MAX_ATTEMPTS {
         return Err(LogError::Contended {
@@ -349,21 +388,21 @@ impl DeliveryLog {
         self.store.name()
     }
 
-    fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         chrono::TimeDelta::from_std(self.retention)
             .ok()
             .and_then(|r| now.checked_sub_signed(r))
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
-    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         chrono::TimeDelta::from_std(self.lease)
             .ok()
             .and_then(|l| now.checked_add_signed(l))
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
-    fn read_inbox(key: &str, stored: Option<&Versioned>) -> Result<Inbox, LogError> {
+    pub(crate) fn read_inbox(key: &str, stored: Option<&Versioned>) -> Result<Inbox, LogError> {
         match stored {
             None => Ok(Inbox::default()),
             Some(v) => serde_json::from_slice(&v.data).map_err(|e| LogError::Corrupt {
@@ -381,6 +420,18 @@ impl DeliveryLog {
         channel: &dyn Channel,
     ) -> Result<Once, OnceError> {
         let token = uuid::Uuid::new_v4().to_string();
+        self.deliver_once_as(n, channel, &token).await
+    }
+
+    /// [`Self::deliver_once`] as the handling `token`: a claim of `token` found in the store
+    /// (written by an earlier call whose answer was lost, or by a batch of this handling,
+    /// see crate::delivery_batch) is ours, and its lease is renewed before delivering.
+    pub async fn deliver_once_as(
+        &self,
+        n: &Notification,
+        channel: &dyn Channel,
+        token: &str,
+    ) -> Result<Once, OnceError> {
         let started = Instant::now();
         // Store calls may be retried for a lease: past it, an unseen claim of ours may be
         // taken over anyway. Waiting on someone else's claim may take a lease more.
@@ -388,7 +439,7 @@ impl DeliveryLog {
         let wait_deadline = claim_deadline + self.lease;
         let mut polls = 0;
         loop {
-            let claim = retrying(claim_deadline, "claiming", || self.claim(n, &token))
+            let claim = retrying(claim_deadline, "claiming", || self.claim(n, token))
                 .await
                 .map_err(OnceError::Claim)?;
             match claim {
@@ -410,7 +461,7 @@ impl DeliveryLog {
         }
         if let Err(source) = channel.deliver(n).await {
             let release = retrying(started + self.lease, "releasing the claim", || {
-                self.release(n, &token)
+                self.release(n, token)
             })
             .await
             .err();
@@ -419,7 +470,7 @@ impl DeliveryLog {
         // Delivered: from here on, recording is worth more patience than claiming was.
         let record_deadline = Instant::now() + self.lease;
         match retrying(record_deadline, "recording the delivery", || {
-            self.record(n, &token)
+            self.record(n, token)
         })
         .await
         {
@@ -504,6 +555,42 @@ impl DeliveryLog {
         }
     }
 
+    /// The write that adds `new` to the list `key`, read as `stored` (replaced with its
+    /// ETag, or created when there was none).
+    pub(crate) fn list_write<'a>(
+        &self,
+        key: &str,
+        stored: Option<Versioned>,
+        new: impl IntoIterator<Item = &'a Notification>,
+    ) -> Write {
+        let mut inbox = match Self::read_inbox(key, stored.as_ref()) {
+            Ok(inbox) => inbox,
+            // The claims are what keep deliveries single; the list is for reading. A list
+            // that cannot be read must not stop deliveries: start it again, loudly.
+            Err(e) => {
+                tracing::error!(error = %e, "replacing an unreadable notification list");
+                Inbox::default()
+            }
+        };
+        for n in new {
+            inbox.insert(n.clone(), self.cutoff(n.delivered_at), self.list_max);
+        }
+        let value = to_json(&inbox);
+        match stored {
+            Some(v) => Write::Replace {
+                key: key.to_owned(),
+                value,
+                etag: v.etag,
+                ttl: self.retention,
+            },
+            None => Write::Create {
+                key: key.to_owned(),
+                value,
+                ttl: self.retention,
+            },
+        }
+    }
+
     /// Marks the claim of `token` delivered and lists `n`, in one transaction.
     pub async fn record(&self, n: &Notification, token: &str) -> Result<Record, LogError> {
         let claim_key = delivered_key(&n.user_id, &n.reminder_id);
@@ -528,30 +615,7 @@ impl DeliveryLog {
                 // Our earlier attempt committed; its answer was lost.
                 return Ok(Record::Recorded);
             }
-            let mut inbox = match Self::read_inbox(&list_key, stored_list.as_ref()) {
-                Ok(inbox) => inbox,
-                // The claims are what keep deliveries single; the list is for reading. A list
-                // that cannot be read must not stop deliveries: start it again, loudly.
-                Err(e) => {
-                    tracing::error!(error = %e, "replacing an unreadable notification list");
-                    Inbox::default()
-                }
-            };
-            inbox.insert(n.clone(), self.cutoff(n.delivered_at), self.list_max);
-            let list = to_json(&inbox);
-            let list_write = match stored_list {
-                Some(v) => Write::Replace {
-                    key: list_key.clone(),
-                    value: list,
-                    etag: v.etag,
-                    ttl: self.retention,
-                },
-                None => Write::Create {
-                    key: list_key.clone(),
-                    value: list,
-                    ttl: self.retention,
-                },
-            };
+            let list_write = self.list_write(&list_key, stored_list, [n]);
             claim.status = ClaimStatus::Delivered;
             let writes = vec![
                 Write::Replace {

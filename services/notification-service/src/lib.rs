@@ -8,7 +8,8 @@
 //! Idempotent across redeliveries, restarts, sidecar crashes and replicas: before delivering,
 //! a handling claims the reminder in a Dapr state store (component [`STATE_STORE`]; create-only
 //! write, a lease, a TTL); after delivering, it marks it delivered in one transaction with the
-//! user's list. A reminder already delivered is skipped; one being delivered elsewhere is
+//! user's list, a whole bulk delivery of reminders at a time ([`delivery_batch`]). A reminder
+//! already delivered is skipped; one being delivered elsewhere is
 //! waited for; a claim whose handling died is taken over when its lease runs out. What each
 //! fault costs is in [`delivery_log`]. `todo.notifications.v1.NotificationService/ListNotifications` pages
 //! through the caller's own notifications.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod delivery_batch;
 pub mod delivery_log;
 pub mod notification;
 pub mod reminders;

@@ -1,21 +1,25 @@
-//! The thin shell around the core: due reminder events in, one delivery each out.
+//! The thin shell around the core: each bulk delivery of due reminder events in, one
+//! delivery per reminder out.
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
+use prost::Message;
 use todo_proto::todo::events::v1::ReminderEvent;
+use todo_service::per_user;
 use todo_topology::{
     components::PUBSUB,
     event_types::{REMINDER_DUE, REMINDER_FAMILY},
 };
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::{
     channel::Channel,
     config::Topics,
-    delivery_log::{DeliveryLog, LogError, Once, OnceError},
-    notification::notification_from,
+    delivery_log::{DeliveryLog, Once, OnceError},
+    notification::{Notification, notification_from},
 };
 
 todo_service::counters! {
@@ -48,6 +52,8 @@ pub struct Reminders {
     channel: Arc<dyn Channel>,
     topics: Topics,
     stats: Arc<Stats>,
+    /// How many users' reminders are handled at the same time, across batches.
+    users_at_once: Arc<Semaphore>,
 }
 
 impl Reminders {
@@ -62,36 +68,117 @@ impl Reminders {
             channel,
             topics,
             stats,
+            users_at_once: Arc::new(Semaphore::new(per_user::USERS_AT_ONCE.keys_at_once.max(1))),
         }
     }
 
-    /// A due reminder: delivered once, whoever else handles it (see crate::delivery_log).
-    pub async fn on_due(&self, event: &Event<ReminderEvent>) -> Outcome {
-        let m = &event.message;
-        let span = tracing::info_span!(
-            "reminder_due",
-            reminder_id = %m.reminder_id,
-            task_id = %m.task_id,
-            user_id = %m.user_id,
-        );
-        self.deliver_once(m).instrument(span).await
+    /// One bulk delivery of `reminders`: due events delivered once each, together (see
+    /// crate::delivery_batch), the family's other types acknowledged, the rest DROPped. One
+    /// outcome per event, in their order. Runs in a task of its own: a request cancelled by
+    /// a timeout or a dropped connection (the sidecar dying) must not cut a batch between its
+    /// claim and its record (see crate::delivery_log). The redelivered events wait for it, and
+    /// find them recorded.
+    async fn on_batch(self: Arc<Self>, events: Vec<Event<Vec<u8>>>) -> Vec<Outcome> {
+        let count = events.len();
+        let me = self.clone();
+        let handled = tokio::spawn(async move { me.handle_batch(events).await }.in_current_span());
+        match handled.await {
+            Ok(outcomes) => outcomes,
+            // Only a bug or a runtime shutting down gets here: the events are delivered again.
+            Err(e) => {
+                tracing::error!(error = %e, events = count, "a batch of reminders did not finish: retrying it");
+                self.stats.retried.add(count as u64);
+                vec![Outcome::Retry; count]
+            }
+        }
     }
 
-    async fn deliver_once(&self, m: &ReminderEvent) -> Outcome {
-        let stats = &self.stats;
-        let n = match notification_from(m, self.channel.name(), Utc::now()) {
-            Ok(n) => n,
-            Err(why) => {
-                tracing::warn!(
-                    reason = %why,
-                    reminder_event_id = %m.event_id,
-                    dead_letter_topic = %self.topics.reminders_dead_letter,
-                    "invalid due reminder: dropping to the dead-letter topic"
-                );
-                return stats.dropped.count(Outcome::Drop);
+    async fn handle_batch(&self, events: Vec<Event<Vec<u8>>>) -> Vec<Outcome> {
+        let mut outcomes = vec![Outcome::Retry; events.len()];
+        let mut due: Vec<(usize, Notification)> = Vec::with_capacity(events.len());
+        // When each handling starts: strictly increasing, so a user's list keeps the order
+        // of the batch (it is sorted by delivery time).
+        let mut last: Option<DateTime<Utc>> = None;
+        for (i, e) in events.into_iter().enumerate() {
+            if e.event_type != REMINDER_DUE {
+                outcomes[i] = self.not_handled(&e);
+                continue;
             }
-        };
-        let delivered = self.log.deliver_once(&n, self.channel.as_ref()).await;
+            let m = match ReminderEvent::decode(e.message.as_slice()) {
+                Ok(m) => m,
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        event_id = %e.id,
+                        bytes = e.message.len(),
+                        dead_letter_topic = %self.topics.reminders_dead_letter,
+                        "event does not decode as a ReminderEvent: dropping to the dead-letter topic"
+                    );
+                    outcomes[i] = self.stats.dropped.count(Outcome::Drop);
+                    continue;
+                }
+            };
+            let now = match last {
+                Some(t) => Utc::now().max(t + TimeDelta::nanoseconds(1)),
+                None => Utc::now(),
+            };
+            last = Some(now);
+            match notification_from(&m, self.channel.name(), now) {
+                Ok(n) => due.push((i, n)),
+                Err(why) => {
+                    tracing::warn!(
+                        reason = %why,
+                        event_id = %e.id,
+                        reminder_event_id = %m.event_id,
+                        dead_letter_topic = %self.topics.reminders_dead_letter,
+                        "invalid due reminder: dropping to the dead-letter topic"
+                    );
+                    outcomes[i] = self.stats.dropped.count(Outcome::Drop);
+                }
+            }
+        }
+        if due.is_empty() {
+            return outcomes;
+        }
+        let (indexes, ns): (Vec<usize>, Vec<Notification>) = due.into_iter().unzip();
+        let answers = self
+            .log
+            .deliver_batch(ns.clone(), self.channel.clone(), self.users_at_once.clone())
+            .await;
+        for ((i, n), answer) in indexes.into_iter().zip(&ns).zip(answers) {
+            let span = tracing::info_span!(
+                "reminder_due",
+                reminder_id = %n.reminder_id,
+                task_id = %n.task_id,
+                user_id = %n.user_id,
+                event_id = %n.event_id,
+            );
+            outcomes[i] = span.in_scope(|| self.answer(n, answer));
+        }
+        outcomes
+    }
+
+    /// An event of another type: SUCCESS for the family's other types (scheduled, cancelled,
+    /// those added later), DROP for the rest (another version of `due`, a stranger's type).
+    fn not_handled(&self, e: &Event<Vec<u8>>) -> Outcome {
+        let t = e.event_type.as_str();
+        if t.starts_with(REMINDER_FAMILY) && unversioned(t) != unversioned(REMINDER_DUE) {
+            tracing::debug!(event_type = t, "not ours: acknowledged");
+            return self.stats.not_ours.count(Outcome::Success);
+        }
+        tracing::warn!(
+            topic = %e.topic,
+            event_type = t,
+            event_id = %e.id,
+            dead_letter_topic = %self.topics.reminders_dead_letter,
+            "no handler for this CloudEvent type: dropping to the dead-letter topic"
+        );
+        self.stats.dropped.count(Outcome::Drop)
+    }
+
+    /// What to answer for `n`, given how delivering it ended; counted and logged.
+    fn answer(&self, n: &Notification, delivered: Result<Once, OnceError>) -> Outcome {
+        let stats = &self.stats;
         if let Ok(Once::Delivered | Once::DeliveredTakenOver | Once::DeliveredUnrecorded(_)) =
             &delivered
         {
@@ -127,15 +214,20 @@ impl Reminders {
                 );
                 stats.duplicates.count(Outcome::Success)
             }
-            // A claim that cannot be read will not read better on a retry: dead-letter the
-            // event, to be looked at, instead of blocking its partition.
-            Err(e @ OnceError::Claim(LogError::Corrupt { .. })) => {
+            // A claim that cannot be read will not read better on a retry, nor will a
+            // channel that panics deliver: dead-letter the event, to be looked at, instead of
+            // blocking its partition.
+            Err(e) if e.is_final() => {
                 tracing::error!(
                     error = %e,
                     dead_letter_topic = %self.topics.reminders_dead_letter,
-                    "unreadable delivery record: dropping to the dead-letter topic"
+                    "reminder cannot be delivered: dropping to the dead-letter topic"
                 );
                 stats.dropped.count(Outcome::Drop)
+            }
+            Err(OnceError::HeldBack) => {
+                tracing::debug!("held back behind an earlier reminder of the user: retrying");
+                stats.retried.count(Outcome::Retry)
             }
             Err(e) => {
                 tracing::warn!(error = %e, store = %self.log.store_name(), "reminder not delivered: retrying");
@@ -154,35 +246,48 @@ impl Reminders {
         }
     }
 
-    /// [`Self::on_due`] for [`todo_service::one_of_family_bulk`], which runs each handling
-    /// in a task of its own: a request cancelled by a timeout or a dropped connection (the
-    /// sidecar dying) must not cut a delivery between its claim and its record (see
-    /// crate::delivery_log). The redelivered event waits for it, and finds it recorded.
-    async fn on_due_owned(self: Arc<Self>, e: Event<ReminderEvent>) -> Outcome {
-        self.on_due(&e).await
-    }
-
-    /// The routing table: `reminders` in bulk (raw payloads, see [`Route::bulk_raw`]),
-    /// entry by entry: due events to [`Self::on_due`], each user's in order and several
-    /// users at once; scheduled, cancelled (task-service's bookkeeping) and reminder types
-    /// added later acknowledged as not ours; the rest (another version of `due`, a
+    /// The routing table: `reminders` in bulk (raw payloads, see [`Route::bulk_raw`], as
+    /// [`todo_service::per_user`] says), each delivery handled as one batch
+    /// ([`Self::on_batch`]): its due events delivered together, each user's in order and
+    /// several users at once; scheduled, cancelled (task-service's bookkeeping) and reminder
+    /// types added later acknowledged as not ours; the rest (another version of `due`, a
     /// stranger's type, bytes that are no `ReminderEvent`) counted and DROPped to
-    /// `reminders-dlq` (see [`todo_service::one_of_family_per_user`]). A user's list
-    /// (`inbox:<user>`) is one read-modify-write per delivery: handled in order, the writes
-    /// of one batch do not race each other.
+    /// `reminders-dlq`. daprd cannot apply routing rules to raw payloads, so the
+    /// subscription takes every type on the topic and the types are told apart here (as
+    /// [`todo_service::one_of_family_bulk`] does). Once a user's event is answered RETRY,
+    /// the user's later events in the batch are answered RETRY unhandled: daprd redelivers
+    /// them after it.
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let t = &self.topics;
-        let due =
-            Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter).event_type(REMINDER_DUE);
-        let stats = self.stats.clone();
-        let user = |m: &ReminderEvent| m.user_id.clone();
-        todo_service::one_of_family_per_user(
-            due,
-            REMINDER_FAMILY,
-            stats,
-            self,
-            user,
-            Self::on_due_owned,
-        )
+        let route = Route::new(PUBSUB, &t.reminders, &t.reminders_dead_letter)
+            .bulk_raw(per_user::BULK_MAX_MESSAGES, per_user::BULK_MAX_AWAIT_MS);
+        Subscriptions::builder()
+            .route_batch(route, move |events| {
+                let me = self.clone();
+                async move { me.on_batch(events).await }
+            })
+            .build()
+    }
+}
+
+/// The CloudEvent type without its version (`todo.reminder.due` of `todo.reminder.due.v1`).
+fn unversioned(event_type: &str) -> &str {
+    event_type
+        .rsplit_once(".v")
+        .map_or(event_type, |(base, _)| base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unversioned;
+
+    #[test]
+    fn versions_are_told_apart_from_types() {
+        assert_eq!(unversioned("todo.reminder.due.v1"), "todo.reminder.due");
+        assert_eq!(unversioned("todo.reminder.due.v2"), "todo.reminder.due");
+        assert_eq!(
+            unversioned("todo.reminder.scheduled"),
+            "todo.reminder.scheduled"
+        );
     }
 }

@@ -529,6 +529,23 @@ impl Stack {
             .await;
     }
 
+    /// Publishes due reminders in one bulk publish, so that they reach the service together
+    /// (those of one partition in one bulk delivery).
+    pub async fn publish_due_bulk(&self, events: &[ReminderEvent]) {
+        let outgoing: Vec<OutgoingEvent> = events
+            .iter()
+            .map(|e| OutgoingEvent {
+                id: uuid::Uuid::now_v7().to_string(),
+                topic: self.topics.reminders.clone(),
+                event_type: event_types::REMINDER_DUE.to_owned(),
+                key: e.user_id.clone(),
+                data: e.encode_to_vec(),
+            })
+            .collect();
+        let outcome = self.publisher.publish_bulk(&outgoing).await.unwrap();
+        assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    }
+
     /// Publishes `events` one after the other in a task of their own.
     pub fn publish_due_in_background(&self, events: Vec<ReminderEvent>) -> JoinHandle<()> {
         let publisher = self.publisher.clone();
