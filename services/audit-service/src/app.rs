@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use todo_auth::Authenticate;
 use todo_proto::todo::audit::v1::audit_service_server::AuditServiceServer;
 use todo_service::{Served, ServiceBuilder};
 use todo_topology::app_ids;
@@ -34,12 +33,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         &topics,
         (config.bulk_max_messages, config.bulk_max_await_ms),
     );
-    let api = AuditServiceServer::with_interceptor(
-        AuditApi::new(pool.clone()),
-        Authenticate(config.auth.clone()),
-    );
+    let api = AuditServiceServer::new(AuditApi::new(pool.clone()));
     let server = ServiceBuilder::new(app_ids::AUDIT_SERVICE, &config.common)
-        .grpc(api)
+        .authenticated(api, &config.auth)
         .subscriptions(subscriptions)
         .serve()
         .await?;

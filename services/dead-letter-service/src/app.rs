@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dapr_publisher::Publisher;
-use todo_auth::Authenticate;
 use todo_proto::todo::deadletters::v1::dead_letter_service_server::DeadLetterServiceServer;
 use todo_service::{Served, ServiceBuilder};
 use todo_topology::{app_ids, components::PUBSUB};
@@ -34,18 +33,15 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let topics = config.common.topics();
     let stats = Arc::new(Stats::default());
     let intake = Arc::new(Intake::new(writer.clone(), stats.clone()));
-    let api = DeadLetterServiceServer::with_interceptor(
-        DeadLetterApi::new(
-            pool,
-            writer,
-            publisher,
-            config.admins.clone(),
-            config.common.topic_prefix.clone(),
-        ),
-        Authenticate(config.auth.clone()),
-    );
+    let api = DeadLetterServiceServer::new(DeadLetterApi::new(
+        pool,
+        writer,
+        publisher,
+        config.admins.clone(),
+        config.common.topic_prefix.clone(),
+    ));
     let server = ServiceBuilder::new(app_ids::DEAD_LETTER_SERVICE, &config.common)
-        .grpc(api)
+        .authenticated(api, &config.auth)
         .subscriptions(intake.subscriptions(&topics))
         .serve()
         .await?;

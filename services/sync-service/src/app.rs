@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use todo_auth::Authenticate;
 use todo_proto::todo::sync::v1::sync_service_server::SyncServiceServer;
 use todo_service::{Counters, Served, ServiceBuilder};
 use todo_topology::app_ids;
@@ -66,12 +65,9 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         config.common.topics(),
         stats.clone(),
     ));
-    let api = SyncServiceServer::with_interceptor(
-        SyncApi::new(hub.clone(), config.heartbeat),
-        Authenticate(config.auth.clone()),
-    );
+    let api = SyncServiceServer::new(SyncApi::new(hub.clone(), config.heartbeat));
     let server = ServiceBuilder::new(app_ids::SYNC_SERVICE, &config.common)
-        .grpc(api)
+        .authenticated(api, &config.auth)
         .grpc_web()
         .subscriptions(updates.subscriptions(config.bulk))
         .serve()

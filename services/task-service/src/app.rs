@@ -10,7 +10,6 @@ use tokio::task::JoinHandle;
 
 use crate::{
     api::TaskApi,
-    auth::Authenticate,
     config::Config,
     db,
     outbox::{Relay, Wakeup},
@@ -82,19 +81,16 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
         stats: intake_stats.clone(),
     };
     let subscriptions = crate::occurrences::subscriptions(occurrences, intake_stats);
-    let api = TaskServiceServer::with_interceptor(
-        TaskApi {
-            db: db.clone(),
-            writer: group,
-            topics,
-            wakeup,
-            nudge,
-            default_reminders: config.default_reminders.clone(),
-        },
-        Authenticate(config.auth.clone()),
-    );
+    let api = TaskServiceServer::new(TaskApi {
+        db: db.clone(),
+        writer: group,
+        topics,
+        wakeup,
+        nudge,
+        default_reminders: config.default_reminders.clone(),
+    });
     let server = ServiceBuilder::new(app_ids::TASK_SERVICE, &config.common)
-        .grpc(api)
+        .authenticated(api, &config.auth)
         .subscriptions(subscriptions)
         .serve()
         .await?;

@@ -7,7 +7,11 @@ use anyhow::Context;
 use dapr_appcallback::{ApiTokenLayer, AppCallbackService, Subscriptions};
 use todo_env::Common;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{RoutesBuilder, interceptor::InterceptedService},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder as TowerStack;
 use tower_http::{classify::SharedClassifier, trace::TraceLayer};
@@ -61,6 +65,25 @@ impl ServiceBuilder {
         self.routes.add_service(service);
         self.names.push(S::NAME);
         self
+    }
+
+    /// Serves one of the service's own APIs to its callers: [`Self::grpc`] behind caller
+    /// authentication as `auth` says (`AUTH_MODE`), so that a handler sees only calls
+    /// that carry a verified identity.
+    pub fn authenticated<S>(self, service: S, auth: &todo_auth::AuthMode) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.grpc(InterceptedService::new(
+            service,
+            todo_auth::Authenticate(auth.clone()),
+        ))
     }
 
     /// Serves Dapr's AppCallback (and its health check and bulk alpha API) from these routes.
