@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
 use todo_auth::into_caller;
 use todo_proto::todo::audit::v1::{
-    ActivityEntry, ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
+    ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
     audit_service_server::AuditService,
 };
 use todo_service::{
@@ -48,13 +48,13 @@ fn in_order() -> Keyset<Column> {
 
 impl AuditApi {
     /// One page of the caller's entries matching `filter`, oldest first, as readers see
-    /// them, and the next page's token.
+    /// them, with the next page's token: the answer of both listings.
     async fn page(
         &self,
         filter: Condition,
         request: PageRequest,
-    ) -> Result<(Vec<ActivityEntry>, String), Status> {
-        let (rows, next) = in_order()
+    ) -> Result<ListActivityResponse, Status> {
+        let (rows, next_page_token) = in_order()
             .page(filter, request, &self.db, "listing activity")
             .await?;
         // The snapshot each update is compared with: the task event before it, from this
@@ -85,7 +85,10 @@ impl AuditApi {
                 previous.as_deref(),
             ));
         }
-        Ok((entries, next))
+        Ok(ListActivityResponse {
+            entries,
+            next_page_token,
+        })
     }
 
     /// The payload of the task event just before `row` in its task's history.
@@ -125,15 +128,12 @@ impl AuditService for AuditApi {
             .add(Column::UserId.eq(user))
             .add(Column::TaskId.eq(task_id.clone()));
         let first_page = page.token.is_none();
-        let (entries, next_page_token) = self.page(filter, page).await?;
+        let history = self.page(filter, page).await?;
         // Nothing at all: not the caller's task (or never one). Same answer either way.
-        if first_page && entries.is_empty() {
+        if first_page && history.entries.is_empty() {
             return Err(Status::not_found(format!("task {task_id}: no history")));
         }
-        Ok(Response::new(ListActivityResponse {
-            entries,
-            next_page_token,
-        }))
+        Ok(Response::new(history))
     }
 
     async fn list_activity(
@@ -177,10 +177,6 @@ impl AuditService for AuditApi {
         if !types.is_empty() {
             filter = filter.add(Column::EventType.is_in(types));
         }
-        let (entries, next_page_token) = self.page(filter, page).await?;
-        Ok(Response::new(ListActivityResponse {
-            entries,
-            next_page_token,
-        }))
+        Ok(Response::new(self.page(filter, page).await?))
     }
 }

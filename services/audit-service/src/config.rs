@@ -132,13 +132,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::read(&todo_env::from_pairs(pairs))
-    }
+    use todo_service::cli::read_pairs as cfg;
 
     #[test]
     fn defaults_keep_forever_on_sqlite() {
-        let c = read(&[("AUTH_MODE", "dev")]).unwrap();
+        let c = cfg::<Config>(&[("AUTH_MODE", "dev")]).unwrap();
         assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
         assert_eq!(c.retention, None);
         assert_eq!(c.common.listen.to_string(), "127.0.0.1:50054");
@@ -157,7 +155,7 @@ mod tests {
                 ("DATABASE_URL", "mysql://x"),
             ],
         );
-        let c = read(&[("AUTH_MODE", "dev"), ("AUDIT_RETENTION_DAYS", "30")]).unwrap();
+        let c = cfg::<Config>(&[("AUTH_MODE", "dev"), ("AUDIT_RETENTION_DAYS", "30")]).unwrap();
         assert_eq!(c.retention, Some(Duration::from_secs(30 * 86_400)));
     }
 }

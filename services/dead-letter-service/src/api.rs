@@ -85,6 +85,17 @@ impl DeadLetterApi {
         }
     }
 
+    /// The caller, when an admin, and the dead letter the request names (`id` reads its
+    /// id field): how GetDeadLetter, ReplayDeadLetter and DiscardDeadLetter begin.
+    async fn admin_and_letter<T>(
+        &self,
+        req: Request<T>,
+        id: impl FnOnce(&T) -> &str,
+    ) -> Result<(String, Model), Status> {
+        let (user, msg) = self.admin(req)?;
+        Ok((user, self.find(id(&msg)).await?))
+    }
+
     async fn find(&self, id: &str) -> Result<Model, Status> {
         if id.trim().is_empty() {
             return Err(Status::invalid_argument("id: required"));
@@ -203,16 +214,15 @@ impl DeadLetterService for DeadLetterApi {
         &self,
         request: Request<GetDeadLetterRequest>,
     ) -> Result<Response<DeadLetter>, Status> {
-        let (_, req) = self.admin(request)?;
-        Ok(Response::new(to_proto(self.find(&req.id).await?, true)))
+        let (_, m) = self.admin_and_letter(request, |r| &r.id).await?;
+        Ok(Response::new(to_proto(m, true)))
     }
 
     async fn replay_dead_letter(
         &self,
         request: Request<ReplayDeadLetterRequest>,
     ) -> Result<Response<DeadLetter>, Status> {
-        let (user, req) = self.admin(request)?;
-        let m = self.find(&req.id).await?;
+        let (user, m) = self.admin_and_letter(request, |r| &r.id).await?;
         if m.status == status::DISCARDED {
             return Err(Status::failed_precondition(format!(
                 "dead letter {:?} was discarded by {:?}: it is not replayed",
@@ -284,8 +294,7 @@ impl DeadLetterService for DeadLetterApi {
         &self,
         request: Request<DiscardDeadLetterRequest>,
     ) -> Result<Response<DeadLetter>, Status> {
-        let (user, req) = self.admin(request)?;
-        let m = self.find(&req.id).await?;
+        let (user, m) = self.admin_and_letter(request, |r| &r.id).await?;
         if m.status != status::DISCARDED {
             dead_letter::Entity::update_many()
                 .col_expr(Column::Status, Expr::value(status::DISCARDED))

@@ -108,20 +108,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::read(&todo_env::from_pairs(pairs))
-    }
+    use todo_service::cli::read_pairs as cfg;
 
     #[test]
     fn dev_mode_has_an_admin_jwt_mode_has_none_unless_named() {
-        let c = read(&[("AUTH_MODE", "dev")]).unwrap();
+        let c = cfg::<Config>(&[("AUTH_MODE", "dev")]).unwrap();
         assert_eq!(c.admins, BTreeSet::from(["admin".to_owned()]));
         assert_eq!(c.database.url, DEFAULT_DATABASE_URL);
         assert_eq!(c.common.listen.to_string(), "127.0.0.1:50056");
         let secret = "0123456789abcdef0123456789abcdef";
-        let c = read(&[("JWT_SECRET", secret)]).unwrap();
+        let c = cfg::<Config>(&[("JWT_SECRET", secret)]).unwrap();
         assert!(c.admins.is_empty());
-        let c = read(&[("JWT_SECRET", secret), ("DLQ_ADMINS", "ops, alice")]).unwrap();
+        let c = cfg::<Config>(&[("JWT_SECRET", secret), ("DLQ_ADMINS", "ops, alice")]).unwrap();
         assert_eq!(
             c.admins,
             BTreeSet::from(["alice".to_owned(), "ops".to_owned()])

@@ -562,6 +562,13 @@ mod tests {
         }
     }
 
+    /// `user`'s changes numbered `seqs`, applied in order (outcomes not checked).
+    fn apply_all(hub: &Hub, user: &str, seqs: std::ops::RangeInclusive<u64>) {
+        for s in seqs {
+            hub.apply(change(user, s));
+        }
+    }
+
     fn stream(start: Start) -> Watch {
         match start {
             Start::Stream(w) => w,
@@ -602,9 +609,7 @@ mod tests {
             window_changes: 3,
             ..Limits::default()
         });
-        for s in 1..=10 {
-            hub.apply(change("alice", s));
-        }
+        apply_all(&hub, "alice", 1..=10);
         // 8, 9, 10 are held: a client at 7 resumes, one at 6 cannot.
         assert_eq!(
             drain(&mut stream(hub.watch("alice", cursor(7)).unwrap())),
@@ -616,9 +621,7 @@ mod tests {
         ));
         // A client ahead of this replica (it lags) gets only what is newer than its cursor.
         let mut ahead = stream(hub.watch("alice", cursor(12)).unwrap());
-        for s in 11..=13 {
-            hub.apply(change("alice", s));
-        }
+        apply_all(&hub, "alice", 11..=13);
         assert_eq!(drain(&mut ahead), [13]);
     }
 
@@ -656,9 +659,7 @@ mod tests {
         assert_eq!(hub.open_streams(), 2);
         drop(gone);
         assert_eq!(hub.open_streams(), 1);
-        for s in 2..=5 {
-            hub.apply(change("alice", s));
-        }
+        apply_all(&hub, "alice", 2..=5);
         assert_eq!(drain(&mut slow), [2, 3]);
         assert_eq!(
             slow.rx.try_recv().unwrap_err(),
@@ -722,9 +723,7 @@ mod tests {
         let hub = Hub::new(Limits::default());
         hub.apply(change("alice", 1));
         let w = stream(hub.watch("alice", cursor(1)).unwrap());
-        for s in 3..(3 + GAP_LIMIT as u64 + 1) {
-            hub.apply(change("alice", s));
-        }
+        apply_all(&hub, "alice", 3..=3 + GAP_LIMIT as u64);
         assert_eq!(w.end(), End::Resync(reasons::GAP));
         // The held changes start a new run: a client at its end resumes.
         let last = 2 + GAP_LIMIT as u64 + 1;
