@@ -68,8 +68,9 @@ pub fn subscriptions(occurrences: Occurrences, stats: Arc<IntakeStats>) -> Subsc
     )
 }
 
-/// The "family" is the type itself: nothing else on the topic is knowingly ignored.
-const OCCURRENCE_FAMILY: &str = "todo.occurrence.requested.";
+/// The "family" is the type itself, whole: no other type on the topic (not even one that
+/// starts like it) is knowingly ignored, so every other type is DROPped.
+const OCCURRENCE_FAMILY: &str = event_types::OCCURRENCE_REQUESTED;
 
 /// The handler's state.
 #[derive(Debug, Clone)]

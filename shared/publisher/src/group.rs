@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{OutgoingEvent, PublishError, Publisher};
@@ -67,7 +68,12 @@ fn stopped() -> PublishError {
 async fn run(publisher: Publisher, mut queue: mpsc::Receiver<Job>, max: usize) {
     let mut jobs = Vec::with_capacity(max);
     while queue.recv_many(&mut jobs, max).await > 0 {
-        publish_group(&publisher, std::mem::take(&mut jobs)).await;
+        // A group that panics answers its callers (their answer senders are dropped: a
+        // transient "stopped" error each), and the publisher goes on with the next.
+        let group = publish_group(&publisher, std::mem::take(&mut jobs));
+        if let Err(panic) = std::panic::AssertUnwindSafe(group).catch_unwind().await {
+            tracing::error!(?panic, "group publish panicked; its callers are told to retry");
+        }
     }
 }
 
@@ -144,6 +150,17 @@ async fn publish_group(publisher: &Publisher, jobs: Vec<Job>) {
                             })
                         }
                     };
+                    let _ = job.answer.send(result);
+                }
+            }
+            // The sidecar refused the whole call for good (a bad entry, a token): find out
+            // which events it refuses, one at a time, rather than failing them all.
+            Err(e) if !e.is_transient() => {
+                for job in wave {
+                    let result = publisher.publish(&job.event).await;
+                    if result.is_err() {
+                        failed_keys.insert((job.event.topic.clone(), job.event.key.clone()));
+                    }
                     let _ = job.answer.send(result);
                 }
             }
