@@ -29,8 +29,9 @@ pub struct Config {
     /// `NOTIFICATIONS_PER_USER` (default 500, at most 5000): how many a user's list keeps.
     pub list_max: usize,
     /// `NOTIFICATION_CLAIM_LEASE_MS` (default 15000, 1000 to 600000): how long a claim keeps
-    /// other handlings of the same reminder out; must exceed twice the slowest channel call
-    /// (a batch delivers under its claims while half the lease is left).
+    /// other handlings of the same reminder out. A channel call plus the record must stay
+    /// under half of it (a batch starts deliveries under its claims only while two thirds of
+    /// the lease are left).
     pub claim_lease: Duration,
     /// `STATE_TIMEOUT_MS` (default 5000): deadline of one state call.
     pub state_timeout: Duration,
@@ -72,7 +73,7 @@ impl AppConfig for Config {
             Var::new(
                 "NOTIFICATION_CLAIM_LEASE_MS",
                 "15000",
-                "how long a claim keeps other handlings of the same reminder out (1000 to 600000)",
+                "how long a claim keeps other handlings of the same reminder out (1000 to 600000); a channel call plus the record must stay under half of it",
             ),
             Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
         ]

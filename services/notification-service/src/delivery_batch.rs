@@ -1,8 +1,9 @@
 //! The delivery log a bulk delivery at a time: the due reminders daprd hands over together
 //! are claimed in one state transaction, delivered one by one (each user's in order), then
-//! recorded in one read and one transaction: three state calls per batch instead of three per
-//! reminder. The guarantees are those of crate::delivery_log, reminder by reminder; anything
-//! unusual sends a reminder down the single path ([`DeliveryLog::deliver_once`]).
+//! recorded a chunk of users at a time, in one read and (usually) one transaction each: a few
+//! state calls per batch instead of three per reminder. The guarantees are those of
+//! crate::delivery_log, reminder by reminder; anything unusual sends a reminder down the
+//! single path ([`DeliveryLog::deliver_once`]).
 //!
 //! # Claim
 //!
@@ -14,18 +15,26 @@
 //! skipped), ours (an earlier attempt committed, its answer lost: its lease is renewed with
 //! its ETag), anyone else's, or unreadable: left to the single path, which waits, takes over
 //! or dead-letters it as it does for a lone event. The transaction is then tried again with
-//! what is left. A batch holding one reminder twice takes the single path throughout.
+//! what is left. A reminder the batch holds twice is claimed once: its later copies take the
+//! single path (after the first copy is recorded, they find it delivered).
 //!
 //! # Deliver and record, in rounds
 //!
-//! Each user's reminders go through the channel in their order, several users at once, until
-//! a user reaches one left to the single path. Those delivered are then recorded together:
-//! one bulk read of their claims (for the ETags) and of the touched users' lists, and one
-//! transaction that marks every claim `delivered` and writes each of those lists once, with
-//! all of its user's new notifications; a lost race (an ETag changed) reads again, and a race
-//! lost too often records them one by one. Only then are the reminders left to the single
-//! path handled (they may wait for another handling's claim: nothing delivered waits
-//! unrecorded meanwhile), and the next round goes on after them. One round is the common case.
+//! Each user's reminders go through the channel in their order, several users at once (a
+//! permit each, shared by all batches), until a user reaches one left to the single path.
+//! Those delivered are recorded while the other users' go on, a chunk of users at a time
+//! ([`RECORD_USERS`]): as soon as that many users are done, once the batch stops delivering
+//! under its claims (then each user's as soon as it is done) and when the last is done, so
+//! nothing delivered waits for its record on users still queued for a permit. A chunk is one
+//! bulk read of its claims (for the ETags) and of its users' whole lists, then transactions
+//! of whole users (about [`RECORD_BYTES`] each) that mark the claims `delivered` and write
+//! each list once, with all of its user's new notifications: a user's claims and list are
+//! always written together. A lost race (an ETag changed) reads again; a chunk whose record
+//! fails in any other way, or loses too often, is recorded one by one
+//! ([`DeliveryLog::record`]). Only then are the reminders left to the single path handled
+//! (they may wait for another handling's claim, holding no permit meanwhile: nothing
+//! delivered waits unrecorded), and the next round goes on after them. One round is the
+//! common case.
 //!
 //! As with single events, a channel that fails releases its reminder's claim and answers
 //! RETRY, and the user's later reminders in the batch are held back (RETRY, their claims
@@ -34,13 +43,14 @@
 //! # What batching changes
 //!
 //! * The claims of a batch share one lease, taken before its first delivery. A reminder is
-//!   delivered under it only while half of it is left; later, its claim is renewed first
-//!   (the single path, under the batch's token). So in a batch a channel call must stay under
-//!   half the lease (`NOTIFICATION_CLAIM_LEASE_MS`), not under the whole of it, or a reminder
-//!   may be taken over and delivered twice.
+//!   delivered under it only while two thirds of it are left ([`FRESH_PART`]: half, plus a
+//!   margin); later, its claim is renewed first (the single path, under the batch's token).
+//!   So in a batch **a channel call plus the record must stay under half the lease**
+//!   (`NOTIFICATION_CLAIM_LEASE_MS`), not merely the channel call under the whole of it, or
+//!   a reminder may be taken over and delivered twice.
 //! * The process dying between a batch's claim and its record leaves reminders delivered and
-//!   not recorded: after their lease they are taken over and delivered again. The window is a
-//!   round's channel calls and one transaction, instead of one channel call.
+//!   not recorded: after their lease they are taken over and delivered again. The window is
+//!   up to a chunk of users' channel calls and their record, instead of one channel call.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -120,11 +130,104 @@ pub(crate) fn by_user(ns: &[Notification]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// Whether a reminder of a user comes twice in `ns`.
-pub(crate) fn repeats(ns: &[Notification]) -> bool {
+/// Which reminders of `ns` are a later copy of one before them in `ns` (same user, same
+/// reminder): only the first copy is claimed with the batch.
+pub(crate) fn later_copies(ns: &[Notification]) -> Vec<bool> {
     let mut seen = HashSet::with_capacity(ns.len());
-    !ns.iter()
-        .all(|n| seen.insert((n.user_id.as_str(), n.reminder_id.as_str())))
+    ns.iter()
+        .map(|n| !seen.insert((n.user_id.as_str(), n.reminder_id.as_str())))
+        .collect()
+}
+
+/// The share of the lease during which a batch starts deliveries under its claims: past
+/// it, a reminder's claim is renewed first (the single path). What is left (two thirds)
+/// covers a channel call and the record, which must stay under half the lease, with a
+/// margin for the wait between a group's end and its record.
+pub(crate) const FRESH_PART: f64 = 1.0 / 3.0;
+
+/// The most users whose deliveries are recorded together: one bulk read of their claims
+/// and whole lists. With lists at their default cap (500 entries, about 200 to 350 KB each)
+/// that read stays under the 4 MB a gRPC message may hold; a chunk that fails anyway is
+/// recorded one by one.
+pub(crate) const RECORD_USERS: usize = 8;
+
+/// About the most bytes (keys and values) written in one record transaction; a user's
+/// writes are never split, so one user over it has a transaction of its own.
+pub(crate) const RECORD_BYTES: usize = 1 << 20;
+
+/// The indexes of `users` (the user of each delivery) in chunks of at most `max_users`
+/// users, each user's all in one chunk, in their order; users in the order of their first.
+pub(crate) fn record_chunks(users: &[&str], max_users: usize) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    // How many users the last chunk has.
+    let mut last_users = 0;
+    let mut chunk_of: HashMap<&str, usize> = HashMap::new();
+    for (i, user) in users.iter().enumerate() {
+        let at = match chunk_of.get(user) {
+            Some(&at) => at,
+            None => {
+                if chunks.is_empty() || last_users >= max_users.max(1) {
+                    chunks.push(Vec::new());
+                    last_users = 0;
+                }
+                last_users += 1;
+                let at = chunks.len() - 1;
+                chunk_of.insert(user, at);
+                at
+            }
+        };
+        if let Some(chunk) = chunks.get_mut(at) {
+            chunk.push(i);
+        }
+    }
+    chunks
+}
+
+/// How many bytes `w` sends.
+fn write_len(w: &Write) -> usize {
+    match w {
+        Write::Create { key, value, .. } => key.len() + value.len(),
+        Write::Replace {
+            key, value, etag, ..
+        } => key.len() + value.len() + etag.len(),
+        Write::Delete { key, etag } => key.len() + etag.len(),
+    }
+}
+
+/// Each user's writes (`per_user`) packed, in order, into transactions of about `max_bytes`
+/// at most, never splitting a user's; users with nothing to write are left out.
+pub(crate) fn transactions(per_user: Vec<Vec<Write>>, max_bytes: usize) -> Vec<Vec<Write>> {
+    let mut out: Vec<Vec<Write>> = Vec::new();
+    let mut bytes = 0;
+    for writes in per_user {
+        if writes.is_empty() {
+            continue;
+        }
+        let size: usize = writes.iter().map(write_len).sum();
+        match out.last_mut() {
+            Some(last) if bytes + size <= max_bytes => {
+                last.extend(writes);
+                bytes += size;
+            }
+            _ => {
+                out.push(writes);
+                bytes = size;
+            }
+        }
+    }
+    out
+}
+
+/// Files the answers `answered`, by their place in the batch.
+fn file(
+    answers: &mut [Option<Result<Once, OnceError>>],
+    answered: Vec<(usize, Result<Once, OnceError>)>,
+) {
+    for (i, answer) in answered {
+        if let Some(slot) = answers.get_mut(i) {
+            *slot = Some(answer);
+        }
+    }
 }
 
 /// How recording a delivery ended, as [`DeliveryLog::deliver_once`] says it.
@@ -205,7 +308,8 @@ struct Batch {
     log: DeliveryLog,
     channel: Arc<dyn Channel>,
     token: String,
-    /// Until when a reminder may be delivered under the batch's claim: half its lease.
+    /// Until when a reminder may be delivered under the batch's claim: a third of its lease
+    /// (see [`FRESH_PART`]).
     fresh_until: Instant,
     users_at_once: Arc<Semaphore>,
 }
@@ -213,8 +317,13 @@ struct Batch {
 impl Batch {
     /// One phase of one group; see the module docs.
     async fn run(self: Arc<Self>, mut group: Group, phase: Phase) -> (Group, Done) {
-        // Held until the phase ends; the semaphore is never closed, so this cannot fail.
-        let _permit = self.users_at_once.clone().acquire_owned().await.ok();
+        // Delivering under the batch's claims: held until the phase ends (the semaphore is
+        // never closed, so this cannot fail). The single path takes one itself, and only
+        // while it is not waiting on another handling's claim.
+        let _permit = match phase {
+            Phase::Deliver => self.users_at_once.clone().acquire_owned().await.ok(),
+            Phase::Alone => None,
+        };
         let mut done = Done::default();
         while let Some(front) = group.entries.front_mut() {
             if !group.retrying {
@@ -284,8 +393,13 @@ impl Batch {
         let span = span_of(&n);
         let log = self.log.clone();
         let channel = self.channel.clone();
+        let gate = Some(self.users_at_once.clone());
         let handled = tokio::spawn(
-            async move { log.deliver_once_as(&n, channel.as_ref(), &token).await }.instrument(span),
+            async move {
+                log.deliver_once_gated(&n, channel.as_ref(), &token, gate)
+                    .await
+            }
+            .instrument(span),
         );
         match handled.await {
             Ok(answer) => answer,
@@ -329,26 +443,45 @@ impl DeliveryLog {
         users_at_once: Arc<Semaphore>,
     ) -> Vec<Result<Once, OnceError>> {
         let token = uuid::Uuid::new_v4().to_string();
-        let (steps, claimed_at) = if repeats(&ns) {
-            (vec![Step::Alone; ns.len()], Instant::now())
+        // The first copy of each reminder is claimed with the batch; a later copy takes the
+        // single path, after the first is recorded (it then finds it delivered).
+        let later = later_copies(&ns);
+        let firsts: Vec<Notification>;
+        let to_claim: &[Notification] = if later.contains(&true) {
+            firsts = ns
+                .iter()
+                .zip(&later)
+                .filter(|(_, later)| !**later)
+                .map(|(n, _)| n.clone())
+                .collect();
+            &firsts
         } else {
-            let deadline = Instant::now() + self.lease;
-            match retrying(deadline, "claiming a batch", || {
-                self.claim_batch(&ns, &token)
-            })
-            .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    let e = Arc::new(e);
-                    let mut failed = Vec::with_capacity(ns.len());
-                    for _ in &ns {
-                        failed.push(Err(OnceError::Claim(LogError::Batch(e.clone()))));
-                    }
-                    return failed;
+            &ns
+        };
+        let deadline = Instant::now() + self.lease;
+        let (claimed, claimed_at) = match retrying(deadline, "claiming a batch", || {
+            self.claim_batch(to_claim, &token)
+        })
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                let e = Arc::new(e);
+                let mut failed = Vec::with_capacity(ns.len());
+                for _ in &ns {
+                    failed.push(Err(OnceError::Claim(LogError::Batch(e.clone()))));
                 }
+                return failed;
             }
         };
+        let mut claimed = claimed.into_iter();
+        let steps: Vec<Step> = later
+            .iter()
+            .map(|later| match later {
+                true => Step::Alone,
+                false => claimed.next().unwrap_or(Step::Alone),
+            })
+            .collect();
         let mut answers: Vec<Option<Result<Once, OnceError>>> = ns.iter().map(|_| None).collect();
         let users = by_user(&ns);
         let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
@@ -370,21 +503,14 @@ impl DeliveryLog {
             log: self.clone(),
             channel,
             token,
-            fresh_until: claimed_at + self.lease / 2,
+            fresh_until: claimed_at + self.lease.mul_f64(FRESH_PART),
             users_at_once,
         });
         while !groups.is_empty() {
-            let (back, done) = Self::phase(&batch, groups, Phase::Deliver).await;
-            let delivered = self.answer(&mut answers, done);
-            if !delivered.is_empty() {
-                for (i, once) in self.record_delivered(&batch.token, delivered).await {
-                    if let Some(slot) = answers.get_mut(i) {
-                        *slot = Some(Ok(once));
-                    }
-                }
-            }
-            let (back, done) = Self::phase(&batch, back, Phase::Alone).await;
-            self.answer(&mut answers, done);
+            let back = self
+                .phase(&batch, groups, Phase::Deliver, &mut answers)
+                .await;
+            let back = self.phase(&batch, back, Phase::Alone, &mut answers).await;
             groups = back.into_iter().filter(|g| !g.entries.is_empty()).collect();
         }
         let mut out = Vec::with_capacity(answers.len());
@@ -399,8 +525,19 @@ impl DeliveryLog {
         out
     }
 
-    /// Runs `phase` for every group with something to do in it, each in a task of its own.
-    async fn phase(batch: &Arc<Batch>, groups: Vec<Group>, phase: Phase) -> (Vec<Group>, Done) {
+    /// Runs `phase` for every group with something to do in it, each in a task of its own,
+    /// filing their answers in `answers`. What the groups deliver under the batch's claims is
+    /// recorded while the others go on: as soon as [`RECORD_USERS`] users' deliveries wait,
+    /// once the batch stops delivering under its claims (`fresh_until`: from then on each
+    /// group's as soon as it finishes), and when the last group finishes. So a delivery never
+    /// waits for its record on groups still queued for a permit.
+    async fn phase(
+        &self,
+        batch: &Arc<Batch>,
+        groups: Vec<Group>,
+        phase: Phase,
+        answers: &mut [Option<Result<Once, OnceError>>],
+    ) -> Vec<Group> {
         let mut back = Vec::with_capacity(groups.len());
         let mut running = JoinSet::new();
         for group in groups {
@@ -410,81 +547,97 @@ impl DeliveryLog {
                 back.push(group);
             }
         }
-        let mut all = Done::default();
-        while let Some(ran) = running.join_next().await {
-            match ran {
-                Ok((group, done)) => {
-                    back.push(group);
-                    all.answered.extend(done.answered);
-                    all.delivered.extend(done.delivered);
+        let mut pending: Vec<(usize, Notification)> = Vec::new();
+        let mut pending_users = 0;
+        loop {
+            tokio::select! {
+                ran = running.join_next() => {
+                    let Some(ran) = ran else { break };
+                    match ran {
+                        Ok((group, done)) => {
+                            back.push(group);
+                            file(answers, done.answered);
+                            if !done.delivered.is_empty() {
+                                pending_users += 1;
+                                pending.extend(done.delivered);
+                            }
+                        }
+                        // Only a bug or a runtime shutting down gets here: the group's
+                        // reminders are answered RETRY.
+                        Err(e) => tracing::error!(error = %e, "a group of the batch did not finish"),
+                    }
+                    let late = Instant::now() >= batch.fresh_until;
+                    if !pending.is_empty() && (late || pending_users >= RECORD_USERS) {
+                        self.flush(&batch.token, &mut pending, answers).await;
+                        pending_users = 0;
+                    }
                 }
-                // Only a bug or a runtime shutting down gets here: the group's reminders
-                // are answered RETRY.
-                Err(e) => tracing::error!(error = %e, "a group of the batch did not finish"),
+                () = tokio::time::sleep_until(batch.fresh_until), if !pending.is_empty() => {
+                    self.flush(&batch.token, &mut pending, answers).await;
+                    pending_users = 0;
+                }
             }
         }
-        (back, all)
+        if !pending.is_empty() {
+            self.flush(&batch.token, &mut pending, answers).await;
+        }
+        back
     }
 
-    /// Files `done`'s answers; hands back what it delivered.
-    fn answer(
+    /// Records `pending` (delivered under the batch's claims), filing each one's outcome.
+    async fn flush(
         &self,
+        token: &str,
+        pending: &mut Vec<(usize, Notification)>,
         answers: &mut [Option<Result<Once, OnceError>>],
-        done: Done,
-    ) -> Vec<(usize, Notification)> {
-        for (i, answer) in done.answered {
+    ) {
+        let delivered = std::mem::take(pending);
+        for (i, once) in self.record_delivered(token, delivered).await {
             if let Some(slot) = answers.get_mut(i) {
-                *slot = Some(answer);
+                *slot = Some(Ok(once));
             }
         }
-        done.delivered
     }
 
-    /// Records `delivered` (claimed under `token`) together, or one by one when their
-    /// transaction keeps losing races: each one's outcome.
+    /// Records `delivered` (claimed under `token`) a chunk of users at a time (see
+    /// [`record_chunks`]), each chunk in one read and its transactions; a chunk whose record
+    /// fails in any way (lost races, a store away, a call too large) is recorded one by one
+    /// through [`DeliveryLog::record`]. Each one's outcome.
     async fn record_delivered(
         &self,
         token: &str,
         delivered: Vec<(usize, Notification)>,
     ) -> Vec<(usize, Once)> {
-        let deadline = Instant::now() + self.lease;
-        let refs: Vec<&Notification> = delivered.iter().map(|(_, n)| n).collect();
-        let recorded = retrying(deadline, "recording a batch", || async {
-            match self.record_batch(&refs, token).await {
-                Err(LogError::Contended { .. }) => Ok(None),
-                other => other.map(Some),
-            }
-        })
-        .await;
         let key = |n: &Notification| delivered_key(&n.user_id, &n.reminder_id);
-        match recorded {
-            Ok(Some(records)) => delivered
-                .iter()
-                .zip(records)
-                .map(|((i, n), r)| (*i, once_of(&key(n), r)))
-                .collect(),
-            Ok(None) => {
-                tracing::info!(
-                    reminders = delivered.len(),
-                    "a batch's record kept losing races: recording its reminders one by one"
-                );
-                let mut out = Vec::with_capacity(delivered.len());
-                for (i, n) in &delivered {
-                    let deadline = Instant::now() + self.lease;
-                    let r = retrying(deadline, "recording the delivery", || self.record(n, token))
-                        .await;
-                    out.push((*i, once_of(&key(n), r)));
+        let users: Vec<&str> = delivered.iter().map(|(_, n)| n.user_id.as_str()).collect();
+        let mut out = Vec::with_capacity(delivered.len());
+        for chunk in record_chunks(&users, RECORD_USERS) {
+            let entries: Vec<&(usize, Notification)> =
+                chunk.iter().filter_map(|&j| delivered.get(j)).collect();
+            let refs: Vec<&Notification> = entries.iter().map(|(_, n)| n).collect();
+            match self.record_batch(&refs, token).await {
+                Ok(records) => {
+                    for ((i, n), r) in entries.iter().map(|e| (e.0, &e.1)).zip(records) {
+                        out.push((i, once_of(&key(n), r)));
+                    }
                 }
-                out
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                delivered
-                    .iter()
-                    .map(|(i, _)| (*i, Once::DeliveredUnrecorded(LogError::Batch(e.clone()))))
-                    .collect()
+                Err(e) => {
+                    tracing::info!(
+                        error = %e,
+                        reminders = entries.len(),
+                        "recording a chunk of a batch failed: recording its reminders one by one"
+                    );
+                    for (i, n) in entries {
+                        let deadline = Instant::now() + self.lease;
+                        let r =
+                            retrying(deadline, "recording the delivery", || self.record(n, token))
+                                .await;
+                        out.push((*i, once_of(&key(n), r)));
+                    }
+                }
             }
         }
+        out
     }
 
     /// Claims `ns` (no reminder twice) for the batch `token`: one transaction when nobody had
@@ -584,7 +737,10 @@ impl DeliveryLog {
     }
 
     /// Marks the claims of `token` on `ns` (delivered, no reminder twice) delivered and lists
-    /// them, in one transaction: each one's outcome (or why its claim cannot be read).
+    /// them: one bulk read of the claims and their users' lists, then the writes in
+    /// transactions of whole users (each user's claims with its list, so a listed
+    /// notification is always recorded) of about [`RECORD_BYTES`] at most (see
+    /// [`transactions`]). Each one's outcome (or why its claim cannot be read).
     async fn record_batch(
         &self,
         ns: &[&Notification],
@@ -610,12 +766,52 @@ impl DeliveryLog {
         loop {
             let mut claims = self.store.get_many(&keys).await?;
             let lists = claims.split_off(claim_keys.len().min(claims.len()));
-            let (writes, results) =
-                self.plan_record(ns, &claim_keys, claims, &users, &list_keys, lists, token);
-            if writes.is_empty() {
-                return Ok(results);
+            let mut results: Vec<Option<Result<Record, LogError>>> =
+                ns.iter().map(|_| None).collect();
+            let mut per_user = Vec::with_capacity(users.len());
+            for ((user, list_key), list) in users.iter().zip(&list_keys).zip(lists) {
+                let mine: Vec<usize> = (0..ns.len())
+                    .filter(|&i| ns.get(i).is_some_and(|n| n.user_id == *user))
+                    .collect();
+                let user_ns: Vec<&Notification> =
+                    mine.iter().filter_map(|&i| ns.get(i).copied()).collect();
+                let user_keys: Vec<String> = mine
+                    .iter()
+                    .filter_map(|&i| claim_keys.get(i).cloned())
+                    .collect();
+                let user_claims: Vec<Option<Versioned>> = mine
+                    .iter()
+                    .map(|&i| claims.get_mut(i).and_then(Option::take))
+                    .collect();
+                let (writes, records) = self.plan_record(
+                    &user_ns,
+                    &user_keys,
+                    user_claims,
+                    &[*user],
+                    std::slice::from_ref(list_key),
+                    vec![list],
+                    token,
+                );
+                for (&i, r) in mine.iter().zip(records) {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(r);
+                    }
+                }
+                per_user.push(writes);
             }
-            let Err(failed) = self.store.transact(writes).await else {
+            let results = results
+                .into_iter()
+                .map(|r| r.unwrap_or(Ok(Record::Gone)))
+                .collect();
+            let mut failed = None;
+            for writes in transactions(per_user, RECORD_BYTES) {
+                // Each commits on its own; one that failed is found undone by the next read
+                // (those that committed are then found delivered and left alone).
+                if let Err(e) = self.store.transact(writes).await {
+                    failed = Some(e);
+                }
+            }
+            let Some(failed) = failed else {
                 return Ok(results);
             };
             // A list or a claim changed under us, or the store is away: read again.
@@ -727,7 +923,7 @@ mod tests {
     }
 
     #[test]
-    fn users_keep_their_order_and_repeats_are_seen() {
+    fn users_keep_their_order_and_later_copies_are_seen() {
         let t = "2030-01-02T00:00:00Z";
         let batch = [
             n("a", "1", t),
@@ -738,10 +934,80 @@ mod tests {
         ];
         assert_eq!(by_user(&batch), [vec![0, 2], vec![1, 4], vec![3]]);
         assert!(by_user(&[]).is_empty());
-        assert!(!repeats(&batch));
+        assert!(!later_copies(&batch).contains(&true));
         // The same reminder id under another user is another reminder.
-        assert!(!repeats(&[n("a", "1", t), n("b", "1", t)]));
-        assert!(repeats(&[n("a", "1", t), n("b", "2", t), n("a", "1", t)]));
+        assert_eq!(
+            later_copies(&[n("a", "1", t), n("b", "1", t)]),
+            [false, false]
+        );
+        // Only the later copy of a repeated one.
+        assert_eq!(
+            later_copies(&[
+                n("a", "1", t),
+                n("b", "2", t),
+                n("a", "1", t),
+                n("a", "1", t)
+            ]),
+            [false, false, true, true]
+        );
+    }
+
+    #[test]
+    fn a_record_is_chunked_by_whole_users() {
+        let users = ["a", "b", "a", "c", "d", "b", "e", "a"];
+        assert_eq!(
+            record_chunks(&users, 2),
+            [vec![0, 1, 2, 5, 7], vec![3, 4], vec![6]],
+            "a and b, c and d, e; each user's all in its chunk, in their order"
+        );
+        assert_eq!(record_chunks(&users, 8), [(0..8).collect::<Vec<_>>()]);
+        assert_eq!(record_chunks(&users, 1).len(), 5);
+        assert_eq!(
+            record_chunks(&users, 0).len(),
+            5,
+            "at least one user a chunk"
+        );
+        assert!(record_chunks(&[], 8).is_empty());
+        // A full batch: 100 users in chunks of RECORD_USERS.
+        let many: Vec<String> = (0..100).map(|u| format!("u{u}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let chunks = record_chunks(&many, RECORD_USERS);
+        assert_eq!(chunks.len(), 100_usize.div_ceil(RECORD_USERS));
+        assert!(chunks.iter().all(|c| c.len() <= RECORD_USERS));
+    }
+
+    #[test]
+    fn record_transactions_pack_whole_users_up_to_a_size() {
+        let w = |key: &str, bytes: usize| Write::Create {
+            key: key.into(),
+            value: vec![b'x'; bytes],
+            ttl: Duration::from_secs(1),
+        };
+        let keys = |tx: &Vec<Write>| -> Vec<String> {
+            tx.iter()
+                .map(|w| match w {
+                    Write::Create { key, .. }
+                    | Write::Replace { key, .. }
+                    | Write::Delete { key, .. } => key.clone(),
+                })
+                .collect()
+        };
+        // Keys of one byte: a user's size is the sum of its values plus one a write.
+        let per_user = vec![
+            vec![w("1", 99), w("2", 199)],  // 300
+            vec![],                         // nothing to write: left out
+            vec![w("3", 399), w("4", 299)], // 700: with the first, 1000
+            vec![w("5", 1)],                // 2: over 1000, a new one
+            vec![w("6", 1999)],             // 2000: alone, though over the size
+            vec![w("7", 9)],
+        ];
+        let txs = transactions(per_user, 1000);
+        let got: Vec<Vec<String>> = txs.iter().map(keys).collect();
+        assert_eq!(
+            got,
+            [vec!["1", "2", "3", "4"], vec!["5"], vec!["6"], vec!["7"]]
+        );
+        assert!(transactions(vec![vec![], vec![]], 1000).is_empty());
     }
 
     #[test]

@@ -56,7 +56,8 @@
 //!   idempotency key to close it.
 //! * A handling that outlives its lease (a channel slower than the lease) can be taken over
 //!   and delivered twice; the lease (`NOTIFICATION_CLAIM_LEASE_MS`) must exceed the slowest
-//!   channel call (twice the slowest, in a batch: see crate::delivery_batch).
+//!   channel call (in a batch, a channel call plus the record must stay under half the
+//!   lease: see crate::delivery_batch).
 //!
 //! Leases compare wall clocks of the replicas; they are expected to agree to well within a
 //! lease.
@@ -432,18 +433,38 @@ impl DeliveryLog {
         channel: &dyn Channel,
         token: &str,
     ) -> Result<Once, OnceError> {
+        self.deliver_once_gated(n, channel, token, None).await
+    }
+
+    /// [`Self::deliver_once_as`] holding a permit of `gate` (when given) while it claims,
+    /// delivers and records, but not while it waits on another handling's claim (up to two
+    /// leases): the permits are a batch's users at once, see crate::delivery_batch.
+    pub(crate) async fn deliver_once_gated(
+        &self,
+        n: &Notification,
+        channel: &dyn Channel,
+        token: &str,
+        gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    ) -> Result<Once, OnceError> {
         let started = Instant::now();
         // Store calls may be retried for a lease: past it, an unseen claim of ours may be
         // taken over anyway. Waiting on someone else's claim may take a lease more.
         let claim_deadline = started + self.lease;
         let wait_deadline = claim_deadline + self.lease;
         let mut polls = 0;
-        loop {
+        // Taken before each look at the claim (so the lease of a claim won starts with the
+        // permit in hand), dropped while waiting on another handling's claim; the gate is
+        // never closed, so acquiring cannot fail.
+        let _permit = loop {
+            let permit = match &gate {
+                Some(gate) => gate.clone().acquire_owned().await.ok(),
+                None => None,
+            };
             let claim = retrying(claim_deadline, "claiming", || self.claim(n, token))
                 .await
                 .map_err(OnceError::Claim)?;
             match claim {
-                Claim::Ours => break,
+                Claim::Ours => break permit,
                 Claim::Delivered(earlier) => return Ok(Once::Duplicate(earlier)),
                 Claim::Held { until } => {
                     let left = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -455,10 +476,11 @@ impl DeliveryLog {
                         tracing::info!(%until, "another handling holds this reminder: waiting");
                     }
                     polls += 1;
+                    drop(permit);
                     tokio::time::sleep(pause).await;
                 }
             }
-        }
+        };
         if let Err(source) = channel.deliver(n).await {
             let release = retrying(started + self.lease, "releasing the claim", || {
                 self.release(n, token)

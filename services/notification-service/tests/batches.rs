@@ -10,24 +10,30 @@ use std::{
     time::Duration,
 };
 
+use chrono::Utc;
 use common::{Instance, Stack, Tokens, assert_unique, due, instant};
 use notification_service::{
-    delivery_log::{ClaimRecord, ClaimStatus, delivered_key},
-    state::StateStore,
+    delivery_log::{ClaimRecord, ClaimStatus, Inbox, delivered_key, inbox_key},
+    notification::Notification,
+    state::{StateStore, Write},
 };
 use todo_proto::todo::events::v1::ReminderEvent;
 
-/// The stored claim of `e`.
-async fn claim_of(svc: &Instance, e: &ReminderEvent) -> ClaimRecord {
+/// The service's state store, through its sidecar.
+fn store_of(svc: &Instance) -> StateStore {
     let c = &svc.config;
-    let store = StateStore::lazy(
+    StateStore::lazy(
         &c.common.dapr_grpc_endpoint,
         &c.state_store,
         None,
         c.state_timeout,
     )
-    .unwrap();
-    let stored = store
+    .unwrap()
+}
+
+/// The stored claim of `e`.
+async fn claim_of(svc: &Instance, e: &ReminderEvent) -> ClaimRecord {
+    let stored = store_of(svc)
         .get(&delivered_key(&e.user_id, &e.reminder_id))
         .await
         .unwrap()
@@ -180,4 +186,161 @@ async fn a_failed_delivery_in_a_batch_holds_back_the_rest_of_its_user() {
         stack.instance().list_all("kim", 10).await.len(),
         events.len()
     );
+}
+
+/// A bulk delivery touching users whose lists are long (just under the default cap of 500,
+/// with long titles: about 450 KB each) is recorded a chunk of users at a time: one read of
+/// all its users' lists (over 7 MB) would exceed what a gRPC message may hold. Each reminder
+/// is delivered once, recorded and listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_touching_long_lists_is_recorded_in_chunks_and_listed() {
+    const USERS: usize = 16;
+    const EACH: usize = 3;
+    let stack = Stack::start(Tokens::None).await;
+    let svc = stack.instance();
+    let users: Vec<String> = (0..USERS).map(|u| format!("long-{u}")).collect();
+
+    // Seed each user's list with 499 older notifications with long titles.
+    let store = store_of(svc);
+    let title = "t".repeat(600);
+    let earlier = Utc::now() - chrono::TimeDelta::hours(1);
+    let mut seeded = 0;
+    for user in &users {
+        let inbox = Inbox {
+            v: 1,
+            notifications: (0..svc.config.list_max - 1)
+                .map(|i| Notification {
+                    reminder_id: format!("old-{i:04}"),
+                    task_id: format!("task-{i}"),
+                    user_id: user.clone(),
+                    task_title: title.clone(),
+                    due_time: None,
+                    remind_at: earlier,
+                    delivered_at: earlier - chrono::TimeDelta::seconds(i as i64),
+                    lateness_ms: 0,
+                    fire_lateness_ms: None,
+                    channel: "log".into(),
+                    event_id: String::new(),
+                })
+                .collect(),
+        };
+        let value = serde_json::to_vec(&inbox).unwrap();
+        seeded += value.len();
+        store
+            .transact(vec![Write::Create {
+                key: inbox_key(user),
+                value,
+                ttl: Duration::from_secs(3600),
+            }])
+            .await
+            .unwrap();
+    }
+    assert!(seeded > 6 << 20, "the lists together: {seeded} bytes");
+    // What the record read in one call before it was chunked: too large for one message.
+    let list_keys: Vec<String> = users.iter().map(|u| inbox_key(u)).collect();
+    let list_keys: Vec<&str> = list_keys.iter().map(String::as_str).collect();
+    assert!(
+        store.get_many(&list_keys).await.is_err(),
+        "one read of all the lists fits in a message: the test shows nothing"
+    );
+
+    let events: Vec<ReminderEvent> = (0..USERS * EACH)
+        .map(|i| due(&users[i % USERS], Duration::ZERO))
+        .collect();
+    stack.publish_due_bulk(&events).await;
+
+    let stats = stack.handled(events.len() as u64).await;
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.duplicates,
+            stats.retried,
+            stats.dropped
+        ),
+        (events.len() as u64, 0, 0, 0),
+        "{stats:?}"
+    );
+    // Past the lease: nothing is taken over and delivered again.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let delivered = stack.channel.all();
+    assert_eq!(delivered.len(), events.len(), "delivered twice");
+    assert_unique(&delivered);
+
+    let mut tokens = HashSet::new();
+    for e in &events {
+        let claim = claim_of(svc, e).await;
+        assert_eq!(claim.status, ClaimStatus::Delivered, "{claim:?}");
+        tokens.insert(claim.token);
+    }
+    assert!(
+        tokens.len() < events.len(),
+        "claimed one by one: {tokens:?}"
+    );
+
+    let log = svc.delivery_log();
+    for user in &users {
+        let listed = log.list(user, Utc::now()).await.unwrap();
+        assert_eq!(listed.len(), svc.config.list_max, "{user}: capped");
+        let ids: HashSet<&str> = listed.iter().map(|n| n.reminder_id.as_str()).collect();
+        for e in events.iter().filter(|e| &e.user_id == user) {
+            assert!(ids.contains(e.reminder_id.as_str()), "{user}: not listed");
+        }
+        // The new ones first, newest first.
+        let fresh: Vec<&str> = listed[..EACH]
+            .iter()
+            .map(|n| n.reminder_id.as_str())
+            .collect();
+        let mut want: Vec<&str> = events
+            .iter()
+            .filter(|e| &e.user_id == user)
+            .map(|e| e.reminder_id.as_str())
+            .collect();
+        want.reverse();
+        assert_eq!(fresh, want, "{user}");
+    }
+}
+
+/// A bulk delivery holding one reminder twice: the first copy is claimed with the rest of
+/// the batch (one token), only the later copy takes the single path and finds it delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reminder_twice_in_a_batch_sends_only_its_later_copy_alone() {
+    let stack = Stack::start(Tokens::None).await;
+    let svc = stack.instance();
+    let fresh: Vec<ReminderEvent> = (0..8).map(|_| due("joy", Duration::ZERO)).collect();
+    let again = ReminderEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        ..fresh[2].clone()
+    };
+    let mut batch = fresh.clone();
+    batch.insert(5, again);
+    stack.publish_due_bulk(&batch).await;
+
+    let stats = stack.handled(batch.len() as u64).await;
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.duplicates,
+            stats.retried,
+            stats.dropped
+        ),
+        (fresh.len() as u64, 1, 0, 0),
+        "{stats:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = stack.channel.all();
+    assert_eq!(delivered.len(), fresh.len(), "delivered twice");
+    assert_unique(&delivered);
+    let order: Vec<&str> = delivered.iter().map(|n| n.reminder_id.as_str()).collect();
+    let want: Vec<&str> = fresh.iter().map(|e| e.reminder_id.as_str()).collect();
+    assert_eq!(order, want, "joy's in order");
+
+    // Claimed together (daprd hands the nine over in one to three bulk deliveries).
+    let mut tokens = HashSet::new();
+    for e in &fresh {
+        let claim = claim_of(svc, e).await;
+        assert_eq!(claim.status, ClaimStatus::Delivered, "{claim:?}");
+        tokens.insert(claim.token);
+    }
+    assert!(tokens.len() < fresh.len(), "claimed one by one: {tokens:?}");
+    assert_eq!(svc.list_all("joy", 4).await.len(), fresh.len());
 }
