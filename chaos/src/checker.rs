@@ -169,27 +169,6 @@ pub fn order_held(arrivals: &[u64]) -> Result<(), (u64, u64)> {
     Ok(())
 }
 
-/// Whether the first delivery of each element (in arrival order) comes in the elements'
-/// order: a consumer first sees a user's events in their order (the outbox relay never
-/// puts two events of one user in one bulk, see docs/events.md). Answers the first pair
-/// seen out of order (the later element seen first, then the earlier).
-pub fn first_sight_in_order(arrivals: &[u64]) -> Result<(), (u64, u64)> {
-    let mut seen: HashSet<u64> = HashSet::new();
-    let mut newest: Option<u64> = None;
-    for seq in arrivals {
-        if !seen.insert(*seq) {
-            continue;
-        }
-        if let Some(n) = newest
-            && *seq < n
-        {
-            return Err((n, *seq));
-        }
-        newest = Some(newest.map_or(*seq, |n| n.max(*seq)));
-    }
-    Ok(())
-}
-
 /// Runs every check.
 pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
     let mut r = Report::default();
@@ -690,12 +669,6 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
                 format!("{user}: change {b} last delivered before change {a}"),
             );
         }
-        if let Err((a, b)) = first_sight_in_order(&arrivals) {
-            r.violate(
-                "task-updates first seen out of order for a user",
-                format!("{user}: change {a} first delivered before change {b}"),
-            );
-        }
         let distinct: HashSet<u64> = arrivals.iter().copied().collect();
         let last = o.user_changes.get(user).copied().unwrap_or(0);
         let missing = (1..=last).filter(|s| !distinct.contains(s)).count();
@@ -733,12 +706,6 @@ pub fn check(ledger: &[Mutation], o: &Observed, users: &[String]) -> Report {
             r.violate(
                 "task-events out of order for a user",
                 format!("{user}: change {b} last delivered before change {a}"),
-            );
-        }
-        if let Err((a, b)) = first_sight_in_order(arrivals) {
-            r.violate(
-                "task-events first seen out of order for a user",
-                format!("{user}: change {a} first delivered before change {b}"),
             );
         }
     }
@@ -954,16 +921,6 @@ pub fn view_differences(view: &View, rows: &HashMap<&str, ViewTask>) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn first_deliveries_come_in_order() {
-        assert!(first_sight_in_order(&[1, 2, 3]).is_ok());
-        // A redelivery later is fine; the first sightings are 1, 2, 3.
-        assert!(first_sight_in_order(&[1, 2, 1, 3, 2]).is_ok());
-        assert_eq!(first_sight_in_order(&[1, 3, 2, 3]), Err((3, 2)));
-        assert_eq!(first_sight_in_order(&[2, 1]), Err((2, 1)));
-        assert!(first_sight_in_order(&[]).is_ok());
-    }
 
     #[test]
     fn order_is_judged_by_the_last_delivery() {

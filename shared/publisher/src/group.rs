@@ -72,7 +72,10 @@ async fn run(publisher: Publisher, mut queue: mpsc::Receiver<Job>, max: usize) {
         // transient "stopped" error each), and the publisher goes on with the next.
         let group = publish_group(&publisher, std::mem::take(&mut jobs));
         if let Err(panic) = std::panic::AssertUnwindSafe(group).catch_unwind().await {
-            tracing::error!(?panic, "group publish panicked; its callers are told to retry");
+            tracing::error!(
+                ?panic,
+                "group publish panicked; its callers are told to retry"
+            );
         }
     }
 }
