@@ -115,10 +115,13 @@ async fn watch(sync: &mut Sync, user: &str, cursor: &str) -> Streaming<TaskChang
 
 /// The next message that is not a heartbeat (None: the stream ended).
 async fn next(stream: &mut Streaming<TaskChange>) -> Option<TaskChange> {
+    // Heartbeats do not count: without a change, a RESYNC or the end within 60 s, fail
+    // (instead of waiting on heartbeats for ever).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(60), stream.message())
+        let m = tokio::time::timeout_at(deadline, stream.message())
             .await
-            .expect("no message within 60 s")
+            .expect("no change, RESYNC or end within 60 s")
             .unwrap()?;
         if !matches!(m.message, Some(Message::Heartbeat(_))) {
             return Some(m);
