@@ -15,7 +15,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bash scripts/kafka.sh status >/dev/null 2>&1 || { bash scripts/kafka.sh up; started+=(kafka); }
+bash scripts/kafka.sh status >/dev/null 2>&1 || { KAFKA_FRESH=1 bash scripts/kafka.sh up; started+=(kafka); }
 bash scripts/pg.sh status >/dev/null 2>&1 || { bash scripts/pg.sh up; started+=(pg); }
 export DATABASE_URL_PG="${DATABASE_URL_PG:-$(bash scripts/pg.sh url)}"
 # Each test makes its own database t_<uuid>; drop those of earlier runs.
