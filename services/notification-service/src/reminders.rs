@@ -162,7 +162,7 @@ impl Reminders {
     /// those added later), DROP for the rest (another version of `due`, a stranger's type).
     fn not_handled(&self, e: &Event<Vec<u8>>) -> Outcome {
         let t = e.event_type.as_str();
-        if t.starts_with(REMINDER_FAMILY) && unversioned(t) != unversioned(REMINDER_DUE) {
+        if todo_service::another_type_of_family(t, REMINDER_FAMILY, REMINDER_DUE) {
             tracing::debug!(event_type = t, "not ours: acknowledged");
             return self.stats.not_ours.count(Outcome::Success);
         }
@@ -267,27 +267,5 @@ impl Reminders {
                 async move { me.on_batch(events).await }
             })
             .build()
-    }
-}
-
-/// The CloudEvent type without its version (`todo.reminder.due` of `todo.reminder.due.v1`).
-fn unversioned(event_type: &str) -> &str {
-    event_type
-        .rsplit_once(".v")
-        .map_or(event_type, |(base, _)| base)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unversioned;
-
-    #[test]
-    fn versions_are_told_apart_from_types() {
-        assert_eq!(unversioned("todo.reminder.due.v1"), "todo.reminder.due");
-        assert_eq!(unversioned("todo.reminder.due.v2"), "todo.reminder.due");
-        assert_eq!(
-            unversioned("todo.reminder.scheduled"),
-            "todo.reminder.scheduled"
-        );
     }
 }

@@ -134,6 +134,13 @@ where
         .build()
 }
 
+/// Whether `event_type` is another type of `family` than `handled` (`todo.task.created.v1`
+/// for a consumer of `todo.task.completed.v1` in `todo.task.`): acknowledged untouched. Not
+/// another version of `handled`, nor a type outside the family: those are DROPped.
+pub fn another_type_of_family(event_type: &str, family: &str, handled: &str) -> bool {
+    event_type.starts_with(family) && unversioned(event_type) != unversioned(handled)
+}
+
 /// The CloudEvent type without its version (`todo.task.completed` of `todo.task.completed.v1`).
 fn unversioned(event_type: &str) -> &str {
     event_type
@@ -244,7 +251,7 @@ impl<H, C, K, F> Bulk<H, C, K, F> {
         C: BulkCounters,
     {
         let t = e.event_type.as_str();
-        if t.starts_with(&self.family) && unversioned(t) != unversioned(&self.event_type) {
+        if another_type_of_family(t, &self.family, &self.event_type) {
             tracing::debug!(event_type = t, family = %self.family, "not ours: acknowledged");
             return self.counters.not_ours().count(Outcome::Success);
         }
@@ -315,6 +322,32 @@ mod tests {
     use prost_types::Timestamp;
 
     use super::*;
+
+    #[test]
+    fn versions_are_told_apart_from_types() {
+        assert_eq!(unversioned("todo.reminder.due.v1"), "todo.reminder.due");
+        assert_eq!(unversioned("todo.reminder.due.v2"), "todo.reminder.due");
+        assert_eq!(
+            unversioned("todo.reminder.scheduled"),
+            "todo.reminder.scheduled"
+        );
+        let due = "todo.reminder.due.v1";
+        assert!(another_type_of_family(
+            "todo.reminder.scheduled.v1",
+            "todo.reminder.",
+            due
+        ));
+        assert!(!another_type_of_family(
+            "todo.reminder.due.v2",
+            "todo.reminder.",
+            due
+        ));
+        assert!(!another_type_of_family(
+            "com.example.x.v1",
+            "todo.reminder.",
+            due
+        ));
+    }
 
     crate::counters! {
         struct Stats;

@@ -30,7 +30,10 @@ mod server;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub use batch::{BulkCounters, PerKey, one_of_family_bulk, one_of_family_per_user, per_user};
+pub use batch::{
+    BulkCounters, PerKey, another_type_of_family, one_of_family_bulk, one_of_family_per_user,
+    per_user,
+};
 pub use classify::callers_mistakes_are_answers;
 pub use counters::{Counter, FamilyCounters, one_of_family};
 pub use errors::internal;
