@@ -1,45 +1,15 @@
 //! Schema migrations, applied at start.
 
-use sea_orm_migration::{prelude::*, schema::*};
-use todo_service::db::{CreateTables, NewTable};
+use todo_service::db::{CreateTables, EntityTable};
 
 todo_service::migrator!(pub Migrator: [M0001_CREATE_ENTRIES]);
 
-#[derive(DeriveIden, Clone, Copy)]
-enum AuditEntries {
-    Table,
-    Seq,
-    EventId,
-    EventType,
-    TaskId,
-    UserId,
-    OccurredAt,
-    RecordedAt,
-    Actor,
-    TraceId,
-    CloudEventId,
-    Payload,
-}
-
-use AuditEntries as E;
+use super::entry::{Column as E, Entity};
 
 /// The audit log. One entry per event id: redeliveries insert nothing. A task's history
 /// and a user's activity, both in the order things happened; and the pruner's range.
-const ENTRIES: NewTable<E> = NewTable {
-    table: E::Table,
-    define: |t| {
-        t.col(big_pk_auto(E::Seq))
-            .col(string(E::EventId))
-            .col(string(E::EventType))
-            .col(string(E::TaskId))
-            .col(string(E::UserId))
-            .col(big_integer(E::OccurredAt))
-            .col(big_integer(E::RecordedAt))
-            .col(string(E::Actor))
-            .col(string(E::TraceId))
-            .col(string(E::CloudEventId))
-            .col(blob(E::Payload))
-    },
+const ENTRIES: EntityTable<Entity> = EntityTable {
+    entity: Entity,
     indexes: &[
         ("ux_audit_event", true, &[E::EventId]),
         (

@@ -38,6 +38,7 @@ pub mod entry {
         /// The CloudEvent id Dapr gave the publish that carried it.
         pub cloud_event_id: String,
         /// The event as published (protobuf): the snapshot updates are compared with.
+        #[sea_orm(column_type = "Blob")]
         pub payload: Vec<u8>,
     }
 

@@ -1,63 +1,15 @@
 //! Schema migrations, applied at start.
 
-use sea_orm_migration::{prelude::*, schema::*};
-use todo_service::db::{CreateTables, NewTable};
+use todo_service::db::{CreateTables, EntityTable};
 
 todo_service::migrator!(pub Migrator: [M0001_CREATE_DEAD_LETTERS]);
 
-#[derive(DeriveIden, Clone, Copy)]
-enum DeadLetters {
-    Table,
-    Id,
-    Topic,
-    DeadLetterTopic,
-    CloudEventId,
-    EventType,
-    Source,
-    Traceparent,
-    PartitionKey,
-    Payload,
-    PayloadJson,
-    DecodeError,
-    FirstSeenAt,
-    LastSeenAt,
-    TimesDeadLettered,
-    Status,
-    ReplayCount,
-    LastReplayedAt,
-    ReplayedBy,
-    DiscardedAt,
-    DiscardedBy,
-}
-
-use DeadLetters as D;
+use super::dead_letter::{Column as D, Entity};
 
 /// One row per dead-lettered message (a redelivery from the -dlq topic adds none); lists
 /// newest first.
-const DEAD_LETTERS: NewTable<D> = NewTable {
-    table: D::Table,
-    define: |t| {
-        t.col(string(D::Id).primary_key())
-            .col(string(D::Topic))
-            .col(string(D::DeadLetterTopic))
-            .col(string(D::CloudEventId))
-            .col(string(D::EventType))
-            .col(string(D::Source))
-            .col(string(D::Traceparent))
-            .col(string(D::PartitionKey))
-            .col(blob(D::Payload))
-            .col(text(D::PayloadJson))
-            .col(text(D::DecodeError))
-            .col(big_integer(D::FirstSeenAt))
-            .col(big_integer(D::LastSeenAt))
-            .col(integer(D::TimesDeadLettered))
-            .col(string(D::Status))
-            .col(integer(D::ReplayCount))
-            .col(big_integer_null(D::LastReplayedAt))
-            .col(string(D::ReplayedBy))
-            .col(big_integer_null(D::DiscardedAt))
-            .col(string(D::DiscardedBy))
-    },
+const DEAD_LETTERS: EntityTable<Entity> = EntityTable {
+    entity: Entity,
     indexes: &[
         (
             "ux_dead_letters_event",

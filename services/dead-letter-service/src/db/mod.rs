@@ -40,10 +40,13 @@ pub mod dead_letter {
         /// The partition key a replay uses (the user id of the decoded payload), or empty.
         pub partition_key: String,
         /// The payload as published.
+        #[sea_orm(column_type = "Blob")]
         pub payload: Vec<u8>,
         /// Proto3 JSON of the payload, or empty when it did not decode.
+        #[sea_orm(column_type = "Text")]
         pub payload_json: String,
         /// Why it did not decode, or empty.
+        #[sea_orm(column_type = "Text")]
         pub decode_error: String,
         /// Microseconds since the epoch.
         pub first_seen_at: i64,

@@ -85,6 +85,7 @@ pub mod outbox {
         /// The user id: the Kafka partition key.
         pub partition_key: String,
         /// The encoded protobuf event.
+        #[sea_orm(column_type = "Blob")]
         pub payload: Vec<u8>,
         pub created_at: i64,
     }
@@ -144,6 +145,7 @@ pub mod reminder {
         pub reminder_id: Uuid,
         pub task_id: Uuid,
         pub user_id: String,
+        #[sea_orm(column_type = "Text")]
         pub task_title: String,
         pub due_time: Option<i64>,
         pub remind_at: i64,

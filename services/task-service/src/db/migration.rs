@@ -1,7 +1,9 @@
 //! Schema migrations, applied at start and by `task-service migrate`.
 
 use sea_orm_migration::{prelude::*, schema::*};
-use todo_service::db::{CreateTables, NewTable};
+use todo_service::db::{CreateTables, EntityTable, NewTable};
+
+use super::entities::{outbox, reminder, tombstone, user_change};
 
 todo_service::migrator!(pub Migrator: [
     M0001_CREATE_TASKS,
@@ -124,70 +126,28 @@ const M0001_CREATE_TASKS: CreateTables = CreateTables {
     tables: &[&TASKS, &TASK_TAGS],
 };
 
-#[derive(DeriveIden, Clone, Copy)]
-enum Outbox {
-    Table,
-    Seq,
-    EventId,
-    Topic,
-    EventType,
-    PartitionKey,
-    Payload,
-    CreatedAt,
-}
-
 /// The transactional outbox: events written in the same transaction as the change.
 const M0002_CREATE_OUTBOX: CreateTables = CreateTables {
     name: "m0002_create_outbox",
-    tables: &[&NewTable {
-        table: Outbox::Table,
-        define: |t| {
-            t.col(big_pk_auto(Outbox::Seq))
-                .col(uuid(Outbox::EventId))
-                .col(string(Outbox::Topic))
-                .col(string(Outbox::EventType))
-                .col(string(Outbox::PartitionKey))
-                .col(blob(Outbox::Payload))
-                .col(big_integer(Outbox::CreatedAt))
-        },
+    tables: &[&EntityTable {
+        entity: outbox::Entity,
         indexes: &[],
     }],
 };
-
-#[derive(DeriveIden, Clone, Copy)]
-enum Reminders {
-    Table,
-    ReminderId,
-    TaskId,
-    UserId,
-    TaskTitle,
-    DueTime,
-    RemindAt,
-    State,
-}
 
 /// The durable reminder schedule; the scheduler's query takes the earliest pending
 /// reminders.
 const M0003_CREATE_REMINDERS: CreateTables = CreateTables {
     name: "m0003_create_reminders",
-    tables: &[&NewTable {
-        table: Reminders::Table,
-        define: |t| {
-            t.col(uuid(Reminders::ReminderId).primary_key())
-                .col(uuid(Reminders::TaskId))
-                .col(string(Reminders::UserId))
-                .col(text(Reminders::TaskTitle))
-                .col(big_integer_null(Reminders::DueTime))
-                .col(big_integer(Reminders::RemindAt))
-                .col(small_integer(Reminders::State))
-        },
+    tables: &[&EntityTable {
+        entity: reminder::Entity,
         indexes: &[
             (
                 "ix_reminders_state_at",
                 false,
-                &[Reminders::State, Reminders::RemindAt],
+                &[reminder::Column::State, reminder::Column::RemindAt],
             ),
-            ("ix_reminders_task", false, &[Reminders::TaskId]),
+            ("ix_reminders_task", false, &[reminder::Column::TaskId]),
         ],
     }],
 };
@@ -247,44 +207,20 @@ const M0005_ADD_DEFAULT_REMINDERS: AddTaskColumn = AddTaskColumn {
     def: || boolean(Tasks::DefaultReminders).default(false).to_owned(),
 };
 
-#[derive(DeriveIden, Clone, Copy)]
-enum TaskTombstones {
-    Table,
-    TaskId,
-    UserId,
-    DeletedAt,
-}
-
 /// The ids of deleted tasks, so a deleted occurrence is never created again.
 const M0006_CREATE_TOMBSTONES: CreateTables = CreateTables {
     name: "m0006_create_tombstones",
-    tables: &[&NewTable {
-        table: TaskTombstones::Table,
-        define: |t| {
-            t.col(uuid(TaskTombstones::TaskId).primary_key())
-                .col(string(TaskTombstones::UserId))
-                .col(big_integer(TaskTombstones::DeletedAt))
-        },
+    tables: &[&EntityTable {
+        entity: tombstone::Entity,
         indexes: &[],
     }],
 };
 
-#[derive(DeriveIden, Clone, Copy)]
-enum UserChanges {
-    Table,
-    UserId,
-    Seq,
-}
-
 /// Each user's change counter: the `user_seq` of their last change (watch cursors).
 const M0007_CREATE_USER_CHANGES: CreateTables = CreateTables {
     name: "m0007_create_user_changes",
-    tables: &[&NewTable {
-        table: UserChanges::Table,
-        define: |t| {
-            t.col(string(UserChanges::UserId).primary_key())
-                .col(big_integer(UserChanges::Seq))
-        },
+    tables: &[&EntityTable {
+        entity: user_change::Entity,
         indexes: &[],
     }],
 };

@@ -7,7 +7,9 @@ mod tables;
 
 pub use group::{GroupWriter, MAX_GROUP};
 pub use open::{connect, writer};
-pub use tables::{CreateTables, NewTable, TableSpec, assert_released_schema, sqlite_schema};
+pub use tables::{
+    CreateTables, EntityTable, NewTable, TableSpec, assert_released_schema, sqlite_schema,
+};
 
 /// For [`migrator!`](crate::migrator): the migration crate, as the macro names it.
 #[doc(hidden)]
