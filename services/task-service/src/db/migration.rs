@@ -129,10 +129,7 @@ const M0001_CREATE_TASKS: CreateTables = CreateTables {
 /// The transactional outbox: events written in the same transaction as the change.
 const M0002_CREATE_OUTBOX: CreateTables = CreateTables {
     name: "m0002_create_outbox",
-    tables: &[&EntityTable {
-        entity: outbox::Entity,
-        indexes: &[],
-    }],
+    tables: &[&EntityTable::new(outbox::Entity)],
 };
 
 /// The durable reminder schedule; the scheduler's query takes the earliest pending
@@ -210,17 +207,11 @@ const M0005_ADD_DEFAULT_REMINDERS: AddTaskColumn = AddTaskColumn {
 /// The ids of deleted tasks, so a deleted occurrence is never created again.
 const M0006_CREATE_TOMBSTONES: CreateTables = CreateTables {
     name: "m0006_create_tombstones",
-    tables: &[&EntityTable {
-        entity: tombstone::Entity,
-        indexes: &[],
-    }],
+    tables: &[&EntityTable::new(tombstone::Entity)],
 };
 
 /// Each user's change counter: the `user_seq` of their last change (watch cursors).
 const M0007_CREATE_USER_CHANGES: CreateTables = CreateTables {
     name: "m0007_create_user_changes",
-    tables: &[&EntityTable {
-        entity: user_change::Entity,
-        indexes: &[],
-    }],
+    tables: &[&EntityTable::new(user_change::Entity)],
 };

@@ -37,6 +37,27 @@ macro_rules! migrator {
     };
 }
 
+/// The test every service with a database has: the first `steps` migrations of `Migrator`
+/// (the released ones) make `schema`, SQLite's copy of each statement, one a line (see
+/// [`assert_released_schema`]). Any migration rewritten later then provably runs the same
+/// statements. Needs tokio (with its test macro) in the calling crate.
+///
+/// ```ignore
+/// todo_service::released_schema!(Migrator: 1 => r#"
+/// CREATE TABLE "audit_entries" ( … )
+/// "#);
+/// ```
+#[macro_export]
+macro_rules! released_schema {
+    ($migrator:ty: $steps:expr => $schema:expr $(,)?) => {
+        #[cfg(test)]
+        #[::tokio::test]
+        async fn the_migrations_make_the_released_schema() {
+            $crate::db::assert_released_schema::<$migrator>($steps, $schema).await;
+        }
+    };
+}
+
 use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
 use tonic::Status;
 

@@ -68,6 +68,16 @@ pub struct EntityTable<E: EntityTrait> {
     pub indexes: &'static [(&'static str, bool, &'static [E::Column])],
 }
 
+impl<E: EntityTrait> EntityTable<E> {
+    /// The entity's table, with no index but its primary key.
+    pub const fn new(entity: E) -> Self {
+        Self {
+            entity,
+            indexes: &[],
+        }
+    }
+}
+
 impl<E: EntityTrait + Sync> TableSpec for EntityTable<E>
 where
     E::Column: Sync,
