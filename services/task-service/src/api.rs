@@ -129,8 +129,11 @@ impl TaskApi {
         let scheduled = self
             .writer
             .write(user, move |txn| {
+                let (next, topics, owner, task) =
+                    (next.clone(), topics.clone(), owner.clone(), task.clone());
+                let version = row.version;
                 Box::pin(async move {
-                    if !tasks::update_if(txn, &next, row.version, false).await? {
+                    if !tasks::update_if(txn, &next, version, false).await? {
                         return Err(TaskError::Conflict);
                     }
                     Self::record(txn, &topics, kind, &task, vec![]).await?;
@@ -256,14 +259,9 @@ impl TaskService for TaskApi {
         if uses_defaults && fields.due_time.is_some() {
             fields.reminders = self.default_reminders.clone();
         }
+        // A retry of a create that committed (same request id) fails on the unique index of
+        // (user, request id) and is answered with that task, below: no read before each write.
         let request_id = (!req.request_id.is_empty()).then(|| req.request_id.to_lowercase());
-        if let Some(rid) = &request_id
-            && let Some(existing) = tasks::find_by_request(&self.db, &user, rid)
-                .await
-                .map_err(TaskError::from)?
-        {
-            return Ok(Response::new(tasks::to_proto(&existing)));
-        }
         let mut row = tasks::new_row(&user, Uuid::now_v7(), &fields, Utc::now());
         row.request_id = request_id.clone();
         row.default_reminders = uses_defaults;
@@ -272,6 +270,8 @@ impl TaskService for TaskApi {
         let result: Result<bool, DbErr> = self
             .writer
             .write(&user, move |txn| {
+                let (row, topics, owner, task) =
+                    (row.clone(), topics.clone(), owner.clone(), task.clone());
                 Box::pin(async move {
                     tasks::insert(txn, &row).await?;
                     Self::record(txn, &topics, TaskEventKind::Created, &task, vec![]).await?;
@@ -292,7 +292,7 @@ impl TaskService for TaskApi {
                 self.committed(scheduled);
                 Ok(Response::new(snapshot))
             }
-            // A concurrent retry with the same request id won the race: answer with its task.
+            // A retry, or a concurrent one that won the race: answer with its task.
             Err(e) if request_id.is_some() && is_unique_violation(&e) => {
                 let rid = request_id.as_deref().unwrap_or_default();
                 let existing = tasks::find_by_request(&self.db, &user, rid)
@@ -477,8 +477,17 @@ impl TaskService for TaskApi {
         let scheduled = self
             .writer
             .write(&user, move |txn| {
+                let (next, topics, owner, task, changed, policy) = (
+                    next.clone(),
+                    topics.clone(),
+                    owner.clone(),
+                    task.clone(),
+                    changed.clone(),
+                    policy,
+                );
+                let version = row.version;
                 Box::pin(async move {
-                    if !tasks::update_if(txn, &next, row.version, tags_changed).await? {
+                    if !tasks::update_if(txn, &next, version, tags_changed).await? {
                         return Err(TaskError::Conflict);
                     }
                     Self::record(txn, &topics, TaskEventKind::Updated, &task, changed).await?;
@@ -529,6 +538,8 @@ impl TaskService for TaskApi {
         let (topics, owner) = (self.topics.clone(), user.clone());
         self.writer
             .write(&user, move |txn| {
+                let (row, topics, owner, snapshot) =
+                    (row.clone(), topics.clone(), owner.clone(), snapshot.clone());
                 Box::pin(async move {
                     if !tasks::delete_if(txn, &row, row.version).await? {
                         return Err(TaskError::Conflict);

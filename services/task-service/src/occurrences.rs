@@ -129,7 +129,13 @@ impl Occurrences {
         let result = self
             .writer
             .write(&m.user_id, move |txn| {
-                Box::pin(create(txn, topics, user, row, [series, parent, id]))
+                Box::pin(create(
+                    txn,
+                    topics.clone(),
+                    user.clone(),
+                    row.clone(),
+                    [series, parent, id],
+                ))
             })
             .await;
         match result {

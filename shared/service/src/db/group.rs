@@ -1,12 +1,16 @@
 //! Group commit: concurrent write transactions share one database transaction.
 //!
 //! A [`GroupWriter`] runs writes on lanes. Each lane takes the writes that queued while
-//! its previous group ran, runs each inside a savepoint of one transaction, and commits
-//! once for all of them; every caller gets its answer only after that commit. A write that
-//! fails (a constraint, a lost optimistic check, any error of its own) rolls back to its
-//! savepoint and fails alone; the others still commit. A write that arrives at an idle lane
-//! runs at once, in a transaction of its own, without a savepoint: group commit costs
-//! nothing when there is nothing to group.
+//! its previous group ran, runs them in one transaction and commits once for all of them;
+//! every caller gets its answer only after that commit. The writes first run straight in
+//! the transaction, with no savepoint: on SQLite every statement is a round trip to the
+//! connection's thread, and a savepoint and its release would be a third of a task
+//! write's statements. When one of them fails (a constraint, a lost optimistic check, any
+//! error of its own), the transaction is rolled back and the group runs again with each
+//! write inside a savepoint: the failing write rolls back to its savepoint and fails
+//! alone; the others still commit. So a write may run twice, and must not act outside its
+//! transaction. A write that arrives at an idle lane runs at once, in a transaction of its
+//! own: group commit costs nothing when there is nothing to group.
 //!
 //! Writes name a key (the user); a key always goes to the same lane, and a group runs its
 //! writes sorted by key (a user's own in the order they came). SQLite has one writer, so
@@ -48,6 +52,8 @@ pub struct GroupWriter {
 struct Stats {
     groups: AtomicU64,
     writes: AtomicU64,
+    /// Groups run again with savepoints because a write failed.
+    regrouped: AtomicU64,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -92,6 +98,12 @@ impl GroupWriter {
         )
     }
 
+    /// How many groups ran a second time, each write in a savepoint, because one of their
+    /// writes failed.
+    pub fn regrouped(&self) -> u64 {
+        self.stats.regrouped.load(Ordering::Relaxed)
+    }
+
     /// How many lanes write at once.
     pub fn lanes(&self) -> usize {
         self.lanes.len()
@@ -100,19 +112,28 @@ impl GroupWriter {
     /// Runs `work` in a transaction shared with the other writes queued at the same time,
     /// and answers once that transaction committed. When `work` fails, its own changes are
     /// rolled back and its error is the answer; when the shared commit fails, every write of
-    /// the group gets that error (nothing of theirs is written).
+    /// the group gets that error (nothing of theirs is written). `work` may run twice (the
+    /// first run rolled back, see the module docs): it must not act outside `txn`.
     pub async fn write<T, E, F>(&self, key: &str, work: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DbErr> + Send + 'static,
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+        F: for<'t> Fn(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>>
+            + Send
+            + Sync
+            + 'static,
     {
         let lane = &self.lanes[(self.hasher.hash_one(key) % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
         let key = key.to_owned();
-        lane.send(Box::new(Job { key, work, reply }))
-            .await
-            .map_err(|_| E::from(stopped()))?;
+        lane.send(Box::new(Job {
+            key,
+            work,
+            result: None,
+            reply,
+        }))
+        .await
+        .map_err(|_| E::from(stopped()))?;
         answer.await.unwrap_or_else(|_| Err(E::from(stopped())))
     }
 }
@@ -127,32 +148,25 @@ fn stopped() -> DbErr {
 trait Work: Send {
     /// The key the write was queued under (its user).
     fn key(&self) -> &str;
-    /// Runs the write on `txn`, inside a savepoint when `alone` is false. The bool is
-    /// whether `txn` is still usable for the next write.
-    fn run<'t>(
-        self: Box<Self>,
-        txn: &'t DatabaseTransaction,
-        alone: bool,
-    ) -> BoxFuture<'t, (Box<dyn Settled>, bool)>;
-    /// Answers without running: the group's transaction could not even start.
-    fn fail(self: Box<Self>, e: DbErr);
-}
-
-/// A write that ran, waiting for its group's commit.
-trait Settled: Send {
-    fn succeeded(&self) -> bool;
+    /// Runs the write on `txn` (inside a savepoint of it when `savepoint`) and keeps its
+    /// result for the answer, replacing that of an earlier attempt.
+    fn run<'a>(&'a mut self, txn: &'a DatabaseTransaction, savepoint: bool) -> BoxFuture<'a, Ran>;
     /// Answers the caller (see [`Ended`]).
     fn finish(self: Box<Self>, ended: &Ended);
+}
+
+/// How a write's attempt went.
+struct Ran {
+    /// The write succeeded.
+    ok: bool,
+    /// The shared transaction can still take the next write.
+    usable: bool,
 }
 
 struct Job<F, T, E> {
     key: String,
     work: F,
-    reply: oneshot::Sender<Result<T, E>>,
-}
-
-struct Outcome<T, E> {
-    result: Result<T, E>,
+    result: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
 }
 
@@ -160,22 +174,17 @@ impl<F, T, E> Work for Job<F, T, E>
 where
     T: Send + 'static,
     E: From<DbErr> + Send + 'static,
-    F: for<'t> FnOnce(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+    F: for<'t> Fn(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
 {
     fn key(&self) -> &str {
         &self.key
     }
 
-    fn run<'t>(
-        self: Box<Self>,
-        txn: &'t DatabaseTransaction,
-        alone: bool,
-    ) -> BoxFuture<'t, (Box<dyn Settled>, bool)> {
+    fn run<'a>(&'a mut self, txn: &'a DatabaseTransaction, savepoint: bool) -> BoxFuture<'a, Ran> {
         Box::pin(async move {
-            let Job { work, reply, .. } = *self;
-            let (result, usable) = if alone {
-                let r = guarded(async move { work(txn).await }).await;
-                (r, true)
+            let work = &self.work;
+            let (result, usable) = if !savepoint {
+                (guarded(async { work(txn).await }).await, true)
             } else {
                 match txn.begin().await {
                     Err(e) => (Err(E::from(e)), false),
@@ -191,15 +200,25 @@ where
                     },
                 }
             };
-            (
-                Box::new(Outcome { result, reply }) as Box<dyn Settled>,
-                usable,
-            )
+            let ok = result.is_ok();
+            self.result = Some(result);
+            Ran { ok, usable }
         })
     }
 
-    fn fail(self: Box<Self>, e: DbErr) {
-        let _ = self.reply.send(Err(E::from(e)));
+    fn finish(self: Box<Self>, ended: &Ended) {
+        let answer = match ended {
+            // A write that failed rolled back alone; its error stands (also when it came
+            // from a sibling's change: that change is committed).
+            Ended::Committed | Ended::NothingToCommit => {
+                self.result.unwrap_or_else(|| Err(E::from(stopped())))
+            }
+            // A write's own failure may have come from a sibling's change that is now gone
+            // (a conflict, a duplicate key): the group's error is every write's answer.
+            Ended::Failed(e) => Err(E::from(e.clone())),
+        };
+        // The caller may have gone (cancelled); what committed stays committed.
+        let _ = self.reply.send(answer);
     }
 }
 
@@ -216,25 +235,6 @@ async fn guarded<T, E: From<DbErr>>(
                 "a write panicked; it was rolled back".to_owned(),
             )))
         })
-}
-
-impl<T: Send, E: From<DbErr> + Send> Settled for Outcome<T, E> {
-    fn succeeded(&self) -> bool {
-        self.result.is_ok()
-    }
-
-    fn finish(self: Box<Self>, ended: &Ended) {
-        let answer = match ended {
-            // A write that failed rolled back alone; its error stands (also when it came
-            // from a sibling's change: that change is committed).
-            Ended::Committed | Ended::NothingToCommit => self.result,
-            // A write's own failure may have come from a sibling's change that is now gone
-            // (a conflict, a duplicate key): the group's error is every write's answer.
-            Ended::Failed(e) => Err(E::from(e.clone())),
-        };
-        // The caller may have gone (cancelled); what committed stays committed.
-        let _ = self.reply.send(answer);
-    }
 }
 
 async fn run_lane(
@@ -255,7 +255,7 @@ async fn run_lane(
             .fetch_add(group.len() as u64, Ordering::Relaxed);
         // A panic here (not in a write: those are caught) fails this group's callers
         // (their answer channels drop: "the database writer stopped"), not the lane.
-        let ran = AssertUnwindSafe(run_group(&db, std::mem::take(&mut group)))
+        let ran = AssertUnwindSafe(run_group(&db, std::mem::take(&mut group), &stats, &lane))
             .catch_unwind()
             .await;
         if ran.is_err() {
@@ -269,43 +269,68 @@ enum Ended {
     Committed,
     /// Every write failed on its own (each rolled back before the next ran).
     NothingToCommit,
-    /// The transaction broke or its commit failed: nothing of any write was saved.
+    /// The transaction broke, could not start, or its commit failed: nothing of any write
+    /// was saved.
     Failed(DbErr),
 }
 
-/// Runs one group: each write in turn (in a savepoint unless it is alone), sorted by key
-/// (stable: a key's writes keep their order), then one commit.
-async fn run_group(db: &DatabaseConnection, mut group: Vec<Box<dyn Work>>) {
+/// Runs one group, sorted by key (stable: a key's writes keep their order), then answers
+/// every write. First every write runs straight in the shared transaction; when one of
+/// them fails, that transaction is rolled back and the group runs again with each write in
+/// a savepoint, so the failure is that write's alone.
+async fn run_group(
+    db: &DatabaseConnection,
+    mut group: Vec<Box<dyn Work>>,
+    stats: &Stats,
+    lane: &str,
+) {
     group.sort_by(|a, b| a.key().cmp(b.key()));
-    let txn = match db.begin().await {
-        Ok(t) => t,
-        Err(e) => {
-            for w in group {
-                w.fail(e.clone());
-            }
-            return;
+    let ended = match attempt(db, &mut group, false).await {
+        Some(ended) => ended,
+        // Alone, its failure is its answer; nothing else was written.
+        None if group.len() == 1 => Ended::NothingToCommit,
+        None => {
+            stats.regrouped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("db_group_commit_rerun_total", "lane" => lane.to_owned())
+                .increment(1);
+            attempt(db, &mut group, true)
+                .await
+                .unwrap_or(Ended::NothingToCommit)
         }
     };
-    let alone = group.len() == 1;
-    let mut settled: Vec<Box<dyn Settled>> = Vec::with_capacity(group.len());
-    let mut broken: Option<DbErr> = None;
     for w in group {
-        if let Some(e) = &broken {
-            w.fail(e.clone());
-            continue;
-        }
-        let (s, usable) = w.run(&txn, alone).await;
-        if !usable {
-            broken = Some(DbErr::Conn(RuntimeErr::Internal(
-                "the shared transaction failed; nothing of this write was saved".to_owned(),
-            )));
-        }
-        settled.push(s);
+        w.finish(&ended);
     }
-    let ended = if let Some(e) = broken {
-        let _ = txn.rollback().await;
-        Ended::Failed(e)
-    } else if !settled.iter().any(|s| s.succeeded()) {
+}
+
+/// Runs the writes in one transaction, each inside a savepoint when `savepoints`, and ends
+/// it. Without savepoints, the first write that fails rolls the transaction back and the
+/// answer is `None` (run them again with savepoints).
+async fn attempt(
+    db: &DatabaseConnection,
+    group: &mut [Box<dyn Work>],
+    savepoints: bool,
+) -> Option<Ended> {
+    let txn = match db.begin().await {
+        Ok(t) => t,
+        Err(e) => return Some(Ended::Failed(e)),
+    };
+    let mut any_ok = false;
+    for w in group.iter_mut() {
+        let ran = w.run(&txn, savepoints).await;
+        if !ran.ok && !savepoints {
+            let _ = txn.rollback().await;
+            return None;
+        }
+        if !ran.usable {
+            let _ = txn.rollback().await;
+            return Some(Ended::Failed(DbErr::Conn(RuntimeErr::Internal(
+                "the shared transaction failed; nothing of this write was saved".to_owned(),
+            ))));
+        }
+        any_ok |= ran.ok;
+    }
+    Some(if !any_ok {
         let _ = txn.rollback().await;
         Ended::NothingToCommit
     } else {
@@ -313,8 +338,5 @@ async fn run_group(db: &DatabaseConnection, mut group: Vec<Box<dyn Work>>) {
             Ok(()) => Ended::Committed,
             Err(e) => Ended::Failed(e),
         }
-    };
-    for s in settled {
-        s.finish(&ended);
-    }
+    })
 }
