@@ -4,11 +4,8 @@ use std::time::Duration;
 
 use todo_auth::AuthMode;
 pub use todo_env::ConfigError;
-use todo_env::{
-    Common,
-    cli::{Callers, Var},
-};
-use todo_service::cli::{AppConfig, ConfigEnv, auth_mode};
+use todo_env::{Common, cli::Var};
+use todo_service::cli::{AppConfig, ConfigEnv, OwnDatabase, auth_mode};
 pub use todo_service::cli::{DatabaseConfig, ServiceConfig};
 use todo_topology::apps::App;
 
@@ -49,45 +46,45 @@ pub const ABOUT: &str = "Keeps every task and reminder event as one append-only 
 impl AppConfig for Config {
     const APP: App = todo_topology::apps::AUDIT_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
-    const CALLERS: Callers = Callers::Authenticated;
+    const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
+        default_url: DEFAULT_DATABASE_URL,
+        help: "`sqlite://…` or `postgres://…`: the audit log's own database",
+    });
     fn own_vars() -> Vec<Var> {
-        let what = "`sqlite://…` or `postgres://…`: the audit log's own database";
-        DatabaseConfig::vars(
-            DEFAULT_DATABASE_URL,
-            what,
-            [
-                Var::new(
-                    "AUDIT_RETENTION_DAYS",
-                    "—",
-                    "prune entries that occurred more than this many days ago (unset: keep forever)",
-                ),
-                Var::new(
-                    "AUDIT_PRUNE_BATCH",
-                    "1000",
-                    "entries deleted per prune statement",
-                ),
-                Var::new(
-                    "AUDIT_PRUNE_INTERVAL_SECS",
-                    "300",
-                    "how often the pruner looks for expired entries",
-                ),
-                Var::new(
-                    "AUDIT_BULK_MAX_MESSAGES",
-                    "200",
-                    "most events daprd hands over per bulk delivery (at most 1000)",
-                ),
-                Var::new(
-                    "AUDIT_BULK_MAX_AWAIT_MS",
-                    "20",
-                    "how long daprd waits to fill a bulk delivery",
-                ),
-            ],
-        )
+        vec![
+            Var::new(
+                "AUDIT_RETENTION_DAYS",
+                "—",
+                "prune entries that occurred more than this many days ago (unset: keep forever)",
+            )
+            .refusing(&["0", "soon"]),
+            Var::new(
+                "AUDIT_PRUNE_BATCH",
+                "1000",
+                "entries deleted per prune statement",
+            )
+            .refusing(&["-1"]),
+            Var::new(
+                "AUDIT_PRUNE_INTERVAL_SECS",
+                "300",
+                "how often the pruner looks for expired entries",
+            ),
+            Var::new(
+                "AUDIT_BULK_MAX_MESSAGES",
+                "200",
+                "most events daprd hands over per bulk delivery (at most 1000)",
+            )
+            .refusing(&["5000"]),
+            Var::new(
+                "AUDIT_BULK_MAX_AWAIT_MS",
+                "20",
+                "how long daprd waits to fill a bulk delivery",
+            ),
+        ]
     }
 
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let database = DatabaseConfig::from_env(env, DEFAULT_DATABASE_URL)?;
+        let database = DatabaseConfig::of::<Self>(env)?;
         let auth = auth_mode(env)?;
         let retention = match env.get("AUDIT_RETENTION_DAYS") {
             None => None,
@@ -144,18 +141,13 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_name_their_variable() {
-        todo_service::cli::assert_bad_values_named::<Config>(
-            &[("AUTH_MODE", "dev")],
-            &[
-                ("AUDIT_RETENTION_DAYS", "0"),
-                ("AUDIT_RETENTION_DAYS", "soon"),
-                ("AUDIT_BULK_MAX_MESSAGES", "5000"),
-                ("AUDIT_PRUNE_BATCH", "-1"),
-                ("DATABASE_URL", "mysql://x"),
-            ],
-        );
+    fn retention_is_counted_in_days() {
         let c = cfg::<Config>(&[("AUTH_MODE", "dev"), ("AUDIT_RETENTION_DAYS", "30")]).unwrap();
         assert_eq!(c.retention, Some(Duration::from_secs(30 * 86_400)));
+    }
+
+    #[test]
+    fn variables_are_listed_and_bad_values_named() {
+        todo_service::cli::assert_variables_checked::<Config>(&[("AUTH_MODE", "dev")]);
     }
 }

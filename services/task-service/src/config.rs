@@ -28,12 +28,9 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
-use todo_env::{
-    Common,
-    cli::{Callers, Var},
-};
+use todo_env::{Common, cli::Var};
 pub use todo_service::cli::ServiceConfig;
-use todo_service::cli::{AppConfig, ConfigEnv, DatabaseConfig};
+use todo_service::cli::{AppConfig, ConfigEnv, DatabaseConfig, OwnDatabase};
 
 /// What `task-service --help` says it is.
 pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes every change through Dapr \
@@ -42,56 +39,55 @@ pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes e
 impl AppConfig for Config {
     const APP: todo_topology::apps::App = todo_topology::apps::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const DEFAULT_LOG: &'static str = todo_env::cli::DATABASE_LOG;
-    const CALLERS: Callers = Callers::Authenticated;
+    const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
+        default_url: "sqlite://.data/tasks.db?mode=rwc",
+        help: "`sqlite://…` or `postgres://…`",
+    });
     fn own_vars() -> Vec<Var> {
-        let what = "`sqlite://…` or `postgres://…`";
-        DatabaseConfig::vars(
-            "sqlite://.data/tasks.db?mode=rwc",
-            what,
-            [
-                Var::new(
-                    "WRITE_GROUP_MAX",
-                    "64",
-                    "writes that share one commit at most (group commit); 1 commits each alone",
-                ),
-                Var::new(
-                    "OUTBOX_BATCH_SIZE",
-                    "200",
-                    "events the relay publishes per batch",
-                ),
-                Var::new(
-                    "OUTBOX_POLL_MS",
-                    "1000",
-                    "the relay's fallback poll, in milliseconds",
-                ),
-                Var::new(
-                    "OUTBOX_WARN_AGE_SECS",
-                    "60",
-                    "warn when the oldest unsent event is older",
-                ),
-                Var::new(
-                    "DEFAULT_REMINDERS_SECS",
-                    "86400,3600",
-                    "default reminder offsets before the due time, comma-separated seconds",
-                ),
-                Var::new(
-                    "REMINDER_MAX_LATENESS_SECS",
-                    "21600",
-                    "a reminder missed by more (service down) is cancelled, not fired",
-                ),
-            ],
-        )
+        vec![
+            Var::new(
+                "WRITE_GROUP_MAX",
+                "64",
+                "writes that share one commit at most (group commit); 1 commits each alone",
+            )
+            .refusing(&["0"]),
+            Var::new(
+                "OUTBOX_BATCH_SIZE",
+                "200",
+                "events the relay publishes per batch",
+            )
+            .refusing(&["0"]),
+            Var::new(
+                "OUTBOX_POLL_MS",
+                "1000",
+                "the relay's fallback poll, in milliseconds",
+            ),
+            Var::new(
+                "OUTBOX_WARN_AGE_SECS",
+                "60",
+                "warn when the oldest unsent event is older",
+            ),
+            Var::new(
+                "DEFAULT_REMINDERS_SECS",
+                "86400,3600",
+                "default reminder offsets before the due time, comma-separated seconds",
+            )
+            .refusing(&["3600,soon"]),
+            Var::new(
+                "REMINDER_MAX_LATENESS_SECS",
+                "21600",
+                "a reminder missed by more (service down) is cancelled, not fired",
+            ),
+        ]
     }
     fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let (database_url, database_max_connections) =
-            env.database("sqlite://.data/tasks.db?mode=rwc")?;
+        let database = DatabaseConfig::of::<Self>(env)?;
         let auth = todo_service::cli::auth_mode(env)?;
         Ok(Self {
             write_group_max: env.positive("WRITE_GROUP_MAX", todo_service::db::MAX_GROUP)?,
             common,
-            database_url,
-            database_max_connections,
+            database_url: database.url,
+            database_max_connections: database.max_connections,
             auth,
             relay: crate::outbox::RelayConfig {
                 batch_size: env.positive("OUTBOX_BATCH_SIZE", 200)?,
@@ -143,36 +139,6 @@ mod tests {
     use todo_service::cli::read_pairs as cfg;
 
     #[test]
-    fn bad_values_name_their_variable() {
-        assert_eq!(
-            cfg::<Config>(&[("AUTH_MODE", "magic")]).unwrap_err().var,
-            "AUTH_MODE"
-        );
-        todo_service::cli::assert_bad_values_named::<Config>(
-            &[("AUTH_MODE", "dev")],
-            &[
-                ("APP_ADDR", "nope"),
-                ("REQUEST_TIMEOUT_MS", "soon"),
-                ("DATABASE_URL", "mysql://x"),
-                ("REQUEST_TIMEOUT_MS", "0"),
-                ("OUTBOX_BATCH_SIZE", "0"),
-                ("WRITE_GROUP_MAX", "0"),
-                ("DATABASE_MAX_CONNECTIONS", "-1"),
-                ("DAPR_GRPC_ENDPOINT", "http://no-port"),
-                ("DAPR_GRPC_PORT", "0"),
-                ("METRICS_ADDR", "everywhere"),
-                (todo_topology::topics::PREFIX_VAR, "has space"),
-                ("DEFAULT_REMINDERS_SECS", "3600,soon"),
-            ],
-        );
-    }
-
-    #[test]
-    fn every_variable_read_is_listed_in_help() {
-        todo_service::cli::assert_every_variable_listed::<Config>();
-    }
-
-    #[test]
     fn defaults_run_on_one_machine() {
         let c = cfg::<Config>(&[("AUTH_MODE", "dev")]).unwrap();
         assert!(c.database_url.starts_with("sqlite:"));
@@ -182,5 +148,10 @@ mod tests {
         assert_eq!(c.common.topic_prefix, "");
         let off = cfg::<Config>(&[("AUTH_MODE", "dev"), ("METRICS_ADDR", "off")]).unwrap();
         assert_eq!(off.common.metrics_addr, None);
+    }
+
+    #[test]
+    fn variables_are_listed_and_bad_values_named() {
+        todo_service::cli::assert_variables_checked::<Config>(&[("AUTH_MODE", "dev")]);
     }
 }

@@ -20,6 +20,9 @@ pub struct Var {
     pub help: &'static str,
     /// Keep its value out of `--help` (tokens, secrets).
     pub secret: bool,
+    /// Values it refuses, as examples: a service's configuration test checks that each is
+    /// refused with an error naming the variable (see [`Var::refusing`]).
+    pub refuses: &'static [&'static str],
 }
 
 impl Var {
@@ -29,7 +32,14 @@ impl Var {
             default,
             help,
             secret: false,
+            refuses: &[],
         }
+    }
+
+    /// The same variable, with examples of values it refuses (written beside it, so that
+    /// every service reading it checks them).
+    pub const fn refusing(self, refuses: &'static [&'static str]) -> Self {
+        Self { refuses, ..self }
     }
 
     /// A variable whose value `--help` must not print.
@@ -39,6 +49,7 @@ impl Var {
             default: "—",
             help,
             secret: true,
+            refuses: &[],
         }
     }
 
@@ -47,12 +58,13 @@ impl Var {
     /// reads them.
     pub const fn database(default_url: &'static str, help: &'static str) -> [Self; 2] {
         [
-            Self::new("DATABASE_URL", default_url, help),
+            Self::new("DATABASE_URL", default_url, help).refusing(&["mysql://x"]),
             Self::new(
                 "DATABASE_MAX_CONNECTIONS",
                 "16 (PostgreSQL), 4 (SQLite)",
                 "the pool for reads (and, on PostgreSQL, writes); on SQLite writes queue on one connection of their own",
-            ),
+            )
+            .refusing(&["-1", "0"]),
         ]
     }
 }
@@ -64,7 +76,8 @@ pub const fn common(app_addr: &'static str, metrics_addr: &'static str) -> [Var;
             "APP_ADDR",
             app_addr,
             "gRPC listen address (the service's API and Dapr's AppCallback)",
-        ),
+        )
+        .refusing(&["nope"]),
         Var::secret(
             "APP_API_TOKEN",
             "require this dapr-api-token from the sidecar on Dapr's callbacks",
@@ -73,33 +86,39 @@ pub const fn common(app_addr: &'static str, metrics_addr: &'static str) -> [Var;
             "DAPR_GRPC_ENDPOINT",
             "http://127.0.0.1:50001",
             "the sidecar's gRPC endpoint (a URI, or host:port)",
-        ),
+        )
+        .refusing(&["http://no-port"]),
         Var::new(
             "DAPR_GRPC_PORT",
             "50001",
             "the sidecar's gRPC port on 127.0.0.1 (when DAPR_GRPC_ENDPOINT is unset)",
-        ),
+        )
+        .refusing(&["0"]),
         Var::secret("DAPR_API_TOKEN", "sent to the sidecar on every call"),
         Var::new(
             "REQUEST_TIMEOUT_MS",
             "10000",
             "deadline of one request, in milliseconds",
-        ),
+        )
+        .refusing(&["soon", "0"]),
         Var::new(
             "MAX_CONCURRENT_REQUESTS",
             "512",
             "requests handled at once; more wait",
-        ),
+        )
+        .refusing(&["0"]),
         Var::new(
             "TOPIC_PREFIX",
             "—",
             "namespaces every topic (<prefix>.task-events); tests use it",
-        ),
+        )
+        .refusing(&["has space"]),
         Var::new(
             "METRICS_ADDR",
             metrics_addr,
             "where Prometheus /metrics is served; `off` disables",
-        ),
+        )
+        .refusing(&["everywhere"]),
         Var::new("LOG_FORMAT", "text", "`json` for JSON lines"),
         Var::new(
             "RUST_LOG",
@@ -115,7 +134,8 @@ pub const AUTH: [Var; 4] = [
         "AUTH_MODE",
         "jwt",
         "`jwt`, or `dev` to trust an x-user-id header (never in production)",
-    ),
+    )
+    .refusing(&["magic"]),
     Var::new(
         "JWT_ALGORITHM",
         "HS256",

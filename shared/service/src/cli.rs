@@ -64,12 +64,20 @@ pub trait AppConfig: Sized {
     const APP: todo_topology::apps::App;
     /// What `--help` says the service is.
     const ABOUT: &'static str;
-    /// The log filter when `RUST_LOG` is unset.
-    const DEFAULT_LOG: &'static str = "info";
     /// Whether callers reach its API (then it reads the identity variables) or only the
-    /// sidecar does.
-    const CALLERS: Callers;
-    /// The variables of its own (`--help` lists them after the common and identity ones).
+    /// sidecar does. By default callers do: the safe assumption, identity is checked.
+    const CALLERS: Callers = Callers::Authenticated;
+    /// Its own database, when it has one: its variables (`--help` lists them after the
+    /// identity ones) and [`DatabaseConfig::of`] follow from it.
+    const DATABASE: Option<OwnDatabase> = None;
+    /// The log filter when `RUST_LOG` is unset: with a database of its own, the driver's
+    /// and the ORM's per-statement logs stay quiet.
+    const DEFAULT_LOG: &'static str = match Self::DATABASE {
+        Some(_) => todo_env::cli::DATABASE_LOG,
+        None => "info",
+    };
+    /// The variables of its own (`--help` lists them after the common, identity and
+    /// database ones).
     fn own_vars() -> Vec<Var>;
     /// Reads and checks the rest of the configuration, given what every app reads; an
     /// error names the variable.
@@ -85,7 +93,16 @@ impl<C: AppConfig> ServiceConfig for C {
     const ABOUT: &'static str = C::ABOUT;
     const DEFAULT_LOG: &'static str = C::DEFAULT_LOG;
     fn vars() -> Vec<Var> {
-        cli::service_vars(C::APP.listen, C::APP.metrics, C::CALLERS, C::own_vars())
+        let database = C::DATABASE
+            .map(|d| Var::database(d.default_url, d.help))
+            .into_iter()
+            .flatten();
+        cli::service_vars(
+            C::APP.listen,
+            C::APP.metrics,
+            C::CALLERS,
+            database.chain(C::own_vars()),
+        )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
@@ -95,6 +112,15 @@ impl<C: AppConfig> ServiceConfig for C {
     fn trusts_user_header(&self) -> bool {
         AppConfig::trusts_user_header(self)
     }
+}
+
+/// An app's own database as `--help` shows it: `DATABASE_URL`'s default and whose database
+/// it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnDatabase {
+    pub default_url: &'static str,
+    /// `sqlite://…` or `postgres://…`, and whose database it is.
+    pub help: &'static str,
 }
 
 /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` /
@@ -114,17 +140,16 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// The variables of an app with a database of its own, for `--help`: the database's
-    /// (`default_url` when unset; `help` says whose database it is), then `own`.
-    pub fn vars(
-        default_url: &'static str,
-        help: &'static str,
-        own: impl IntoIterator<Item = Var>,
-    ) -> Vec<Var> {
-        Var::database(default_url, help)
-            .into_iter()
-            .chain(own)
-            .collect()
+    /// Reads the variables of `C`'s own database ([`AppConfig::DATABASE`]); an app without
+    /// one has none to read.
+    pub fn of<C: AppConfig>(env: &ConfigEnv<'_>) -> Result<Self, ConfigError> {
+        let Some(own) = C::DATABASE else {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                format!("{} has no database of its own", C::APP.id),
+            ));
+        };
+        Self::from_env(env, own.default_url)
     }
 
     /// Reads the database's variables (`default_url` when `DATABASE_URL` is unset).
@@ -191,6 +216,21 @@ pub fn assert_bad_values_named<C: ServiceConfig>(base: &[(&str, &str)], bad: &[(
             Err(e) => assert_eq!(e.var, var, "{var}={value}: {e}"),
         }
     }
+}
+
+/// The configuration test of every service: panics unless `C` refuses each value its
+/// variables say they refuse ([`Var::refusing`]), read after `base` (what makes the rest of
+/// the configuration valid), with an error naming that variable; and unless `--help` lists
+/// every variable `C` reads. What a variable refuses is written beside it, once, so the
+/// shared ones (addresses, sidecar, limits, database, identity) are checked in every
+/// service that reads them.
+pub fn assert_variables_checked<C: ServiceConfig>(base: &[(&str, &str)]) {
+    let refused: Vec<(&str, &str)> = C::vars()
+        .iter()
+        .flat_map(|v| v.refuses.iter().map(|value| (v.name, *value)))
+        .collect();
+    assert_bad_values_named::<C>(base, &refused);
+    assert_every_variable_listed::<C>();
 }
 
 /// Panics, naming them, when `C` reads variables its list does not have: `--help` must
