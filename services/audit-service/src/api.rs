@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
-use todo_auth::into_caller;
 use todo_proto::todo::audit::v1::{
     ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
     audit_service_server::AuditService,
@@ -12,7 +11,7 @@ use todo_service::{
     db::status_of as db_status,
     paging::{self, Keyset, PageRequest},
 };
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::{
     db::entry::{self, Column},
@@ -108,13 +107,18 @@ impl AuditApi {
     }
 }
 
-#[tonic::async_trait]
-impl AuditService for AuditApi {
+todo_auth::caller_rpcs!(AuditService for AuditApi {
+    list_task_activity(ListTaskActivityRequest) -> ListActivityResponse;
+    list_activity(ListActivityRequest) -> ListActivityResponse;
+});
+
+/// The RPCs, for the caller `user` (see [`todo_auth::caller_rpcs!`]).
+impl AuditApi {
     async fn list_task_activity(
         &self,
-        request: Request<ListTaskActivityRequest>,
-    ) -> Result<Response<ListActivityResponse>, Status> {
-        let (user, req) = into_caller(request)?;
+        user: String,
+        req: ListTaskActivityRequest,
+    ) -> Result<ListActivityResponse, Status> {
         let task_id = uuid::Uuid::parse_str(req.task_id.trim())
             .map_err(|_| Status::invalid_argument("task_id: must be a task id (a UUID)"))?
             .to_string();
@@ -133,14 +137,14 @@ impl AuditService for AuditApi {
         if first_page && history.entries.is_empty() {
             return Err(Status::not_found(format!("task {task_id}: no history")));
         }
-        Ok(Response::new(history))
+        Ok(history)
     }
 
     async fn list_activity(
         &self,
-        request: Request<ListActivityRequest>,
-    ) -> Result<Response<ListActivityResponse>, Status> {
-        let (user, req) = into_caller(request)?;
+        user: String,
+        req: ListActivityRequest,
+    ) -> Result<ListActivityResponse, Status> {
         let (since, until) = paging::time_range(req.since.as_ref(), req.until.as_ref())?;
         if req.types.len() > MAX_TYPES {
             return Err(Status::invalid_argument(format!(
@@ -177,6 +181,6 @@ impl AuditService for AuditApi {
         if !types.is_empty() {
             filter = filter.add(Column::EventType.is_in(types));
         }
-        Ok(Response::new(self.page(filter, page).await?))
+        self.page(filter, page).await
     }
 }

@@ -7,10 +7,9 @@ use todo_proto::todo::notifications::v1::{
     ListNotificationsRequest, ListNotificationsResponse, Notification as ApiNotification,
     notification_service_server::NotificationService,
 };
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::{
-    auth::into_caller,
     delivery_log::{DeliveryLog, LogError, newest_first},
     notification::Notification,
 };
@@ -97,19 +96,21 @@ pub struct NotificationApi {
     log: DeliveryLog,
 }
 
+todo_auth::caller_rpcs!(NotificationService for NotificationApi {
+    list_notifications(ListNotificationsRequest) -> ListNotificationsResponse;
+});
+
 impl NotificationApi {
     pub fn new(log: DeliveryLog) -> Self {
         Self { log }
     }
-}
 
-#[tonic::async_trait]
-impl NotificationService for NotificationApi {
+    /// ListNotifications for the caller `user` (see [`todo_auth::caller_rpcs!`]).
     async fn list_notifications(
         &self,
-        request: Request<ListNotificationsRequest>,
-    ) -> Result<Response<ListNotificationsResponse>, Status> {
-        let (user, req) = into_caller(request)?;
+        user: String,
+        req: ListNotificationsRequest,
+    ) -> Result<ListNotificationsResponse, Status> {
         let size = match usize::try_from(req.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(n) => n.min(MAX_PAGE_SIZE),
@@ -127,10 +128,10 @@ impl NotificationService for NotificationApi {
         };
         let all = self.log.list(&user, Utc::now()).await?;
         let (notifications, next_page_token) = page(&all, after.as_ref(), size);
-        Ok(Response::new(ListNotificationsResponse {
+        Ok(ListNotificationsResponse {
             notifications,
             next_page_token,
-        }))
+        })
     }
 }
 

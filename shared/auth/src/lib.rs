@@ -151,6 +151,42 @@ pub fn into_caller<T>(req: Request<T>) -> Result<(String, T), Status> {
     Ok((user, req.into_inner()))
 }
 
+/// For [`caller_rpcs!`]: tonic, as the macro names it.
+#[doc(hidden)]
+pub use tonic as __tonic;
+
+/// Implements a tonic service trait whose every RPC answers the authenticated caller: each
+/// `rpc(Message) -> Answer;` becomes the trait's `rpc`, which takes the caller and the
+/// message ([`into_caller`]), calls the type's own `rpc(&self, user, message)` and wraps its
+/// answer. A handler is then a plain function of the caller and the message; how every one
+/// starts and ends is written here, once.
+///
+/// ```ignore
+/// todo_auth::caller_rpcs!(AuditService for AuditApi {
+///     list_task_activity(ListTaskActivityRequest) -> ListActivityResponse;
+/// });
+/// ```
+#[macro_export]
+macro_rules! caller_rpcs {
+    ($service:ident for $api:ident { $($rpc:ident($message:ty) -> $answer:ty;)+ }) => {
+        #[$crate::__tonic::async_trait]
+        impl $service for $api {
+            $(
+                async fn $rpc(
+                    &self,
+                    request: $crate::__tonic::Request<$message>,
+                ) -> ::std::result::Result<$crate::__tonic::Response<$answer>, $crate::__tonic::Status>
+                {
+                    let (user, message) = $crate::into_caller(request)?;
+                    <$api>::$rpc(self, user, message)
+                        .await
+                        .map($crate::__tonic::Response::new)
+                }
+            )+
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
 
