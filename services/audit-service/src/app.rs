@@ -22,10 +22,7 @@ pub type App = Served<Stats>;
 /// delivery (behind `APP_API_TOKEN`), `grpc.health.v1` and server reflection; and, with
 /// a retention set, the pruner.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let (pool, writer) = config
-        .database
-        .open::<db::migration::Migrator>("audit database")
-        .await?;
+    let (pool, writer) = config.database.open::<db::migration::Migrator>().await?;
     let topics = config.common.topics();
     let stats = Arc::new(Stats::default());
     let ingest = Arc::new(Ingest::new(writer.clone(), stats.clone()));

@@ -49,6 +49,7 @@ impl AppConfig for Config {
     const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
         default_url: DEFAULT_DATABASE_URL,
         help: "`sqlite://…` or `postgres://…`: the audit log's own database",
+        name: "audit database",
     });
     fn own_vars() -> Vec<Var> {
         vec![

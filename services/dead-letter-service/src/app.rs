@@ -23,10 +23,7 @@ pub type App = Served<Stats>;
 /// AppCallback for every `<topic>-dlq` (behind `APP_API_TOKEN`), `grpc.health.v1` and
 /// server reflection. The sidecar is dialled lazily, on the first replay.
 pub async fn build(config: Config) -> anyhow::Result<App> {
-    let (pool, writer) = config
-        .database
-        .open::<db::migration::Migrator>("dead-letter database")
-        .await?;
+    let (pool, writer) = config.database.open::<db::migration::Migrator>().await?;
     let sidecar = todo_service::sidecar(&config.common, config.publish_timeout)
         .context("DAPR_GRPC_ENDPOINT")?;
     let publisher = Publisher::new(&sidecar, PUBSUB);

@@ -41,6 +41,7 @@ impl AppConfig for Config {
     const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
         default_url: DEFAULT_DATABASE_URL,
         help: "`sqlite://…` or `postgres://…`: the dead letters' own database",
+        name: "dead-letter database",
     });
     fn own_vars() -> Vec<Var> {
         vec![

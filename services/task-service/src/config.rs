@@ -42,6 +42,7 @@ impl AppConfig for Config {
     const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
         default_url: "sqlite://.data/tasks.db?mode=rwc",
         help: "`sqlite://…` or `postgres://…`",
+        name: "tasks database",
     });
     fn own_vars() -> Vec<Var> {
         vec![

@@ -121,6 +121,8 @@ pub struct OwnDatabase {
     pub default_url: &'static str,
     /// `sqlite://…` or `postgres://…`, and whose database it is.
     pub help: &'static str,
+    /// What it is called in errors (`DATABASE_URL: opening the audit database`).
+    pub name: &'static str,
 }
 
 /// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` /
@@ -137,6 +139,8 @@ pub struct DatabaseConfig {
     pub url: String,
     /// `DATABASE_MAX_CONNECTIONS` (default 4 on SQLite, 16 on PostgreSQL).
     pub max_connections: u32,
+    /// What it is called in errors ([`OwnDatabase::name`]).
+    pub name: &'static str,
 }
 
 impl DatabaseConfig {
@@ -149,15 +153,11 @@ impl DatabaseConfig {
                 format!("{} has no database of its own", C::APP.id),
             ));
         };
-        Self::from_env(env, own.default_url)
-    }
-
-    /// Reads the database's variables (`default_url` when `DATABASE_URL` is unset).
-    pub fn from_env(env: &ConfigEnv<'_>, default_url: &str) -> Result<Self, ConfigError> {
-        let (url, max_connections) = env.database(default_url)?;
+        let (url, max_connections) = env.database(own.default_url)?;
         Ok(Self {
             url,
             max_connections,
+            name: own.name,
         })
     }
 }
@@ -165,16 +165,15 @@ impl DatabaseConfig {
 #[cfg(feature = "db")]
 impl DatabaseConfig {
     /// Opens the database, applying `M`'s pending migrations, and the connection writes go
-    /// through (see [`crate::db::writer`]); an error says `DATABASE_URL` failed opening
-    /// `what`.
+    /// through (see [`crate::db::writer`]); an error says `DATABASE_URL` failed opening it
+    /// (by its [`name`](Self::name)).
     pub async fn open<M: sea_orm_migration::MigratorTrait>(
         &self,
-        what: &str,
     ) -> anyhow::Result<(sea_orm::DatabaseConnection, sea_orm::DatabaseConnection)> {
         use anyhow::Context;
         let pool = crate::db::connect::<M>(&self.url, self.max_connections)
             .await
-            .with_context(|| format!("DATABASE_URL: opening the {what}"))?;
+            .with_context(|| format!("DATABASE_URL: opening the {}", self.name))?;
         let writer = crate::db::writer(&self.url, &pool)
             .await
             .context("DATABASE_URL: opening the writer connection")?;
