@@ -54,12 +54,9 @@ use crate::{
 
 /// Writes events into the outbox (call inside the mutation's transaction).
 pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Result<(), DbErr> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<outbox::ActiveModel> = events
-        .into_iter()
-        .map(|e| outbox::ActiveModel {
+    todo_service::db::insert_all(
+        db,
+        events.into_iter().map(|e| outbox::ActiveModel {
             seq: NotSet,
             event_id: Set(e.event_id),
             topic: Set(e.topic),
@@ -67,12 +64,9 @@ pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Res
             partition_key: Set(e.key),
             payload: Set(e.payload),
             created_at: Set(e.created_at),
-        })
-        .collect();
-    outbox::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+        }),
+    )
+    .await
 }
 
 /// Writes the events of one task change, numbered in its owner's sequence of changes (call

@@ -177,20 +177,15 @@ async fn replace_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(),
 }
 
 async fn insert_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
-    let rows: Vec<task_tag::ActiveModel> = tags_of(m)
-        .into_iter()
-        .map(|tag| task_tag::ActiveModel {
+    todo_service::db::insert_all(
+        db,
+        tags_of(m).into_iter().map(|tag| task_tag::ActiveModel {
             task_id: Set(m.id),
             tag: Set(tag),
             user_id: Set(m.user_id.clone()),
-        })
-        .collect();
-    if !rows.is_empty() {
-        task_tag::Entity::insert_many(rows)
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
+        }),
+    )
+    .await
 }
 
 /// The caller's task with this id.

@@ -2,10 +2,12 @@
 //! service's own database.
 
 mod group;
+mod insert;
 mod open;
 mod tables;
 
 pub use group::{GroupWriter, MAX_GROUP};
+pub use insert::insert_all;
 pub use open::{connect, writer};
 pub use tables::{
     CreateTables, EntityTable, NewTable, TableSpec, assert_released_schema, sqlite_schema,
