@@ -188,27 +188,39 @@ async fn create(
     // The series and the task it follows must be the requester's: a request naming
     // another user's series would take the id of that user's next occurrence (and
     // so swallow it) and file a stranger's task under their series.
+    let (rows, gone) = tasks::existing_and_deleted(txn, &[series, parent, id]).await?;
+    let owner_of = |named: Uuid| {
+        rows.iter()
+            .find(|r| r.id == named)
+            .map(|r| r.user_id.as_str())
+            .or_else(|| {
+                gone.iter()
+                    .find(|t| t.task_id == named)
+                    .map(|t| t.user_id.as_str())
+            })
+    };
     let named = [
         (series, "series_id is another user's task"),
         (parent, "parent_task_id is another user's task"),
         (id, "task_id is another user's task"),
     ];
     for (named, why) in named {
-        if tasks::owner(txn, named)
-            .await?
-            .is_some_and(|owner| owner != user)
-        {
+        if owner_of(named).is_some_and(|owner| owner != user) {
             return Err(NotCreated::Refused(why));
         }
     }
     // The series keeps its reminder policy: on the defaults (and so the soon-due
     // rule) only when the task it follows was. A parent deleted meanwhile counts
     // as the caller's choice.
-    row.default_reminders = tasks::find(txn, &user, parent)
-        .await?
-        .is_some_and(|p| p.default_reminders);
+    row.default_reminders = rows
+        .iter()
+        .any(|p| p.id == parent && p.user_id == user && p.default_reminders);
+    // Already created by an earlier delivery, or deleted since: done. (Looked up above;
+    // the insert below still does nothing when a concurrent one won.)
+    if owner_of(id).is_some() {
+        return Err(NotCreated::Exists);
+    }
     let snapshot = tasks::to_proto(&row);
-    // Already created by an earlier delivery: done.
     if !tasks::insert_if_absent(txn, &row).await? {
         return Err(NotCreated::Exists);
     }

@@ -156,15 +156,30 @@ pub async fn is_deleted<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<bool, se
     Ok(tombstone::Entity::find_by_id(id).one(db).await?.is_some())
 }
 
-/// Whose task `id` is (or was, when deleted), whoever asks; `None` when it never existed.
-pub async fn owner<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<String>, sea_orm::DbErr> {
-    if let Some(t) = task::Entity::find_by_id(id).one(db).await? {
-        return Ok(Some(t.user_id));
-    }
-    Ok(tombstone::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .map(|t| t.user_id))
+/// The tasks among `ids` that exist, whoever owns them, and the owners of those among the
+/// others that were deleted (their tombstones): two statements at most.
+pub async fn existing_and_deleted<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<(Vec<task::Model>, Vec<tombstone::Model>), sea_orm::DbErr> {
+    let rows = task::Entity::find()
+        .filter(task::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    let missing: Vec<Uuid> = ids
+        .iter()
+        .copied()
+        .filter(|id| !rows.iter().any(|r| r.id == *id))
+        .collect();
+    let gone = if missing.is_empty() {
+        Vec::new()
+    } else {
+        tombstone::Entity::find()
+            .filter(tombstone::Column::TaskId.is_in(missing))
+            .all(db)
+            .await?
+    };
+    Ok((rows, gone))
 }
 
 /// Replaces the tag index of an existing task.
