@@ -126,14 +126,14 @@ impl TaskApi {
         };
         let policy = reminders::Policy::keep(row.default_reminders);
         let (topics, owner, task) = (self.topics.clone(), user.to_owned(), snapshot.clone());
+        let expected = row.version;
         let scheduled = self
             .writer
             .write(user, move |txn| {
                 let (next, topics, owner, task) =
                     (next.clone(), topics.clone(), owner.clone(), task.clone());
-                let version = row.version;
                 Box::pin(async move {
-                    if !tasks::update_if(txn, &next, version, false).await? {
+                    if !tasks::update_if(txn, &next, expected, false).await? {
                         return Err(TaskError::Conflict);
                     }
                     Self::record(txn, &topics, kind, &task, vec![]).await?;
@@ -474,20 +474,19 @@ impl TaskService for TaskApi {
             reminders::Policy::keep(uses_defaults)
         };
         let (topics, owner, task) = (self.topics.clone(), user.clone(), snapshot.clone());
+        let expected = row.version;
         let scheduled = self
             .writer
             .write(&user, move |txn| {
-                let (next, topics, owner, task, changed, policy) = (
+                let (next, topics, owner, task, changed) = (
                     next.clone(),
                     topics.clone(),
                     owner.clone(),
                     task.clone(),
                     changed.clone(),
-                    policy,
                 );
-                let version = row.version;
                 Box::pin(async move {
-                    if !tasks::update_if(txn, &next, version, tags_changed).await? {
+                    if !tasks::update_if(txn, &next, expected, tags_changed).await? {
                         return Err(TaskError::Conflict);
                     }
                     Self::record(txn, &topics, TaskEventKind::Updated, &task, changed).await?;
