@@ -85,15 +85,27 @@ pub struct DedicatedKafka {
 }
 
 impl DedicatedKafka {
+    /// A free port is only free until someone else binds it (another test's broker or
+    /// sidecar may take it between the pick and Kafka's bind): a start that fails is tried
+    /// again, twice at most, on new ports and new storage.
     pub async fn start() -> anyhow::Result<Self> {
-        let mut k = Self {
-            port: crate::free_port()?,
-            controller_port: crate::free_port()?,
-            data: tempfile::Builder::new().prefix("kafka-").tempdir()?,
-            running: false,
-        };
-        k.up().await?;
-        Ok(k)
+        let mut attempt = 1;
+        loop {
+            let mut k = Self {
+                port: crate::free_port()?,
+                controller_port: crate::free_port()?,
+                data: tempfile::Builder::new().prefix("kafka-").tempdir()?,
+                running: false,
+            };
+            match k.up().await {
+                Ok(()) => return Ok(k),
+                Err(e) if attempt < 3 => {
+                    eprintln!("dedicated Kafka, attempt {attempt}: {e:#}; trying new ports");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn brokers(&self) -> String {
