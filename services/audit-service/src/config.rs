@@ -5,7 +5,7 @@ use std::time::Duration;
 use todo_auth::AuthMode;
 pub use todo_env::ConfigError;
 use todo_env::{Common, cli::Var};
-use todo_service::cli::{AppConfig, ConfigEnv, OwnDatabase, auth_mode};
+use todo_service::cli::{AppConfig, ConfigEnv, OwnDatabase};
 pub use todo_service::cli::{DatabaseConfig, ServiceConfig};
 use todo_topology::apps::App;
 
@@ -46,6 +46,7 @@ pub const ABOUT: &str = "Keeps every task and reminder event as one append-only 
 impl AppConfig for Config {
     const APP: App = todo_topology::apps::AUDIT_SERVICE;
     const ABOUT: &'static str = ABOUT;
+    type Identity = AuthMode;
     const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
         default_url: DEFAULT_DATABASE_URL,
         help: "`sqlite://…` or `postgres://…`: the audit log's own database",
@@ -84,9 +85,8 @@ impl AppConfig for Config {
         ]
     }
 
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
+    fn from_env(env: &ConfigEnv<'_>, common: Common, auth: AuthMode) -> Result<Self, ConfigError> {
         let database = DatabaseConfig::of::<Self>(env)?;
-        let auth = auth_mode(env)?;
         let retention = match env.get("AUDIT_RETENTION_DAYS") {
             None => None,
             Some(_) => {
@@ -120,8 +120,8 @@ impl AppConfig for Config {
         })
     }
 
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
+    fn identity(&self) -> &AuthMode {
+        &self.auth
     }
 }
 

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, time::Duration};
 use todo_auth::AuthMode;
 pub use todo_env::ConfigError;
 use todo_env::{Common, cli::Var};
-use todo_service::cli::{AppConfig, ConfigEnv, OwnDatabase, auth_mode};
+use todo_service::cli::{AppConfig, ConfigEnv, OwnDatabase};
 pub use todo_service::cli::{DatabaseConfig, ServiceConfig};
 use todo_topology::apps::App;
 
@@ -38,6 +38,7 @@ pub const ABOUT: &str = "Records every message Dapr moved to a <topic>-dlq topic
 impl AppConfig for Config {
     const APP: App = todo_topology::apps::DEAD_LETTER_SERVICE;
     const ABOUT: &'static str = ABOUT;
+    type Identity = AuthMode;
     const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
         default_url: DEFAULT_DATABASE_URL,
         help: "`sqlite://…` or `postgres://…`: the dead letters' own database",
@@ -60,9 +61,8 @@ impl AppConfig for Config {
         ]
     }
 
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
+    fn from_env(env: &ConfigEnv<'_>, common: Common, auth: AuthMode) -> Result<Self, ConfigError> {
         let database = DatabaseConfig::of::<Self>(env)?;
-        let auth = auth_mode(env)?;
         let admins = match env.get("DLQ_ADMINS") {
             Some(list) => parse_admins(&list)?,
             None if matches!(auth, AuthMode::Dev) => BTreeSet::from([DEV_ADMIN.to_owned()]),
@@ -78,8 +78,8 @@ impl AppConfig for Config {
         })
     }
 
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
+    fn identity(&self) -> &AuthMode {
+        &self.auth
     }
 }
 

@@ -38,10 +38,7 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
-use todo_env::{
-    Common,
-    cli::{Callers, Var},
-};
+use todo_env::{Common, cli::Var};
 pub use todo_service::cli::ServiceConfig;
 use todo_service::cli::{AppConfig, ConfigEnv};
 
@@ -52,7 +49,7 @@ pub const ABOUT: &str = "Delivers each due reminder once (structured log lines f
 impl AppConfig for Config {
     const APP: todo_topology::apps::App = todo_topology::apps::NOTIFICATION_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const CALLERS: Callers = Callers::Authenticated;
+    type Identity = AuthMode;
     fn own_vars() -> Vec<Var> {
         vec![
             Var::new(
@@ -78,8 +75,7 @@ impl AppConfig for Config {
             Var::new("STATE_TIMEOUT_MS", "5000", "deadline of one state call"),
         ]
     }
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let auth = todo_service::cli::auth_mode(env)?;
+    fn from_env(env: &ConfigEnv<'_>, common: Common, auth: AuthMode) -> Result<Self, ConfigError> {
         let retention_hours: u64 =
             env.positive("NOTIFICATION_RETENTION_HOURS", DEFAULT_RETENTION_HOURS)?;
         // Past this the TTL in seconds would not fit Dapr's int32 metadata (about 68 years).
@@ -115,8 +111,8 @@ impl AppConfig for Config {
             state_timeout: Duration::from_millis(env.positive("STATE_TIMEOUT_MS", 5_000)?),
         })
     }
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
+    fn identity(&self) -> &AuthMode {
+        &self.auth
     }
 }
 

@@ -15,12 +15,9 @@ pub struct Config {
 }
 
 pub use todo_env::ConfigError;
-use todo_env::{
-    Common,
-    cli::{Callers, Var},
-};
+use todo_env::{Common, cli::Var};
 pub use todo_service::cli::ServiceConfig;
-use todo_service::cli::{AppConfig, ConfigEnv};
+use todo_service::cli::{AppConfig, ConfigEnv, SidecarOnly};
 
 /// What `recurring-task-service --help` says it is.
 pub const ABOUT: &str = "Turns a completed recurring task into a request for its next occurrence \
@@ -37,16 +34,19 @@ const PUBLISH_TIMEOUT_MS: Var = Var::new(
 impl AppConfig for Config {
     const APP: todo_topology::apps::App = todo_topology::apps::RECURRING_TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const CALLERS: Callers = Callers::SidecarOnly;
+    type Identity = SidecarOnly;
     fn own_vars() -> Vec<Var> {
         vec![PUBLISH_TIMEOUT_MS]
     }
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
+    fn from_env(env: &ConfigEnv<'_>, common: Common, _: SidecarOnly) -> Result<Self, ConfigError> {
         let publish_timeout_ms: u64 = env.positive(PUBLISH_TIMEOUT_MS.name, 5_000)?;
         Ok(Self {
             common,
             publish_timeout: Duration::from_millis(publish_timeout_ms),
         })
+    }
+    fn identity(&self) -> &SidecarOnly {
+        &SidecarOnly
     }
 }
 

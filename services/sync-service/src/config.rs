@@ -4,10 +4,7 @@ use std::time::Duration;
 
 use todo_auth::AuthMode;
 pub use todo_env::ConfigError;
-use todo_env::{
-    Common,
-    cli::{Callers, Var},
-};
+use todo_env::{Common, cli::Var};
 pub use todo_service::cli::ServiceConfig;
 use todo_service::cli::{AppConfig, ConfigEnv};
 
@@ -37,10 +34,9 @@ pub const ABOUT: &str = "Streams every change of a user's tasks to each of their
 impl AppConfig for Config {
     const APP: todo_topology::apps::App = todo_topology::apps::SYNC_SERVICE;
     const ABOUT: &'static str = ABOUT;
-    const CALLERS: Callers = Callers::Authenticated;
-    /// In `AUTH_MODE=dev` only (warned about at start).
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
+    type Identity = AuthMode;
+    fn identity(&self) -> &AuthMode {
+        &self.auth
     }
     fn own_vars() -> Vec<Var> {
         vec![
@@ -106,8 +102,7 @@ impl AppConfig for Config {
         ]
     }
 
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
-        let auth = todo_service::cli::auth_mode(env)?;
+    fn from_env(env: &ConfigEnv<'_>, common: Common, auth: AuthMode) -> Result<Self, ConfigError> {
         let window_secs: u64 = env.positive("SYNC_WINDOW_SECS", 600)?;
         if window_secs > 7 * 86_400 {
             return Err(ConfigError::new(

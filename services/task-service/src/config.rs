@@ -39,6 +39,7 @@ pub const ABOUT: &str = "The Task API (gRPC) persisted with sea-orm; publishes e
 impl AppConfig for Config {
     const APP: todo_topology::apps::App = todo_topology::apps::TASK_SERVICE;
     const ABOUT: &'static str = ABOUT;
+    type Identity = AuthMode;
     const DATABASE: Option<OwnDatabase> = Some(OwnDatabase {
         default_url: "sqlite://.data/tasks.db?mode=rwc",
         help: "`sqlite://…` or `postgres://…`",
@@ -81,9 +82,8 @@ impl AppConfig for Config {
             ),
         ]
     }
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError> {
+    fn from_env(env: &ConfigEnv<'_>, common: Common, auth: AuthMode) -> Result<Self, ConfigError> {
         let database = DatabaseConfig::of::<Self>(env)?;
-        let auth = todo_service::cli::auth_mode(env)?;
         Ok(Self {
             write_group_max: env.positive("WRITE_GROUP_MAX", todo_service::db::MAX_GROUP)?,
             common,
@@ -128,8 +128,8 @@ impl AppConfig for Config {
             },
         })
     }
-    fn trusts_user_header(&self) -> bool {
-        matches!(self.auth, AuthMode::Dev)
+    fn identity(&self) -> &AuthMode {
+        &self.auth
     }
 }
 

@@ -2,6 +2,7 @@
 //! configuration read and checked, or the process stopped with the variable named.
 
 use clap::{ArgMatches, Command};
+use todo_auth::AuthMode;
 use todo_env::{
     Common, ConfigError, Env,
     cli::{self, Callers, Var},
@@ -64,9 +65,11 @@ pub trait AppConfig: Sized {
     const APP: todo_topology::apps::App;
     /// What `--help` says the service is.
     const ABOUT: &'static str;
-    /// Whether callers reach its API (then it reads the identity variables) or only the
-    /// sidecar does. By default callers do: the safe assumption, identity is checked.
-    const CALLERS: Callers = Callers::Authenticated;
+    /// How it knows who calls it: [`AuthMode`] when callers reach its API (it reads the
+    /// identity variables, and trusts an `x-user-id` header in `AUTH_MODE=dev`), or
+    /// [`SidecarOnly`] when only the sidecar does. Read before [`Self::from_env`], which
+    /// is handed it.
+    type Identity: Identity;
     /// Its own database, when it has one: its variables (`--help` lists them after the
     /// identity ones) and [`DatabaseConfig::of`] follow from it.
     const DATABASE: Option<OwnDatabase> = None;
@@ -79,10 +82,50 @@ pub trait AppConfig: Sized {
     /// The variables of its own (`--help` lists them after the common, identity and
     /// database ones).
     fn own_vars() -> Vec<Var>;
-    /// Reads and checks the rest of the configuration, given what every app reads; an
-    /// error names the variable.
-    fn from_env(env: &ConfigEnv<'_>, common: Common) -> Result<Self, ConfigError>;
-    /// Whether it trusts an `x-user-id` header (`AUTH_MODE=dev`): warned about at start.
+    /// Reads and checks the rest of the configuration, given what every app reads and its
+    /// [`Self::Identity`]; an error names the variable.
+    fn from_env(
+        env: &ConfigEnv<'_>,
+        common: Common,
+        identity: Self::Identity,
+    ) -> Result<Self, ConfigError>;
+    /// The identity [`Self::from_env`] was handed: whether it trusts a user header (warned
+    /// about at start) follows from it.
+    fn identity(&self) -> &Self::Identity;
+}
+
+/// How an app knows who calls it ([`AppConfig::Identity`]): the variables it reads for
+/// that, and whether it trusts an `x-user-id` header.
+pub trait Identity: Sized {
+    /// Whether `--help` lists the identity variables ([`todo_env::cli::AUTH`]).
+    const CALLERS: Callers;
+    /// Reads and checks them; an error names the variable.
+    fn read(env: &ConfigEnv<'_>) -> Result<Self, ConfigError>;
+    /// Whether it trusts an `x-user-id` header: warned about at start.
+    fn trusts_user_header(&self) -> bool;
+}
+
+/// Callers reach the app's API: `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM`
+/// and `JWT_SECRET` / `JWT_PUBLIC_KEY`; `dev` trusts the `x-user-id` header.
+impl Identity for AuthMode {
+    const CALLERS: Callers = Callers::Authenticated;
+    fn read(env: &ConfigEnv<'_>) -> Result<Self, ConfigError> {
+        AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))
+    }
+    fn trusts_user_header(&self) -> bool {
+        matches!(self, AuthMode::Dev)
+    }
+}
+
+/// Only the app's sidecar calls it: there is no caller identity to read or trust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SidecarOnly;
+
+impl Identity for SidecarOnly {
+    const CALLERS: Callers = Callers::SidecarOnly;
+    fn read(_: &ConfigEnv<'_>) -> Result<Self, ConfigError> {
+        Ok(Self)
+    }
     fn trusts_user_header(&self) -> bool {
         false
     }
@@ -100,17 +143,18 @@ impl<C: AppConfig> ServiceConfig for C {
         cli::service_vars(
             C::APP.listen,
             C::APP.metrics,
-            C::CALLERS,
+            C::Identity::CALLERS,
             database.chain(C::own_vars()),
         )
     }
     fn read(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(get);
         let common = env.common(C::APP.listen, C::APP.metrics)?;
-        C::from_env(&env, common)
+        let identity = C::Identity::read(&env)?;
+        C::from_env(&env, common, identity)
     }
     fn trusts_user_header(&self) -> bool {
-        AppConfig::trusts_user_header(self)
+        self.identity().trusts_user_header()
     }
 }
 
@@ -123,13 +167,6 @@ pub struct OwnDatabase {
     pub help: &'static str,
     /// What it is called in errors (`DATABASE_URL: opening the audit database`).
     pub name: &'static str,
-}
-
-/// `AUTH_MODE` (jwt|dev, default jwt) with `JWT_ALGORITHM` and `JWT_SECRET` /
-/// `JWT_PUBLIC_KEY`, as an app whose API callers reach reads them; an error names the
-/// variable.
-pub fn auth_mode(env: &ConfigEnv<'_>) -> Result<todo_auth::AuthMode, ConfigError> {
-    todo_auth::AuthMode::from_lookup(|k| env.get(k)).map_err(|e| ConfigError::new(e.var, e.reason))
 }
 
 /// An app's own database: `DATABASE_URL` and `DATABASE_MAX_CONNECTIONS`.
