@@ -46,12 +46,22 @@ pub async fn writer(url: &str, pool: &DatabaseConnection) -> Result<DatabaseConn
     Database::connect(options(url, 1)).await
 }
 
+/// How long a pooled connection may sit unused before it is pinged on its next acquire.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
+
 fn options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(max_connections)
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
+        // Ping a connection before handing it out only when it sat idle for a while (sqlx
+        // pings on every acquire by default, and again on every release). On SQLite a ping
+        // is one more round trip to the connection's thread per transaction, on PostgreSQL
+        // one more to the server. The ping on release still drops a connection that broke
+        // while in use; one that broke while idle in the pool for less than this (a server
+        // restart) fails its next statement once, which callers see as UNAVAILABLE.
+        .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
