@@ -192,6 +192,12 @@ pub fn publish_backoff(config: &RelayConfig) -> backon::ExponentialBackoff {
         .build()
 }
 
+/// What one bulk publish came to: the rows to delete, and why the others were not.
+struct Published {
+    acked: Vec<i64>,
+    failure: Option<RelayError>,
+}
+
 /// Advisory lock key of the relay ("todo-outbox-relay").
 const RELAY_LOCK: i64 = 0x746f_646f_7265_6c61;
 
@@ -358,10 +364,11 @@ impl Relay {
     }
 
     /// Publishes pending rows in order, batch after batch (on SQLite up to
-    /// [`PIPELINE_BATCHES`]): while a full batch is being published, the next one is read,
-    /// so the next publish starts as soon as the previous one was acknowledged. Publishes
-    /// never overlap: a user's events reach Kafka in their order. Returns how many rows it
-    /// handled.
+    /// [`PIPELINE_BATCHES`]): while a full batch is being published, the next one is read
+    /// and the rows of the one before it are deleted, so the next publish starts as soon as
+    /// the previous one was acknowledged. Publishes never overlap: a user's events reach
+    /// Kafka in their order. Every acknowledged row is deleted before it returns (the next
+    /// drain reads from the oldest row). Returns how many rows it handled.
     async fn drain<R: ConnectionTrait, W: ConnectionTrait>(
         &self,
         reads: &R,
@@ -374,11 +381,14 @@ impl Relay {
         };
         let mut rows = self.pending(reads, None).await?;
         let mut handled = 0;
+        // The acknowledged rows of the batch before, deleted while the next one publishes.
+        let mut undeleted: Vec<i64> = Vec::new();
         for batch in 1..=batches {
             if rows.is_empty() {
                 break;
             }
             if self.careful.load(std::sync::atomic::Ordering::Relaxed) {
+                delete_acknowledged(writes, &undeleted).await?;
                 return Ok(handled + self.publish_carefully(writes, &rows).await?);
             }
             let full = rows.len() as u64 >= self.config.batch_size && batch < batches;
@@ -390,19 +400,41 @@ impl Relay {
                     Ok(Vec::new())
                 }
             };
-            let (published, next) = tokio::join!(self.publish_batch(writes, &rows), read_next);
-            handled += published?;
-            rows = next?;
+            let (published, next, deleted) = tokio::join!(
+                self.publish(&rows),
+                read_next,
+                delete_acknowledged(writes, &undeleted)
+            );
+            let Published { acked, failure } = published;
+            if let Err(e) = deleted {
+                // This batch's rows too, so they are not published twice once the database
+                // is back; whatever stays is published again (at least once, as ever).
+                delete_acknowledged(writes, &acked).await.ok();
+                return Err(e.into());
+            }
+            if let Some(e) = failure {
+                delete_acknowledged(writes, &acked).await?;
+                self.failed();
+                return Err(e);
+            }
+            undeleted = acked;
+            handled += rows.len();
+            rows = match next {
+                Ok(next) => next,
+                Err(e) => {
+                    delete_acknowledged(writes, &undeleted).await?;
+                    return Err(e.into());
+                }
+            };
         }
+        delete_acknowledged(writes, &undeleted).await?;
         Ok(handled)
     }
 
-    /// Publishes `rows` in bulk and deletes those acknowledged.
-    async fn publish_batch<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        rows: &[outbox::Model],
-    ) -> Result<usize, RelayError> {
+    /// Publishes `rows` in bulk: which rows were acknowledged (each user's chain on a topic
+    /// up to its first failed entry, see [`acknowledged`]) and the failure, if any. Deletes
+    /// nothing: [`delete_acknowledged`] does, once their turn comes.
+    async fn publish(&self, rows: &[outbox::Model]) -> Published {
         metrics::histogram!("outbox_relay_batch_size").record(rows.len() as f64);
         // One bulk call per topic, each in insertion order; the topics at the same time
         // (order is kept per user within a topic, and topics are independent).
@@ -443,14 +475,7 @@ impl Relay {
                 Err(e) => failure = Some(e.into()),
             }
         }
-        delete_acknowledged(db, &acked).await?;
-        match failure {
-            Some(e) => {
-                self.failed();
-                Err(e)
-            }
-            None => Ok(rows.len()),
-        }
+        Published { acked, failure }
     }
 
     /// Careful mode: each user's events one at a time, in order; users in parallel.
