@@ -26,8 +26,10 @@
 //! docs/events.md, "Delivery guarantees").
 //!
 //! On PostgreSQL several replicas may run: a transaction-scoped advisory lock
-//! lets one relay work at a time (others stand by), which keeps the global order. On
-//! SQLite the one process is the one relay.
+//! lets one relay work at a time (others stand by), which keeps each user's order. On
+//! SQLite the one process is the one relay. Either way a drain publishes up to
+//! [`PIPELINE_BATCHES`] bulks one after another, reading the next while one publishes
+//! ([`pending_rows`] says how the next is chosen on each database).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -222,11 +224,8 @@ const CAREFUL_CONCURRENCY: usize = 16;
 /// How long after its last failure the relay stays careful (see the module docs).
 pub const CAREFUL_HOLD: Duration = Duration::from_secs(10);
 
-/// How many full batches one drain publishes back to back on SQLite, each read while the
-/// one before it was being published. (Not on PostgreSQL: there a row's `seq` is taken at
-/// insert and it becomes visible at commit, so a read "after the batch in flight" could
-/// pass over a row that commits late, and publish that user's next event before it; each
-/// drain there reads from the oldest row.)
+/// How many full batches one drain publishes back to back, each read while the one before
+/// it was being published (see [`pending_rows`] for how the next one is chosen).
 const PIPELINE_BATCHES: usize = 8;
 
 impl Relay {
@@ -323,7 +322,7 @@ impl Relay {
     /// Publishes one batch; returns how many rows it handled.
     pub async fn drain_once(&self) -> Result<usize, RelayError> {
         if self.db.get_database_backend() == DbBackend::Postgres {
-            // Hold the lease for the whole batch: publish inside the transaction.
+            // Hold the lease for the whole drain: publish inside the transaction.
             let txn = self.db.begin().await?;
             let got = txn
                 .query_one_raw(Statement::from_sql_and_values(
@@ -347,39 +346,42 @@ impl Relay {
         }
     }
 
-    /// The next rows to publish: the oldest, or those after `after` (a batch in flight).
+    /// The next rows to publish: the oldest, or, while `in_flight` is being published and
+    /// `undeleted` is being deleted, the oldest of the others (see [`pending_rows`]).
     async fn pending<C: ConnectionTrait>(
         &self,
         reads: &C,
-        after: Option<i64>,
+        in_flight: &[outbox::Model],
+        undeleted: &[i64],
     ) -> Result<Vec<outbox::Model>, DbErr> {
-        let mut q = outbox::Entity::find();
-        if let Some(seq) = after {
-            q = q.filter(outbox::Column::Seq.gt(seq));
-        }
-        q.order_by_asc(outbox::Column::Seq)
-            .limit(self.config.batch_size)
-            .all(reads)
-            .await
+        let skip = if self.db.get_database_backend() == DbBackend::Sqlite {
+            // One writer: rows commit in `seq` order, so "after the batch in flight" is exact.
+            Skip::After(in_flight.last().map_or(0, |r| r.seq))
+        } else {
+            Skip::These(
+                in_flight
+                    .iter()
+                    .map(|r| r.seq)
+                    .chain(undeleted.iter().copied())
+                    .collect(),
+            )
+        };
+        pending_rows(reads, self.config.batch_size, &skip).await
     }
 
-    /// Publishes pending rows in order, batch after batch (on SQLite up to
-    /// [`PIPELINE_BATCHES`]): while a full batch is being published, the next one is read
-    /// and the rows of the one before it are deleted, so the next publish starts as soon as
-    /// the previous one was acknowledged. Publishes never overlap: a user's events reach
-    /// Kafka in their order. Every acknowledged row is deleted before it returns (the next
-    /// drain reads from the oldest row). Returns how many rows it handled.
+    /// Publishes pending rows in order, batch after batch (up to [`PIPELINE_BATCHES`]):
+    /// while a full batch is being published, the next one is read and the rows of the one
+    /// before it are deleted, so the next publish starts as soon as the previous one was
+    /// acknowledged. Publishes never overlap: a user's events reach Kafka in their order.
+    /// Every acknowledged row is deleted before it returns (the next drain reads from the
+    /// oldest row). Returns how many rows it handled.
     async fn drain<R: ConnectionTrait, W: ConnectionTrait>(
         &self,
         reads: &R,
         writes: &W,
     ) -> Result<usize, RelayError> {
-        let batches = if self.db.get_database_backend() == DbBackend::Sqlite {
-            PIPELINE_BATCHES
-        } else {
-            1
-        };
-        let mut rows = self.pending(reads, None).await?;
+        let batches = PIPELINE_BATCHES;
+        let mut rows = self.pending(reads, &[], &[]).await?;
         let mut handled = 0;
         // The acknowledged rows of the batch before, deleted while the next one publishes.
         let mut undeleted: Vec<i64> = Vec::new();
@@ -392,10 +394,9 @@ impl Relay {
                 return Ok(handled + self.publish_carefully(writes, &rows).await?);
             }
             let full = rows.len() as u64 >= self.config.batch_size && batch < batches;
-            let after = rows.last().map(|r| r.seq);
             let read_next = async {
                 if full {
-                    self.pending(reads, after).await
+                    self.pending(reads, &rows, &undeleted).await
                 } else {
                     Ok(Vec::new())
                 }
@@ -565,6 +566,42 @@ impl Relay {
             *at = Some(std::time::Instant::now());
         }
     }
+}
+
+/// Which rows a read of the outbox passes over: those of the batches a drain has in hand.
+#[derive(Debug, Clone)]
+pub enum Skip {
+    /// Those up to this `seq` (SQLite, where rows commit in `seq` order).
+    After(i64),
+    /// These rows (PostgreSQL).
+    These(Vec<i64>),
+}
+
+/// The oldest `limit` rows of the outbox, in `seq` order, but for those `skip` names.
+///
+/// On PostgreSQL a row's `seq` is taken at insert and the row becomes visible at commit, so
+/// a row may appear after rows with higher numbers were read: a read "after the batch in
+/// flight" would pass over it and publish its user's next event before it. So there the
+/// next batch is read from the oldest row, passing over only the rows in hand. That is
+/// safe for each user's order: a user's changes take their counter's row lock
+/// ([`write_change`]) until their commit, so a user's later row is visible only once the
+/// earlier ones are, and a read that finds it finds them too.
+pub async fn pending_rows<C: ConnectionTrait>(
+    reads: &C,
+    limit: u64,
+    skip: &Skip,
+) -> Result<Vec<outbox::Model>, DbErr> {
+    let q = match skip {
+        Skip::After(seq) => outbox::Entity::find().filter(outbox::Column::Seq.gt(*seq)),
+        Skip::These(seqs) if seqs.is_empty() => outbox::Entity::find(),
+        Skip::These(seqs) => {
+            outbox::Entity::find().filter(outbox::Column::Seq.is_not_in(seqs.iter().copied()))
+        }
+    };
+    q.order_by_asc(outbox::Column::Seq)
+        .limit(limit)
+        .all(reads)
+        .await
 }
 
 /// Deletes the rows Dapr acknowledged (and counts them as published).

@@ -179,3 +179,56 @@ async fn a_partly_failed_bulk_keeps_each_users_order() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An outbox event of `user` on a made-up topic, told apart by its key and event id only.
+fn row_of(user: &str) -> PendingEvent {
+    PendingEvent {
+        event_id: uuid::Uuid::now_v7(),
+        topic: "relay-order-read".to_owned(),
+        event_type: event_types::TASK_UPDATED,
+        key: user.to_owned(),
+        payload: Vec::new(),
+        created_at: chrono::Utc::now().timestamp_micros(),
+    }
+}
+
+/// On PostgreSQL a row's `seq` is taken at insert and the row appears at its commit, so a
+/// row can commit after rows with higher numbers were read. The relay reads the next batch
+/// while one publishes; that read must still find the late row, before the same user's
+/// next one (a read "after the batch in flight" would pass over it for good in that drain
+/// and publish x2 before x1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_on_postgres_keeps_a_row_that_committed_late() {
+    use task_service::outbox::{Skip, pending_rows, write};
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_database(Backend::Postgres, &dir).await;
+    let db = task_service::db::connect(&url, 4).await.unwrap();
+    let keys = |rows: &[outbox::Model]| -> Vec<String> {
+        rows.iter().map(|r| r.partition_key.clone()).collect()
+    };
+
+    // x1 is numbered first and commits last.
+    let late = db.begin().await.unwrap();
+    write(&late, vec![row_of("x1")]).await.unwrap();
+    for y in ["y1", "y2", "y3"] {
+        write(&db, vec![row_of(y)]).await.unwrap();
+    }
+    let in_flight = pending_rows(&db, 2, &Skip::These(Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(keys(&in_flight), ["y1", "y2"], "x1 is not visible yet");
+    late.commit().await.unwrap();
+    write(&db, vec![row_of("x2")]).await.unwrap();
+
+    let seqs: Vec<i64> = in_flight.iter().map(|r| r.seq).collect();
+    let next = pending_rows(&db, 10, &Skip::These(seqs)).await.unwrap();
+    assert_eq!(keys(&next), ["x1", "y3", "x2"], "x1 first, before x2");
+    let after = pending_rows(&db, 10, &Skip::After(in_flight[1].seq))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&after),
+        ["y3", "x2"],
+        "reading after the batch in flight would have passed over x1"
+    );
+}
