@@ -86,8 +86,9 @@ bench-events: bootstrap kafka-up pg-up
 bench-recurrence: bootstrap kafka-up
     cargo run --release -p todo-bench --bin bench_recurrence
 
-# Reminders: 10,000 due within 60 s; lateness p50/p99 and duplicates.
-bench-reminders: bootstrap kafka-up
+# Reminders: 10,000 due within 60 s; lateness p50/p99 and duplicates. BENCH_DATABASE and
+# BENCH_STATE_STORE (sqlite or postgres) pick where the tasks and the delivery log are kept.
+bench-reminders: bootstrap kafka-up pg-up
     cargo run --release -p todo-bench --bin bench_reminders
 
 # audit-service ingestion: its release binary as a child process with its own daprd,

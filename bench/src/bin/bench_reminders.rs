@@ -15,8 +15,11 @@
 //! fresh database created on `DATABASE_URL_PG` (dropped at the end). notification-service is
 //! built by `notification_service::build_with_channel` with a [`Channel`] that records each
 //! delivery and when it went out; its sidecar loads a copy of dapr-components/ whose
-//! `notification-state` store is a SQLite file of its own. Both use `AUTH_MODE=dev`, their
-//! other settings at their defaults, and a unique `TOPIC_PREFIX`.
+//! `notification-state` store is a SQLite file of its own, or, with
+//! `BENCH_STATE_STORE=postgres`, Dapr's PostgreSQL state store (`state.postgresql` v2, as
+//! kustomize/base deploys it) on a fresh database created on `DATABASE_URL_PG` (dropped at
+//! the end). Both use `AUTH_MODE=dev`, their other settings at their defaults, and a unique
+//! `TOPIC_PREFIX`.
 //!
 //! Method: `BENCH_REMINDERS` tasks are created through the gRPC API (`BENCH_CONCURRENCY`
 //! in flight, round-robin over `BENCH_USERS` users), each with one absolute reminder; the
@@ -48,7 +51,7 @@
 //! (60), `BENCH_START_SECS` (30), `BENCH_USERS` (100), `BENCH_CONCURRENCY` (32),
 //! `BENCH_CHANNELS` (4), `BENCH_TIMEOUT_SECS` (180), `BENCH_SETTLE_SECS` (5),
 //! `BENCH_PARTITIONS` (3, as scripts/kafka.sh creates topics), `BENCH_DATABASE` (`sqlite` or
-//! `postgres`), `DATABASE_URL_PG` (postgres://todo:todo@127.0.0.1:15432/todo). Passed
+//! `postgres`), `BENCH_STATE_STORE` (`sqlite` or `postgres`), `DATABASE_URL_PG` (postgres://todo:todo@127.0.0.1:15432/todo). Passed
 //! through to the services when set: `DATABASE_MAX_CONNECTIONS`, `OUTBOX_BATCH_SIZE`,
 //! `OUTBOX_POLL_MS`, `NOTIFICATION_CLAIM_LEASE_MS`, `STATE_TIMEOUT_MS`,
 //! `NOTIFICATIONS_PER_USER`. `RUST_LOG` filters the services' logs (default `warn`).
@@ -117,7 +120,25 @@ struct Config {
     settle: Duration,
     partitions: u32,
     database: Db,
+    /// Where notification-service's delivery log is kept.
+    state_store: Db,
     pg_admin_url: String,
+}
+
+/// `sqlite` (the default) or `postgres` from the variable `name`.
+fn db_from_env(name: &str) -> anyhow::Result<Db> {
+    Ok(
+        match std::env::var(name)
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "sqlite" => Db::Sqlite,
+            "postgres" | "postgresql" | "pg" => Db::Postgres,
+            other => bail!("{name}: unknown database {other:?} (sqlite, postgres)"),
+        },
+    )
 }
 
 fn env_secs(name: &str, default: u64) -> anyhow::Result<Duration> {
@@ -129,16 +150,6 @@ fn env_secs(name: &str, default: u64) -> anyhow::Result<Duration> {
 
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let database = match std::env::var("BENCH_DATABASE")
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "" | "sqlite" => Db::Sqlite,
-            "postgres" | "postgresql" | "pg" => Db::Postgres,
-            other => bail!("BENCH_DATABASE: unknown database {other:?} (sqlite, postgres)"),
-        };
         Ok(Self {
             reminders: env_usize("BENCH_REMINDERS", 10_000)?,
             window: env_secs("BENCH_WINDOW_SECS", 60)?,
@@ -149,7 +160,8 @@ impl Config {
             timeout: env_secs("BENCH_TIMEOUT_SECS", 180)?,
             settle: env_secs("BENCH_SETTLE_SECS", 5)?,
             partitions: u32::try_from(env_usize("BENCH_PARTITIONS", 3)?)?,
-            database,
+            database: db_from_env("BENCH_DATABASE")?,
+            state_store: db_from_env("BENCH_STATE_STORE")?,
             pg_admin_url: pg_admin_url(),
         })
     }
@@ -207,8 +219,9 @@ impl Recorder {
 
 // ------------------------------------------------------------------ the chain
 
-/// A copy of dapr-components/ whose notification state store is a SQLite file of its own,
-/// loaded by the sidecar `app_id` (as notification-service's tests do).
+/// A copy of dapr-components/ whose notification state store is a SQLite file of its own
+/// (as notification-service's tests do) or, given `state_pg`, Dapr's PostgreSQL state store
+/// on that database, loaded by the sidecar `app_id`.
 struct Resources {
     components: tempfile::TempDir,
     /// Outside `components`: daprd watches that folder and reloads on every change there.
@@ -223,7 +236,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> anyhow::Result<String> {
     Ok(text.replace(from, to))
 }
 
-fn resources(app_id: &str) -> anyhow::Result<Resources> {
+fn resources(app_id: &str, state_pg: Option<&str>) -> anyhow::Result<Resources> {
     let temp = |prefix: &str| tempfile::Builder::new().prefix(prefix).tempdir();
     let (components, data) = (temp("bench-ns-components-")?, temp("bench-ns-data-")?);
     let src = repo_root().join("dapr-components");
@@ -236,7 +249,11 @@ fn resources(app_id: &str) -> anyhow::Result<Resources> {
             continue;
         }
         let mut text = std::fs::read_to_string(&path)?;
-        if name == "statestore-notifications.yaml" {
+        if name == "statestore-notifications.yaml"
+            && let Some(url) = state_pg
+        {
+            text = postgres_state_store(url, app_id);
+        } else if name == "statestore-notifications.yaml" {
             let db = data.path().join("notifications.db");
             text = replace_once(
                 &text,
@@ -255,6 +272,19 @@ fn resources(app_id: &str) -> anyhow::Result<Resources> {
         components,
         _data: data,
     })
+}
+
+/// notification-service's store as kustomize/base/dapr/statestore-notification.yaml
+/// deploys it, with the connection string in place of its secret reference.
+fn postgres_state_store(url: &str, app_id: &str) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {store}\nspec:\n  \
+         type: state.postgresql\n  version: v2\n  metadata:\n    - name: connectionString\n      \
+         value: \"{url}\"\n    - name: tablePrefix\n      value: notification_\n    \
+         - name: timeout\n      value: 20s\n    - name: cleanupInterval\n      value: 1h\n\
+         scopes:\n  - {app_id}\n",
+        store = notification_service::STATE_STORE,
+    )
 }
 
 /// A service's configuration lookup: `fixed` first, then the passed-through variables.
@@ -280,9 +310,10 @@ struct NotificationSide {
 async fn start_notification_service(
     prefix: &str,
     recorder: Arc<Recorder>,
+    state_pg: Option<&str>,
 ) -> anyhow::Result<NotificationSide> {
     let app_id = unique("bench-notification-service");
-    let resources = resources(&app_id)?;
+    let resources = resources(&app_id, state_pg)?;
     let grpc_port = free_port()?;
     let config = notification_service::Config::from_lookup(lookup(
         vec![
@@ -625,10 +656,18 @@ async fn main() -> anyhow::Result<()> {
         Db::Postgres => Some(pg::create_database(&cfg.pg_admin_url, "bench_rem").await?),
     };
     let url = pg.as_ref().map(|(_, u)| u.clone()).unwrap_or_default();
+    let state_pg = match cfg.state_store {
+        Db::Sqlite => None,
+        Db::Postgres => Some(pg::create_database(&cfg.pg_admin_url, "bench_rem_state").await?),
+    };
     let recorder = Arc::new(Recorder::default());
     let started = Instant::now();
     let (notif, tasks) = tokio::join!(
-        start_notification_service(&prefix, recorder.clone()),
+        start_notification_service(
+            &prefix,
+            recorder.clone(),
+            state_pg.as_ref().map(|(_, u)| u.as_str())
+        ),
         start_task_service(&prefix, &url),
     );
     let (notif, tasks) = (notif?, tasks?);
@@ -648,10 +687,10 @@ async fn main() -> anyhow::Result<()> {
     let TaskSide { app, sidecar, .. } = tasks;
     let _ = tokio::time::timeout(Duration::from_secs(10), app.shutdown()).await;
     drop(sidecar);
-    if let Some((name, _)) = &pg
-        && let Err(e) = pg::drop_database(&cfg.pg_admin_url, name).await
-    {
-        eprintln!("bench-reminders: could not drop database {name}: {e:#}");
+    for (name, _) in pg.iter().chain(state_pg.iter()) {
+        if let Err(e) = pg::drop_database(&cfg.pg_admin_url, name).await {
+            eprintln!("bench-reminders: could not drop database {name}: {e:#}");
+        }
     }
     let (report, run_info) = outcome?;
     print_report(&cfg, &report, &run_info, stats_before, &idle_load);
@@ -701,7 +740,7 @@ async fn run(
         .process("daprd task-service", tasks.sidecar.pid())
         .process("daprd notification", notif.sidecar.pid())
         .process("Kafka", kafka_pid());
-    if cfg.database == Db::Postgres {
+    if cfg.database == Db::Postgres || cfg.state_store == Db::Postgres {
         procs = procs.process_tree("PostgreSQL", pg::server_pid(&cfg.pg_admin_url).await.ok());
     }
     let t0 = Utc::now();
@@ -918,6 +957,14 @@ fn print_report(cfg: &Config, r: &Report, info: &RunInfo, stats: StatsSnapshot, 
         info.create_wall.as_secs_f64(),
         info.create_rate,
         info.cpu_create
+    );
+    println!(
+        "- notification-service's delivery log: {}",
+        match cfg.state_store {
+            Db::Sqlite => "Dapr's SQLite state store (state.sqlite, a fresh file)",
+            Db::Postgres =>
+                "Dapr's PostgreSQL state store (state.postgresql v2, a fresh database on DATABASE_URL_PG)",
+        }
     );
     match info.scheduled_drained_after {
         Some(d) => println!(

@@ -319,10 +319,14 @@ impl Relay {
         }
     }
 
-    /// Publishes one batch; returns how many rows it handled.
+    /// Publishes what is pending, up to [`PIPELINE_BATCHES`] bulks; returns how many rows
+    /// it handled.
     pub async fn drain_once(&self) -> Result<usize, RelayError> {
         if self.db.get_database_backend() == DbBackend::Postgres {
-            // Hold the lease for the whole drain: publish inside the transaction.
+            // The lease is the transaction: held for the whole drain, it does nothing else.
+            // Reads and deletes go through the pool, each committed on its own, so a failed
+            // statement cannot abort the lease's transaction and take the drain's earlier
+            // deletes back with it (its rows would all be published again).
             let txn = self.db.begin().await?;
             let got = txn
                 .query_one_raw(Statement::from_sql_and_values(
@@ -337,7 +341,14 @@ impl Relay {
             if !got {
                 return Ok(0); // another replica's relay is working
             }
-            let result = self.drain(&txn, &txn).await;
+            // (A pool of one connection has only the lease's: then through it, and a failed
+            // statement takes that drain's deletes back.)
+            let pool = self.db.get_postgres_connection_pool();
+            let result = if pool.options().get_max_connections() > 1 {
+                self.drain(&self.db, &self.db).await
+            } else {
+                self.drain(&txn, &txn).await
+            };
             txn.commit().await?;
             result
         } else {
@@ -407,15 +418,17 @@ impl Relay {
                 delete_acknowledged(writes, &undeleted)
             );
             let Published { acked, failure } = published;
+            if failure.is_some() {
+                self.failed();
+            }
             if let Err(e) = deleted {
-                // This batch's rows too, so they are not published twice once the database
-                // is back; whatever stays is published again (at least once, as ever).
-                delete_acknowledged(writes, &acked).await.ok();
+                // This bulk's rows stay too: deleting them while the bulk before stays would
+                // publish its events again after these, and a user's newest event would not
+                // be the last one seen. Both go out again, in order (at least once, as ever).
                 return Err(e.into());
             }
             if let Some(e) = failure {
                 delete_acknowledged(writes, &acked).await?;
-                self.failed();
                 return Err(e);
             }
             undeleted = acked;
@@ -582,10 +595,12 @@ pub enum Skip {
 /// On PostgreSQL a row's `seq` is taken at insert and the row becomes visible at commit, so
 /// a row may appear after rows with higher numbers were read: a read "after the batch in
 /// flight" would pass over it and publish its user's next event before it. So there the
-/// next batch is read from the oldest row, passing over only the rows in hand. That is
-/// safe for each user's order: a user's changes take their counter's row lock
-/// ([`write_change`]) until their commit, so a user's later row is visible only once the
-/// earlier ones are, and a read that finds it finds them too.
+/// next batch is read from the oldest row, passing over only the rows in hand: the same
+/// rows a drain of its own would read once those were deleted. That keeps the order of
+/// each user's task changes: they take their counter's row lock ([`write_change`]) until
+/// their commit, so a user's later change is visible only once the earlier ones are, and a
+/// read that finds it finds them too. (Rows written without that lock, the reminders the
+/// scheduler fires, are ordered per reminder by the reminder's own row lock.)
 pub async fn pending_rows<C: ConnectionTrait>(
     reads: &C,
     limit: u64,

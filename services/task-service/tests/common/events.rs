@@ -25,6 +25,15 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(backend: Backend, resources: Option<PathBuf>) -> Self {
+        Self::start_with(backend, resources, |_| {}).await
+    }
+
+    /// [`Stack::start`] with task-service's configuration changed by `tune` first.
+    pub async fn start_with(
+        backend: Backend,
+        resources: Option<PathBuf>,
+        tune: impl FnOnce(&mut task_service::Config),
+    ) -> Self {
         todo_harness::ensure_kafka().await.unwrap();
         let topics = Topics::new(&unique("ev"));
         let recorder = Recorder::start(
@@ -41,7 +50,8 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let url = fresh_database(backend, &dir).await;
         let grpc_port = free_port().unwrap();
-        let config = stack_config(&url, grpc_port, &topics);
+        let mut config = stack_config(&url, grpc_port, &topics);
+        tune(&mut config);
         let app = task_service::build(config).await.unwrap();
         let mut opts = DaprdOptions::new(unique("task-service"), Some(app.addr.port()));
         opts.grpc_port = Some(grpc_port);
