@@ -37,7 +37,7 @@ todo_service::counters! {
     /// Events answered DROP (invalid, unknown type, publish refused for good).
     dropped,
     /// Events answered RETRY (publishing failed transiently, or held behind an earlier
-    /// RETRY of the same user in the same delivery).
+    /// RETRY of the same series in the same delivery).
     retried,
 }
 
@@ -56,7 +56,7 @@ impl Completions {
         Self {
             publisher: GroupPublisher::new(
                 publisher,
-                todo_service::per_user::USERS_AT_ONCE.keys_at_once,
+                todo_service::per_user::SERIES_AT_ONCE.keys_at_once,
             ),
             topics,
             stats,
@@ -120,23 +120,33 @@ impl Completions {
     }
 
     /// The routing table: `task-events` in bulk (raw payloads, see [`Route::bulk_raw`]),
-    /// entry by entry: completed events to [`Self::on_completed`], each user's in order and
-    /// several users at once; created, updated, … (and task types added later)
+    /// entry by entry: completed events to [`Self::on_completed`], each series' in order and
+    /// several series at once; created, updated, … (and task types added later)
     /// acknowledged as not ours; the rest (another version of `completed`, a stranger's
     /// type, bytes that are no `TaskEvent`) counted and DROPped to `task-events-dlq`, where
-    /// it is seen (see [`todo_service::one_of_family_per_user`]).
+    /// it is seen (see [`todo_service::one_of_family_bulk`]).
     pub fn subscriptions(self: Arc<Self>) -> Subscriptions {
         let t = &self.topics;
         let completed = Route::new(PUBSUB, &t.task_events, &t.task_events_dead_letter)
             .event_type(TASK_COMPLETED);
         let stats = self.stats.clone();
-        let user = |m: &TaskEvent| m.user_id.clone();
-        todo_service::one_of_family_per_user(
-            completed,
+        // In order per series, not per user: a series' completions ask for its occurrences
+        // in turn, and nothing ties one series' requests to another's (each names its own
+        // task, created once whatever the order). So a user's series go through at once, and
+        // one user's burst does not queue their completions behind one publish each.
+        let series = |m: &TaskEvent| match m.task.as_ref() {
+            Some(t) if !t.series_id.is_empty() => t.series_id.clone(),
+            Some(t) if !t.id.is_empty() => t.id.clone(),
+            _ => m.user_id.clone(),
+        };
+        use todo_service::per_user::{BULK_MAX_AWAIT_MS, BULK_MAX_MESSAGES, SERIES_AT_ONCE};
+        todo_service::one_of_family_bulk(
+            completed.bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS),
             TASK_FAMILY,
             stats,
             self,
-            user,
+            SERIES_AT_ONCE,
+            series,
             Self::on_completed,
         )
     }

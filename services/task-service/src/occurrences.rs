@@ -40,12 +40,12 @@ todo_service::counters! {
     /// Events answered DROP (invalid, another user's ids, unknown type, undecodable).
     dropped,
     /// Events answered RETRY (the database unavailable, or held behind an earlier RETRY of
-    /// the same user in the same delivery).
+    /// the same series in the same delivery).
     retried,
 }
 
 /// The subscription of task-service to `task-occurrences`: in bulk (raw payloads), each
-/// user's requests one after another and several users at once, so the requests of one
+/// series' requests one after another and several series at once, so the requests of one
 /// delivery share commits through the group writer. Only
 /// [`OCCURRENCE_REQUESTED`](todo_topology::event_types::OCCURRENCE_REQUESTED) is taken;
 /// any other type (another version, `todo.occurrence.skipped.v1`, a stranger's) and bytes
@@ -58,12 +58,22 @@ pub fn subscriptions(occurrences: Occurrences, stats: Arc<IntakeStats>) -> Subsc
         topics.task_occurrences_dead_letter.clone(),
     )
     .event_type(event_types::OCCURRENCE_REQUESTED);
-    todo_service::one_of_family_per_user(
-        route,
+    use todo_service::per_user::{BULK_MAX_AWAIT_MS, BULK_MAX_MESSAGES, SERIES_AT_ONCE};
+    todo_service::one_of_family_bulk(
+        route.bulk_raw(BULK_MAX_MESSAGES, BULK_MAX_AWAIT_MS),
         OCCURRENCE_FAMILY,
         stats,
         Arc::new(occurrences),
-        |m: &OccurrenceRequested| m.user_id.clone(),
+        SERIES_AT_ONCE,
+        // In order per series (see recurring-task-service's completions): one user's series
+        // share group commits instead of waiting for one commit each.
+        |m: &OccurrenceRequested| {
+            if m.series_id.is_empty() {
+                m.user_id.clone()
+            } else {
+                m.series_id.clone()
+            }
+        },
         |o: Arc<Occurrences>, e| async move { o.handle(e).await },
     )
 }

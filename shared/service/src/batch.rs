@@ -41,6 +41,13 @@ pub mod per_user {
     /// How many users' events of one delivery are handled at the same time; each user's one
     /// after another, in order.
     pub const USERS_AT_ONCE: PerKey = PerKey { keys_at_once: 16 };
+    /// How many series' events are handled at the same time by the consumers that keep
+    /// order per recurring series instead of per user (recurring-task-service's completions,
+    /// task-service's occurrence intake; give [`one_of_family_bulk`](super::one_of_family_bulk)
+    /// the route's `bulk_raw` with the two figures above). Measured with `just
+    /// bench-recurrence` at 200 completions/s over 10 users: 16 → 64 took the p99 from
+    /// 1.7 s to 0.7–0.9 s, 256 gave no more (docs/benchmarks.md).
+    pub const SERIES_AT_ONCE: PerKey = PerKey { keys_at_once: 64 };
 }
 
 /// [`one_of_family_bulk`] keyed by `user`, in the bulk deliveries of [`per_user`]: `route`
