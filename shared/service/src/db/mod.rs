@@ -8,7 +8,7 @@ mod tables;
 
 pub use group::{GroupWriter, MAX_GROUP};
 pub use insert::insert_all;
-pub use open::{connect, writer};
+pub use open::{CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES, connect, writer};
 pub use tables::{
     CreateTables, EntityTable, NewTable, TableSpec, assert_released_schema, sqlite_schema,
 };

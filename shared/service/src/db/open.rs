@@ -38,18 +38,81 @@ pub async fn connect<M: MigratorTrait>(
 /// the pool (woken the moment it frees), while reads keep the other connections (WAL:
 /// readers never wait for the writer). PostgreSQL locks rows, not the database: its
 /// writes share `pool`.
+///
+/// On SQLite the writer does not checkpoint the WAL itself (below a safety bound, see
+/// [`WRITER_CHECKPOINT_PAGES`]). A checkpoint syncs the WAL and the database file: two
+/// fsyncs, several milliseconds each on a slow disk, and the writer's own checkpoints
+/// (every 1,000 pages by default: every ~170 lone task creates) held every queued write
+/// behind them. A task checkpoints on a connection of `pool` instead, without waiting on
+/// readers or the writer (`PASSIVE`), every [`CHECKPOINT_EVERY`] while the WAL grows (less
+/// often while it does not); it stops when `pool` is closed. Once a checkpoint has caught
+/// up, the writer starts the WAL again from its beginning and syncs its header: short
+/// intervals keep what that sync has to flush small.
 pub async fn writer(url: &str, pool: &DatabaseConnection) -> Result<DatabaseConnection, DbErr> {
     // (An in-memory SQLite database exists once per connection: it cannot be shared.)
     if pool.get_database_backend() != DbBackend::Sqlite || sqlite_path(url).is_none() {
         return Ok(pool.clone());
     }
-    Database::connect(options(url, 1)).await
+    let writer = Database::connect(options_with(url, 1, Some(WRITER_CHECKPOINT_PAGES))).await?;
+    tokio::spawn(checkpoint_in_background(pool.clone()));
+    Ok(writer)
+}
+
+/// How often the background task checkpoints a SQLite database's WAL while it grows.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(25);
+
+/// How often it looks while the WAL does not grow (the interval doubles up to this).
+const CHECKPOINT_IDLE: Duration = Duration::from_secs(1);
+
+/// The WAL's size, in pages, at which the writer checkpoints on its own after all: only
+/// when the background checkpoints fall behind (readers holding old snapshots), so the WAL
+/// stays bounded (64 MiB of 4 KiB pages).
+pub const WRITER_CHECKPOINT_PAGES: u32 = 16_384;
+
+async fn checkpoint_in_background(pool: DatabaseConnection) {
+    use sea_orm::Statement;
+    // (A SQLite `DatabaseConnection` from `Database::connect` is sqlx's pool: `writer`
+    // checked the backend before spawning this.)
+    let sqlite = pool.get_sqlite_connection_pool().clone();
+    let closed = sqlite.close_event();
+    tokio::pin!(closed);
+    let checkpoint = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+    let (mut pause, mut seen) = (CHECKPOINT_EVERY, None);
+    loop {
+        tokio::select! {
+            () = &mut closed => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        // One row: busy, the WAL's frames, the frames checkpointed.
+        match pool.query_one_raw(checkpoint.clone()).await {
+            Ok(row) => {
+                let frames = row.and_then(|r| r.try_get_by_index::<i64>(1).ok());
+                pause = if frames != seen {
+                    CHECKPOINT_EVERY
+                } else {
+                    (pause * 2).min(CHECKPOINT_IDLE)
+                };
+                seen = frames;
+            }
+            Err(_) if sqlite.is_closed() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpointing the SQLite WAL failed; retrying");
+                pause = CHECKPOINT_IDLE;
+            }
+        }
+    }
 }
 
 /// How long a pooled connection may sit unused before it is pinged on its next acquire.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
 fn options(url: &str, max_connections: u32) -> ConnectOptions {
+    options_with(url, max_connections, None)
+}
+
+/// [`options`], with SQLite's automatic checkpoint at `checkpoint_pages` WAL pages instead
+/// of its default 1,000. (sea-orm keeps one SQLite options mapping: it is all set here.)
+fn options_with(url: &str, max_connections: u32, checkpoint_pages: Option<u32>) -> ConnectOptions {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.max_connections(max_connections)
         .min_connections(1)
@@ -63,12 +126,17 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
         // restart) fails its next statement once, which callers see as UNAVAILABLE.
         .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+        .map_sqlx_sqlite_opts(move |o| {
+            let o = o
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
-                .create_if_missing(true)
+                .create_if_missing(true);
+            match checkpoint_pages {
+                Some(pages) => o.pragma("wal_autocheckpoint", pages.to_string()),
+                None => o,
+            }
         });
     opts
 }
