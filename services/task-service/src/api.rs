@@ -48,11 +48,9 @@ pub struct TaskApi {
 
 impl TaskApi {
     /// After a commit: the relay publishes, the scheduler looks at the new plan.
-    fn committed(&self, scheduled: bool) {
+    fn committed(&self, scheduled: reminders::Scheduled) {
         self.wakeup.wake();
-        if scheduled {
-            self.nudge.nudge();
-        }
+        self.nudge.nudge(scheduled);
     }
 
     /// Writes the events of a change the caller made to their task (inside its transaction).
@@ -267,7 +265,7 @@ impl TaskService for TaskApi {
         row.default_reminders = uses_defaults;
         let snapshot = tasks::to_proto(&row);
         let (topics, owner, task) = (self.topics.clone(), user.clone(), snapshot.clone());
-        let result: Result<bool, DbErr> = self
+        let result: Result<reminders::Scheduled, DbErr> = self
             .writer
             .write(&user, move |txn| {
                 let (row, topics, owner, task) =
@@ -491,7 +489,7 @@ impl TaskService for TaskApi {
                     }
                     Self::record(txn, &topics, TaskEventKind::Updated, &task, changed).await?;
                     if !replan {
-                        return Ok(false);
+                        return Ok(None);
                     }
                     let scheduled = reminders::replan(
                         txn,
@@ -558,7 +556,7 @@ impl TaskService for TaskApi {
                 })
             })
             .await?;
-        self.committed(false);
+        self.committed(None);
         Ok(Response::new(()))
     }
 }

@@ -149,9 +149,9 @@ impl Occurrences {
             })
             .await;
         match result {
-            Ok(()) => {
+            Ok(scheduled) => {
                 self.wakeup.wake();
-                self.nudge.nudge();
+                self.nudge.nudge(scheduled);
                 self.stats.created.count(Outcome::Success)
             }
             Err(NotCreated::Refused(why)) => drop(why),
@@ -193,7 +193,7 @@ async fn create(
     user: String,
     mut row: crate::db::entities::task::Model,
     named: [Uuid; 3],
-) -> Result<(), NotCreated> {
+) -> Result<crate::reminders::Scheduled, NotCreated> {
     let [series, parent, id] = named;
     // The series and the task it follows must be the requester's: a request naming
     // another user's series would take the id of that user's next occurrence (and
@@ -250,7 +250,7 @@ async fn create(
     };
     outbox::write_change(txn, &topics, change).await?;
     // A deterministic id may have had rows before (created, deleted, requested again).
-    crate::reminders::replan(
+    Ok(crate::reminders::replan(
         txn,
         &topics,
         id,
@@ -259,6 +259,5 @@ async fn create(
         crate::reminders::Policy::due_set(row.default_reminders),
         "",
     )
-    .await?;
-    Ok(())
+    .await?)
 }

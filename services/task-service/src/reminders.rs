@@ -21,7 +21,13 @@
 //! fires on start with its lateness, unless it is later than `REMINDER_MAX_LATENESS_SECS`,
 //! in which case it is cancelled with that reason.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use prost::Message;
@@ -203,7 +209,7 @@ fn event(
 
 /// Re-plans `task`'s reminders inside the caller's transaction: cancels pending ones that
 /// are no longer planned (`reason`), schedules new ones, keeps the rest. `task = None`
-/// (deleted) cancels everything pending. Returns whether a new reminder was scheduled.
+/// (deleted) cancels everything pending. Returns when the earliest new reminder is due.
 pub async fn replan<C: ConnectionTrait>(
     db: &C,
     topics: &Topics,
@@ -212,7 +218,7 @@ pub async fn replan<C: ConnectionTrait>(
     task: Option<&Task>,
     policy: Policy,
     reason: &str,
-) -> Result<bool, DbErr> {
+) -> Result<Scheduled, DbErr> {
     let pending = reminder::Entity::find()
         .filter(reminder::Column::TaskId.eq(task_id))
         .filter(reminder::Column::State.eq(PENDING))
@@ -237,7 +243,7 @@ pub async fn schedule_new<C: ConnectionTrait>(
     user_id: &str,
     task: &Task,
     policy: Policy,
-) -> Result<bool, DbErr> {
+) -> Result<Scheduled, DbErr> {
     let subject = Subject {
         task_id,
         user_id,
@@ -290,13 +296,17 @@ async fn set_pending_state<C: ConnectionTrait>(
     update_pending(db, ids, [(reminder::Column::State, Expr::value(state))]).await
 }
 
+/// The earliest moment (µs since the epoch) of the reminders a change scheduled, when it
+/// scheduled any: what the [`Scheduler`] is nudged with once the change commits.
+pub type Scheduled = Option<i64>;
+
 /// `existing`: the task's pending reminders, or `None` for a task that has no rows at all.
 async fn apply_plan<C: ConnectionTrait>(
     db: &C,
     topics: &Topics,
     subject: Subject<'_>,
     existing: Option<Vec<reminder::Model>>,
-) -> Result<bool, DbErr> {
+) -> Result<Scheduled, DbErr> {
     let Subject {
         task_id,
         user_id,
@@ -361,7 +371,7 @@ async fn apply_plan<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    let mut scheduled = false;
+    let mut scheduled: Scheduled = None;
     for p in planned {
         if pending.iter().any(|r| r.reminder_id == p.reminder_id) {
             continue;
@@ -393,7 +403,7 @@ async fn apply_plan<C: ConnectionTrait>(
         .exec_without_returning(db)
         .await?;
         if inserted > 0 {
-            scheduled = true;
+            scheduled = Some(scheduled.map_or(p.remind_at, |s| s.min(p.remind_at)));
             events.push(event(
                 topics,
                 event_types::REMINDER_SCHEDULED,
@@ -427,13 +437,59 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Wakes the scheduler when a reminder was planned (it may be nearer than its sleep).
-#[derive(Debug, Clone, Default)]
-pub struct Nudge(Arc<Notify>);
+/// Tells the scheduler when a newly planned reminder is due: it wakes then if that is
+/// before its next look at the database, and stays asleep otherwise (a reminder a day
+/// ahead costs the scheduler no query per task created).
+#[derive(Debug, Clone)]
+pub struct Nudge(Arc<NudgeState>);
+
+#[derive(Debug)]
+struct NudgeState {
+    notify: Notify,
+    /// The earliest moment nudged since the scheduler last looked (µs; `i64::MAX`: none).
+    earliest: AtomicI64,
+}
+
+impl Default for Nudge {
+    fn default() -> Self {
+        Self(Arc::new(NudgeState {
+            notify: Notify::new(),
+            earliest: AtomicI64::new(i64::MAX),
+        }))
+    }
+}
 
 impl Nudge {
-    pub fn nudge(&self) {
-        self.0.notify_one();
+    /// A reminder due at `scheduled` (µs since the epoch) was committed; `None` does nothing.
+    pub fn nudge(&self, scheduled: Scheduled) {
+        if let Some(at) = scheduled {
+            self.0.earliest.fetch_min(at, Ordering::SeqCst);
+            self.0.notify.notify_one();
+        }
+    }
+
+    /// The earliest moment nudged since the last call, if any.
+    fn take(&self) -> Option<i64> {
+        let at = self.0.earliest.swap(i64::MAX, Ordering::SeqCst);
+        (at != i64::MAX).then_some(at)
+    }
+
+    /// The scheduler's sleep: `sleep`, or until a reminder nudged meanwhile is due if that
+    /// comes first (one nudged before the sleep began counts too), or until `stop` changes.
+    async fn sleep(&self, sleep: Duration, stop: &mut watch::Receiver<bool>) {
+        let mut deadline = tokio::time::Instant::now() + sleep;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                _ = stop.changed() => return,
+                () = self.0.notify.notified() => {
+                    let Some(at) = self.take() else { continue };
+                    let until = u64::try_from(at - Utc::now().timestamp_micros()).unwrap_or(0);
+                    let due = tokio::time::Instant::now() + Duration::from_micros(until);
+                    deadline = deadline.min(due);
+                }
+            }
+        }
     }
 }
 
@@ -482,11 +538,7 @@ impl Scheduler {
                     pause
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(sleep) => {}
-                () = self.nudge.0.notified() => {}
-                _ = stop.changed() => {}
-            }
+            self.nudge.sleep(sleep, &mut stop).await;
         }
     }
 
@@ -557,6 +609,48 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_nudge_wakes_the_scheduler_only_when_its_reminder_is_due_first() {
+        let (_stop, mut stop_rx) = watch::channel(false);
+        let nudge = Nudge::default();
+        let in_micros = |d: Duration| Utc::now().timestamp_micros() + d.as_micros() as i64;
+
+        // Nudged (before the sleep began) with a reminder due in an hour: the 30 s sleep
+        // goes on.
+        nudge.nudge(Some(in_micros(Duration::from_secs(3600))));
+        let slept = tokio::time::timeout(
+            Duration::from_millis(300),
+            nudge.sleep(Duration::from_secs(30), &mut stop_rx),
+        )
+        .await;
+        assert!(slept.is_err(), "woke for a reminder due in an hour");
+
+        // Nudged during the sleep with one due in 50 ms, then with a later one: it wakes
+        // for the first, long before its 30 s.
+        let waker = nudge.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waker.nudge(Some(in_micros(Duration::from_millis(50))));
+            waker.nudge(Some(in_micros(Duration::from_secs(600))));
+            waker.nudge(None);
+        });
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            nudge.sleep(Duration::from_secs(30), &mut stop_rx),
+        )
+        .await
+        .expect("a reminder due in 50 ms did not wake the scheduler");
+
+        // A reminder already due wakes it at once.
+        nudge.nudge(Some(in_micros(Duration::ZERO) - 1_000_000));
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            nudge.sleep(Duration::from_secs(30), &mut stop_rx),
+        )
+        .await
+        .expect("an overdue reminder did not wake the scheduler");
+    }
 
     fn task(due: Option<i64>, reminders: Vec<Reminder>) -> Task {
         Task {

@@ -13,6 +13,7 @@ todo_service::migrator!(pub Migrator: [
     M0005_ADD_DEFAULT_REMINDERS,
     M0006_CREATE_TOMBSTONES,
     M0007_CREATE_USER_CHANGES,
+    M0008_INDEX_REMINDERS_BY_TASK_AND_STATE,
 ]);
 
 #[derive(DeriveIden, Clone, Copy)]
@@ -215,3 +216,59 @@ const M0007_CREATE_USER_CHANGES: CreateTables = CreateTables {
     name: "m0007_create_user_changes",
     tables: &[&EntityTable::new(user_change::Entity)],
 };
+
+/// A task's pending reminders (`task_id = ? AND state = ?`, on every change of a task with a
+/// due time) by an index on both columns. With `ix_reminders_task` on `task_id` alone,
+/// SQLite's planner, without statistics, took `ix_reminders_state_at` for `state = ?` and
+/// walked every pending reminder of every user for each change (~1 ms per change with
+/// 4,000 pending, growing with them).
+struct M0008IndexRemindersByTaskAndState;
+
+const M0008_INDEX_REMINDERS_BY_TASK_AND_STATE: M0008IndexRemindersByTaskAndState =
+    M0008IndexRemindersByTaskAndState;
+
+impl MigrationName for M0008IndexRemindersByTaskAndState {
+    fn name(&self) -> &str {
+        "m0008_index_reminders_by_task_and_state"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008IndexRemindersByTaskAndState {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(
+            Index::create()
+                .name("ix_reminders_task_state")
+                .table(reminder::Entity)
+                .col(reminder::Column::TaskId)
+                .col(reminder::Column::State)
+                .to_owned(),
+        )
+        .await?;
+        m.drop_index(
+            Index::drop()
+                .name("ix_reminders_task")
+                .table(reminder::Entity)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(
+            Index::create()
+                .name("ix_reminders_task")
+                .table(reminder::Entity)
+                .col(reminder::Column::TaskId)
+                .to_owned(),
+        )
+        .await?;
+        m.drop_index(
+            Index::drop()
+                .name("ix_reminders_task_state")
+                .table(reminder::Entity)
+                .to_owned(),
+        )
+        .await
+    }
+}

@@ -23,8 +23,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     todo_service::db::connect::<migration::Migrator>(url, max_connections).await
 }
 
-// What the seven released migrations made (`tasks` with the columns M0004 and M0005 added).
-todo_service::released_schema!(migration::Migrator: 7 => r#"
+// What the eight released migrations made (`tasks` with the columns M0004 and M0005 added,
+// the reminders' task index replaced by M0008).
+todo_service::released_schema!(migration::Migrator: 8 => r#"
 CREATE TABLE "tasks" ( "id" uuid_text NOT NULL PRIMARY KEY, "user_id" varchar NOT NULL, "title" text NOT NULL, "description" text NOT NULL, "status" smallint NOT NULL, "priority" smallint NOT NULL, "tags" text NOT NULL, "due_time" integer NULL, "due_sort" integer NOT NULL, "time_zone" varchar NOT NULL, "recurrence" blob NULL, "reminders" blob NOT NULL, "series_id" uuid_text NULL, "parent_task_id" uuid_text NULL, "occurrence_index" integer NOT NULL, "create_time" integer NOT NULL, "update_time" integer NOT NULL, "complete_time" integer NULL, "version" integer NOT NULL, "request_id" varchar NULL , "series_start" integer NULL, "default_reminders" boolean NOT NULL DEFAULT FALSE)
 CREATE INDEX "ix_tasks_user_create" ON "tasks" ("user_id", "create_time", "id")
 CREATE INDEX "ix_tasks_user_due" ON "tasks" ("user_id", "due_sort", "id")
@@ -35,7 +36,7 @@ CREATE INDEX "ix_task_tags_user_tag" ON "task_tags" ("user_id", "tag")
 CREATE TABLE "outbox" ( "seq" integer NOT NULL PRIMARY KEY AUTOINCREMENT, "event_id" uuid_text NOT NULL, "topic" varchar NOT NULL, "event_type" varchar NOT NULL, "partition_key" varchar NOT NULL, "payload" blob NOT NULL, "created_at" integer NOT NULL )
 CREATE TABLE "reminders" ( "reminder_id" uuid_text NOT NULL PRIMARY KEY, "task_id" uuid_text NOT NULL, "user_id" varchar NOT NULL, "task_title" text NOT NULL, "due_time" integer NULL, "remind_at" integer NOT NULL, "state" smallint NOT NULL )
 CREATE INDEX "ix_reminders_state_at" ON "reminders" ("state", "remind_at")
-CREATE INDEX "ix_reminders_task" ON "reminders" ("task_id")
 CREATE TABLE "task_tombstones" ( "task_id" uuid_text NOT NULL PRIMARY KEY, "user_id" varchar NOT NULL, "deleted_at" integer NOT NULL )
 CREATE TABLE "user_changes" ( "user_id" varchar NOT NULL PRIMARY KEY, "seq" integer NOT NULL )
+CREATE INDEX "ix_reminders_task_state" ON "reminders" ("task_id", "state")
 "#);
