@@ -281,10 +281,22 @@ async fn update_pending<C: ConnectionTrait>(
             |update, (column, value)| update.col_expr(column, value),
         )
         .filter(reminder::Column::ReminderId.is_in(ids))
-        .filter(reminder::Column::State.eq(PENDING))
+        .filter(in_state(PENDING))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// `state = <state>` in a statement that names its reminders by id, written `state + 0` so
+/// that it is a value to check and not an index key: with three ids or more, SQLite's
+/// planner (no statistics) took `ix_reminders_state_at` for `state = ?` over the primary key
+/// and walked every pending (or cancelled) reminder of every user, once per fired batch and
+/// per task change that cancels or renames reminders.
+fn in_state(state: i16) -> SimpleExpr {
+    use sea_orm::sea_query::ExprTrait;
+    Expr::col((reminder::Entity, reminder::Column::State))
+        .add(0)
+        .eq(state)
 }
 
 /// Moves those of the reminders `ids` that are still pending to `state`.
@@ -367,7 +379,7 @@ async fn apply_plan<C: ConnectionTrait>(
     if !is_new && !ids.is_empty() {
         reminder::Entity::delete_many()
             .filter(reminder::Column::ReminderId.is_in(ids))
-            .filter(reminder::Column::State.eq(CANCELLED))
+            .filter(in_state(CANCELLED))
             .exec(db)
             .await?;
     }
@@ -609,6 +621,60 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statements that name reminders by id, and a task's pending reminders, are
+    /// planned on the keys they name (the query plan of SQLite itself, on the migrated schema).
+    #[tokio::test]
+    async fn reminder_statements_use_the_key_they_name() {
+        use sea_orm::{QueryTrait, Statement};
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database");
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        let by_id = [
+            reminder::Entity::update_many()
+                .col_expr(reminder::Column::State, Expr::value(FIRED))
+                .filter(reminder::Column::ReminderId.is_in(ids.clone()))
+                .filter(in_state(PENDING))
+                .build(DbBackend::Sqlite),
+            reminder::Entity::delete_many()
+                .filter(reminder::Column::ReminderId.is_in(ids))
+                .filter(in_state(CANCELLED))
+                .build(DbBackend::Sqlite),
+        ];
+        let by_task = reminder::Entity::find()
+            .filter(reminder::Column::TaskId.eq(Uuid::now_v7()))
+            .filter(reminder::Column::State.eq(PENDING))
+            .build(DbBackend::Sqlite);
+        let plan = |s: Statement| {
+            let db = &db;
+            async move {
+                let explain = Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    format!("EXPLAIN QUERY PLAN {}", s.sql),
+                    s.values.map(|v| v.0).unwrap_or_default(),
+                );
+                let rows = db.query_all_raw(explain).await.expect("a plan");
+                rows.iter()
+                    .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        };
+        for s in by_id {
+            let sql = s.sql.clone();
+            let p = plan(s).await;
+            assert!(
+                p.contains("sqlite_autoindex_reminders_1") && !p.contains("ix_reminders_state_at"),
+                "{sql}: planned {p}"
+            );
+        }
+        let p = plan(by_task).await;
+        assert!(
+            p.contains("ix_reminders_task_state"),
+            "by task: planned {p}"
+        );
+    }
 
     #[tokio::test]
     async fn a_nudge_wakes_the_scheduler_only_when_its_reminder_is_due_first() {
