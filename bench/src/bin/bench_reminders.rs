@@ -255,11 +255,7 @@ fn resources(app_id: &str, state_pg: Option<&str>) -> anyhow::Result<Resources> 
             text = postgres_state_store(url, app_id);
         } else if name == "statestore-notifications.yaml" {
             let db = data.path().join("notifications.db");
-            text = replace_once(
-                &text,
-                "\".data/notifications.db\"",
-                &format!("\"{}\"", db.display()),
-            )?;
+            text = replace_once(&text, ".data/notifications.db", &db.display().to_string())?;
             text = replace_once(
                 &text,
                 &format!("  - {}\n", app_ids::NOTIFICATION_SERVICE),

@@ -189,11 +189,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 }
 
 fn rewrite_store(text: &str, db: &Path, app_ids: &[&str], shared_keys: bool) -> String {
-    let mut text = replace_once(
-        text,
-        "\".data/notifications.db\"",
-        &format!("\"{}\"", db.display()),
-    );
+    let mut text = replace_once(text, ".data/notifications.db", &db.display().to_string());
     let scopes: String = app_ids.iter().map(|a| format!("  - {a}\n")).collect();
     text = replace_once(
         &text,
