@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, Select};
 use todo_proto::todo::audit::v1::{
     ListActivityRequest, ListActivityResponse, ListTaskActivityRequest,
     audit_service_server::AuditService,
@@ -92,19 +92,53 @@ impl AuditApi {
 
     /// The payload of the task event just before `row` in its task's history.
     async fn previous_snapshot(&self, row: &entry::Model) -> Result<Option<Vec<u8>>, Status> {
-        let task_types: Vec<&str> = known_types().filter(|t| is_task_type(t)).collect();
-        let backwards = Keyset::newest_first(Column::OccurredAt, Column::EventId);
-        let prev = backwards
-            .sorted(entry::Entity::find())
-            .filter(Column::UserId.eq(row.user_id.clone()))
-            .filter(Column::TaskId.eq(row.task_id.clone()))
-            .filter(Column::EventType.is_in(task_types))
-            .filter(backwards.after(row.occurred_at, &row.event_id))
+        let prev = previous_task_event(row)
             .one(&self.db)
             .await
             .map_err(db_status("reading the previous snapshot"))?;
         Ok(prev.map(|p| p.payload))
     }
+}
+
+/// The task events before `row` in its task's history, newest first: seeks the task's
+/// index to `(occurred_at, event_id) < (?, ?)`.
+fn previous_task_event(row: &entry::Model) -> Select<entry::Entity> {
+    let task_types: Vec<&str> = known_types().filter(|t| is_task_type(t)).collect();
+    let backwards = Keyset::newest_first(Column::OccurredAt, Column::EventId);
+    backwards
+        .sorted(entry::Entity::find())
+        .filter(Column::UserId.eq(row.user_id.clone()))
+        .filter(Column::TaskId.eq(row.task_id.clone()))
+        .filter(Column::EventType.is_in(task_types))
+        .filter(backwards.after(row.occurred_at, &row.event_id))
+}
+
+/// ListTaskActivity's rows: the caller's entries of one task.
+fn task_filter(user: String, task_id: String) -> Condition {
+    Condition::all()
+        .add(Column::UserId.eq(user))
+        .add(Column::TaskId.eq(task_id))
+}
+
+/// ListActivity's rows: the caller's entries in a time range (micros, start inclusive)
+/// of some types (any when empty).
+fn activity_filter(
+    user: String,
+    since: Option<i64>,
+    until: Option<i64>,
+    types: Vec<String>,
+) -> Condition {
+    let mut filter = Condition::all().add(Column::UserId.eq(user));
+    if let Some(s) = since {
+        filter = filter.add(Column::OccurredAt.gte(s));
+    }
+    if let Some(u) = until {
+        filter = filter.add(Column::OccurredAt.lt(u));
+    }
+    if !types.is_empty() {
+        filter = filter.add(Column::EventType.is_in(types));
+    }
+    filter
 }
 
 todo_auth::caller_rpcs!(AuditService for AuditApi {
@@ -128,9 +162,7 @@ impl AuditApi {
             PAGE_SIZES,
             format!("task:{task_id}"),
         )?;
-        let filter = Condition::all()
-            .add(Column::UserId.eq(user))
-            .add(Column::TaskId.eq(task_id.clone()));
+        let filter = task_filter(user, task_id.clone());
         let first_page = page.token.is_none();
         let history = self.page(filter, page).await?;
         // Nothing at all: not the caller's task (or never one). Same answer either way.
@@ -171,16 +203,113 @@ impl AuditApi {
             types.join(",")
         );
         let page = PageRequest::new(req.page_size, &req.page_token, PAGE_SIZES, query)?;
-        let mut filter = Condition::all().add(Column::UserId.eq(user));
-        if let Some(s) = since {
-            filter = filter.add(Column::OccurredAt.gte(s));
+        // After a token at or after `since`, every later entry is too (oldest first): the
+        // bound is left out so that the page seeks the index to the token, not to `since`.
+        let since = since.filter(|s| page.token.as_ref().is_none_or(|t| t.at < *s));
+        self.page(activity_filter(user, since, until, types), page)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+    use todo_service::paging::After;
+
+    /// SQLite's own plan of `select` on the migrated schema, its steps joined by `; `.
+    async fn plan(db: &DatabaseConnection, select: Select<entry::Entity>) -> String {
+        let s = select.build(DbBackend::Sqlite);
+        let explain = Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("EXPLAIN QUERY PLAN {}", s.sql),
+            s.values.map(|v| v.0).unwrap_or_default(),
+        );
+        let rows = db.query_all_raw(explain).await.expect("a plan");
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn token() -> After {
+        After {
+            at: 1_700_000_000_000_000,
+            id: "e1".to_owned(),
+            q: String::new(),
         }
-        if let Some(u) = until {
-            filter = filter.add(Column::OccurredAt.lt(u));
+    }
+
+    /// A page after a token seeks the caller's index to the token's row value instead of
+    /// walking the caller's entries before it: ListActivity (with and without filters)
+    /// and ListTaskActivity.
+    #[tokio::test]
+    async fn activity_pages_seek_their_index_to_the_token() {
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        let t = token();
+        let user = || "u1".to_owned();
+        let task = "0190a1b2-0000-7000-8000-000000000001".to_owned();
+        let pages = [
+            (
+                "ListActivity",
+                activity_filter(user(), None, None, vec![]),
+                "SEARCH audit_entries USING INDEX ix_audit_user (user_id=? AND (occurred_at,event_id)>(?,?))",
+            ),
+            (
+                "ListActivity by type",
+                activity_filter(
+                    user(),
+                    None,
+                    None,
+                    vec![todo_topology::event_types::TASK_UPDATED.to_owned()],
+                ),
+                "SEARCH audit_entries USING INDEX ix_audit_user (user_id=? AND (occurred_at,event_id)>(?,?))",
+            ),
+            (
+                "ListActivity in a time range",
+                // `since` before the token is left out by the RPC: the token implies it.
+                activity_filter(user(), None, Some(t.at + 1_000_000), vec![]),
+                "SEARCH audit_entries USING INDEX ix_audit_user (user_id=? AND (occurred_at,event_id)>(?,?)",
+            ),
+            (
+                "ListTaskActivity",
+                task_filter(user(), task),
+                "SEARCH audit_entries USING INDEX ix_audit_task (user_id=? AND task_id=? AND (occurred_at,event_id)>(?,?))",
+            ),
+        ];
+        for (what, filter, want) in pages {
+            let p = plan(&db, in_order().select(filter, Some(&t), 50)).await;
+            assert!(
+                p.contains(want) && !p.contains("TEMP B-TREE"),
+                "{what}: planned {p}"
+            );
         }
-        if !types.is_empty() {
-            filter = filter.add(Column::EventType.is_in(types));
-        }
-        self.page(filter, page).await
+    }
+
+    /// The task event before an entry seeks its task's index backwards from the entry.
+    #[tokio::test]
+    async fn previous_snapshot_seeks_the_task_index() {
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        let row = entry::Model {
+            seq: 1,
+            event_id: "e1".to_owned(),
+            event_type: todo_topology::event_types::TASK_UPDATED.to_owned(),
+            task_id: "0190a1b2-0000-7000-8000-000000000001".to_owned(),
+            user_id: "u1".to_owned(),
+            occurred_at: 1_700_000_000_000_000,
+            recorded_at: 1_700_000_000_000_000,
+            actor: "u1".to_owned(),
+            trace_id: String::new(),
+            cloud_event_id: "c1".to_owned(),
+            payload: vec![],
+        };
+        let p = plan(&db, previous_task_event(&row)).await;
+        assert!(
+            p.contains(
+                "SEARCH audit_entries USING INDEX ix_audit_task (user_id=? AND task_id=? AND (occurred_at,event_id)<(?,?))"
+            ) && !p.contains("TEMP B-TREE"),
+            "planned {p}"
+        );
     }
 }

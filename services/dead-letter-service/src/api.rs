@@ -166,6 +166,42 @@ pub fn to_proto(m: Model, full: bool) -> DeadLetter {
     }
 }
 
+/// The order dead letters are listed in: last seen, newest first.
+fn in_order() -> Keyset<Column> {
+    Keyset::newest_first(Column::LastSeenAt, Column::Id)
+}
+
+/// The dead letters ListDeadLetters lists: of `topic` (any when `None`), of `types` (any
+/// when empty), last seen in a time range (micros, start inclusive), in status `wanted`
+/// (any but discarded when unspecified).
+fn list_filter(
+    topic: Option<String>,
+    types: Vec<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    wanted: DeadLetterStatus,
+) -> Condition {
+    let mut filter = Condition::all();
+    if let Some(topic) = topic {
+        filter = filter.add(Column::Topic.eq(topic));
+    }
+    if !types.is_empty() {
+        filter = filter.add(Column::EventType.is_in(types));
+    }
+    if let Some(since) = since {
+        filter = filter.add(Column::LastSeenAt.gte(since));
+    }
+    if let Some(until) = until {
+        filter = filter.add(Column::LastSeenAt.lt(until));
+    }
+    filter.add(match wanted {
+        DeadLetterStatus::Unspecified => Column::Status.ne(status::DISCARDED),
+        DeadLetterStatus::Pending => Column::Status.eq(status::PENDING),
+        DeadLetterStatus::Replayed => Column::Status.eq(status::REPLAYED),
+        DeadLetterStatus::Discarded => Column::Status.eq(status::DISCARDED),
+    })
+}
+
 #[tonic::async_trait]
 impl DeadLetterService for DeadLetterApi {
     async fn list_dead_letters(
@@ -181,27 +217,11 @@ impl DeadLetterService for DeadLetterApi {
         types.retain(|t| !t.is_empty());
         let query = format!("{topic:?}|{types:?}|{since:?}|{until:?}|{}", req.status);
         let page = PageRequest::new(req.page_size, &req.page_token, PAGE_SIZES, query)?;
-
-        let mut filter = Condition::all();
-        if let Some(topic) = topic {
-            filter = filter.add(Column::Topic.eq(topic));
-        }
-        if !types.is_empty() {
-            filter = filter.add(Column::EventType.is_in(types));
-        }
-        if let Some(since) = since {
-            filter = filter.add(Column::LastSeenAt.gte(since));
-        }
-        if let Some(until) = until {
-            filter = filter.add(Column::LastSeenAt.lt(until));
-        }
-        filter = filter.add(match wanted {
-            DeadLetterStatus::Unspecified => Column::Status.ne(status::DISCARDED),
-            DeadLetterStatus::Pending => Column::Status.eq(status::PENDING),
-            DeadLetterStatus::Replayed => Column::Status.eq(status::REPLAYED),
-            DeadLetterStatus::Discarded => Column::Status.eq(status::DISCARDED),
-        });
-        let (rows, next_page_token) = Keyset::newest_first(Column::LastSeenAt, Column::Id)
+        // After a token seen before `until`, every later row is too (newest first): the
+        // bound is left out so that the page seeks the index to the token, not to `until`.
+        let until = until.filter(|u| page.token.as_ref().is_none_or(|t| t.at >= *u));
+        let filter = list_filter(topic, types, since, until, wanted);
+        let (rows, next_page_token) = in_order()
             .page(filter, page, &self.db, "listing dead letters")
             .await?;
         Ok(Response::new(ListDeadLettersResponse {
@@ -318,6 +338,71 @@ impl DeadLetterService for DeadLetterApi {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A page after a token seeks the index of the listing's order to the token's row
+    /// value, newest first, instead of walking every later dead letter: with no filters,
+    /// with a status, and in a time range that began before the token (whose end the
+    /// token implies, so it is left out as the RPC leaves it out).
+    #[tokio::test]
+    async fn dead_letter_pages_seek_their_index_to_the_token() {
+        use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        let t = paging::After {
+            at: 1_700_000_000_000_000,
+            id: "d1".to_owned(),
+            q: String::new(),
+        };
+        for (what, filter) in [
+            (
+                "unfiltered",
+                list_filter(None, vec![], None, None, DeadLetterStatus::Unspecified),
+            ),
+            (
+                "pending of a topic",
+                list_filter(
+                    Some("todo.tasks".to_owned()),
+                    vec!["todo.task.created.v1".to_owned()],
+                    None,
+                    None,
+                    DeadLetterStatus::Pending,
+                ),
+            ),
+            (
+                "since a time",
+                list_filter(
+                    None,
+                    vec![],
+                    Some(t.at - 1_000_000),
+                    None,
+                    DeadLetterStatus::Unspecified,
+                ),
+            ),
+        ] {
+            let s = in_order()
+                .select(filter, Some(&t), 50)
+                .build(DbBackend::Sqlite);
+            let explain = Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!("EXPLAIN QUERY PLAN {}", s.sql),
+                s.values.map(|v| v.0).unwrap_or_default(),
+            );
+            let p = db
+                .query_all_raw(explain)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("; ");
+            assert!(
+                p.starts_with("SEARCH dead_letters USING INDEX ix_dead_letters_seen (")
+                    && p.contains("(last_seen_at,id)<(?,?)")
+                    && !p.contains("TEMP B-TREE"),
+                "{what}: {}: planned {p}",
+                s.sql
+            );
+        }
+    }
 
     #[test]
     fn statuses_map_both_ways() {

@@ -8,7 +8,7 @@ use tonic::Status;
 #[cfg(feature = "db")]
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, ModelTrait, Order, QueryFilter,
-    QueryOrder, QuerySelect, Select,
+    QueryOrder, QuerySelect, Select, sea_query::Expr,
 };
 
 /// Where the previous page ended, and the filters of the query it belongs to: serialised
@@ -124,16 +124,13 @@ impl<C: ColumnTrait> Keyset<C> {
         }
     }
 
-    /// The rows that come after the row at `(at, id)` in this order.
+    /// The rows that come after the row at `(at, id)` in this order, as one row-value
+    /// comparison (see [`row_after`]): both columns are NOT NULL.
     pub fn after(&self, at: i64, id: &str) -> Condition {
-        let (later, next_id) = if self.newest_first {
-            (self.at.lt(at), self.id.lt(id))
-        } else {
-            (self.at.gt(at), self.id.gt(id))
-        };
-        Condition::any()
-            .add(later)
-            .add(Condition::all().add(self.at.eq(at)).add(next_id))
+        row_after(
+            [(self.at, at.into()), (self.id, id.into())],
+            self.newest_first,
+        )
     }
 
     /// `select` in this order.
@@ -146,6 +143,24 @@ impl<C: ColumnTrait> Keyset<C> {
             }
         };
         select.order_by(self.at, order()).order_by(self.id, order())
+    }
+
+    /// The select of [`Keyset::page`]: the rows matching `filter` after `token` in this
+    /// order, one more than `size` (to tell whether another page follows).
+    pub fn select(
+        &self,
+        filter: Condition,
+        token: Option<&After>,
+        size: u64,
+    ) -> Select<C::EntityName>
+    where
+        C::EntityName: EntityTrait<Column = C>,
+    {
+        let mut select = <C::EntityName as EntityTrait>::find().filter(filter);
+        if let Some(t) = token {
+            select = select.filter(self.after(t.at, &t.id));
+        }
+        self.sorted(select).limit(size.saturating_add(1))
     }
 
     /// One page of the rows matching `filter`: those after the request's token in this
@@ -163,13 +178,8 @@ impl<C: ColumnTrait> Keyset<C> {
         C::EntityName: EntityTrait<Column = C>,
     {
         let PageRequest { size, token, query } = request;
-        let mut select = <C::EntityName as EntityTrait>::find().filter(filter);
-        if let Some(t) = &token {
-            select = select.filter(self.after(t.at, &t.id));
-        }
         let mut rows = self
-            .sorted(select)
-            .limit(size.saturating_add(1))
+            .select(filter, token.as_ref(), size)
             .all(db)
             .await
             .map_err(crate::db::status_of(what))?;
@@ -184,6 +194,30 @@ impl<C: ColumnTrait> Keyset<C> {
         };
         Ok((rows, next))
     }
+}
+
+/// The rows that come after the row whose key is `key` (each column with its value) in an
+/// order by those columns, all ascending or, when `descending`, all descending:
+/// `(a, b) > (?, ?)` (`<` when descending). That is `a > ? OR (a = ? AND b > ?)`, but
+/// SQLite (and PostgreSQL) seek an index on the key columns to it, where the `OR` form
+/// walks every row before it. Only for keys of NOT NULL columns: a comparison with NULL is
+/// NULL, which would leave such rows out of every later page.
+#[cfg(feature = "db")]
+pub fn row_after<C: ColumnTrait>(
+    key: impl IntoIterator<Item = (C, sea_orm::Value)>,
+    descending: bool,
+) -> Condition {
+    use sea_orm::sea_query::ExprTrait;
+    let (columns, values): (Vec<Expr>, Vec<Expr>) = key
+        .into_iter()
+        .map(|(c, v)| (Expr::col(c.as_column_ref()), c.save_as(Expr::val(v))))
+        .unzip();
+    let (columns, values) = (Expr::tuple(columns), Expr::tuple(values));
+    Condition::all().add(if descending {
+        columns.lt(values)
+    } else {
+        columns.gt(values)
+    })
 }
 
 /// A row's value in `column` as `T`; INTERNAL (a bug) when the column holds another type.

@@ -7,8 +7,8 @@ pub mod validate;
 use chrono::{DateTime, Utc};
 use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Set,
     sea_query::{Expr, ExprTrait, Query},
 };
 use todo_proto::todo::v1::{Recurrence, Reminder, Task, TaskStatus};
@@ -316,6 +316,31 @@ pub async fn list<C: ConnectionTrait>(
     page_size: u64,
     after: Option<&PageToken>,
 ) -> Result<(Vec<task::Model>, Option<PageToken>), sea_orm::DbErr> {
+    let mut rows = list_query(user, filters, order, page_size, after)
+        .all(db)
+        .await?;
+    let next = if rows.len() as u64 > page_size {
+        rows.truncate(page_size as usize);
+        rows.last().map(|last| PageToken {
+            k: sort_value(last, order.key),
+            i: last.id,
+            q: filters.fingerprint(&order),
+        })
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// The select of [`list`]: the caller's tasks matching `filters` after the token, in
+/// `order`, one more than a page.
+fn list_query(
+    user: &str,
+    filters: &Filters,
+    order: Order,
+    page_size: u64,
+    after: Option<&PageToken>,
+) -> sea_orm::Select<task::Entity> {
     let col = match order.key {
         OrderKey::CreateTime => task::Column::CreateTime,
         OrderKey::DueTime => task::Column::DueSort,
@@ -347,39 +372,21 @@ pub async fn list<C: ConnectionTrait>(
         );
     }
     if let Some(t) = after {
-        let (past_key, past_id) = if order.desc {
-            (col.lt(t.k), task::Column::Id.lt(t.i))
-        } else {
-            (col.gt(t.k), task::Column::Id.gt(t.i))
-        };
-        q = q.filter(
-            Condition::any()
-                .add(past_key)
-                .add(Condition::all().add(col.eq(t.k)).add(past_id)),
-        );
+        // `(key, id) > (?, ?)` (`<` descending): both ways the same and both NOT NULL (a
+        // due time is sorted by `due_sort`, never NULL), so it seeks the user's index.
+        q = q.filter(todo_service::paging::row_after(
+            [(col, t.k.into()), (task::Column::Id, t.i.into())],
+            order.desc,
+        ));
     }
     let dir = if order.desc {
         sea_orm::Order::Desc
     } else {
         sea_orm::Order::Asc
     };
-    let mut rows = q
-        .order_by(col, dir.clone())
+    q.order_by(col, dir.clone())
         .order_by(task::Column::Id, dir)
         .limit(page_size + 1)
-        .all(db)
-        .await?;
-    let next = if rows.len() as u64 > page_size {
-        rows.truncate(page_size as usize);
-        rows.last().map(|last| PageToken {
-            k: sort_value(last, order.key),
-            i: last.id,
-            q: filters.fingerprint(&order),
-        })
-    } else {
-        None
-    };
-    Ok((rows, next))
 }
 
 /// The caller's row `m` while it is still at version `expected` (optimistic concurrency).
@@ -400,6 +407,54 @@ fn do_nothing_on(column: impl sea_orm::sea_query::IntoIden) -> sea_orm::sea_quer
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page after a token seeks the user's index of its order to the token's row value
+    /// (the query plan of SQLite itself, on the migrated schema), for every order and
+    /// direction, rather than walking the user's rows before the token.
+    #[tokio::test]
+    async fn list_pages_seek_their_index_to_the_token() {
+        use sea_orm::{DbBackend, QueryTrait, Statement};
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database");
+        let token = PageToken {
+            k: 1_700_000_000_000_000,
+            i: Uuid::now_v7(),
+            q: String::new(),
+        };
+        for (key, index, column) in [
+            (OrderKey::CreateTime, "ix_tasks_user_create", "create_time"),
+            (OrderKey::DueTime, "ix_tasks_user_due", "due_sort"),
+            (OrderKey::Priority, "ix_tasks_user_priority", "priority"),
+        ] {
+            for desc in [false, true] {
+                let order = Order { key, desc };
+                let s = list_query("u1", &Filters::default(), order, 50, Some(&token))
+                    .build(DbBackend::Sqlite);
+                let explain = Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    format!("EXPLAIN QUERY PLAN {}", s.sql),
+                    s.values.map(|v| v.0).unwrap_or_default(),
+                );
+                let plan = db
+                    .query_all_raw(explain)
+                    .await
+                    .expect("a plan")
+                    .iter()
+                    .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let cmp = if desc { "<" } else { ">" };
+                assert!(
+                    plan.contains(&format!("SEARCH tasks USING INDEX {index}"))
+                        && plan.contains(&format!("user_id=? AND ({column},id){cmp}(?,?)"))
+                        && !plan.contains("TEMP B-TREE"),
+                    "{order:?}: {}: planned {plan}",
+                    s.sql
+                );
+            }
+        }
+    }
 
     #[test]
     fn micros_round_trip_through_timestamps() {
