@@ -7,9 +7,13 @@
 //! [`PhaseMeter::stop`]. CPU is utime + stime of `/proc/<pid>/stat` at both ends (for a
 //! process tree such as PostgreSQL's postmaster and its backends: the root's own and its
 //! reaped children's time plus each live child's). Peak RSS is the largest `VmRSS` sampled
-//! every [`RSS_EVERY`] during the phase (for a tree: the sum of `Pss` from `smaps_rollup`, so
-//! shared memory is not counted once per backend); `VmHWM`, the peak since the process
-//! started, is reported beside it. The sampling thread's own CPU is taken off this process's.
+//! every [`RSS_EVERY`] during the phase; `VmHWM`, the peak since the process started, is
+//! reported beside it. A tree's memory is the sum of `Pss` from `smaps_rollup` (so shared
+//! memory is not counted once per backend), read at the phase's two ends only, outside its
+//! clock: reading `smaps_rollup` walks the process's page tables under its memory map lock,
+//! and doing that to every PostgreSQL backend five times a second stalled the server's
+//! commits by several milliseconds (CreateTask p99 at 1,000/s: 4.5-6.4 ms sampled, 2.9-3.7
+//! ms not; docs/benchmarks.md). The sampling thread's own CPU is taken off this process's.
 
 use std::{
     sync::mpsc,
@@ -28,7 +32,8 @@ pub const RSS_EVERY: Duration = Duration::from_millis(200);
 pub const USAGE_NOTE: &str = "CPU = utime + stime of /proc/<pid>/stat over the phase (10 ms \
      ticks), divided by the phase's operations; PostgreSQL = the postmaster, its live children \
      and its reaped children (the whole server, whoever else uses it); peak RSS = largest \
-     VmRSS sampled every 200 ms during the phase (PostgreSQL: Σ Pss over its processes); \
+     VmRSS sampled every 200 ms during the phase (PostgreSQL: Σ Pss over its processes, the \
+     larger of the phase's start and end: sampling it while it serves stalls it); \
      this process's CPU excludes the sampling thread's.";
 
 /// The fields of `/proc/<pid>/stat` a meter needs, in clock ticks.
@@ -114,6 +119,15 @@ fn rss_kib(pid: u32, tree: bool) -> Option<u64> {
     Some(root + children)
 }
 
+/// The memory (kB) of each watched tree now (`None` for the other processes): see the
+/// module docs for why trees are not sampled during a phase.
+fn tree_rss(watched: &[Watched]) -> Vec<Option<u64>> {
+    watched
+        .iter()
+        .map(|w| w.pid.filter(|_| w.tree).and_then(|p| rss_kib(p, true)))
+        .collect()
+}
+
 /// CPU ticks of the calling thread.
 fn thread_ticks() -> Option<u64> {
     let s = parse_stat(&read("/proc/thread-self/stat".to_owned())?)?;
@@ -187,9 +201,11 @@ impl ProcessSet {
             .join(", ")
     }
 
-    /// Starts measuring a phase: reads each process's CPU and starts sampling RSS.
+    /// Starts measuring a phase: reads each process's CPU and each tree's memory, and starts
+    /// sampling the other processes' RSS.
     pub fn start(&self) -> PhaseMeter {
         let watched = self.watched.clone();
+        let trees_at_start = tree_rss(&watched);
         let before = watched
             .iter()
             .map(|w| w.pid.and_then(|p| ticks(p, w.tree)))
@@ -202,6 +218,9 @@ impl ProcessSet {
                 let mut peaks: Vec<Option<u64>> = vec![None; sampled.len()];
                 loop {
                     for (peak, w) in peaks.iter_mut().zip(&sampled) {
+                        if w.tree {
+                            continue;
+                        }
                         if let Some(kib) = w.pid.and_then(|p| rss_kib(p, w.tree)) {
                             *peak = Some(peak.map_or(kib, |p| p.max(kib)));
                         }
@@ -220,6 +239,7 @@ impl ProcessSet {
             .ok();
         PhaseMeter {
             watched,
+            trees_at_start,
             before,
             started: Instant::now(),
             stop,
@@ -232,6 +252,8 @@ impl ProcessSet {
 #[derive(Debug)]
 pub struct PhaseMeter {
     watched: Vec<Watched>,
+    /// Each tree's memory (kB) when the phase started (`None` for the other processes).
+    trees_at_start: Vec<Option<u64>>,
     before: Vec<Option<u64>>,
     started: Instant,
     stop: mpsc::Sender<()>,
@@ -261,7 +283,7 @@ impl PhaseMeter {
             .collect();
         let _ = self.stop.send(());
         let Sampled {
-            peaks,
+            mut peaks,
             own_ticks: sampler_ticks,
         } = self
             .sampler
@@ -270,6 +292,16 @@ impl PhaseMeter {
                 peaks: vec![None; self.watched.len()],
                 own_ticks: None,
             });
+        // The trees, read now that the phase's clock and CPU readings are taken.
+        for ((peak, start), end) in peaks
+            .iter_mut()
+            .zip(&self.trees_at_start)
+            .zip(tree_rss(&self.watched))
+        {
+            if start.is_some() || end.is_some() {
+                *peak = (*start).max(end);
+            }
+        }
         let processes = self
             .watched
             .iter()
