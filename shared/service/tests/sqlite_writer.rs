@@ -78,3 +78,31 @@ async fn the_writer_syncs_like_the_pool_and_the_background_task_checkpoints() {
     }
     pool.close().await.unwrap();
 }
+
+/// The bundled SQLite is built without its two process-wide locks (`.cargo/config.toml`):
+/// a build without that configuration would put every connection's page cache under one
+/// mutex again, and every allocation under another.
+#[tokio::test]
+async fn sqlite_is_built_without_process_wide_locks() {
+    let db = todo_service::db::connect::<NoMigrations>("sqlite::memory:", 1)
+        .await
+        .unwrap();
+    let options: Vec<String> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA compile_options",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get_by_index::<String>(0).unwrap())
+        .collect();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "memory statistics are kept: {options:?}"
+    );
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "one page cache for every connection: {options:?}"
+    );
+}
