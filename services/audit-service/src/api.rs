@@ -215,22 +215,14 @@ impl AuditApi {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+    use sea_orm::{DbBackend, QueryTrait};
     use todo_service::paging::After;
 
     /// SQLite's own plan of `select` on the migrated schema, its steps joined by `; `.
     async fn plan(db: &DatabaseConnection, select: Select<entry::Entity>) -> String {
-        let s = select.build(DbBackend::Sqlite);
-        let explain = Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            format!("EXPLAIN QUERY PLAN {}", s.sql),
-            s.values.map(|v| v.0).unwrap_or_default(),
-        );
-        let rows = db.query_all_raw(explain).await.expect("a plan");
-        rows.iter()
-            .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("; ")
+        todo_service::db::sqlite_plan(db, select.build(DbBackend::Sqlite))
+            .await
+            .expect("a plan")
     }
 
     fn token() -> After {

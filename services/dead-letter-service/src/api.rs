@@ -345,7 +345,7 @@ mod tests {
     /// token implies, so it is left out as the RPC leaves it out).
     #[tokio::test]
     async fn dead_letter_pages_seek_their_index_to_the_token() {
-        use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+        use sea_orm::{DbBackend, QueryTrait};
         let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
         let t = paging::After {
             at: 1_700_000_000_000_000,
@@ -381,19 +381,7 @@ mod tests {
             let s = in_order()
                 .select(filter, Some(&t), 50)
                 .build(DbBackend::Sqlite);
-            let explain = Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!("EXPLAIN QUERY PLAN {}", s.sql),
-                s.values.map(|v| v.0).unwrap_or_default(),
-            );
-            let p = db
-                .query_all_raw(explain)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let p = todo_service::db::sqlite_plan(&db, s.clone()).await.unwrap();
             assert!(
                 p.starts_with("SEARCH dead_letters USING INDEX ix_dead_letters_seen (")
                     && p.contains("(last_seen_at,id)<(?,?)")

@@ -648,18 +648,7 @@ mod tests {
             .build(DbBackend::Sqlite);
         let plan = |s: Statement| {
             let db = &db;
-            async move {
-                let explain = Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
-                    format!("EXPLAIN QUERY PLAN {}", s.sql),
-                    s.values.map(|v| v.0).unwrap_or_default(),
-                );
-                let rows = db.query_all_raw(explain).await.expect("a plan");
-                rows.iter()
-                    .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
+            async move { todo_service::db::sqlite_plan(db, s).await.expect("a plan") }
         };
         for s in by_id {
             let sql = s.sql.clone();

@@ -413,7 +413,7 @@ mod tests {
     /// direction, rather than walking the user's rows before the token.
     #[tokio::test]
     async fn list_pages_seek_their_index_to_the_token() {
-        use sea_orm::{DbBackend, QueryTrait, Statement};
+        use sea_orm::{DbBackend, QueryTrait};
         let db = crate::db::connect("sqlite::memory:", 1)
             .await
             .expect("an in-memory database");
@@ -431,19 +431,9 @@ mod tests {
                 let order = Order { key, desc };
                 let s = list_query("u1", &Filters::default(), order, 50, Some(&token))
                     .build(DbBackend::Sqlite);
-                let explain = Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
-                    format!("EXPLAIN QUERY PLAN {}", s.sql),
-                    s.values.map(|v| v.0).unwrap_or_default(),
-                );
-                let plan = db
-                    .query_all_raw(explain)
+                let plan = todo_service::db::sqlite_plan(&db, s.clone())
                     .await
-                    .expect("a plan")
-                    .iter()
-                    .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                    .expect("a plan");
                 let cmp = if desc { "<" } else { ">" };
                 assert!(
                     plan.contains(&format!("SEARCH tasks USING INDEX {index}"))

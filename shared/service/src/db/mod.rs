@@ -138,6 +138,26 @@ pub fn status(e: &DbErr, what: &str) -> Status {
     }
 }
 
+/// SQLite's plan of `statement` on `db` (`EXPLAIN QUERY PLAN`): the `detail` of each step,
+/// joined by `; `. For tests that pin a hot statement to the index it must use.
+pub async fn sqlite_plan<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    statement: sea_orm::Statement,
+) -> Result<String, sea_orm::DbErr> {
+    let explain = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Sqlite,
+        format!("EXPLAIN QUERY PLAN {}", statement.sql),
+        statement.values.map(|v| v.0).unwrap_or_default(),
+    );
+    Ok(db
+        .query_all_raw(explain)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String>("", "detail").unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
