@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds daprd from Dapr's own Go module, keeping only the components this project uses.
 source "$(dirname "$0")/lib.sh"
+locked bootstrap-daprd "$0" "$@"
 
 OUT="$BIN_DIR/daprd-$DAPR_VERSION"
 if [[ -x "$OUT" ]] && "$OUT" --version 2>/dev/null | grep -qx "$DAPR_VERSION"; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bootstrap-go-tool.sh <name> <module/cmd path> <version> — installs a pinned Go tool into the cache.
 source "$(dirname "$0")/lib.sh"
+locked "bootstrap-${1:-go-tool}" "$0" "$@"
 name="$1"; pkg="$2"; version="$3"
 OUT="$BIN_DIR/$name-$version"
 if [[ -x "$OUT" ]]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Resolves the Apache Kafka broker jars from Maven Central into the cache (once).
 source "$(dirname "$0")/lib.sh"
+locked bootstrap-kafka "$0" "$@"
 
 LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 if [[ -f "$LIBS/.complete" ]]; then

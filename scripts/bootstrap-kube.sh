@@ -8,6 +8,7 @@
 # its published k8s.io/X release of the same minor version (v1.33.0 -> v0.33.0), which is
 # the same source. The first build takes a few minutes (kube-apiserver) on 2 cores.
 source "$(dirname "$0")/lib.sh"
+locked bootstrap-kube "$0" "$@"
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-1.33.0}"
 tools=("$@")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL's server binaries (Debian's package) are installed.
 source "$(dirname "$0")/lib.sh"
+locked bootstrap-postgres "$0" "$@"
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   say "postgresql: $(ls -d /usr/lib/postgresql/*/bin | tail -1) (installed)"
   exit 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kafka.sh up|down|status — a single-node KRaft broker on 127.0.0.1, data under $KAFKA_DATA_DIR.
 source "$(dirname "$0")/lib.sh"
+[[ "${1:-}" == up || "${1:-}" == down ]] && locked "kafka-${KAFKA_PORT:-19092}" "$0" "$@"
 
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"

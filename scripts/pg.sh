@@ -2,6 +2,7 @@
 # pg.sh up|down|status|url — a PostgreSQL server for this project on 127.0.0.1:$PG_PORT,
 # data under the cache, run as the `postgres` system user (the server refuses root).
 source "$(dirname "$0")/lib.sh"
+[[ "${1:-}" == up || "${1:-}" == down ]] && locked "postgresql-${PG_PORT:-15432}" "$0" "$@"
 PG_PORT="${PG_PORT:-15432}"
 # The server runs as `postgres`, which cannot enter root's home: its data lives in the
 # postgres user's own home (Debian: /var/lib/postgresql), outside the clone.
