@@ -24,7 +24,7 @@
 //! (publisher and subscriber apps), both daprd and Kafka's JVM.
 //!
 //! Run with `just bench-pipe`, i.e. `cargo run --release -p todo-bench --bin
-//! bench_pipe`. Environment: `BENCH_EVENTS` (5000 per phase), `BENCH_WARMUP` (500),
+//! bench_pipe`. Environment: `BENCH_EVENTS` (20000 per phase; at 5,000 the bulk phases lasted under half a second), `BENCH_WARMUP` (500),
 //! `BENCH_CONCURRENCY` (16), `BENCH_BATCH` (100), `BENCH_BULK_CONCURRENCY` (1),
 //! `BENCH_SUB_BATCH` (100), `BENCH_SUB_AWAIT_MS` (10), `BENCH_USERS` (partition keys, 64), `BENCH_TIMEOUT_SECS` (180 per phase), `BENCH_NODELAY`
 //! (1; 0 serves the subscriber without TCP_NODELAY, to show what that costs).
@@ -77,7 +77,7 @@ struct Config {
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            events: env_usize("BENCH_EVENTS", 5_000)?,
+            events: env_usize("BENCH_EVENTS", 20_000)?,
             warmup: env_usize("BENCH_WARMUP", 500)?,
             concurrency: env_usize("BENCH_CONCURRENCY", 16)?,
             batch: env_usize("BENCH_BATCH", 100)?,
