@@ -123,20 +123,20 @@ impl TaskApi {
             ""
         };
         let policy = reminders::Policy::keep(row.default_reminders);
-        let (topics, owner, task) = (self.topics.clone(), user.to_owned(), snapshot.clone());
+        let (topics, task) = (self.topics.clone(), snapshot.clone());
         let expected = row.version;
         let scheduled = self
             .writer
             .write(user, move |txn| {
-                let (next, topics, owner, task) =
-                    (next.clone(), topics.clone(), owner.clone(), task.clone());
+                let (row, next, topics, task) =
+                    (row.clone(), next.clone(), topics.clone(), task.clone());
                 Box::pin(async move {
                     if !tasks::update_if(txn, &next, expected, false).await? {
                         return Err(TaskError::Conflict);
                     }
                     Self::record(txn, &topics, kind, &task, vec![]).await?;
                     let scheduled =
-                        reminders::replan(txn, &topics, id, &owner, Some(&task), policy, why)
+                        reminders::replan_from(txn, &topics, &row, Some(&task), policy, why)
                             .await?;
                     Ok(scheduled)
                 })
@@ -471,15 +471,15 @@ impl TaskService for TaskApi {
         } else {
             reminders::Policy::keep(uses_defaults)
         };
-        let (topics, owner, task) = (self.topics.clone(), user.clone(), snapshot.clone());
+        let (topics, task) = (self.topics.clone(), snapshot.clone());
         let expected = row.version;
         let scheduled = self
             .writer
             .write(&user, move |txn| {
-                let (next, topics, owner, task, changed) = (
+                let (row, next, topics, task, changed) = (
+                    row.clone(),
                     next.clone(),
                     topics.clone(),
-                    owner.clone(),
                     task.clone(),
                     changed.clone(),
                 );
@@ -491,11 +491,10 @@ impl TaskService for TaskApi {
                     if !replan {
                         return Ok(None);
                     }
-                    let scheduled = reminders::replan(
+                    let scheduled = reminders::replan_from(
                         txn,
                         &topics,
-                        id,
-                        &owner,
+                        &row,
                         Some(&task),
                         policy,
                         "rescheduled",
@@ -532,21 +531,19 @@ impl TaskService for TaskApi {
         let row = self.load(&user, id).await?;
         check_etag(&row, &req.etag)?;
         let snapshot = tasks::to_proto(&row);
-        let (topics, owner) = (self.topics.clone(), user.clone());
+        let topics = self.topics.clone();
         self.writer
             .write(&user, move |txn| {
-                let (row, topics, owner, snapshot) =
-                    (row.clone(), topics.clone(), owner.clone(), snapshot.clone());
+                let (row, topics, snapshot) = (row.clone(), topics.clone(), snapshot.clone());
                 Box::pin(async move {
                     if !tasks::delete_if(txn, &row, row.version).await? {
                         return Err(TaskError::Conflict);
                     }
                     Self::record(txn, &topics, TaskEventKind::Deleted, &snapshot, vec![]).await?;
-                    reminders::replan(
+                    reminders::replan_from(
                         txn,
                         &topics,
-                        id,
-                        &owner,
+                        &row,
                         None,
                         reminders::Policy::default(),
                         "task deleted",

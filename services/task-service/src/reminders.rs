@@ -234,6 +234,42 @@ pub async fn replan<C: ConnectionTrait>(
     apply_plan(db, topics, subject, Some(pending)).await
 }
 
+/// Whether reminders of the task stored as `row` may be pending. Every change of a task's
+/// row re-plans its reminders in the same transaction (create, an update of its due time,
+/// reminders or title, complete, reopen, delete, a next occurrence), and planning leaves
+/// pending only what the row plans: moments from its due time or absolute instants, for a
+/// task that is not completed. So a completed task, and one with neither a due time nor
+/// reminders of its own, has none pending.
+pub fn may_have_pending(row: &crate::db::entities::task::Model) -> bool {
+    row.status != TaskStatus::Completed as i16
+        && (row.due_time.is_some() || !row.reminders.is_empty())
+}
+
+/// [`replan`] for a change of the task that was stored as `before` (the row the change's
+/// transaction replaces, checked by its version): when none of its reminders can be
+/// pending ([`may_have_pending`]), they are not looked up, which spares a task without a
+/// due time one statement per change.
+pub async fn replan_from<C: ConnectionTrait>(
+    db: &C,
+    topics: &Topics,
+    before: &crate::db::entities::task::Model,
+    task: Option<&Task>,
+    policy: Policy,
+    reason: &str,
+) -> Result<Scheduled, DbErr> {
+    if may_have_pending(before) {
+        return replan(db, topics, before.id, &before.user_id, task, policy, reason).await;
+    }
+    let subject = Subject {
+        task_id: before.id,
+        user_id: &before.user_id,
+        task,
+        policy,
+        reason,
+    };
+    apply_plan(db, topics, subject, Some(Vec::new())).await
+}
+
 /// Schedules the reminders of a task created in this transaction: it has no reminder
 /// rows yet, so nothing is looked up or cancelled.
 pub async fn schedule_new<C: ConnectionTrait>(

@@ -1,0 +1,235 @@
+//! The reminder rows a task keeps through its changes, on SQLite and on PostgreSQL: a change
+//! of a task that cannot have pending reminders (completed, or with neither a due time nor
+//! reminders of its own) does not look them up (`reminders::replan_from`). These tests walk
+//! tasks through every kind of change and check, after each, that the rows pending are the
+//! ones its reminders plan and that no task pends reminders that `may_have_pending` denies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use todo_harness::on_both_databases;
+
+use prost_types::{Duration, FieldMask};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use task_service::{
+    db::entities::{reminder, task},
+    reminders::{PENDING, may_have_pending},
+};
+use todo_proto::todo::v1::{
+    CompleteTaskRequest, DeleteTaskRequest, Reminder, ReopenTaskRequest, Task, UpdateTaskRequest,
+    reminder::When,
+};
+use uuid::Uuid;
+
+use common::{Backend, TestApp, api::*, as_user};
+
+/// Seconds from now, as a timestamp.
+fn in_secs(secs: i64) -> prost_types::Timestamp {
+    todo_proto::to_timestamp(chrono::Utc::now() + chrono::Duration::seconds(secs))
+}
+
+fn before_due(secs: i64) -> Reminder {
+    Reminder {
+        when: Some(When::BeforeDue(Duration {
+            seconds: secs,
+            nanos: 0,
+        })),
+    }
+}
+
+fn update(id: &str, paths: &[&str], patch: Task) -> UpdateTaskRequest {
+    UpdateTaskRequest {
+        task: Some(Task {
+            id: id.to_owned(),
+            ..patch
+        }),
+        update_mask: Some(FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    }
+}
+
+/// The task's stored row and its pending reminders, after checking that pending reminders
+/// exist only where `may_have_pending` says they may.
+async fn rows(app: &TestApp, id: &str) -> (Option<task::Model>, Vec<reminder::Model>) {
+    let db = &app.app.as_ref().unwrap().db;
+    let id = Uuid::parse_str(id).unwrap();
+    let row = task::Entity::find_by_id(id).one(db).await.unwrap();
+    let pending = reminder::Entity::find()
+        .filter(reminder::Column::TaskId.eq(id))
+        .filter(reminder::Column::State.eq(PENDING))
+        .all(db)
+        .await
+        .unwrap();
+    if !pending.is_empty() {
+        let row = row.as_ref().expect("pending reminders of a deleted task");
+        assert!(
+            may_have_pending(row),
+            "{} pending reminders of a task that may have none: {row:?}",
+            pending.len()
+        );
+    }
+    (row, pending)
+}
+
+async fn pending_follow_every_change(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut c = app.client().await;
+    let user = "rows-alice";
+
+    // Due in two days with a reminder an hour before: one pending.
+    let t = c
+        .create_task(as_user(
+            user,
+            create(Task {
+                title: "pay rent".into(),
+                due_time: Some(in_secs(2 * 86_400)),
+                reminders: vec![before_due(3600)],
+                ..Task::default()
+            }),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, pending) = rows(&app, &t.id).await;
+    assert_eq!(pending.len(), 1);
+
+    // Renamed: the pending reminder carries the new title.
+    let patch = Task {
+        title: "pay the rent".into(),
+        ..Task::default()
+    };
+    c.update_task(as_user(user, update(&t.id, &["title"], patch)))
+        .await
+        .unwrap();
+    let (_, pending) = rows(&app, &t.id).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].task_title, "pay the rent");
+
+    // Due time and reminders removed: nothing pending, and none may be.
+    let patch = Task::default();
+    c.update_task(as_user(
+        user,
+        update(&t.id, &["due_time", "reminders"], patch),
+    ))
+    .await
+    .unwrap();
+    let (row, pending) = rows(&app, &t.id).await;
+    assert!(pending.is_empty(), "{pending:?}");
+    assert!(!may_have_pending(&row.unwrap()));
+
+    // Renamed and completed without a due time: still nothing (these changes skip the lookup).
+    let patch = Task {
+        title: "rent, someday".into(),
+        ..Task::default()
+    };
+    c.update_task(as_user(user, update(&t.id, &["title"], patch)))
+        .await
+        .unwrap();
+    assert!(rows(&app, &t.id).await.1.is_empty());
+
+    // A due time and a reminder again: pending again.
+    let patch = Task {
+        due_time: Some(in_secs(2 * 86_400)),
+        reminders: vec![before_due(3600)],
+        ..Task::default()
+    };
+    c.update_task(as_user(
+        user,
+        update(&t.id, &["due_time", "reminders"], patch),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rows(&app, &t.id).await.1.len(), 1);
+
+    // Completed: nothing pending, none may be. Reopened (a change from a completed task,
+    // which skips the lookup): the reminder cancelled by the completion is planned again.
+    c.complete_task(as_user(
+        user,
+        CompleteTaskRequest {
+            id: t.id.clone(),
+            etag: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    let (row, pending) = rows(&app, &t.id).await;
+    assert!(pending.is_empty(), "{pending:?}");
+    assert!(!may_have_pending(&row.unwrap()));
+    c.reopen_task(as_user(
+        user,
+        ReopenTaskRequest {
+            id: t.id.clone(),
+            etag: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rows(&app, &t.id).await.1.len(), 1);
+
+    // Deleted: nothing pending.
+    c.delete_task(as_user(
+        user,
+        DeleteTaskRequest {
+            id: t.id.clone(),
+            etag: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    let (row, pending) = rows(&app, &t.id).await;
+    assert!(row.is_none());
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
+async fn absolute_reminders_without_a_due_time_are_kept_current(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut c = app.client().await;
+    let user = "rows-bob";
+    let at = Reminder {
+        when: Some(When::At(in_secs(86_400))),
+    };
+    let t = c
+        .create_task(as_user(
+            user,
+            create(Task {
+                title: "call mum".into(),
+                reminders: vec![at],
+                ..Task::default()
+            }),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (row, pending) = rows(&app, &t.id).await;
+    assert_eq!(pending.len(), 1);
+    assert!(row.unwrap().due_time.is_none());
+
+    // No due time, but a reminder of its own: a rename is looked up and reaches the row.
+    let patch = Task {
+        title: "call mum back".into(),
+        ..Task::default()
+    };
+    c.update_task(as_user(user, update(&t.id, &["title"], patch)))
+        .await
+        .unwrap();
+    let (_, pending) = rows(&app, &t.id).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].task_title, "call mum back");
+
+    // Completing cancels it.
+    c.complete_task(as_user(
+        user,
+        CompleteTaskRequest {
+            id: t.id.clone(),
+            etag: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    assert!(rows(&app, &t.id).await.1.is_empty());
+}
+
+on_both_databases!(2;
+    pending_follow_every_change,
+    absolute_reminders_without_a_due_time_are_kept_current,
+);
