@@ -134,6 +134,10 @@ struct Watcher {
     id: u64,
     /// The last sequence number queued to it (or its cursor's).
     after: u64,
+    /// Whether the client holds exactly `after` (it resumed from a cursor, or was sent a
+    /// change): the next change it gets must then be `after + 1`. A stream from now of a
+    /// user this replica does not know yet starts with whatever comes first.
+    exact: bool,
     tx: mpsc::Sender<Shared>,
     end: Arc<OnceLock<End>>,
 }
@@ -170,9 +174,18 @@ impl User {
             if seq <= w.after {
                 return true;
             }
+            if w.exact && seq != w.after + 1 {
+                // The run of a user this replica did not know started past the client's
+                // cursor (the change after it overtook its predecessor, or was consumed
+                // before this replica listened): the client cannot be told what it missed.
+                stats.count_resync(reasons::GAP);
+                let _ = w.end.set(End::Resync(reasons::GAP));
+                return false;
+            }
             match w.tx.try_send(change.clone()) {
                 Ok(()) => {
                     w.after = seq;
+                    w.exact = true;
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -437,7 +450,7 @@ impl Hub {
         let (after, backlog) = match (cursor, u.last_seq) {
             (None, last) => (last, Vec::new()),
             (Some(c), Some(last)) => {
-                if c.seq + 1 < u.first_available().unwrap_or(last + 1) {
+                if c.seq.saturating_add(1) < u.first_available().unwrap_or(last + 1) {
                     return Ok(Start::Resync(reasons::OUTSIDE_WINDOW));
                 }
                 let backlog: Vec<Shared> = u
@@ -451,8 +464,19 @@ impl Hub {
             (Some(c), None) => {
                 let skew = chrono::Duration::from_std(limits.clock_skew).unwrap_or_default();
                 let window = chrono::Duration::from_std(limits.window_time).unwrap_or_default();
-                let vouched = listening_since.is_some_and(|since| c.issued_at - skew >= since)
-                    && c.issued_at >= Utc::now() - window;
+                // (Checked arithmetic: the time is the client's. A cursor from the future was
+                // not issued by a replica with a sane clock: not vouched for either.)
+                let now = Utc::now();
+                let vouched = listening_since.is_some_and(|since| {
+                    c.issued_at
+                        .checked_sub_signed(skew)
+                        .is_some_and(|t| t >= since)
+                }) && now
+                    .checked_sub_signed(window)
+                    .is_none_or(|oldest| c.issued_at >= oldest)
+                    && now
+                        .checked_add_signed(skew)
+                        .is_none_or(|latest| c.issued_at <= latest);
                 if !vouched {
                     return Ok(Start::Resync(reasons::OUTSIDE_WINDOW));
                 }
@@ -469,6 +493,7 @@ impl Hub {
                 .map(|c| c.user_seq)
                 .or(after)
                 .unwrap_or_default(),
+            exact: after.is_some() || !backlog.is_empty(),
             tx,
             end: end.clone(),
         });
@@ -492,8 +517,15 @@ impl Hub {
     /// the clock allowance (the client has every change made before it).
     pub fn heartbeat_time(&self) -> DateTime<Utc> {
         let state = self.lock();
-        let lag = state.lag.max(state.previous_lag) + self.limits.clock_skew;
-        Utc::now() - chrono::Duration::from_std(lag).unwrap_or_default()
+        // (An event's `occurred_at` is the producer's word: a lag beyond the window is
+        // capped there, where a cursor is out of the window anyway.)
+        let lag = (state.lag.max(state.previous_lag) + self.limits.clock_skew)
+            .min(self.limits.window_time);
+        let now = Utc::now();
+        chrono::Duration::from_std(lag)
+            .ok()
+            .and_then(|lag| now.checked_sub_signed(lag))
+            .unwrap_or(now)
     }
 
     /// Drops what fell out of the window: old changes, idle users with no stream, gaps
@@ -603,6 +635,48 @@ mod tests {
         assert_eq!(drain(&mut w), [3, 4, 5, 6, 7]);
     }
 
+    /// Regression (hostile input): a cursor at the edge of chrono's time range panicked the
+    /// handler under the hub's lock (`issued_at - skew`), and an event whose `occurred_at`
+    /// was near it panicked every heartbeat after it (`now - lag`).
+    #[test]
+    fn times_at_the_edge_of_the_range_resync_instead_of_panicking() {
+        let hub = Hub::new(Limits {
+            clock_skew: Duration::from_millis(1),
+            ..Limits::default()
+        });
+        let mut early = change("bob", 1);
+        early.occurred_at = Some(todo_proto::to_timestamp(DateTime::<Utc>::MIN_UTC));
+        hub.apply(early);
+        let hb = hub.heartbeat_time();
+        assert!(hb <= Utc::now() && hb >= Utc::now() - chrono::Duration::hours(1));
+        for issued_at in [
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            Utc::now() + chrono::Duration::hours(1),
+        ] {
+            let c = Some(WatchCursor::new(5, issued_at));
+            assert!(
+                matches!(
+                    hub.watch("carol", c).unwrap(),
+                    Start::Resync(reasons::OUTSIDE_WINDOW)
+                ),
+                "{issued_at}"
+            );
+        }
+        // A cursor past every sequence of a user the replica knows: no overflow, no backlog.
+        let mut w = stream(
+            hub.watch("bob", Some(WatchCursor::new(u64::MAX, Utc::now())))
+                .unwrap(),
+        );
+        assert!(drain(&mut w).is_empty());
+        // A cursor issued after the replica began listening is still vouched for.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(matches!(
+            hub.watch("carol", cursor(5)).unwrap(),
+            Start::Stream(_)
+        ));
+    }
+
     #[test]
     fn a_cursor_older_than_the_window_resyncs() {
         let hub = Hub::new(Limits {
@@ -628,7 +702,7 @@ mod tests {
     #[test]
     fn an_unknown_user_resumes_only_from_a_cursor_issued_while_listening() {
         let hub = Hub::new(Limits {
-            clock_skew: Duration::ZERO,
+            clock_skew: Duration::from_millis(1),
             ..Limits::default()
         });
         let before = WatchCursor::new(3, Utc::now() - chrono::Duration::seconds(5));
@@ -642,9 +716,32 @@ mod tests {
             hub.watch("carol", Some(before)).unwrap(),
             Start::Resync(_)
         ));
+        // (Past the clock allowance since the replica began listening.)
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let mut w = stream(hub.watch("carol", cursor(3)).unwrap());
         hub.apply(change("carol", 4));
         assert_eq!(drain(&mut w), [4]);
+    }
+
+    /// Regression: a stream resumed from cursor 5 of a user this replica did not know was
+    /// sent 7 (which had overtaken 6) and never 6, which then counted as a duplicate; it
+    /// now ends with RESYNC `gap`. A stream from now takes whatever comes first.
+    #[test]
+    fn a_run_that_starts_past_a_resumed_cursor_resyncs_the_stream() {
+        let hub = Hub::new(Limits {
+            clock_skew: Duration::from_millis(1),
+            ..Limits::default()
+        });
+        hub.apply(change("bob", 1));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut resumed = stream(hub.watch("carol", cursor(5)).unwrap());
+        let mut live = stream(hub.watch("carol", None).unwrap());
+        assert_eq!(hub.apply(change("carol", 7)), Applied::Applied);
+        assert_eq!(hub.apply(change("carol", 6)), Applied::Duplicate);
+        assert_eq!(hub.apply(change("carol", 8)), Applied::Applied);
+        assert!(drain(&mut resumed).is_empty());
+        assert_eq!(resumed.end(), End::Resync(reasons::GAP));
+        assert_eq!(drain(&mut live), [7, 8]);
     }
 
     #[test]

@@ -95,6 +95,10 @@ impl Updates {
             Some("no user_seq (a producer older than live sync)")
         } else if m.task_id.is_empty() {
             Some("no task_id")
+        } else if m.task.is_none() {
+            // Every change carries its task (as it was before, for a delete): without one
+            // there is nothing to stream, and nothing to check the owner against.
+            Some("no task snapshot")
         } else if m
             .task
             .as_ref()
@@ -188,8 +192,9 @@ mod tests {
         }
     }
 
-    /// Regression (hostile events): a change naming alice with bob's task was streamed to
-    /// alice, and took her sequence number 1 from her real first change.
+    /// Regression (hostile events): a change naming alice with bob's task (or with no task
+    /// at all) was streamed to alice, and took her sequence number 1 from her real first
+    /// change.
     #[test]
     fn a_change_of_another_users_task_is_dropped() {
         let u = updates();
@@ -197,6 +202,9 @@ mod tests {
         let mut other_task = change("alice", "alice", 1);
         other_task.task_id = "t2".into();
         assert_eq!(u.on_change(other_task), Outcome::Drop);
+        let mut no_snapshot = change("alice", "alice", 1);
+        no_snapshot.task = None;
+        assert_eq!(u.on_change(no_snapshot), Outcome::Drop);
         assert_eq!(u.on_change(change("alice", "alice", 1)), Outcome::Success);
         assert_eq!(u.stats.snapshot().applied, 1);
     }

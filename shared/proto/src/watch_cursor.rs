@@ -34,8 +34,17 @@ impl WatchCursor {
         else {
             return Err(BadCursor);
         };
-        let seq = seq.parse::<u64>().map_err(|_| BadCursor)?;
-        let ms = ms.parse::<i64>().map_err(|_| BadCursor)?;
+        // No sequence reaches u64::MAX, and no cursor was issued before 1970.
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s < u64::MAX)
+            .ok_or(BadCursor)?;
+        let ms = ms
+            .parse::<i64>()
+            .ok()
+            .filter(|ms| *ms >= 0)
+            .ok_or(BadCursor)?;
         let issued_at = Utc.timestamp_millis_opt(ms).single().ok_or(BadCursor)?;
         Ok(Self { seq, issued_at })
     }
@@ -63,6 +72,8 @@ mod tests {
             "v1.1.x",
             "v1.1.1.1",
             "v1.1.99999999999999999",
+            "v1.1.-8334601315200000",
+            "v1.18446744073709551615.0",
         ] {
             assert_eq!(WatchCursor::decode(bad), Err(BadCursor), "{bad}");
         }
