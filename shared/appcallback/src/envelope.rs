@@ -20,8 +20,10 @@ pub(crate) struct CloudEvent {
 impl CloudEvent {
     /// The envelope in `bytes`, when they are a JSON CloudEvent (an object with a
     /// `specversion`); `None` for anything else (then the bytes are the payload itself).
-    /// Binary data comes from `data_base64`; undecodable base64 yields no data, which the
-    /// route's decoder then refuses (DROP), rather than a retry that can never succeed.
+    /// Binary data comes from `data_base64`. Undecodable base64 yields no data: an empty
+    /// payload, which a protobuf route reads as a message with no fields set, so handlers
+    /// refuse it as they refuse any message without its required fields (DROP), rather
+    /// than a retry that can never succeed.
     pub fn parse(bytes: &[u8]) -> Option<Self> {
         if bytes.first() != Some(&b'{') {
             return None;

@@ -276,9 +276,14 @@ impl Subscriptions {
             Resolved::To(at) => match &self.routes[at].handler {
                 Handler::One(handler) => caught(handler(event), Outcome::Drop).await,
                 Handler::Batch(handler) => {
+                    // A panic DROPs; an answer without an outcome for the entry is RETRY,
+                    // as in a bulk delivery.
                     let outcomes =
-                        caught(handler(vec![event.into_bytes_event()]), Vec::new()).await;
-                    outcomes.first().copied().unwrap_or(Outcome::Drop)
+                        caught(handler(vec![event.into_bytes_event()]).map(Some), None).await;
+                    match outcomes {
+                        Some(outcomes) => outcomes.first().copied().unwrap_or(Outcome::Retry),
+                        None => Outcome::Drop,
+                    }
                 }
             },
         }
@@ -761,6 +766,37 @@ mod tests {
         assert_eq!(routes.rules[0].r#match, "event.type == \"a.v1\"");
         assert_eq!(routes.default, DEFAULT_PATH);
         assert!(list.iter().all(|s| !s.dead_letter_topic.is_empty()));
+    }
+
+    /// Regression: a batch route handed one event alone (not in bulk) that answered no
+    /// outcome had it DROPped to the dead-letter topic; a missing outcome is RETRY, as in
+    /// a bulk delivery, and only a panic DROPs.
+    #[tokio::test]
+    async fn a_batch_route_without_an_outcome_for_a_lone_event_retries_it() {
+        let s = Subscriptions::builder()
+            .route_batch(
+                Route::new("ps", "quiet", "quiet-dlq").bulk_raw(100, 10),
+                |_events: Vec<Event<Vec<u8>>>| async move { Vec::new() },
+            )
+            .route_batch(
+                Route::new("ps", "boom", "boom-dlq").bulk_raw(100, 10),
+                |_events: Vec<Event<Vec<u8>>>| async move {
+                    if true {
+                        panic!("handler bug");
+                    }
+                    Vec::new()
+                },
+            )
+            .build();
+        assert_eq!(
+            s.dispatch(raw("quiet", "a.v1", ts(1))).await,
+            Outcome::Retry
+        );
+        assert_eq!(
+            s.dispatch_bulk(vec![raw("quiet", "a.v1", ts(1))]).await,
+            [Outcome::Retry]
+        );
+        assert_eq!(s.dispatch(raw("boom", "a.v1", ts(1))).await, Outcome::Drop);
     }
 
     #[tokio::test]
