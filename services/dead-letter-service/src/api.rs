@@ -5,8 +5,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use chrono::{DateTime, Utc};
 use dapr_publisher::{OutgoingEvent, Publisher};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
-    sea_query::{Expr, ExprTrait},
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, sea_query::Expr,
 };
 use todo_auth::into_caller;
 use todo_proto::todo::deadletters::v1::{
@@ -252,21 +251,23 @@ impl DeadLetterService for DeadLetterApi {
         // Marked replayed before the publish: were it marked after, a consumer that drops
         // it again at once could bring it back before the mark, and the mark would hide that.
         let now = Utc::now().timestamp_micros();
-        let marked = dead_letter::Entity::update_many()
-            .col_expr(Column::Status, Expr::value(status::REPLAYED))
-            .col_expr(Column::ReplayCount, Expr::col(Column::ReplayCount).add(1))
-            .col_expr(Column::LastReplayedAt, Expr::value(now))
-            .col_expr(Column::ReplayedBy, Expr::value(user.clone()))
-            .filter(Column::Id.eq(m.id.clone()))
-            .filter(Column::Status.ne(status::DISCARDED))
-            .exec(&self.writer)
+        let marked = mark_replayed(&self.writer, &m, &user, now)
             .await
             .map_err(db_status("marking the dead letter replayed"))?;
-        if marked.rows_affected == 0 {
-            return Err(Status::failed_precondition(format!(
-                "dead letter {:?} was discarded meanwhile: it is not replayed",
-                m.id
-            )));
+        if !marked {
+            let current = self.reread(&m.id).await?;
+            return Err(if current.status == DeadLetterStatus::Discarded as i32 {
+                Status::failed_precondition(format!(
+                    "dead letter {:?} was discarded meanwhile: it is not replayed",
+                    m.id
+                ))
+            } else {
+                Status::aborted(format!(
+                    "dead letter {:?} was replayed by another request meanwhile (replay count \
+                     {}); read it again before replaying it again",
+                    m.id, current.replay_count
+                ))
+            });
         }
         let event = OutgoingEvent {
             id: m.cloud_event_id.clone(),
@@ -277,16 +278,14 @@ impl DeadLetterService for DeadLetterApi {
         };
         if let Err(e) = self.publisher.publish(&event).await {
             // Put the record back as it was: nothing was replayed.
-            let undo = dead_letter::Entity::update_many()
-                .col_expr(Column::Status, Expr::value(m.status.clone()))
-                .col_expr(Column::ReplayCount, Expr::value(m.replay_count))
-                .col_expr(Column::LastReplayedAt, Expr::value(m.last_replayed_at))
-                .col_expr(Column::ReplayedBy, Expr::value(m.replayed_by.clone()))
-                .filter(Column::Id.eq(m.id.clone()))
-                .exec(&self.writer)
-                .await;
-            if let Err(undo) = undo {
-                tracing::error!(error = %undo, id = %m.id, "replay failed and its mark could not be undone");
+            match undo_mark(&self.writer, &m, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(id = %m.id, "replay failed; the record changed since it was marked (discarded or replayed again), so it stays as that left it");
+                }
+                Err(undo) => {
+                    tracing::error!(error = %undo, id = %m.id, "replay failed and its mark could not be undone");
+                }
             }
             tracing::warn!(error = %e, id = %m.id, topic = %m.topic, "replay not published");
             return Err(if e.is_transient() {
@@ -334,10 +333,134 @@ impl DeadLetterService for DeadLetterApi {
     }
 }
 
+/// Marks the dead letter read as `m` replayed by `user` at `now`, unless it was discarded
+/// or replayed since it was read (compare-and-set on its replay count): two replays of one
+/// record at once publish it once. Whether it was marked.
+async fn mark_replayed<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    m: &Model,
+    user: &str,
+    now: i64,
+) -> Result<bool, sea_orm::DbErr> {
+    let marked = dead_letter::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(status::REPLAYED))
+        .col_expr(Column::ReplayCount, Expr::value(m.replay_count + 1))
+        .col_expr(Column::LastReplayedAt, Expr::value(now))
+        .col_expr(Column::ReplayedBy, Expr::value(user.to_owned()))
+        .filter(Column::Id.eq(m.id.clone()))
+        .filter(Column::Status.ne(status::DISCARDED))
+        .filter(Column::ReplayCount.eq(m.replay_count))
+        .exec(db)
+        .await?;
+    Ok(marked.rows_affected == 1)
+}
+
+/// Puts the dead letter back as it was read (`m`) after a replay marked at `now` failed to
+/// publish, unless it changed since the mark (a discard, another replay): that change
+/// stands. Whether it was put back.
+async fn undo_mark<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    m: &Model,
+    now: i64,
+) -> Result<bool, sea_orm::DbErr> {
+    let undone = dead_letter::Entity::update_many()
+        .col_expr(Column::Status, Expr::value(m.status.clone()))
+        .col_expr(Column::ReplayCount, Expr::value(m.replay_count))
+        .col_expr(Column::LastReplayedAt, Expr::value(m.last_replayed_at))
+        .col_expr(Column::ReplayedBy, Expr::value(m.replayed_by.clone()))
+        .filter(Column::Id.eq(m.id.clone()))
+        .filter(Column::Status.eq(status::REPLAYED))
+        .filter(Column::ReplayCount.eq(m.replay_count + 1))
+        .filter(Column::LastReplayedAt.eq(now))
+        .exec(db)
+        .await?;
+    Ok(undone.rows_affected == 1)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    async fn stored(db: &DatabaseConnection) -> Model {
+        use sea_orm::{ActiveModelTrait, IntoActiveModel};
+        let id = uuid::Uuid::now_v7().to_string();
+        let m = Model {
+            cloud_event_id: format!("ce-{id}"),
+            id,
+            topic: "t.task-events".into(),
+            dead_letter_topic: "t.task-events-dlq".into(),
+            event_type: "todo.task.created.v1".into(),
+            source: "task-service".into(),
+            traceparent: String::new(),
+            partition_key: "alice".into(),
+            payload: vec![1, 2, 3],
+            payload_json: String::new(),
+            decode_error: String::new(),
+            first_seen_at: 1,
+            last_seen_at: 1,
+            times_dead_lettered: 1,
+            status: status::PENDING.into(),
+            replay_count: 0,
+            last_replayed_at: None,
+            replayed_by: String::new(),
+            discarded_at: None,
+            discarded_by: String::new(),
+        };
+        m.clone().into_active_model().insert(db).await.unwrap();
+        m
+    }
+
+    async fn reread(db: &DatabaseConnection, id: &str) -> Model {
+        dead_letter::Entity::find_by_id(id.to_owned())
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Regression: two replays of one record read before either marked it both marked it
+    /// (the mark only required "not discarded") and both published it.
+    #[tokio::test]
+    async fn two_replays_of_one_read_mark_it_once() {
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        let m = stored(&db).await;
+        assert!(mark_replayed(&db, &m, "ops-a", 10).await.unwrap());
+        assert!(!mark_replayed(&db, &m, "ops-b", 11).await.unwrap());
+        let now = reread(&db, &m.id).await;
+        assert_eq!((now.replay_count, now.replayed_by.as_str()), (1, "ops-a"));
+        // Replaying again from a fresh read is still allowed.
+        assert!(mark_replayed(&db, &now, "ops-b", 12).await.unwrap());
+        assert_eq!(reread(&db, &m.id).await.replay_count, 2);
+    }
+
+    /// Regression: a replay whose publish failed put back the record as it had read it,
+    /// over a discard made while it was publishing (the record came back `pending`).
+    #[tokio::test]
+    async fn a_failed_replay_does_not_undo_a_discard_made_meanwhile() {
+        use sea_orm::ActiveValue::Set;
+        let db = crate::db::connect("sqlite::memory:", 1).await.unwrap();
+        let m = stored(&db).await;
+        assert!(mark_replayed(&db, &m, "ops-a", 10).await.unwrap());
+        dead_letter::Entity::update_many()
+            .set(dead_letter::ActiveModel {
+                status: Set(status::DISCARDED.into()),
+                discarded_by: Set("ops-b".into()),
+                ..Default::default()
+            })
+            .filter(Column::Id.eq(m.id.clone()))
+            .exec(&db)
+            .await
+            .unwrap();
+        assert!(!undo_mark(&db, &m, 10).await.unwrap());
+        assert_eq!(reread(&db, &m.id).await.status, status::DISCARDED);
+
+        // With nothing in between, the failed replay is undone.
+        let other = stored(&db).await;
+        assert!(mark_replayed(&db, &other, "ops-a", 20).await.unwrap());
+        assert!(undo_mark(&db, &other, 20).await.unwrap());
+        assert_eq!(reread(&db, &other.id).await, other);
+    }
 
     /// A page after a token seeks the index of the listing's order to the token's row
     /// value, newest first, instead of walking every later dead letter: with no filters,
