@@ -30,6 +30,12 @@ fn argument_of(task_field: &str) -> &str {
 /// `status` from task-service as said to a model; `at` is the argument path of the item the
 /// call was for (`tasks[2]`, or empty for a single-item tool).
 pub fn from_status(status: &Status, at: &str) -> ToolFailure {
+    from_service_status(status, at, "task-service")
+}
+
+/// [`from_status`] for an answer of `service` (audit-service, notification-service): an
+/// outage or a refusal names the service that answered.
+pub fn from_service_status(status: &Status, at: &str, service: &str) -> ToolFailure {
     let path = |field: &str| {
         if at.is_empty() {
             field.to_owned()
@@ -68,15 +74,15 @@ pub fn from_status(status: &Status, at: &str) -> ToolFailure {
             status.message()
         )),
         Code::Unauthenticated | Code::PermissionDenied => ToolFailure::Refused(format!(
-            "task-service refused the caller's identity: {}",
+            "{service} refused the caller's identity: {}",
             status.message()
         )),
         Code::Unavailable | Code::DeadlineExceeded => ToolFailure::Refused(format!(
-            "task-service is unavailable right now ({}); retrying later is safe",
+            "{service} is unavailable right now ({}); retrying later is safe",
             status.message()
         )),
         _ => ToolFailure::Refused(format!(
-            "task-service failed: {:?} {}",
+            "{service} failed: {:?} {}",
             status.code(),
             status.message()
         )),
@@ -87,6 +93,26 @@ pub fn from_status(status: &Status, at: &str) -> ToolFailure {
 mod tests {
     use super::*;
     use tonic_types::ErrorDetails;
+
+    /// Regression: the history and notification tools said "task-service is unavailable"
+    /// when audit-service or notification-service was.
+    #[test]
+    fn an_outage_names_the_service_that_answered() {
+        let down = Status::unavailable("connection refused");
+        let said = from_service_status(&down, "", "notification-service").to_string();
+        assert!(
+            said.starts_with("notification-service is unavailable"),
+            "{said}"
+        );
+        let refused = Status::unauthenticated("token expired");
+        let said = from_service_status(&refused, "id", "audit-service").to_string();
+        assert!(said.starts_with("audit-service refused"), "{said}");
+        assert!(
+            from_status(&down, "")
+                .to_string()
+                .starts_with("task-service")
+        );
+    }
 
     #[test]
     fn field_violations_name_the_tool_argument() {

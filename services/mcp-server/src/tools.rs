@@ -29,7 +29,7 @@ use tonic::transport::Channel;
 
 use crate::{
     args::Parameters,
-    failure::{ToolFailure, from_status},
+    failure::{ToolFailure, from_service_status, from_status},
     identity::{Caller, Identity},
     words::{self, BadArgument},
 };
@@ -351,9 +351,19 @@ async fn reply<T>(
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     at: &str,
 ) -> Result<T, ToolFailure> {
+    reply_from(call, at, "task-service").await
+}
+
+/// [`reply`] from another service (audit-service, notification-service), named in its
+/// failures.
+async fn reply_from<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    at: &str,
+    service: &str,
+) -> Result<T, ToolFailure> {
     call.await
         .map(tonic::Response::into_inner)
-        .map_err(|status| from_status(&status, at))
+        .map_err(|status| from_service_status(&status, at, service))
 }
 
 /// A successful result of one task: `summary`, and the task as `task`.
@@ -738,7 +748,12 @@ impl TodoTools {
             page_token: p.page_token.unwrap_or_default(),
         };
         let request = self.identity.request_direct(&caller, request);
-        let page = reply(self.audit.clone().list_task_activity(request), "id").await?;
+        let page = reply_from(
+            self.audit.clone().list_task_activity(request),
+            "id",
+            "audit-service",
+        )
+        .await?;
         let entries: Vec<HistoryView> = page.entries.iter().map(Into::into).collect();
         let summary = format!(
             "{} entries of task {}: {}",
@@ -774,7 +789,12 @@ impl TodoTools {
         };
         let request = self.identity.request_direct(&caller, request);
         let mut client = self.notifications.clone();
-        let page = reply(client.list_notifications(request), "page_token").await?;
+        let page = reply_from(
+            client.list_notifications(request),
+            "page_token",
+            "notification-service",
+        )
+        .await?;
         let list: Vec<NotificationView> = page.notifications.iter().map(Into::into).collect();
         let summary = match list.first() {
             None => "No notifications".to_owned(),
