@@ -497,8 +497,9 @@ impl Hub {
             tx,
             end: end.clone(),
         });
-        drop(state);
+        // Counted under the lock that checked the limit, so concurrent calls cannot pass it.
         let open = self.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
+        drop(state);
         metrics::gauge!("sync_streams_open").set(open as f64);
         Ok(Start::Stream(Watch {
             backlog,
@@ -822,11 +823,16 @@ mod tests {
         let w = stream(hub.watch("alice", cursor(1)).unwrap());
         apply_all(&hub, "alice", 3..=3 + GAP_LIMIT as u64);
         assert_eq!(w.end(), End::Resync(reasons::GAP));
-        // The held changes start a new run: a client at its end resumes.
+        // The held changes start a new run: a client at its end resumes, one before it
+        // (which would need the lost change's successors) cannot.
         let last = 2 + GAP_LIMIT as u64 + 1;
         assert!(matches!(
             hub.watch("alice", cursor(last)).unwrap(),
             Start::Stream(_)
+        ));
+        assert!(matches!(
+            hub.watch("alice", cursor(last - 1)).unwrap(),
+            Start::Resync(reasons::OUTSIDE_WINDOW)
         ));
     }
 }
