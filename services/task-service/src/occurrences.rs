@@ -106,6 +106,10 @@ impl Occurrences {
         if m.user_id.is_empty() {
             return drop("no user_id");
         }
+        if m.user_id.contains('\0') {
+            // PostgreSQL's text cannot hold it: the insert would fail on every redelivery.
+            return drop("user_id contains NUL");
+        }
         let Some(template) = m.template.as_ref() else {
             return drop("no template");
         };
@@ -260,4 +264,63 @@ async fn create(
         "",
     )
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use todo_proto::todo::v1::Task;
+
+    use super::*;
+
+    /// Regression (hostile events): a request whose `user_id` held NUL passed the checks,
+    /// and PostgreSQL refused the insert on every redelivery (RETRY without end, holding the
+    /// series' later requests back); it is dropped to the dead-letter topic.
+    #[tokio::test]
+    async fn a_user_id_with_nul_is_dropped_and_creates_nothing() {
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database");
+        let occurrences = Occurrences {
+            writer: GroupWriter::new(db.clone(), 1, 8),
+            topics: Topics::new("t"),
+            wakeup: Wakeup::default(),
+            nudge: crate::reminders::Nudge::default(),
+            stats: Arc::new(IntakeStats::default()),
+        };
+        let series = Uuid::new_v4().to_string();
+        let request = |user: &str| OccurrenceRequested {
+            event_id: Uuid::now_v7().to_string(),
+            user_id: user.to_owned(),
+            task_id: Uuid::new_v4().to_string(),
+            series_id: series.clone(),
+            parent_task_id: series.clone(),
+            occurrence_index: 1,
+            template: Some(Task {
+                title: "water the plants".into(),
+                ..Task::default()
+            }),
+            ..OccurrenceRequested::default()
+        };
+        let event = |m: OccurrenceRequested| Event {
+            id: m.event_id.clone(),
+            event_type: event_types::OCCURRENCE_REQUESTED.to_owned(),
+            source: String::new(),
+            topic: "t.task-occurrences".to_owned(),
+            pubsub_name: PUBSUB.to_owned(),
+            traceparent: None,
+            raw: Vec::new(),
+            message: m,
+        };
+        let hostile = request("ali\0ce");
+        let id = Uuid::parse_str(&hostile.task_id).unwrap();
+        assert_eq!(occurrences.handle(event(hostile)).await, Outcome::Drop);
+        assert!(tasks::find(&db, "ali\0ce", id).await.unwrap().is_none());
+        // The same request from a plain user id creates its task.
+        let fine = request("alice");
+        let id = Uuid::parse_str(&fine.task_id).unwrap();
+        assert_eq!(occurrences.handle(event(fine)).await, Outcome::Success);
+        assert!(tasks::find(&db, "alice", id).await.unwrap().is_some());
+    }
 }

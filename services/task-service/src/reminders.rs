@@ -219,11 +219,17 @@ pub async fn replan<C: ConnectionTrait>(
     policy: Policy,
     reason: &str,
 ) -> Result<Scheduled, DbErr> {
-    let pending = reminder::Entity::find()
+    let mut pending = reminder::Entity::find()
         .filter(reminder::Column::TaskId.eq(task_id))
-        .filter(reminder::Column::State.eq(PENDING))
-        .all(db)
-        .await?;
+        .filter(reminder::Column::State.eq(PENDING));
+    if db.get_database_backend() == DbBackend::Postgres {
+        // Locked until the change commits: the scheduler (which skips locked rows) cannot
+        // fire one of them meanwhile, and one it is firing now is waited for and then read
+        // as fired. Unlocked, a reminder fired between this read and the cancel below got
+        // both its due event and a cancelled event, though only the first was true.
+        pending = pending.lock(LockType::Update);
+    }
+    let pending = pending.all(db).await?;
     let subject = Subject {
         task_id,
         user_id,

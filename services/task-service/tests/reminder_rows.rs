@@ -229,6 +229,94 @@ async fn absolute_reminders_without_a_due_time_are_kept_current(backend: Backend
     assert!(rows(&app, &t.id).await.1.is_empty());
 }
 
+/// Regression (PostgreSQL): CompleteTask read a task's pending reminders without locking
+/// them while the scheduler was firing one (claimed `FOR UPDATE SKIP LOCKED`, marked fired,
+/// not yet committed). Its cancel then updated nothing once the scheduler committed, but
+/// its `reminder.cancelled` event was written anyway: the reminder was both due and
+/// cancelled. The scheduler's part is played here by a transaction of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_fired_while_its_task_completes_is_not_also_cancelled() {
+    use prost::Message;
+    use sea_orm::{QuerySelect, TransactionTrait, sea_query::LockType};
+    use task_service::{db::entities::outbox, reminders::FIRED};
+    use todo_proto::todo::events::v1::ReminderEvent;
+
+    let app = TestApp::start(Backend::Postgres).await;
+    let mut c = app.client().await;
+    let user = "rows-carol";
+    let t = c
+        .create_task(as_user(
+            user,
+            create(Task {
+                title: "renew passport".into(),
+                due_time: Some(in_secs(2 * 86_400)),
+                reminders: vec![before_due(3600)],
+                ..Task::default()
+            }),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, pending) = rows(&app, &t.id).await;
+    assert_eq!(pending.len(), 1);
+    let fired = pending[0].reminder_id;
+
+    let db = app.app.as_ref().unwrap().db.clone();
+    let scheduler = db.begin().await.unwrap();
+    reminder::Entity::find_by_id(fired)
+        .lock(LockType::Update)
+        .one(&scheduler)
+        .await
+        .unwrap()
+        .unwrap();
+    reminder::Entity::update_many()
+        .col_expr(
+            reminder::Column::State,
+            sea_orm::sea_query::Expr::value(FIRED),
+        )
+        .filter(reminder::Column::ReminderId.eq(fired))
+        .exec(&scheduler)
+        .await
+        .unwrap();
+    let id = t.id.clone();
+    let completing = tokio::spawn(async move {
+        c.complete_task(as_user(
+            user,
+            CompleteTaskRequest {
+                id,
+                etag: String::new(),
+            },
+        ))
+        .await
+    });
+    // Long enough for CompleteTask to reach the reminder's row lock.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    scheduler.commit().await.unwrap();
+    completing.await.unwrap().unwrap();
+
+    let cancelled: Vec<Uuid> = outbox::Entity::find()
+        .filter(outbox::Column::EventType.eq(todo_topology::event_types::REMINDER_CANCELLED))
+        .all(&db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            Uuid::parse_str(&ReminderEvent::decode(&row.payload[..]).unwrap().reminder_id).unwrap()
+        })
+        .collect();
+    assert!(
+        !cancelled.contains(&fired),
+        "cancelled as well: {cancelled:?}"
+    );
+    let state = reminder::Entity::find_by_id(fired)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    assert_eq!(state, FIRED);
+}
+
 on_both_databases!(2;
     pending_follow_every_change,
     absolute_reminders_without_a_due_time_are_kept_current,

@@ -25,6 +25,11 @@ pub const MAX_DESCRIPTION: usize = 10_000;
 pub const MAX_TAGS: usize = 20;
 pub const MAX_TAG: usize = 50;
 pub const MAX_REMINDERS: usize = 10;
+/// Past this many tags a list is refused whole, its elements unread (duplicates within the
+/// limit are still merged).
+const MAX_LISTED: usize = 10 * MAX_TAGS;
+/// The largest protobuf Duration (10,000 years).
+const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
 
 /// The user-settable fields of a task, validated and normalised.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,8 +84,24 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
         ));
     }
 
+    // A list far past its limit is refused as a whole, before its elements are looked at:
+    // each one checked (and each violation written into the answer) is work and memory the
+    // caller chose the size of.
+    let too_many_tags = task.tags.len() > MAX_LISTED;
+    if too_many_tags {
+        v.push(FieldViolation::new(
+            f("tags"),
+            format!("at most {MAX_TAGS} tags, got {}", task.tags.len()),
+        ));
+    }
+    let listed_tags = if too_many_tags {
+        &[][..]
+    } else {
+        &task.tags[..]
+    };
     let mut tags: Vec<String> = Vec::new();
-    for (i, tag) in task.tags.iter().enumerate() {
+    let mut seen = std::collections::HashSet::new();
+    for (i, tag) in listed_tags.iter().enumerate() {
         let t = tag.trim();
         let n = t.chars().count();
         if n == 0 {
@@ -95,11 +116,11 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
                 format!("{}[{i}]", f("tags")),
                 format!("must be at most {MAX_TAG} characters, got {n}"),
             ));
-        } else if !tags.iter().any(|x| x == t) {
+        } else if seen.insert(t) {
             tags.push(t.to_owned());
         }
     }
-    if tags.len() > MAX_TAGS {
+    if !too_many_tags && tags.len() > MAX_TAGS {
         v.push(FieldViolation::new(
             f("tags"),
             format!("at most {MAX_TAGS} tags, got {}", tags.len()),
@@ -159,7 +180,13 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
             ),
         ));
     }
-    for (i, r) in task.reminders.iter().enumerate() {
+    // (Past the limit, the list is refused as a whole: see the tags.)
+    let listed_reminders = if task.reminders.len() > MAX_REMINDERS {
+        &[][..]
+    } else {
+        &task.reminders[..]
+    };
+    for (i, r) in listed_reminders.iter().enumerate() {
         let field = format!("{}[{i}]", f("reminders"));
         match &r.when {
             None => v.push(FieldViolation::new(field, "set before_due or at")),
@@ -168,6 +195,13 @@ pub fn task_fields(task: &Task, prefix: &str) -> Result<TaskFields, Vec<FieldVio
                     v.push(FieldViolation::new(
                         format!("{field}.before_due"),
                         "must not be negative",
+                    ));
+                } else if d.seconds > MAX_DURATION_SECONDS || d.nanos >= 1_000_000_000 {
+                    // Protobuf's Duration range; a reminder outside it could never be planned.
+                    v.push(FieldViolation::new(
+                        format!("{field}.before_due"),
+                        "not a valid duration (seconds at most 315,576,000,000, nanos below \
+                         1,000,000,000)",
                     ));
                 }
             }
@@ -298,6 +332,56 @@ mod tests {
         assert_eq!(fields(task_fields(&t, "")), ["tags"]);
         t.tags = vec!["x".repeat(51)];
         assert_eq!(fields(task_fields(&t, "")), ["tags[0]"]);
+    }
+
+    /// Regression (hostile input): the de-duplication compared every tag with every kept
+    /// one and the limit was checked after it, and each bad element added a violation to
+    /// the answer, so a request of a million tags took minutes of CPU or hundreds of MB.
+    #[test]
+    fn a_list_far_past_its_limit_is_refused_whole() {
+        let mut t = task("x");
+        t.tags = (0..5_000).map(|i| i.to_string()).collect();
+        assert_eq!(fields(task_fields(&t, "task.")), ["task.tags"]);
+        t.tags = vec![String::new(); 1_000_000];
+        assert_eq!(fields(task_fields(&t, "task.")), ["task.tags"]);
+        // Within ten times the limit, duplicates still count once.
+        t.tags = (0..200).map(|i| (i % 20).to_string()).collect();
+        assert_eq!(task_fields(&t, "").unwrap().tags.len(), 20);
+        t.tags = Vec::new();
+        t.due_time = Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        });
+        t.reminders = vec![Reminder::default(); 1_000_000];
+        assert_eq!(fields(task_fields(&t, "task.")), ["task.reminders"]);
+    }
+
+    /// Regression: a reminder `before_due` that no instant can be computed from (nanos of a
+    /// second or more, seconds past protobuf's range) was stored and never fired.
+    #[test]
+    fn a_reminder_offset_outside_protobufs_range_is_named() {
+        let mut t = task("x");
+        t.due_time = Some(prost_types::Timestamp {
+            seconds: 1_900_000_000,
+            nanos: 0,
+        });
+        for (seconds, nanos) in [(60, 2_000_000_000), (315_576_000_001, 0), (i64::MAX, 0)] {
+            t.reminders = vec![Reminder {
+                when: Some(When::BeforeDue(Duration { seconds, nanos })),
+            }];
+            assert_eq!(
+                fields(task_fields(&t, "task.")),
+                ["task.reminders[0].before_due"],
+                "{seconds} s {nanos} ns"
+            );
+        }
+        t.reminders = vec![Reminder {
+            when: Some(When::BeforeDue(Duration {
+                seconds: 315_576_000_000,
+                nanos: 999_999_999,
+            })),
+        }];
+        assert!(task_fields(&t, "").is_ok());
     }
 
     #[test]
