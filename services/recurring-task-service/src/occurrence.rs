@@ -136,6 +136,17 @@ pub fn next_occurrence(
     let Some(next_due) = next_due(&rule, time_zone, &completion)? else {
         return Ok(Decision::SeriesEnded);
     };
+    let mut template = template(task);
+    if template.series_start_time.is_none() {
+        // A task with neither a due time nor a series start was counted from its completion
+        // (see `next_due`): that instant, to the second, is where the series starts. Carried
+        // over, it keeps the series' day of month and time of day; left out, the next task
+        // would start the series at its own due time, which may be capped (Jan 31 → Feb 28,
+        // then the 28th ever after) or moved past a DST gap (02:30 → 03:00 ever after).
+        template.series_start_time = Some(to_timestamp(
+            DateTime::from_timestamp(completed_at.timestamp(), 0).unwrap_or(completed_at),
+        ));
+    }
     Ok(Decision::Next(Box::new(OccurrenceRequested {
         event_id: event_id.to_string(),
         occurred_at: Some(to_timestamp(now)),
@@ -145,12 +156,13 @@ pub fn next_occurrence(
         parent_task_id: task_id.to_string(),
         occurrence_index: next_index,
         due_time: Some(to_timestamp(next_due)),
-        template: Some(template(task)),
+        template: Some(template),
     })))
 }
 
 /// The fields the next task carries over: title, description, priority, tags, time zone,
-/// recurrence, the series' start (or, for a task without one, its due time) and the
+/// recurrence, the series' start (or, for a task without one, its due time; for a task with
+/// neither, [`next_occurrence`] sets the completion it counted from) and the
 /// reminders relative to the due time. Reminders at an absolute instant belong to the
 /// completed task's moment and are not repeated.
 pub fn template(task: &Task) -> Task {
@@ -267,6 +279,40 @@ mod tests {
     fn with_task(mut e: TaskEvent, f: impl FnOnce(&mut Task)) -> TaskEvent {
         f(e.task.as_mut().unwrap());
         e
+    }
+
+    /// Regression: a monthly task without a due time completed on Jan 31 was next due Feb 28,
+    /// and the series then started at that capped due time: Mar 28, Apr 28, … instead of
+    /// returning to the 31st. The completion it was counted from is now the series' start.
+    #[test]
+    fn a_series_without_a_due_time_starts_at_the_completion_it_was_counted_from() {
+        let monthly = Recurrence {
+            frequency: Frequency::Monthly as i32,
+            ..Recurrence::default()
+        };
+        let first = with_task(completed(Some(monthly)), |t| {
+            t.due_time = None;
+            t.time_zone = "UTC".into();
+            t.occurrence_index = 0;
+            t.complete_time = Some(to_timestamp(at("2030-01-31T10:00:00.250Z")));
+        });
+        let o = next(&first);
+        assert_eq!(o.due_time, Some(to_timestamp(at("2030-02-28T10:00:00Z"))));
+        let start = o.template.as_ref().unwrap().series_start_time;
+        assert_eq!(start, Some(to_timestamp(at("2030-01-31T10:00:00Z"))));
+        // The next task as task-service stores it (its series start is the template's, or
+        // its own due time without one), completed on the day.
+        let second = with_task(first, |t| {
+            t.due_time = o.due_time;
+            t.series_start_time = start.or(o.due_time);
+            t.occurrence_index = 1;
+            t.complete_time = Some(to_timestamp(at("2030-02-28T12:00:00Z")));
+        });
+        let o = next_occurrence(&second, Uuid::nil(), at("2030-02-28T12:00:01Z")).unwrap();
+        let Decision::Next(o) = o else {
+            panic!("expected an occurrence, got {o:?}")
+        };
+        assert_eq!(o.due_time, Some(to_timestamp(at("2030-03-31T10:00:00Z"))));
     }
 
     #[test]
