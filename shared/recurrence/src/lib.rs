@@ -45,7 +45,7 @@
 //!
 //! Every result is strictly later than the completion time, to the second (sub-second parts
 //! are dropped), and its wall-clock time exists in the task's zone. Frequencies below daily
-//! are rejected.
+//! are rejected, and so are RRULEs with more than [`MAX_TIMES_PER_DAY`] times a day.
 
 #![warn(missing_docs)]
 
@@ -60,4 +60,4 @@ pub use engine::{Completion, MAX_SCANNED_OCCURRENCES, next_due};
 pub use error::{Field, RecurrenceError};
 pub use local_time::{local_to_instant, parse_time_zone};
 pub use proto::validate;
-pub use rule::{Anchor, End, Frequency, MAX_INTERVAL, Pattern, RecurrenceRule};
+pub use rule::{Anchor, End, Frequency, MAX_INTERVAL, MAX_TIMES_PER_DAY, Pattern, RecurrenceRule};

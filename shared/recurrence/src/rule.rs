@@ -14,6 +14,18 @@ use crate::{
 /// almost certainly typos and only make the search for occurrences longer.
 pub const MAX_INTERVAL: u32 = 1000;
 
+/// The most times of day an RRULE may name: |BYHOUR| × |BYMINUTE| × |BYSECOND|, each
+/// counted as 1 when absent (the time then comes from the series' start).
+///
+/// The `rrule` crate builds a whole period (every matching day × every time of day) before
+/// it yields the first occurrence of it, so the times of day multiply the work of every
+/// period: a yearly rule on every day at every second of the day is 31.5 million times
+/// (over a gigabyte, for one call of [`crate::validate`]). 96 is every 15 minutes around
+/// the clock, the densest rhythm a task plausibly has; with it one period holds at most
+/// 366 × 96 ≈ 35 000 times. The day parts (BYYEARDAY, BYWEEKNO, BYMONTHDAY, BYDAY, BYMONTH)
+/// need no bound of their own: they only pick days within the period, at most 366.
+pub const MAX_TIMES_PER_DAY: usize = 96;
+
 /// How often a structured rule repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Frequency {
@@ -271,6 +283,13 @@ fn parse_rrule(raw: &str) -> Result<ParsedRrule, RecurrenceError> {
         )));
     }
     check_interval(u32::from(rule.get_interval()), Field::Rrule)?;
+    let times_per_day = times_per_day(&rule);
+    if times_per_day > MAX_TIMES_PER_DAY {
+        return Err(invalid(format!(
+            "BYHOUR, BYMINUTE and BYSECOND give {times_per_day} times a day; at most \
+             {MAX_TIMES_PER_DAY} (every 15 minutes) are supported"
+        )));
+    }
     let end = match (count, until) {
         (Some(_), Some(_)) => {
             return Err(invalid("COUNT and UNTIL cannot both be set".into()));
@@ -279,6 +298,18 @@ fn parse_rrule(raw: &str) -> Result<ParsedRrule, RecurrenceError> {
         (None, None) => End::Never,
     };
     Ok(ParsedRrule { rule, text, end })
+}
+
+/// How many times of day the rule's occurrences fall on: the distinct BYHOUR, BYMINUTE and
+/// BYSECOND values multiplied, a missing part counting as one (the start's). The `rrule`
+/// crate drops duplicates only when it validates the rule, so they are dropped here too.
+pub(crate) fn times_per_day(rule: &RRule<Unvalidated>) -> usize {
+    fn distinct(values: &[u8]) -> usize {
+        values.iter().collect::<HashSet<_>>().len().max(1)
+    }
+    distinct(rule.get_by_hour())
+        .saturating_mul(distinct(rule.get_by_minute()))
+        .saturating_mul(distinct(rule.get_by_second()))
 }
 
 fn parse_until(value: &str) -> Option<End> {

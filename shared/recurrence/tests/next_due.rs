@@ -3,9 +3,11 @@
 
 use std::num::NonZeroU32;
 
-use chrono::{DateTime, Utc, Weekday};
-use chrono_tz::{America::New_York, Australia::Lord_Howe, Europe::Berlin, Tz, UTC};
-use todo_recurrence::{Anchor, Completion, End, Frequency, Pattern, RecurrenceRule, next_due};
+use chrono::{DateTime, NaiveDate, Utc, Weekday};
+use chrono_tz::{America::New_York, Asia, Australia::Lord_Howe, Europe::Berlin, Tz, UTC};
+use todo_recurrence::{
+    Anchor, Completion, End, Frequency, Pattern, RecurrenceError, RecurrenceRule, next_due,
+};
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -128,6 +130,13 @@ fn cases() -> Vec<Case> {
         case("yearly feb 29 -> feb 28", every(Yearly, 1), UTC, Some("2024-02-29T09:00:00Z"), "2024-02-29T10:00:00Z", Some("2025-02-28T09:00:00Z")),
         case("yearly feb 28 -> feb 29 in the next leap year", every(Yearly, 1), UTC, Some("2027-02-28T09:00:00Z"), "2027-02-28T10:00:00Z", Some("2028-02-29T09:00:00Z")).series("2024-02-29T09:00:00Z"),
         case("every 2 years from feb 29", every(Yearly, 2), UTC, Some("2024-02-29T09:00:00Z"), "2024-02-29T10:00:00Z", Some("2026-02-28T09:00:00Z")),
+        // Regression: with several times a day the month end was not capped (BYSETPOS=-1 kept
+        // only the last time of the last day, so the rule was left alone): Jan 31 -> Mar 31.
+        case("twice a day on the 31st -> feb 28", rrule("FREQ=MONTHLY;BYHOUR=9,17"), UTC, Some("2023-01-31T09:00:00Z"), "2023-01-31T18:00:00Z", Some("2023-02-28T09:00:00Z")),
+        case("twice a day on feb 28, capped: the later time", rrule("FREQ=MONTHLY;BYHOUR=9,17"), UTC, Some("2023-02-28T09:00:00Z"), "2023-02-28T10:00:00Z", Some("2023-02-28T17:00:00Z")).series("2023-01-31T09:00:00Z"),
+        case("twice a day, capped, back to the 31st", rrule("FREQ=MONTHLY;BYHOUR=9,17"), UTC, Some("2023-02-28T17:00:00Z"), "2023-02-28T18:00:00Z", Some("2023-03-31T09:00:00Z")).series("2023-01-31T09:00:00Z"),
+        case("twice a day on the 31st -> feb 29 in berlin", rrule("FREQ=MONTHLY;BYHOUR=9,17;BYMINUTE=30"), Berlin, Some("2024-01-31T09:30:00+01:00"), "2024-01-31T18:00:00+01:00", Some("2024-02-29T09:30:00+01:00")),
+        case("yearly twice a day from feb 29 -> feb 28", rrule("FREQ=YEARLY;BYHOUR=9,17"), UTC, Some("2024-02-29T17:00:00Z"), "2024-02-29T18:00:00Z", Some("2025-02-28T09:00:00Z")).series("2024-02-29T09:00:00Z"),
 
         // RRULE strings.
         case("last friday of the month", rrule("FREQ=MONTHLY;BYDAY=-1FR"), UTC, Some("2025-01-31T09:00:00Z"), "2025-01-31T10:00:00Z", Some("2025-02-28T09:00:00Z")),
@@ -172,6 +181,13 @@ fn cases() -> Vec<Case> {
         case("late: monthly 31st", every(Monthly, 1), UTC, Some("2023-01-31T09:00:00Z"), "2023-03-05T12:00:00Z", Some("2023-03-31T09:00:00Z")),
         case("early: after the due time", every(Daily, 1), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-01T12:00:00Z", Some("2025-01-11T09:00:00Z")),
         case("completed exactly at the next occurrence", every(Daily, 1), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-11T09:00:00Z", Some("2025-01-12T09:00:00Z")),
+        // Regression: a due time centuries back was walked from, day by day (millions of days
+        // from the year -9999); a dense rule gave up after 100 000 occurrences instead.
+        case("late by two millennia: leap days", rrule("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29"), UTC, Some("0001-03-01T09:00:00Z"), "2025-06-01T12:00:00Z", Some("2028-02-29T09:00:00Z")),
+        case("late by two millennia: twice a day", rrule("FREQ=DAILY;BYHOUR=9,17;BYMINUTE=0"), UTC, Some("0001-01-01T09:00:00Z"), "2025-06-01T12:00:00Z", Some("2025-06-01T17:00:00Z")),
+        case("late by two millennia: fortnightly keeps its weeks", every(Weekly, 2), UTC, Some("0001-01-01T09:00:00Z"), "2025-06-01T12:00:00Z", Some("2025-06-09T09:00:00Z")),
+        case("late by two millennia: feb 29 capped", every(Yearly, 1), UTC, Some("0004-02-29T09:00:00Z"), "2025-03-01T12:00:00Z", Some("2026-02-28T09:00:00Z")),
+        case("series start two millennia back", every(Monthly, 1), UTC, Some("2025-05-31T09:00:00Z"), "2025-05-31T10:00:00Z", Some("2025-06-30T09:00:00Z")).series("0031-01-31T09:00:00Z"),
 
         // Ends.
         case("until is inclusive", every(Daily, 1), UTC, Some("2025-01-10T09:00:00Z"), "2025-01-10T10:00:00Z", Some("2025-01-11T09:00:00Z")).end(End::Until(at("2025-01-11T09:00:00Z"))),
@@ -234,4 +250,74 @@ fn next_due_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// A completion of a never-ending daily rule, for the range checks below.
+fn daily_completion(due: DateTime<Utc>, completed_at: DateTime<Utc>) -> Completion {
+    Completion {
+        due: Some(due),
+        series_start: None,
+        occurrence_index: 0,
+        completed_at,
+    }
+}
+
+fn no_occurrence_reason(got: Result<Option<DateTime<Utc>>, RecurrenceError>) -> String {
+    match got {
+        Err(RecurrenceError::NoOccurrence { reason }) => reason,
+        other => panic!("expected NoOccurrence, got {other:?}"),
+    }
+}
+
+#[test]
+fn times_outside_the_timestamp_range_are_refused_naming_the_field() {
+    // Regression: the year 262142 is within chrono's range in UTC but not in Tokyo
+    // (+09:00); turning it into Tokyo's wall-clock time panicked.
+    let rule = RecurrenceRule::new(every(Daily, 1), Anchor::DueTime, End::Never).unwrap();
+    let far_future = NaiveDate::from_ymd_opt(262_142, 12, 31)
+        .and_then(|d| d.and_hms_opt(20, 0, 0))
+        .unwrap()
+        .and_utc();
+    let now = at("2025-06-01T12:00:00Z");
+    let reason = no_occurrence_reason(next_due(
+        &rule,
+        Asia::Tokyo,
+        &daily_completion(far_future, now),
+    ));
+    assert!(reason.starts_with("Completion::due "), "{reason}");
+
+    let reason = no_occurrence_reason(next_due(
+        &rule,
+        Asia::Tokyo,
+        &daily_completion(now, far_future),
+    ));
+    assert!(reason.starts_with("Completion::completed_at "), "{reason}");
+
+    let before_year_1 = at("0000-12-31T23:59:59Z");
+    let completion = Completion {
+        series_start: Some(before_year_1),
+        ..daily_completion(now, now)
+    };
+    let reason = no_occurrence_reason(next_due(&rule, UTC, &completion));
+    assert!(reason.starts_with("Completion::series_start "), "{reason}");
+
+    // The range's ends themselves are fine.
+    let first = at("0001-01-01T00:00:00Z");
+    assert_eq!(
+        next_due(&rule, UTC, &daily_completion(first, first)),
+        Ok(Some(at("0001-01-02T00:00:00Z")))
+    );
+    let last = at("9999-12-30T23:59:59Z");
+    assert_eq!(
+        next_due(&rule, UTC, &daily_completion(last, last)),
+        Ok(Some(at("9999-12-31T23:59:59Z")))
+    );
+}
+
+#[test]
+fn a_next_occurrence_after_the_year_9999_is_refused() {
+    let rule = RecurrenceRule::new(every(Daily, 1), Anchor::DueTime, End::Never).unwrap();
+    let last = at("9999-12-31T23:59:59Z");
+    let reason = no_occurrence_reason(next_due(&rule, UTC, &daily_completion(last, last)));
+    assert!(reason.contains("outside the timestamp range"), "{reason}");
 }

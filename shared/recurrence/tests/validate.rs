@@ -35,6 +35,19 @@ fn until() -> Option<Timestamp> {
     ))
 }
 
+fn list(values: std::ops::Range<u32>) -> String {
+    values.map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn every_second_of_every_day() -> String {
+    format!(
+        "FREQ=YEARLY;BYDAY=MO,TU,WE,TH,FR,SA,SU;BYHOUR={};BYMINUTE={};BYSECOND={}",
+        list(0..24),
+        list(0..60),
+        list(0..60)
+    )
+}
+
 #[rustfmt::skip]
 fn cases() -> Vec<(&'static str, Recurrence, Option<Field>)> {
     vec![
@@ -61,6 +74,12 @@ fn cases() -> Vec<(&'static str, Recurrence, Option<Field>)> {
         ("rrule bad UNTIL", rrule("FREQ=DAILY;UNTIL=tomorrow"), Some(Field::Rrule)),
         ("rrule that never matches", rrule("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"), Some(Field::Rrule)),
         ("rrule interval too large", rrule("FREQ=DAILY;INTERVAL=5000"), Some(Field::Rrule)),
+        // Regression: rrule builds a whole period before yielding; this one, every second of
+        // every day of a year, is 31.5 million times (over a gigabyte, seconds of work).
+        ("rrule with every second of the day", rrule(&every_second_of_every_day()), Some(Field::Rrule)),
+        ("rrule with two seconds every minute", rrule("FREQ=DAILY;BYHOUR=9;BYMINUTE=0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49;BYSECOND=0,30"), Some(Field::Rrule)),
+        ("rrule every 15 minutes", rrule(&format!("FREQ=DAILY;BYHOUR={};BYMINUTE=0,15,30,45", list(0..24))), None),
+        ("rrule with repeated hours", rrule(&format!("FREQ=DAILY;BYHOUR={},{};BYMINUTE=0,15,30,45", list(0..24), list(0..24))), None),
         ("interval beside rrule", Recurrence { interval: 2, ..rrule("FREQ=DAILY") }, Some(Field::Interval)),
         ("interval too large", structured(F::Daily, 1001, &[]), Some(Field::Interval)),
         ("weekdays beside rrule", Recurrence { by_weekday: vec![W::Monday as i32], ..rrule("FREQ=WEEKLY") }, Some(Field::ByWeekday)),
@@ -70,6 +89,10 @@ fn cases() -> Vec<(&'static str, Recurrence, Option<Field>)> {
         ("unknown anchor", Recurrence { anchor: 7, ..structured(F::Daily, 1, &[]) }, Some(Field::Anchor)),
         ("until and count", Recurrence { until: until(), count: 3, ..structured(F::Daily, 1, &[]) }, Some(Field::Until)),
         ("until out of range", Recurrence { until: Some(Timestamp { seconds: 0, nanos: -1 }), ..structured(F::Daily, 1, &[]) }, Some(Field::Until)),
+        // Regression: chrono's range (to the year 262142) was accepted; protobuf's ends in 9999.
+        ("until after 9999", Recurrence { until: Some(Timestamp { seconds: 253_402_300_800, nanos: 0 }), ..structured(F::Daily, 1, &[]) }, Some(Field::Until)),
+        ("until before 0001", Recurrence { until: Some(Timestamp { seconds: -62_135_596_801, nanos: 0 }), ..structured(F::Daily, 1, &[]) }, Some(Field::Until)),
+        ("until at the end of 9999", Recurrence { until: Some(Timestamp { seconds: 253_402_300_799, nanos: 999_999_999 }), ..structured(F::Daily, 1, &[]) }, None),
         ("count beside rrule COUNT", Recurrence { count: 3, ..rrule("FREQ=DAILY;COUNT=3") }, Some(Field::Count)),
         ("until beside rrule UNTIL", Recurrence { until: until(), ..rrule("FREQ=DAILY;UNTIL=20261231T000000Z") }, Some(Field::Until)),
     ]
