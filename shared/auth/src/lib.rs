@@ -39,10 +39,14 @@ impl AuthMode {
                 DecodingKey::from_rsa_pem(key)?
             }
             Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(key)?,
-            _ => DecodingKey::from_ed_pem(key)?,
+            // PS*, EdDSA: not offered (their keys were read as Ed25519, whatever they were).
+            _ => return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into()),
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = 5;
+        // A token is not valid before its `nbf` either (jsonwebtoken checks only `exp` unless
+        // told).
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Ok(Self::Jwt(Arc::new((key, validation))))
     }
@@ -67,7 +71,29 @@ impl AuthMode {
                 let alg_name = get("JWT_ALGORITHM").unwrap_or_else(|| "HS256".to_owned());
                 let alg: Algorithm = alg_name
                     .parse()
-                    .map_err(|_| err("JWT_ALGORITHM", format!("unknown algorithm {alg_name:?}")))?;
+                    .ok()
+                    .filter(|a| {
+                        matches!(
+                            a,
+                            Algorithm::HS256
+                                | Algorithm::HS384
+                                | Algorithm::HS512
+                                | Algorithm::RS256
+                                | Algorithm::RS384
+                                | Algorithm::RS512
+                                | Algorithm::ES256
+                                | Algorithm::ES384
+                        )
+                    })
+                    .ok_or_else(|| {
+                        err(
+                            "JWT_ALGORITHM",
+                            format!(
+                                "{alg_name:?} is not offered: HS256, HS384, HS512, RS256, RS384, \
+                                 RS512, ES256 or ES384"
+                            ),
+                        )
+                    })?;
                 let (var, key) =
                     if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
                         ("JWT_SECRET", get("JWT_SECRET"))
@@ -130,6 +156,12 @@ impl tonic::service::Interceptor for Authenticate {
         };
         if user.is_empty() || user.len() > MAX_USER_ID {
             return Err(Status::unauthenticated("the user id must be 1..256 bytes"));
+        }
+        // Stored as text (PostgreSQL's cannot hold NUL), logged, and a Kafka partition key.
+        if user.chars().any(char::is_control) {
+            return Err(Status::unauthenticated(
+                "the user id must not contain control characters",
+            ));
         }
         req.extensions_mut().insert(Caller(user));
         Ok(req)
@@ -215,6 +247,17 @@ mod tests {
         ));
         let rsa = read(&[("JWT_ALGORITHM", "RS256")]).map(drop).unwrap_err();
         assert_eq!(rsa.var, "JWT_PUBLIC_KEY");
+        // Known to jsonwebtoken, not offered here: refused by name, not read as another key.
+        for alg in ["PS256", "EdDSA", "none"] {
+            let refused = AuthMode::from_lookup(|k| match k {
+                "JWT_ALGORITHM" => Some(alg.to_owned()),
+                "JWT_PUBLIC_KEY" => Some("-----BEGIN PUBLIC KEY-----".to_owned()),
+                _ => None,
+            })
+            .map(drop)
+            .unwrap_err();
+            assert_eq!(refused.var, "JWT_ALGORITHM", "{alg}");
+        }
         let magic = read(&[("AUTH_MODE", "magic")]).map(drop).unwrap_err();
         assert_eq!(magic.var, "AUTH_MODE");
         assert!(matches!(read(&[("AUTH_MODE", "dev")]), Ok(AuthMode::Dev)));
@@ -232,15 +275,24 @@ mod tests {
     }
 
     fn token(sub: &str, exp_from_now: i64) -> String {
+        token_nbf(sub, exp_from_now, -60)
+    }
+
+    fn token_nbf(sub: &str, exp_from_now: i64, nbf_from_now: i64) -> String {
         #[derive(serde::Serialize)]
         struct C<'a> {
             sub: &'a str,
             exp: i64,
+            nbf: i64,
         }
-        let exp = chrono::Utc::now().timestamp() + exp_from_now;
+        let now = chrono::Utc::now().timestamp();
         encode(
             &Header::default(),
-            &C { sub, exp },
+            &C {
+                sub,
+                exp: now + exp_from_now,
+                nbf: now + nbf_from_now,
+            },
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap()
@@ -265,8 +317,16 @@ mod tests {
             "bob"
         );
         let expired = format!("Bearer {}", token("bob", -300));
+        // Regression: a token not valid yet (`nbf` ahead) was taken, and so was a `sub`
+        // with control characters (NUL cannot be stored by PostgreSQL).
+        let early = format!("Bearer {}", token_nbf("bob", 600, 300));
+        let control = format!("Bearer {}", token("bo\u{0}b", 300));
+        let newline = format!("Bearer {}", token("bob\nadmin", 300));
         for headers in [
             vec![("authorization", expired.as_str())],
+            vec![("authorization", early.as_str())],
+            vec![("authorization", control.as_str())],
+            vec![("authorization", newline.as_str())],
             vec![("authorization", "Bearer not-a-jwt")],
             vec![("authorization", "Basic Ym9iOnB3")],
             vec![("x-user-id", "bob")],

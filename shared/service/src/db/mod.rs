@@ -113,8 +113,12 @@ fn sqlx_kind(e: &sqlx::Error) -> Kind {
     }
 }
 
+/// SQLite's SQLITE_BUSY and SQLITE_LOCKED and their extended codes, by name: masking any
+/// number's low byte also matched PostgreSQL's all-digit SQLSTATEs (22021, an invalid byte
+/// in text; 42501, permission denied), which then read as "a concurrent change won; retry".
 fn is_sqlite_busy(code: &str) -> bool {
-    code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+    // BUSY, BUSY_RECOVERY, BUSY_SNAPSHOT, BUSY_TIMEOUT; LOCKED, LOCKED_SHAREDCACHE, LOCKED_VTAB.
+    matches!(code, "5" | "261" | "517" | "773" | "6" | "262" | "518")
 }
 
 /// [`status`] as a function of the error, for `map_err`.
@@ -188,7 +192,8 @@ mod tests {
         for code in ["5", "6", "261", "517", "262"] {
             assert!(is_sqlite_busy(code), "{code}");
         }
-        for code in ["1", "19", "2067", "x"] {
+        // Regression: PostgreSQL's 22021 and 42501 end in the byte 5 and were contention.
+        for code in ["1", "19", "2067", "x", "22021", "42501", "40001"] {
             assert!(!is_sqlite_busy(code), "{code}");
         }
     }
