@@ -2,7 +2,11 @@
 //! type of a producer's family, taking each bulk delivery as a batch and handling its events
 //! one key (one user) after another in order, several keys at once.
 
-use std::{collections::HashMap, future::Future, sync::Arc};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Weak},
+};
 
 use dapr_appcallback::{Event, Outcome, Route, Subscriptions};
 use prost::Message;
@@ -130,6 +134,7 @@ where
         family: family.to_owned(),
         event_type,
         keys_at_once: Arc::new(Semaphore::new(per_key.keys_at_once.max(1))),
+        turns: std::sync::Mutex::default(),
         key,
         handle,
     });
@@ -166,11 +171,33 @@ struct Bulk<H, C, K, F> {
     event_type: String,
     /// Shared by every batch: the bound holds across concurrent deliveries too.
     keys_at_once: Arc<Semaphore>,
+    /// Per key, whose turn it is, across deliveries: a delivery whose call was cancelled
+    /// (the request timed out) leaves its groups running, and daprd delivers the batch
+    /// again; without the turn, the second delivery could handle a key's later event while
+    /// the first still handled its earlier one. Entries live while a group holds them.
+    turns: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     key: K,
     handle: F,
 }
 
 impl<H, C, K, F> Bulk<H, C, K, F> {
+    /// The turn of each key (created for keys no group holds), the map cleared of keys
+    /// no group holds any more.
+    fn turns(&self, keys: Vec<String>) -> Vec<Arc<tokio::sync::Mutex<()>>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.retain(|_, t| t.strong_count() > 0);
+        keys.into_iter()
+            .map(|k| {
+                if let Some(turn) = turns.get(&k).and_then(Weak::upgrade) {
+                    return turn;
+                }
+                let turn = Arc::new(tokio::sync::Mutex::new(()));
+                turns.insert(k, Arc::downgrade(&turn));
+                turn
+            })
+            .collect()
+    }
+
     /// One delivery's events of the type: one outcome each, in their order.
     async fn on_batch<M, Fut>(self: Arc<Self>, events: Vec<Event<Vec<u8>>>) -> Vec<Outcome>
     where
@@ -184,6 +211,7 @@ impl<H, C, K, F> Bulk<H, C, K, F> {
         let mut outcomes = vec![Outcome::Retry; events.len()];
         // The groups in the order their first event came.
         let mut groups: Vec<Vec<(usize, Event<M>)>> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
         for (i, e) in events.into_iter().enumerate() {
             if e.event_type != self.event_type {
@@ -216,8 +244,9 @@ impl<H, C, K, F> Bulk<H, C, K, F> {
                 message,
                 raw: e.raw,
             };
-            let at = *group_of.entry(k).or_insert_with(|| {
+            let at = *group_of.entry(k).or_insert_with_key(|k| {
                 groups.push(Vec::new());
+                keys.push(k.clone());
                 groups.len() - 1
             });
             groups[at].push((i, event));
@@ -226,10 +255,11 @@ impl<H, C, K, F> Bulk<H, C, K, F> {
         // each group to finish.
         let running: Vec<_> = groups
             .into_iter()
-            .map(|group| {
+            .zip(self.turns(keys))
+            .map(|(group, turn)| {
                 let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
                 let me = self.clone();
-                let handled = tokio::spawn(me.in_order(group).in_current_span());
+                let handled = tokio::spawn(me.in_order(turn, group).in_current_span());
                 (indexes, handled)
             })
             .collect();
@@ -272,9 +302,11 @@ impl<H, C, K, F> Bulk<H, C, K, F> {
         self.counters.dropped().count(Outcome::Drop)
     }
 
-    /// One key's events, one after another; after a RETRY the rest are held back (RETRY).
+    /// One key's events, one after another, in the key's `turn`; after a RETRY the rest are
+    /// held back (RETRY).
     async fn in_order<M, Fut>(
         self: Arc<Self>,
+        turn: Arc<tokio::sync::Mutex<()>>,
         group: Vec<(usize, Event<M>)>,
     ) -> Vec<(usize, Outcome)>
     where
@@ -286,7 +318,10 @@ impl<H, C, K, F> Bulk<H, C, K, F> {
         Fut: Future<Output = Outcome> + Send + 'static,
     {
         let mut answered = Vec::with_capacity(group.len());
-        // Held until the group ends; the semaphore is never closed, so this cannot fail.
+        // The key's turn first, then a permit, both held until the group ends: a group waiting
+        // for its turn holds no permit, so the groups that hold the permits can all run. (The
+        // semaphore is never closed, so acquiring cannot fail.)
+        let _turn = turn.lock_owned().await;
         let _permit = self.keys_at_once.clone().acquire_owned().await.ok();
         let mut retrying = false;
         for (i, event) in group {
@@ -529,6 +564,53 @@ mod tests {
             handler.retried.get() + helper.retried.get(),
             handler.dropped.get() + helper.dropped.get(),
         )
+    }
+
+    /// Regression: a delivery whose call was cancelled (tonic's request timeout) left its
+    /// groups running, and daprd's second delivery of the batch handled the key's events at
+    /// the same time: its first event began before the first delivery's had ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_again_waits_for_its_keys_still_running_from_a_cancelled_one() {
+        type Log = Mutex<Vec<String>>;
+        let log = Arc::new(Log::default());
+        let s = one_of_family_bulk(
+            Route::new("ps", "t", "t-dlq")
+                .event_type("x.done.v1")
+                .bulk_raw(100, 10),
+            "x.",
+            Arc::new(Stats::default()),
+            log.clone(),
+            PerKey { keys_at_once: 2 },
+            |m: &Timestamp| m.nanos.to_string(),
+            |log: Arc<Log>, e: Event<Timestamp>| async move {
+                let n = e.message.seconds;
+                log.lock().unwrap().push(format!("start {n}"));
+                if n == 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+                log.lock().unwrap().push(format!("end {n}"));
+                Outcome::Success
+            },
+        );
+        let batch = || vec![event("x.done.v1", 7, 1), event("x.done.v1", 7, 2)];
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::from_millis(30),
+            s.handle_batch(batch()),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the first delivery was to be cut off");
+        assert_eq!(
+            s.handle_batch(batch()).await,
+            [Outcome::Success, Outcome::Success]
+        );
+        // The first delivery's group went on to its end before the second's began.
+        let log = log.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [
+                "start 1", "end 1", "start 2", "end 2", "start 1", "end 1", "start 2", "end 2"
+            ]
+        );
     }
 
     #[tokio::test]

@@ -20,7 +20,16 @@ pub fn start<C>(
     read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<C, ConfigError>,
 ) -> (C, ArgMatches) {
     let matches = extend(todo_env::cli::command(name, about, vars)).get_matches();
-    todo_telemetry::init(default_log);
+    // Logging as the flags or variables say (a flag wins); a value that cannot be used
+    // stops the process like any other bad value, logged with the defaults.
+    match todo_telemetry::Logging::from_lookup(todo_env::cli::lookup(&matches, vars), default_log) {
+        Ok(logging) => todo_telemetry::init_with(logging),
+        Err(e) => {
+            todo_telemetry::init(default_log);
+            tracing::error!("invalid configuration: {e}");
+            std::process::exit(2);
+        }
+    }
     let config = read(&todo_env::cli::lookup(&matches, vars));
     match config {
         Ok(config) => (config, matches),

@@ -7,7 +7,9 @@
 //!   stream, so a server stream counts its whole life)
 
 use std::{
+    collections::HashSet,
     pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Instant,
 };
@@ -16,19 +18,73 @@ use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
 /// Records the metrics above for every call through it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcMetricsLayer;
+///
+/// The labels come from the request's path, which the caller chooses, and this layer runs
+/// before any check or routing: every new label set is a series kept for the process's
+/// life. So only the services the server serves are labelled by name, and at most
+/// [`MAX_METHODS`] methods of them; any other call is counted as `unknown`/`unknown`.
+#[derive(Debug, Clone, Default)]
+pub struct RpcMetricsLayer {
+    served: Arc<Served>,
+}
+
+/// The most distinct methods labelled by name (then `unknown`): far above what the
+/// services define, far below what would grow the registry without end.
+pub const MAX_METHODS: usize = 256;
+
+#[derive(Debug, Default)]
+struct Served {
+    services: HashSet<String>,
+    methods: Mutex<HashSet<(String, String)>>,
+}
+
+impl RpcMetricsLayer {
+    /// Labels calls of `services` (full gRPC names, e.g. `todo.v1.TaskService`) by name.
+    pub fn serving<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            served: Arc::new(Served {
+                services: services.into_iter().map(str::to_owned).collect(),
+                methods: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Served {
+    /// The labels of a call to `path`.
+    fn labels(&self, path: &str) -> (String, String) {
+        let unknown = || ("unknown".to_owned(), "unknown".to_owned());
+        let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+            return unknown();
+        };
+        if !self.services.contains(service) || method.is_empty() || method.contains('/') {
+            return unknown();
+        }
+        let key = (service.to_owned(), method.to_owned());
+        let mut methods = self.methods.lock().unwrap_or_else(|e| e.into_inner());
+        if methods.contains(&key) || methods.len() < MAX_METHODS {
+            methods.insert(key.clone());
+            key
+        } else {
+            unknown()
+        }
+    }
+}
 
 impl<S> Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner }
+        RpcMetrics {
+            inner,
+            served: self.served.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct RpcMetrics<S> {
     inner: S,
+    served: Arc<Served>,
 }
 
 /// What is known of one call until its response ends.
@@ -43,16 +99,12 @@ struct Call {
 }
 
 impl Call {
-    fn new(path: &str) -> Self {
-        let (service, method) = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("unknown", "unknown"));
-        metrics::counter!("grpc_server_started_total", "grpc_service" => service.to_owned(), "grpc_method" => method.to_owned())
+    fn new((service, method): (String, String)) -> Self {
+        metrics::counter!("grpc_server_started_total", "grpc_service" => service.clone(), "grpc_method" => method.clone())
             .increment(1);
         Self {
-            service: service.to_owned(),
-            method: method.to_owned(),
+            service,
+            method,
             started: Instant::now(),
             code: None,
             recorded: false,
@@ -125,7 +177,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let call = Call::new(req.uri().path());
+        let call = Call::new(self.served.labels(req.uri().path()));
         MeteredFuture {
             inner: self.inner.call(req),
             call: Some(call),
@@ -208,6 +260,46 @@ impl<B: Body> Body for MeteredBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: every path a caller sent became a label set kept for the process's life
+    /// (`/r1/x`, `/r2/x`, … each answered UNIMPLEMENTED and each added three series).
+    #[test]
+    fn only_served_services_and_a_bounded_number_of_methods_are_labelled() {
+        let served =
+            RpcMetricsLayer::serving(["todo.v1.TaskService", "grpc.health.v1.Health"]).served;
+        let labels = |path: &str| {
+            let (s, m) = served.labels(path);
+            format!("{s}/{m}")
+        };
+        assert_eq!(
+            labels("/todo.v1.TaskService/CreateTask"),
+            "todo.v1.TaskService/CreateTask"
+        );
+        assert_eq!(
+            labels("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        for path in [
+            "/r1/x",
+            "/",
+            "",
+            "/todo.v1.TaskService",
+            "/todo.v1.TaskService/a/b",
+        ] {
+            assert_eq!(labels(path), "unknown/unknown", "{path:?}");
+        }
+        for i in 0..10 * MAX_METHODS {
+            labels(&format!("/todo.v1.TaskService/M{i}"));
+        }
+        let named = served.methods.lock().unwrap().len();
+        assert_eq!(named, MAX_METHODS);
+        assert_eq!(labels("/todo.v1.TaskService/Another"), "unknown/unknown");
+        // A method labelled before the cap keeps its name.
+        assert_eq!(
+            labels("/todo.v1.TaskService/CreateTask"),
+            "todo.v1.TaskService/CreateTask"
+        );
+    }
 
     #[test]
     fn codes_are_named_as_prometheus_labels_spell_them() {

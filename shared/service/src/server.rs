@@ -178,8 +178,14 @@ impl ServiceBuilder {
             .with_context(|| format!("APP_ADDR: cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
 
+        // Metrics are labelled by the services served here (Dapr's callbacks included);
+        // any other path a caller sends is counted as unknown.
+        let mut served = advertised.clone();
+        if has_callbacks {
+            served.extend(dapr_appcallback::SERVICE_NAMES);
+        }
         let layers = TowerStack::new()
-            .layer(RpcMetricsLayer)
+            .layer(RpcMetricsLayer::serving(served))
             .layer(TraceLayer::new(SharedClassifier::new(
                 callers_mistakes_are_answers(),
             )))

@@ -3,11 +3,78 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
+/// Installs the global subscriber once (`RUST_LOG` and `LOG_FORMAT` from the environment,
+/// a value that cannot be used falling back to the default); later calls (tests) are no-ops.
+/// A service's start uses [`Logging::from_lookup`] and [`init_with`] instead, which refuse
+/// such values.
 pub fn init(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    install(filter, json);
+}
+
+/// How a service logs: its filter (`RUST_LOG`) and format (`LOG_FORMAT`).
+#[derive(Debug)]
+pub struct Logging {
+    filter: EnvFilter,
+    json: bool,
+}
+
+/// A logging variable whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLogging {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadLogging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.var, self.reason)
+    }
+}
+
+impl Logging {
+    /// `RUST_LOG` (tracing-subscriber `EnvFilter` directives; `default_filter` when unset or
+    /// blank) and `LOG_FORMAT` (`text`, the default, or `json`) from `get`, the service's
+    /// lookup (a flag wins over the variable). A value that cannot be used is refused,
+    /// naming the variable, instead of quietly logging otherwise than asked.
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        default_filter: &str,
+    ) -> Result<Self, BadLogging> {
+        let set = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let directives = set("RUST_LOG");
+        let filter = EnvFilter::builder()
+            .parse(directives.as_deref().unwrap_or(default_filter))
+            .map_err(|e| BadLogging {
+                var: "RUST_LOG",
+                reason: format!("not a log filter ({e})"),
+            })?;
+        let json = match set("LOG_FORMAT").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(BadLogging {
+                    var: "LOG_FORMAT",
+                    reason: format!("{other:?}: use text or json"),
+                });
+            }
+        };
+        Ok(Self { filter, json })
+    }
+}
+
+/// Installs the global subscriber as `logging` says (once; later calls are no-ops).
+pub fn init_with(logging: Logging) {
+    install(logging.filter, logging.json);
+}
+
+fn install(filter: EnvFilter, json: bool) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry
@@ -47,5 +114,39 @@ pub fn serve_metrics(addr: std::net::SocketAddr) {
     match builder.and_then(|b| b.install()) {
         Ok(()) => tracing::info!(%addr, "Prometheus metrics at /metrics"),
         Err(e) => tracing::warn!(error = %e, %addr, "metrics exporter not installed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `--log-format`/`--rust-log` were listed by `--help` and ignored (only the
+    /// environment was read), and a filter or format that could not be used quietly gave the
+    /// default instead.
+    #[test]
+    fn the_lookup_is_read_and_bad_values_are_refused_by_name() {
+        let from = |pairs: &'static [(&'static str, &'static str)]| {
+            Logging::from_lookup(
+                |k| {
+                    pairs
+                        .iter()
+                        .find(|(name, _)| *name == k)
+                        .map(|(_, v)| (*v).to_owned())
+                },
+                "info",
+            )
+        };
+        assert!(!from(&[]).unwrap().json);
+        assert!(from(&[("LOG_FORMAT", "JSON")]).unwrap().json);
+        assert!(from(&[("LOG_FORMAT", " "), ("RUST_LOG", "warn,sqlx=off")]).is_ok());
+        for (pairs, var) in [
+            (&[("LOG_FORMAT", "xml")][..], "LOG_FORMAT"),
+            (&[("LOG_FORMAT", "jsn")][..], "LOG_FORMAT"),
+            (&[("RUST_LOG", "a=b=c")][..], "RUST_LOG"),
+            (&[("RUST_LOG", "info,[=")][..], "RUST_LOG"),
+        ] {
+            assert_eq!(from(pairs).unwrap_err().var, var, "{pairs:?}");
+        }
     }
 }
