@@ -106,7 +106,7 @@ pub const fn common(app_addr: &'static str, metrics_addr: &'static str) -> [Var;
             "512",
             "requests handled at once; more wait",
         )
-        .refusing(&["0"]),
+        .refusing(&["0", "1000001", "18446744073709551615"]),
         Var::new(
             "TOPIC_PREFIX",
             "—",

@@ -178,10 +178,24 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             dapr_grpc_endpoint: self.dapr_grpc_endpoint()?,
             dapr_api_token: self.get("DAPR_API_TOKEN"),
             request_timeout: Duration::from_millis(self.positive("REQUEST_TIMEOUT_MS", 10_000)?),
-            max_concurrent_requests: self.positive("MAX_CONCURRENT_REQUESTS", 512)?,
+            max_concurrent_requests: self.max_concurrent_requests()?,
             topic_prefix: self.topic_prefix(|p| Topics::new(p).all())?,
             metrics_addr: self.metrics_addr(metrics)?,
         })
+    }
+
+    /// `MAX_CONCURRENT_REQUESTS` (512): at most [`MAX_CONCURRENT_REQUESTS`], which is far
+    /// more than one process serves, and far below what Tokio's semaphore refuses (by
+    /// panicking at start).
+    pub fn max_concurrent_requests(&self) -> Result<usize, ConfigError> {
+        let n: usize = self.positive("MAX_CONCURRENT_REQUESTS", 512)?;
+        if n > MAX_CONCURRENT_REQUESTS {
+            return Err(ConfigError::new(
+                "MAX_CONCURRENT_REQUESTS",
+                format!("{n} is more than {MAX_CONCURRENT_REQUESTS}"),
+            ));
+        }
+        Ok(n)
     }
 
     /// `METRICS_ADDR`: where Prometheus `/metrics` is served, `default` when unset; `off`
@@ -289,6 +303,9 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+/// The most requests a service may be told to handle at once (`MAX_CONCURRENT_REQUESTS`).
+pub const MAX_CONCURRENT_REQUESTS: usize = 1_000_000;
 
 #[cfg(test)]
 mod tests {
