@@ -52,6 +52,27 @@ impl AuthMode {
     }
 }
 
+impl AuthMode {
+    /// Tokens must name `audience` in their `aud` and `issuer` as their `iss`, each when
+    /// given. Without an audience, a token that carries `aud` is refused (jsonwebtoken's
+    /// rule): identity providers add one, so a deployment behind one sets JWT_AUDIENCE.
+    pub fn expecting(self, audience: Option<String>, issuer: Option<String>) -> Self {
+        let Self::Jwt(kv) = self else { return self };
+        let (key, mut validation) = (kv.0.clone(), kv.1.clone());
+        let mut required: Vec<&str> = vec!["exp", "sub"];
+        if let Some(aud) = &audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        if let Some(iss) = &issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        Self::Jwt(Arc::new((key, validation)))
+    }
+}
+
 /// A variable of the auth configuration with a bad or missing value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfigError {
@@ -60,9 +81,10 @@ pub struct AuthConfigError {
 }
 
 impl AuthMode {
-    /// Reads `AUTH_MODE` (`jwt`, the default, or `dev`), `JWT_ALGORITHM` (default HS256) and
-    /// `JWT_SECRET` (HS*, at least 32 bytes) or `JWT_PUBLIC_KEY` (PEM, RS*/ES*) from `get`,
-    /// which returns `None` for unset or blank variables.
+    /// Reads `AUTH_MODE` (`jwt`, the default, or `dev`), `JWT_ALGORITHM` (default HS256),
+    /// `JWT_SECRET` (HS*, at least 32 bytes) or `JWT_PUBLIC_KEY` (PEM, RS*/ES*), and the
+    /// optional `JWT_AUDIENCE` and `JWT_ISSUER` ([`AuthMode::expecting`]) from `get`, which
+    /// returns `None` for unset or blank variables.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AuthConfigError> {
         let err = |var: &'static str, reason: String| AuthConfigError { var, reason };
         match get("AUTH_MODE").as_deref().unwrap_or("jwt") {
@@ -109,7 +131,8 @@ impl AuthMode {
                 if var == "JWT_SECRET" && key.len() < 32 {
                     return Err(err("JWT_SECRET", "must be at least 32 bytes".to_owned()));
                 }
-                Self::jwt(alg, key.as_bytes()).map_err(|e| err(var, e.to_string()))
+                let mode = Self::jwt(alg, key.as_bytes()).map_err(|e| err(var, e.to_string()))?;
+                Ok(mode.expecting(get("JWT_AUDIENCE"), get("JWT_ISSUER")))
             }
             other => Err(err("AUTH_MODE", format!("{other:?}: use jwt or dev"))),
         }
@@ -276,6 +299,60 @@ mod tests {
 
     fn token(sub: &str, exp_from_now: i64) -> String {
         token_nbf(sub, exp_from_now, -60)
+    }
+
+    fn token_for(aud: &str, iss: &str) -> String {
+        #[derive(serde::Serialize)]
+        struct C<'a> {
+            sub: &'a str,
+            exp: i64,
+            aud: &'a str,
+            iss: &'a str,
+        }
+        let exp = chrono::Utc::now().timestamp() + 300;
+        encode(
+            &Header::default(),
+            &C {
+                sub: "carol",
+                exp,
+                aud,
+                iss,
+            },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    /// A token from an identity provider carries `aud` and `iss`: refused until the
+    /// deployment names its audience, then taken only for that audience and issuer.
+    #[test]
+    fn audience_and_issuer_are_checked_when_named() {
+        let idp = format!("Bearer {}", token_for("todo-api", "https://idp.example"));
+        let plain = AuthMode::jwt(Algorithm::HS256, SECRET).unwrap();
+        assert_eq!(
+            call(plain, &[("authorization", &idp)]).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let named = AuthMode::from_lookup(|k| match k {
+            "JWT_SECRET" => Some(String::from_utf8_lossy(SECRET).into_owned()),
+            "JWT_AUDIENCE" => Some("todo-api".to_owned()),
+            "JWT_ISSUER" => Some("https://idp.example".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            call(named.clone(), &[("authorization", &idp)]).unwrap(),
+            "carol"
+        );
+        for other in [
+            token_for("another-api", "https://idp.example"),
+            token_for("todo-api", "https://evil.example"),
+            token("carol", 300),
+        ] {
+            let header = format!("Bearer {other}");
+            let err = call(named.clone(), &[("authorization", &header)]).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{other}");
+        }
     }
 
     fn token_nbf(sub: &str, exp_from_now: i64, nbf_from_now: i64) -> String {

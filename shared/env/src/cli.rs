@@ -129,7 +129,7 @@ pub const fn common(app_addr: &'static str, metrics_addr: &'static str) -> [Var;
 }
 
 /// The variables of identity (JWT or dev mode), for services with a caller-facing API.
-pub const AUTH: [Var; 4] = [
+pub const AUTH: [Var; 6] = [
     Var::new(
         "AUTH_MODE",
         "jwt",
@@ -143,6 +143,16 @@ pub const AUTH: [Var; 4] = [
     ),
     Var::secret("JWT_SECRET", "the HS256 secret"),
     Var::new("JWT_PUBLIC_KEY", "—", "the RS256/ES256 public key, PEM"),
+    Var::new(
+        "JWT_AUDIENCE",
+        "—",
+        "tokens must name it in `aud`; unset, a token with `aud` is refused",
+    ),
+    Var::new(
+        "JWT_ISSUER",
+        "—",
+        "tokens must name it as `iss`; unset, not checked",
+    ),
 ];
 
 /// Whether a service has a caller-facing API, and so reads the identity variables.
