@@ -16,8 +16,9 @@ use task_service::{
 };
 use todo_proto::todo::v1::{
     CompleteTaskRequest, DeleteTaskRequest, Reminder, ReopenTaskRequest, Task, UpdateTaskRequest,
-    reminder::When,
+    reminder::When, task_service_client::TaskServiceClient,
 };
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use common::{Backend, TestApp, api::*, as_user};
@@ -36,15 +37,71 @@ fn before_due(secs: i64) -> Reminder {
     }
 }
 
-fn update(id: &str, paths: &[&str], patch: Task) -> UpdateTaskRequest {
-    UpdateTaskRequest {
-        task: Some(Task {
+/// A task due in two days with a reminder an hour before: one reminder pending.
+fn due_in_two_days(title: &str) -> Task {
+    Task {
+        title: title.into(),
+        due_time: Some(in_secs(2 * 86_400)),
+        reminders: vec![before_due(3600)],
+        ..Task::default()
+    }
+}
+
+/// One user's calls to the Task API, each expected to succeed.
+struct Caller {
+    c: TaskServiceClient<Channel>,
+    user: &'static str,
+}
+
+impl Caller {
+    async fn create(&mut self, task: Task) -> Task {
+        let req = as_user(self.user, create(task));
+        self.c.create_task(req).await.unwrap().into_inner()
+    }
+
+    /// Sets the fields `paths` of task `id` to those of `patch`.
+    async fn update(&mut self, id: &str, paths: &[&str], patch: Task) {
+        let req = UpdateTaskRequest {
+            task: Some(Task {
+                id: id.to_owned(),
+                ..patch
+            }),
+            update_mask: Some(FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+        };
+        self.c.update_task(as_user(self.user, req)).await.unwrap();
+    }
+
+    async fn complete(&mut self, id: &str) {
+        let req = CompleteTaskRequest {
             id: id.to_owned(),
-            ..patch
-        }),
-        update_mask: Some(FieldMask {
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        }),
+            etag: String::new(),
+        };
+        self.c.complete_task(as_user(self.user, req)).await.unwrap();
+    }
+
+    async fn reopen(&mut self, id: &str) {
+        let req = ReopenTaskRequest {
+            id: id.to_owned(),
+            etag: String::new(),
+        };
+        self.c.reopen_task(as_user(self.user, req)).await.unwrap();
+    }
+
+    async fn delete(&mut self, id: &str) {
+        let req = DeleteTaskRequest {
+            id: id.to_owned(),
+            etag: String::new(),
+        };
+        self.c.delete_task(as_user(self.user, req)).await.unwrap();
+    }
+}
+
+async fn caller(app: &TestApp, user: &'static str) -> Caller {
+    Caller {
+        c: app.client().await,
+        user,
     }
 }
 
@@ -73,23 +130,10 @@ async fn rows(app: &TestApp, id: &str) -> (Option<task::Model>, Vec<reminder::Mo
 
 async fn pending_follow_every_change(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let mut c = app.client().await;
-    let user = "rows-alice";
+    let mut alice = caller(&app, "rows-alice").await;
 
     // Due in two days with a reminder an hour before: one pending.
-    let t = c
-        .create_task(as_user(
-            user,
-            create(Task {
-                title: "pay rent".into(),
-                due_time: Some(in_secs(2 * 86_400)),
-                reminders: vec![before_due(3600)],
-                ..Task::default()
-            }),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = alice.create(due_in_two_days("pay rent")).await;
     let (_, pending) = rows(&app, &t.id).await;
     assert_eq!(pending.len(), 1);
 
@@ -98,21 +142,15 @@ async fn pending_follow_every_change(backend: Backend) {
         title: "pay the rent".into(),
         ..Task::default()
     };
-    c.update_task(as_user(user, update(&t.id, &["title"], patch)))
-        .await
-        .unwrap();
+    alice.update(&t.id, &["title"], patch).await;
     let (_, pending) = rows(&app, &t.id).await;
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].task_title, "pay the rent");
 
     // Due time and reminders removed: nothing pending, and none may be.
-    let patch = Task::default();
-    c.update_task(as_user(
-        user,
-        update(&t.id, &["due_time", "reminders"], patch),
-    ))
-    .await
-    .unwrap();
+    alice
+        .update(&t.id, &["due_time", "reminders"], Task::default())
+        .await;
     let (row, pending) = rows(&app, &t.id).await;
     assert!(pending.is_empty(), "{pending:?}");
     assert!(!may_have_pending(&row.unwrap()));
@@ -122,60 +160,25 @@ async fn pending_follow_every_change(backend: Backend) {
         title: "rent, someday".into(),
         ..Task::default()
     };
-    c.update_task(as_user(user, update(&t.id, &["title"], patch)))
-        .await
-        .unwrap();
+    alice.update(&t.id, &["title"], patch).await;
     assert!(rows(&app, &t.id).await.1.is_empty());
 
     // A due time and a reminder again: pending again.
-    let patch = Task {
-        due_time: Some(in_secs(2 * 86_400)),
-        reminders: vec![before_due(3600)],
-        ..Task::default()
-    };
-    c.update_task(as_user(
-        user,
-        update(&t.id, &["due_time", "reminders"], patch),
-    ))
-    .await
-    .unwrap();
+    let patch = due_in_two_days("");
+    alice.update(&t.id, &["due_time", "reminders"], patch).await;
     assert_eq!(rows(&app, &t.id).await.1.len(), 1);
 
     // Completed: nothing pending, none may be. Reopened (a change from a completed task,
     // which skips the lookup): the reminder cancelled by the completion is planned again.
-    c.complete_task(as_user(
-        user,
-        CompleteTaskRequest {
-            id: t.id.clone(),
-            etag: String::new(),
-        },
-    ))
-    .await
-    .unwrap();
+    alice.complete(&t.id).await;
     let (row, pending) = rows(&app, &t.id).await;
     assert!(pending.is_empty(), "{pending:?}");
     assert!(!may_have_pending(&row.unwrap()));
-    c.reopen_task(as_user(
-        user,
-        ReopenTaskRequest {
-            id: t.id.clone(),
-            etag: String::new(),
-        },
-    ))
-    .await
-    .unwrap();
+    alice.reopen(&t.id).await;
     assert_eq!(rows(&app, &t.id).await.1.len(), 1);
 
     // Deleted: nothing pending.
-    c.delete_task(as_user(
-        user,
-        DeleteTaskRequest {
-            id: t.id.clone(),
-            etag: String::new(),
-        },
-    ))
-    .await
-    .unwrap();
+    alice.delete(&t.id).await;
     let (row, pending) = rows(&app, &t.id).await;
     assert!(row.is_none());
     assert!(pending.is_empty(), "{pending:?}");
@@ -183,23 +186,17 @@ async fn pending_follow_every_change(backend: Backend) {
 
 async fn absolute_reminders_without_a_due_time_are_kept_current(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let mut c = app.client().await;
-    let user = "rows-bob";
+    let mut bob = caller(&app, "rows-bob").await;
     let at = Reminder {
         when: Some(When::At(in_secs(86_400))),
     };
-    let t = c
-        .create_task(as_user(
-            user,
-            create(Task {
-                title: "call mum".into(),
-                reminders: vec![at],
-                ..Task::default()
-            }),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = bob
+        .create(Task {
+            title: "call mum".into(),
+            reminders: vec![at],
+            ..Task::default()
+        })
+        .await;
     let (row, pending) = rows(&app, &t.id).await;
     assert_eq!(pending.len(), 1);
     assert!(row.unwrap().due_time.is_none());
@@ -209,23 +206,13 @@ async fn absolute_reminders_without_a_due_time_are_kept_current(backend: Backend
         title: "call mum back".into(),
         ..Task::default()
     };
-    c.update_task(as_user(user, update(&t.id, &["title"], patch)))
-        .await
-        .unwrap();
+    bob.update(&t.id, &["title"], patch).await;
     let (_, pending) = rows(&app, &t.id).await;
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].task_title, "call mum back");
 
     // Completing cancels it.
-    c.complete_task(as_user(
-        user,
-        CompleteTaskRequest {
-            id: t.id.clone(),
-            etag: String::new(),
-        },
-    ))
-    .await
-    .unwrap();
+    bob.complete(&t.id).await;
     assert!(rows(&app, &t.id).await.1.is_empty());
 }
 
@@ -242,21 +229,8 @@ async fn a_reminder_fired_while_its_task_completes_is_not_also_cancelled() {
     use todo_proto::todo::events::v1::ReminderEvent;
 
     let app = TestApp::start(Backend::Postgres).await;
-    let mut c = app.client().await;
-    let user = "rows-carol";
-    let t = c
-        .create_task(as_user(
-            user,
-            create(Task {
-                title: "renew passport".into(),
-                due_time: Some(in_secs(2 * 86_400)),
-                reminders: vec![before_due(3600)],
-                ..Task::default()
-            }),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut carol = caller(&app, "rows-carol").await;
+    let t = carol.create(due_in_two_days("renew passport")).await;
     let (_, pending) = rows(&app, &t.id).await;
     assert_eq!(pending.len(), 1);
     let fired = pending[0].reminder_id;
@@ -279,20 +253,11 @@ async fn a_reminder_fired_while_its_task_completes_is_not_also_cancelled() {
         .await
         .unwrap();
     let id = t.id.clone();
-    let completing = tokio::spawn(async move {
-        c.complete_task(as_user(
-            user,
-            CompleteTaskRequest {
-                id,
-                etag: String::new(),
-            },
-        ))
-        .await
-    });
+    let completing = tokio::spawn(async move { carol.complete(&id).await });
     // Long enough for CompleteTask to reach the reminder's row lock.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     scheduler.commit().await.unwrap();
-    completing.await.unwrap().unwrap();
+    completing.await.unwrap();
 
     let cancelled: Vec<Uuid> = outbox::Entity::find()
         .filter(outbox::Column::EventType.eq(todo_topology::event_types::REMINDER_CANCELLED))

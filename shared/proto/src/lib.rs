@@ -44,6 +44,6 @@ pub use prost;
 pub use prost_types;
 
 mod timestamps;
-pub use timestamps::{from_timestamp, to_timestamp};
+pub use timestamps::{MAX_SECONDS, MIN_SECONDS, from_timestamp, to_timestamp};
 pub mod codec;
 pub mod watch_cursor;

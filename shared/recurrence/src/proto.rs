@@ -1,6 +1,6 @@
 //! From the API's `todo.v1.Recurrence` to a [`RecurrenceRule`], naming the field at fault.
 
-use std::{num::NonZeroU32, ops::RangeInclusive};
+use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
 
@@ -16,17 +16,15 @@ use crate::{
     rule::{Anchor, End, Frequency, Pattern, RecurrenceRule},
 };
 
-/// The range of a protobuf `Timestamp`, 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z, in
-/// seconds since the epoch. `todo_proto::from_timestamp` accepts all of chrono's range, far
-/// wider; that far out, a wall-clock time in a task's zone may not exist in chrono.
-const TIMESTAMP_SECONDS: RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
-
-/// [`TIMESTAMP_SECONDS`] for messages.
+/// The range of a protobuf `Timestamp` ([`todo_proto::MIN_SECONDS`] ..=
+/// [`todo_proto::MAX_SECONDS`]), for messages. Beyond it a wall-clock time in a task's zone
+/// may not exist in chrono.
 pub(crate) const TIMESTAMP_RANGE: &str = "0001-01-01T00:00:00Z..=9999-12-31T23:59:59Z";
 
-/// Whether `t` fits in a protobuf `Timestamp` (sub-second parts are ignored).
+/// Whether `t` fits in a protobuf `Timestamp` (sub-second parts are ignored), as
+/// [`from_timestamp`] requires of the times it reads.
 pub(crate) fn in_timestamp_range(t: DateTime<Utc>) -> bool {
-    TIMESTAMP_SECONDS.contains(&t.timestamp())
+    (todo_proto::MIN_SECONDS..=todo_proto::MAX_SECONDS).contains(&t.timestamp())
 }
 
 /// Checks a `Recurrence` as the API receives it: `Ok` exactly when
@@ -35,9 +33,10 @@ pub(crate) fn in_timestamp_range(t: DateTime<Utc>) -> bool {
 /// Rejected, with the field named: neither or both of `frequency` and `rrule`; an RRULE that
 /// does not parse, has a frequency below daily or more than [`crate::MAX_TIMES_PER_DAY`]
 /// times a day, carries DTSTART or other properties, or can never match; `interval` or
-/// `by_weekday` next to an `rrule`; `interval` above [`crate::MAX_INTERVAL`]; `by_weekday` on a non-weekly rule or holding
-/// `WEEKDAY_UNSPECIFIED`; both `until` and `count` (also through the RRULE's `UNTIL`/`COUNT`);
-/// an `until` outside the protobuf `Timestamp` range (0001..=9999); enum values the API does not know.
+/// `by_weekday` next to an `rrule`; `interval` above [`crate::MAX_INTERVAL`]; `by_weekday`
+/// on a non-weekly rule or holding `WEEKDAY_UNSPECIFIED`; both `until` and `count` (also
+/// through the RRULE's `UNTIL`/`COUNT`); an `until` outside the protobuf `Timestamp` range
+/// (0001..=9999); enum values the API does not know.
 pub fn validate(recurrence: &Recurrence) -> Result<(), RecurrenceError> {
     RecurrenceRule::try_from(recurrence).map(|_| ())
 }
@@ -120,15 +119,12 @@ fn end(r: &Recurrence) -> Result<End, RecurrenceError> {
             Field::Until,
             "set either recurrence.until or recurrence.count, not both",
         )),
-        (Some(until), None) => from_timestamp(until)
-            .filter(|t| in_timestamp_range(*t))
-            .map(End::Until)
-            .ok_or_else(|| {
-                RecurrenceError::invalid(
-                    Field::Until,
-                    format!("not a valid timestamp (range {TIMESTAMP_RANGE})"),
-                )
-            }),
+        (Some(until), None) => from_timestamp(until).map(End::Until).ok_or_else(|| {
+            RecurrenceError::invalid(
+                Field::Until,
+                format!("not a valid timestamp (range {TIMESTAMP_RANGE})"),
+            )
+        }),
         (None, Some(count)) => Ok(End::Count(count)),
         (None, None) => Ok(End::Never),
     }
