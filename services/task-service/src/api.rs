@@ -1,7 +1,7 @@
 //! The `todo.v1.TaskService` gRPC handlers: decode, authorise, validate, persist, map.
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{DatabaseConnection, DbErr, SqlErr};
 use todo_proto::todo::events::v1::TaskEventKind;
 use todo_proto::todo::v1::{
     CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetTaskRequest, ListTasksRequest,
@@ -54,7 +54,7 @@ impl TaskApi {
     }
 
     /// Writes the events of a change the caller made to their task (inside its transaction).
-    async fn record<C: ConnectionTrait>(
+    async fn record<C: todo_service::db::InsertLater>(
         txn: &C,
         topics: &Topics,
         kind: TaskEventKind,

@@ -192,7 +192,7 @@ impl From<DbErr> for NotCreated {
 /// Creates occurrence `row` of `user` (inside the writer's transaction), unless `named`
 /// (its series, parent and own id) belong to another user or it exists or was deleted.
 async fn create(
-    txn: &sea_orm::DatabaseTransaction,
+    txn: &todo_service::db::GroupTxn<'_>,
     topics: Topics,
     user: String,
     mut row: crate::db::entities::task::Model,

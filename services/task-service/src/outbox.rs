@@ -47,6 +47,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
+use todo_service::db::InsertLater;
 use tokio::sync::{Notify, watch};
 
 use crate::{
@@ -54,9 +55,11 @@ use crate::{
     events::{self, PendingEvent},
 };
 
-/// Writes events into the outbox (call inside the mutation's transaction).
-pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Result<(), DbErr> {
-    todo_service::db::insert_all(
+/// Writes events into the outbox (call inside the mutation's transaction). In a group
+/// commit's first run the rows are held back and inserted with the group's other events,
+/// in the order they were written ([`todo_service::db::insert_later`]).
+pub async fn write<C: InsertLater>(db: &C, events: Vec<PendingEvent>) -> Result<(), DbErr> {
+    todo_service::db::insert_later(
         db,
         events.into_iter().map(|e| outbox::ActiveModel {
             seq: NotSet,
@@ -74,7 +77,7 @@ pub async fn write<C: ConnectionTrait>(db: &C, events: Vec<PendingEvent>) -> Res
 /// Writes the events of one task change, numbered in its owner's sequence of changes (call
 /// inside the mutation's transaction). Taking the next number locks the owner's counter
 /// until the commit, so one user's changes commit, and enter the outbox, in their order.
-pub async fn write_change<C: ConnectionTrait>(
+pub async fn write_change<C: InsertLater>(
     db: &C,
     topics: &events::Topics,
     mut change: events::Change<'_>,

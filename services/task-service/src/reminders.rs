@@ -41,6 +41,7 @@ use todo_proto::todo::{
     events::v1::ReminderEvent,
     v1::{Reminder, Task, TaskStatus, reminder::When},
 };
+use todo_service::db::InsertLater;
 use todo_topology::event_types;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -210,7 +211,7 @@ fn event(
 /// Re-plans `task`'s reminders inside the caller's transaction: cancels pending ones that
 /// are no longer planned (`reason`), schedules new ones, keeps the rest. `task = None`
 /// (deleted) cancels everything pending. Returns when the earliest new reminder is due.
-pub async fn replan<C: ConnectionTrait>(
+pub async fn replan<C: InsertLater>(
     db: &C,
     topics: &Topics,
     task_id: Uuid,
@@ -255,7 +256,7 @@ pub fn may_have_pending(row: &crate::db::entities::task::Model) -> bool {
 /// transaction replaces, checked by its version): when none of its reminders can be
 /// pending ([`may_have_pending`]), they are not looked up, which spares a task without a
 /// due time one statement per change.
-pub async fn replan_from<C: ConnectionTrait>(
+pub async fn replan_from<C: InsertLater>(
     db: &C,
     topics: &Topics,
     before: &crate::db::entities::task::Model,
@@ -278,7 +279,7 @@ pub async fn replan_from<C: ConnectionTrait>(
 
 /// Schedules the reminders of a task created in this transaction: it has no reminder
 /// rows yet, so nothing is looked up or cancelled.
-pub async fn schedule_new<C: ConnectionTrait>(
+pub async fn schedule_new<C: InsertLater>(
     db: &C,
     topics: &Topics,
     task_id: Uuid,
@@ -355,7 +356,7 @@ async fn set_pending_state<C: ConnectionTrait>(
 pub type Scheduled = Option<i64>;
 
 /// `existing`: the task's pending reminders, or `None` for a task that has no rows at all.
-async fn apply_plan<C: ConnectionTrait>(
+async fn apply_plan<C: InsertLater>(
     db: &C,
     topics: &Topics,
     subject: Subject<'_>,

@@ -314,6 +314,83 @@ async fn create_with_the_same_request_id_is_idempotent(backend: Backend) {
     assert_ne!(other.id, a.id);
 }
 
+/// Creates racing in one group commit: 60 at once from one user (one writer lane), 20
+/// request ids each sent three times, every task with two tags. Their rows are inserted
+/// together at the group's end, where a repeated request id fails; the group then runs
+/// again, each create in a savepoint, and the repeats are answered with the task that won.
+/// So: every request id made one task, all three callers got it, and its tags are indexed
+/// once.
+async fn racing_creates_share_a_commit_and_one_request_id_makes_one_task(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let mut calls = tokio::task::JoinSet::new();
+    let rids: Vec<String> = (0..20).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for round in 0..3 {
+        for (i, rid) in rids.iter().enumerate() {
+            let mut c = app.client().await;
+            let req = CreateTaskRequest {
+                task: Some(Task {
+                    tags: vec!["race".into(), format!("r{i}")],
+                    ..new_task(&format!("race {i}"))
+                }),
+                request_id: rid.clone(),
+                ..Default::default()
+            };
+            calls.spawn(async move {
+                let t = c.create_task(as_user("u", req)).await;
+                (i, round, t.map(|t| t.into_inner()))
+            });
+        }
+    }
+    let mut ids: Vec<Option<String>> = vec![None; rids.len()];
+    while let Some(joined) = calls.join_next().await {
+        let (i, round, t) = joined.unwrap();
+        let t = t.unwrap_or_else(|e| panic!("create {i} (round {round}): {e}"));
+        assert_eq!(t.title, format!("race {i}"));
+        let first = ids[i].get_or_insert_with(|| t.id.clone());
+        assert_eq!(*first, t.id, "request id {i} made two tasks");
+    }
+    assert_eq!(count(&app, "u").await, rids.len());
+    let c = app.client().await;
+    let tagged = c
+        .clone()
+        .list_tasks(as_user(
+            "u",
+            ListTasksRequest {
+                page_size: 1000,
+                tag: "race".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(
+        tagged.len(),
+        rids.len(),
+        "each task indexed once by its tag"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let own = c
+            .clone()
+            .list_tasks(as_user(
+                "u",
+                ListTasksRequest {
+                    tag: format!("r{i}"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks;
+        assert_eq!(
+            own.iter().map(|t| Some(t.id.clone())).collect::<Vec<_>>(),
+            vec![id.clone()]
+        );
+    }
+}
+
 async fn a_restart_keeps_the_data(backend: Backend) {
     let mut app = TestApp::start(backend).await;
     let mut c = app.client().await;
@@ -336,5 +413,6 @@ on_both_databases!(2;
     every_rpc_round_trips,
     stale_etag_is_aborted_and_changes_nothing,
     create_with_the_same_request_id_is_idempotent,
+    racing_creates_share_a_commit_and_one_request_id_makes_one_task,
     a_restart_keeps_the_data,
 );

@@ -5,8 +5,33 @@
 
 use std::sync::Arc;
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
-use todo_service::db::{GroupWriter, MAX_GROUP};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryOrder,
+    Statement,
+};
+use todo_service::db::{GroupTxn, GroupWriter, MAX_GROUP, insert_later};
+
+/// A row a write inserts late (held to its group's end), numbered in its owner's
+/// sequence: the shape of the task service's outbox.
+mod held {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "held")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub name: String,
+        pub owner: String,
+        pub n: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
 
 async fn count(db: &DatabaseConnection) -> i64 {
     let row = db
@@ -20,11 +45,7 @@ async fn count(db: &DatabaseConnection) -> i64 {
     row.try_get::<i64>("", "n").unwrap()
 }
 
-async fn insert(
-    txn: &sea_orm::DatabaseTransaction,
-    name: String,
-    user: String,
-) -> Result<(), DbErr> {
+async fn insert(txn: &impl ConnectionTrait, name: String, user: String) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => "INSERT INTO item (name, owner) VALUES ($1, $2)",
@@ -187,4 +208,153 @@ async fn a_failed_write_leaves_nothing_and_the_group_goes_on() {
     }
     assert_eq!(committed, (0..20).step_by(2).collect::<Vec<_>>());
     assert_eq!(count(&pool).await, 10);
+}
+
+/// Takes the next number of `owner`'s sequence (at once), then holds a row named `name`
+/// carrying it: a duplicate name fails only when the held rows are inserted.
+async fn numbered(txn: &GroupTxn<'_>, name: String, owner: String) -> Result<i64, DbErr> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "INSERT INTO counter (owner, n) VALUES ($1, 1) \
+             ON CONFLICT (owner) DO UPDATE SET n = counter.n + 1 RETURNING n"
+        }
+        _ => {
+            "INSERT INTO counter (owner, n) VALUES (?, 1) \
+             ON CONFLICT (owner) DO UPDATE SET n = counter.n + 1 RETURNING n"
+        }
+    };
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [owner.clone().into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no number".into()))?;
+    let n: i64 = row.try_get("", "n")?;
+    insert_later(
+        txn,
+        [held::ActiveModel {
+            seq: NotSet,
+            name: Set(name),
+            owner: Set(owner),
+            n: Set(n),
+        }],
+    )
+    .await?;
+    Ok(n)
+}
+
+/// 300 writes from 60 users, 150 at once and then 150 more, each taking its owner's next
+/// number at once and holding a row back, one in ten of the second half with a duplicate
+/// name (which fails only when the held rows are inserted): every duplicate fails alone with its own error, every other write is
+/// committed when answered, and each owner's held rows are inserted in the order of their
+/// numbers, with no gap (a failed write's number was rolled back with it).
+async fn held_inserts_keep_order_and_fail_alone(
+    writer: DatabaseConnection,
+    reader: DatabaseConnection,
+    lanes: usize,
+) {
+    let backend = writer.get_database_backend();
+    let seq = match backend {
+        DbBackend::Postgres => "seq BIGSERIAL PRIMARY KEY",
+        _ => "seq INTEGER PRIMARY KEY AUTOINCREMENT",
+    };
+    for ddl in [
+        format!(
+            "CREATE TABLE held ({seq}, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)"
+        ),
+        "CREATE TABLE counter (owner TEXT PRIMARY KEY, n BIGINT NOT NULL)".to_owned(),
+    ] {
+        writer.execute_unprepared(&ddl).await.unwrap();
+    }
+    let group = GroupWriter::new(writer, lanes, MAX_GROUP);
+    let (mut ok, mut duplicates) = (0, 0);
+    // First 150 writes with no duplicate (their groups insert what they held), then 150
+    // with one.
+    for half in [0..150u32, 150..300] {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in half {
+            let group = group.clone();
+            calls.spawn(async move {
+                // A duplicate is its original's owner's (one lane, no lock cycle between
+                // lanes).
+                let (name, owner) = if i >= 150 && i % 10 == 9 {
+                    (format!("n{}", i - 1), format!("u{}", (i - 1) % 60))
+                } else {
+                    (format!("n{i}"), format!("u{}", i % 60))
+                };
+                let result = group
+                    .write(&owner.clone(), move |txn| {
+                        Box::pin(numbered(txn, name.clone(), owner.clone()))
+                    })
+                    .await;
+                (i, result)
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            match joined.unwrap() {
+                (_, Ok(_)) => ok += 1,
+                (i, Err(e)) => {
+                    assert_eq!(
+                        todo_service::db::kind(&e),
+                        todo_service::db::Kind::Duplicate,
+                        "write {i}: {e}"
+                    );
+                    duplicates += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((ok, duplicates), (285, 15));
+    let rows = held::Entity::find()
+        .order_by_asc(held::Column::Seq)
+        .all(&reader)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 285);
+    let mut next = std::collections::HashMap::new();
+    for r in &rows {
+        let expected = next.entry(r.owner.clone()).or_insert(1);
+        assert_eq!(
+            r.n, *expected,
+            "{}'s rows out of order or with a gap: {rows:?}",
+            r.owner
+        );
+        *expected += 1;
+    }
+    let (groups, writes) = group.groups_and_writes();
+    assert!(groups < writes, "no group held anything ({groups} groups)");
+    assert!(
+        group.held_rows() > 0,
+        "no row was held back in {groups} groups of {writes} writes"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_held_inserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
+    let pool = Database::connect(&url).await.unwrap();
+    pool.execute_unprepared("PRAGMA journal_mode=WAL")
+        .await
+        .unwrap();
+    let writer = todo_service::db::writer(&url, &pool).await.unwrap();
+    held_inserts_keep_order_and_fail_alone(writer, pool, 1).await;
+}
+
+#[tokio::test]
+async fn postgres_held_inserts() {
+    let admin = std::env::var(todo_harness::pg::ADMIN_URL_VAR)
+        .expect("DATABASE_URL_PG names the PostgreSQL server (`just pg-up`)");
+    let (name, url) = todo_harness::pg::create_database(&admin, "group_held")
+        .await
+        .unwrap();
+    let pool = Database::connect(&url).await.unwrap();
+    held_inserts_keep_order_and_fail_alone(pool.clone(), pool.clone(), 4).await;
+    pool.close().await.unwrap();
+    todo_harness::pg::drop_database(&admin, &name)
+        .await
+        .unwrap();
 }

@@ -12,6 +12,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, Query},
 };
 use todo_proto::todo::v1::{Recurrence, Reminder, Task, TaskStatus};
+use todo_service::db::InsertLater;
 use uuid::Uuid;
 
 use crate::db::entities::{task, task_tag, tombstone};
@@ -126,12 +127,12 @@ fn tags_of(m: &task::Model) -> Vec<String> {
     serde_json::from_str(&m.tags).unwrap_or_default()
 }
 
-/// Inserts a row and its tag index.
-pub async fn insert<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
-    task::Entity::insert(m.clone().into_active_model())
-        .exec_without_returning(db)
-        .await?;
-    insert_tags(db, m).await
+/// Inserts a new row and its tag index; in a group commit's first run both are held back
+/// and inserted with the group's other new tasks ([`todo_service::db::insert_later`]). Only
+/// for a task with a new id, which nothing in the group can read before the commit.
+pub async fn insert<C: InsertLater>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
+    todo_service::db::insert_later(db, [m.clone().into_active_model()]).await?;
+    todo_service::db::insert_later(db, tag_rows(m)).await
 }
 
 /// Inserts a row and its tag index unless a task with its id exists (atomically:
@@ -192,15 +193,19 @@ async fn replace_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(),
 }
 
 async fn insert_tags<C: ConnectionTrait>(db: &C, m: &task::Model) -> Result<(), sea_orm::DbErr> {
-    todo_service::db::insert_all(
-        db,
-        tags_of(m).into_iter().map(|tag| task_tag::ActiveModel {
+    todo_service::db::insert_all(db, tag_rows(m)).await
+}
+
+/// The tag index rows of `m`.
+fn tag_rows(m: &task::Model) -> Vec<task_tag::ActiveModel> {
+    tags_of(m)
+        .into_iter()
+        .map(|tag| task_tag::ActiveModel {
             task_id: Set(m.id),
             tag: Set(tag),
             user_id: Set(m.user_id.clone()),
-        }),
-    )
-    .await
+        })
+        .collect()
 }
 
 /// The caller's task with this id.

@@ -12,6 +12,15 @@
 //! transaction. A write that arrives at an idle lane runs at once, in a transaction of its
 //! own: group commit costs nothing when there is nothing to group.
 //!
+//! In a group of several writes, the first run may also hold inserts back
+//! ([`insert_later`]): the rows a write asks to insert later are kept, per table in the
+//! order they came, and inserted after the group's last write, one statement per table for
+//! the whole group, before the commit. So N task creations cost one insert of N tasks and
+//! one of their events instead of N of each. Only rows nothing in the group reads back may
+//! be held (a new task's row, its tags, its events); when the held inserts fail, the group
+//! runs again with savepoints, where every insert runs at once, so the failure is still
+//! the write's own.
+//!
 //! Writes name a key (the user); a key always goes to the same lane, and a group runs its
 //! writes sorted by key (a user's own in the order they came). SQLite has one writer, so
 //! one lane. PostgreSQL gets several: a group holds the row locks of its writes until it
@@ -20,16 +29,20 @@
 //! (every group locks users in the same order).
 
 use std::{
+    any::Any,
     hash::BuildHasher,
     panic::AssertUnwindSafe,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use futures::{FutureExt, future::BoxFuture};
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, ExecResult, Iterable, QueryResult, RuntimeErr, Statement, TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// How many writes at most share one commit. (On PostgreSQL each savepoint that writes is
@@ -54,6 +67,8 @@ struct Stats {
     writes: AtomicU64,
     /// Groups run again with savepoints because a write failed.
     regrouped: AtomicU64,
+    /// Rows inserted late, at the end of their group's first run.
+    held: AtomicU64,
 }
 
 impl std::fmt::Debug for GroupWriter {
@@ -104,6 +119,11 @@ impl GroupWriter {
         self.stats.regrouped.load(Ordering::Relaxed)
     }
 
+    /// How many rows were held back and inserted at the end of their group.
+    pub fn held_rows(&self) -> u64 {
+        self.stats.held.load(Ordering::Relaxed)
+    }
+
     /// How many lanes write at once.
     pub fn lanes(&self) -> usize {
         self.lanes.len()
@@ -118,10 +138,7 @@ impl GroupWriter {
     where
         T: Send + 'static,
         E: From<DbErr> + Send + 'static,
-        F: for<'t> Fn(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'t> Fn(&'t GroupTxn<'t>) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
     {
         let lane = &self.lanes[(self.hasher.hash_one(key) % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
@@ -144,13 +161,181 @@ fn stopped() -> DbErr {
     ))
 }
 
+/// The shared transaction as one write sees it: it runs statements on the group's
+/// transaction (or on the write's savepoint), and in a group's first run it may hold
+/// inserts back to the group's end ([`insert_later`]).
+pub struct GroupTxn<'t> {
+    txn: &'t DatabaseTransaction,
+    later: Option<&'t Later>,
+}
+
+impl<'t> GroupTxn<'t> {
+    /// The transaction itself.
+    pub fn transaction(&self) -> &'t DatabaseTransaction {
+        self.txn
+    }
+}
+
+impl std::fmt::Debug for GroupTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupTxn")
+            .field("holds_inserts", &self.later.is_some())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for GroupTxn<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+}
+
+/// A connection that may hold inserts back: [`GroupTxn`] in a group's first run; anything
+/// else inserts at once.
+pub trait InsertLater: ConnectionTrait {
+    /// Where held inserts wait, when this connection holds them.
+    #[doc(hidden)]
+    fn later(&self) -> Option<&Later> {
+        None
+    }
+}
+
+impl InsertLater for GroupTxn<'_> {
+    fn later(&self) -> Option<&Later> {
+        self.later
+    }
+}
+
+impl InsertLater for DatabaseTransaction {}
+
+impl InsertLater for DatabaseConnection {}
+
+/// Inserts `rows` into their table, or, in a group's first run, holds them back to be
+/// inserted with the other writes' rows of that table after the group's last write. Only
+/// for rows nothing reads back before the commit, and whose failure may surface late: a
+/// held insert that fails makes the whole group run again with savepoints, each insert at
+/// once. Rows of one table keep their order (a user's events their sequence); tables are
+/// inserted in the order the group first held a row of them (a task before its tags).
+pub async fn insert_later<A, C>(db: &C, rows: impl IntoIterator<Item = A>) -> Result<(), DbErr>
+where
+    A: ActiveModelTrait + Send + 'static,
+    C: InsertLater,
+{
+    match db.later() {
+        Some(later) => {
+            later.hold(rows);
+            Ok(())
+        }
+        None => super::insert_all(db, rows).await,
+    }
+}
+
+/// Inserts held back by a group's first run, per table in the order first held.
+#[derive(Default)]
+pub struct Later {
+    tables: Mutex<Vec<Box<dyn HeldRows>>>,
+}
+
+impl Later {
+    fn hold<A: ActiveModelTrait + Send + 'static>(&self, rows: impl IntoIterator<Item = A>) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let held = match tables.iter_mut().position(|t| t.as_any().is::<Held<A>>()) {
+            Some(i) => &mut tables[i],
+            None => {
+                tables.push(Box::new(Held::<A>(Vec::new())));
+                let last = tables.len() - 1;
+                &mut tables[last]
+            }
+        };
+        if let Some(held) = held.as_any().downcast_mut::<Held<A>>() {
+            held.0.extend(rows);
+        }
+    }
+
+    /// Inserts everything held, table by table, and says how many rows; the first error
+    /// stops it.
+    async fn insert(self, txn: &DatabaseTransaction) -> Result<u64, DbErr> {
+        let tables = self.tables.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut rows = 0;
+        for held in tables {
+            rows += held.insert(txn).await?;
+        }
+        Ok(rows)
+    }
+}
+
+/// Bind parameters per statement at most: under SQLite's 32,766 and PostgreSQL's 65,535.
+const MAX_PARAMETERS: usize = 30_000;
+
+/// The held rows of one table.
+trait HeldRows: Send {
+    fn as_any(&mut self) -> &mut dyn Any;
+    /// Inserts the rows; says how many.
+    fn insert<'a>(
+        self: Box<Self>,
+        txn: &'a DatabaseTransaction,
+    ) -> BoxFuture<'a, Result<u64, DbErr>>;
+}
+
+struct Held<A>(Vec<A>);
+
+impl<A: ActiveModelTrait + Send + 'static> HeldRows for Held<A> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn insert<'a>(
+        self: Box<Self>,
+        txn: &'a DatabaseTransaction,
+    ) -> BoxFuture<'a, Result<u64, DbErr>> {
+        Box::pin(async move {
+            let count = self.0.len() as u64;
+            let columns = <<A::Entity as EntityTrait>::Column as Iterable>::iter().count();
+            let per_statement = (MAX_PARAMETERS / columns.max(1)).max(1);
+            let mut rows = self.0;
+            while !rows.is_empty() {
+                let rest = rows.split_off(rows.len().min(per_statement));
+                super::insert_all(txn, rows).await?;
+                rows = rest;
+            }
+            Ok(count)
+        })
+    }
+}
+
+/// How a write runs in an attempt of its group.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// Straight in the shared transaction, holding inserts back in `Later` when given.
+    Straight(Option<&'a Later>),
+    /// In a savepoint of its own, every insert at once.
+    Savepoint,
+}
+
 /// One queued write, with its caller's answer channel (type-erased for the lane).
 trait Work: Send {
     /// The key the write was queued under (its user).
     fn key(&self) -> &str;
-    /// Runs the write on `txn` (inside a savepoint of it when `savepoint`) and keeps its
-    /// result for the answer, replacing that of an earlier attempt.
-    fn run<'a>(&'a mut self, txn: &'a DatabaseTransaction, savepoint: bool) -> BoxFuture<'a, Ran>;
+    /// Runs the write on `txn` (as `mode` says) and keeps its result for the answer,
+    /// replacing that of an earlier attempt.
+    fn run<'a>(&'a mut self, txn: &'a DatabaseTransaction, mode: Mode<'a>) -> BoxFuture<'a, Ran>;
     /// Answers the caller (see [`Ended`]).
     fn finish(self: Box<Self>, ended: &Ended);
 }
@@ -174,21 +359,31 @@ impl<F, T, E> Work for Job<F, T, E>
 where
     T: Send + 'static,
     E: From<DbErr> + Send + 'static,
-    F: for<'t> Fn(&'t DatabaseTransaction) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
+    F: for<'t> Fn(&'t GroupTxn<'t>) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
 {
     fn key(&self) -> &str {
         &self.key
     }
 
-    fn run<'a>(&'a mut self, txn: &'a DatabaseTransaction, savepoint: bool) -> BoxFuture<'a, Ran> {
+    fn run<'a>(&'a mut self, txn: &'a DatabaseTransaction, mode: Mode<'a>) -> BoxFuture<'a, Ran> {
         Box::pin(async move {
             let work = &self.work;
-            let (result, usable) = if !savepoint {
-                (guarded(async { work(txn).await }).await, true)
-            } else {
-                match txn.begin().await {
+            let (result, usable) = match mode {
+                Mode::Straight(later) => {
+                    let txn = GroupTxn { txn, later };
+                    (guarded(async { work(&txn).await }).await, true)
+                }
+                Mode::Savepoint => match txn.begin().await {
                     Err(e) => (Err(E::from(e)), false),
-                    Ok(savepoint) => match guarded(async { work(&savepoint).await }).await {
+                    Ok(savepoint) => match guarded(async {
+                        work(&GroupTxn {
+                            txn: &savepoint,
+                            later: None,
+                        })
+                        .await
+                    })
+                    .await
+                    {
                         Ok(v) => match savepoint.commit().await {
                             Ok(()) => (Ok(v), true),
                             Err(e) => (Err(E::from(e)), false),
@@ -198,7 +393,7 @@ where
                             (Err(e), usable)
                         }
                     },
-                }
+                },
             };
             let ok = result.is_ok();
             self.result = Some(result);
@@ -285,7 +480,7 @@ async fn run_group(
     lane: &str,
 ) {
     group.sort_by(|a, b| a.key().cmp(b.key()));
-    let ended = match attempt(db, &mut group, false).await {
+    let ended = match attempt(db, &mut group, false, stats).await {
         Some(ended) => ended,
         // Alone, its failure is its answer; nothing else was written.
         None if group.len() == 1 => Ended::NothingToCommit,
@@ -293,7 +488,7 @@ async fn run_group(
             stats.regrouped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("db_group_commit_rerun_total", "lane" => lane.to_owned())
                 .increment(1);
-            attempt(db, &mut group, true)
+            attempt(db, &mut group, true, stats)
                 .await
                 .unwrap_or(Ended::NothingToCommit)
         }
@@ -304,20 +499,28 @@ async fn run_group(
 }
 
 /// Runs the writes in one transaction, each inside a savepoint when `savepoints`, and ends
-/// it. Without savepoints, the first write that fails rolls the transaction back and the
-/// answer is `None` (run them again with savepoints).
+/// it. Without savepoints, a group of several holds inserts back to its end; the first write
+/// that fails, or held inserts that fail, roll the transaction back, and the answer is
+/// `None` (run them again with savepoints).
 async fn attempt(
     db: &DatabaseConnection,
     group: &mut [Box<dyn Work>],
     savepoints: bool,
+    stats: &Stats,
 ) -> Option<Ended> {
     let txn = match db.begin().await {
         Ok(t) => t,
         Err(e) => return Some(Ended::Failed(e)),
     };
+    let later = (!savepoints && group.len() > 1).then(Later::default);
+    let mode = if savepoints {
+        Mode::Savepoint
+    } else {
+        Mode::Straight(later.as_ref())
+    };
     let mut any_ok = false;
     for w in group.iter_mut() {
-        let ran = w.run(&txn, savepoints).await;
+        let ran = w.run(&txn, mode).await;
         if !ran.ok && !savepoints {
             let _ = txn.rollback().await;
             return None;
@@ -329,6 +532,18 @@ async fn attempt(
             ))));
         }
         any_ok |= ran.ok;
+    }
+    if let Some(later) = later {
+        match later.insert(&txn).await {
+            Ok(rows) => {
+                stats.held.fetch_add(rows, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "held inserts failed; the group runs again with savepoints");
+                let _ = txn.rollback().await;
+                return None;
+            }
+        }
     }
     Some(if !any_ok {
         let _ = txn.rollback().await;

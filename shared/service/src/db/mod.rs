@@ -6,7 +6,7 @@ mod insert;
 mod open;
 mod tables;
 
-pub use group::{GroupWriter, MAX_GROUP};
+pub use group::{GroupTxn, GroupWriter, InsertLater, Later, MAX_GROUP, insert_later};
 pub use insert::insert_all;
 pub use open::{CHECKPOINT_EVERY, WRITER_CHECKPOINT_PAGES, connect, writer};
 pub use tables::{
