@@ -47,10 +47,15 @@ pub struct TaskApi {
 }
 
 impl TaskApi {
-    /// After a commit: the relay publishes, the scheduler looks at the new plan.
-    fn committed(&self, scheduled: reminders::Scheduled) {
-        self.wakeup.wake();
-        self.nudge.nudge(scheduled);
+    /// What follows a commit: the relay publishes, the scheduler looks at the new plan. Run
+    /// by the writer ([`GroupWriter::write_then`]), so also when the caller cancelled after
+    /// its write was queued (the event then does not wait for the relay's poll).
+    fn after_commit(&self) -> impl FnOnce(&reminders::Scheduled) + Send + 'static {
+        let (wakeup, nudge) = (self.wakeup.clone(), self.nudge.clone());
+        move |scheduled| {
+            wakeup.wake();
+            nudge.nudge(*scheduled);
+        }
     }
 
     /// Writes the events of a change the caller made to their task (inside its transaction).
@@ -125,24 +130,26 @@ impl TaskApi {
         let policy = reminders::Policy::keep(row.default_reminders);
         let (topics, task) = (self.topics.clone(), snapshot.clone());
         let expected = row.version;
-        let scheduled = self
-            .writer
-            .write(user, move |txn| {
-                let (row, next, topics, task) =
-                    (row.clone(), next.clone(), topics.clone(), task.clone());
-                Box::pin(async move {
-                    if !tasks::update_if(txn, &next, expected, false).await? {
-                        return Err(TaskError::Conflict);
-                    }
-                    Self::record(txn, &topics, kind, &task, vec![]).await?;
-                    let scheduled =
-                        reminders::replan_from(txn, &topics, &row, Some(&task), policy, why)
-                            .await?;
-                    Ok(scheduled)
-                })
-            })
+        self.writer
+            .write_then(
+                user,
+                move |txn| {
+                    let (row, next, topics, task) =
+                        (row.clone(), next.clone(), topics.clone(), task.clone());
+                    Box::pin(async move {
+                        if !tasks::update_if(txn, &next, expected, false).await? {
+                            return Err(TaskError::Conflict);
+                        }
+                        Self::record(txn, &topics, kind, &task, vec![]).await?;
+                        let scheduled =
+                            reminders::replan_from(txn, &topics, &row, Some(&task), policy, why)
+                                .await?;
+                        Ok(scheduled)
+                    })
+                },
+                self.after_commit(),
+            )
             .await?;
-        self.committed(scheduled);
         Ok(snapshot)
     }
 }
@@ -267,29 +274,30 @@ impl TaskService for TaskApi {
         let (topics, owner, task) = (self.topics.clone(), user.clone(), snapshot.clone());
         let result: Result<reminders::Scheduled, DbErr> = self
             .writer
-            .write(&user, move |txn| {
-                let (row, topics, owner, task) =
-                    (row.clone(), topics.clone(), owner.clone(), task.clone());
-                Box::pin(async move {
-                    tasks::insert(txn, &row).await?;
-                    Self::record(txn, &topics, TaskEventKind::Created, &task, vec![]).await?;
-                    reminders::schedule_new(
-                        txn,
-                        &topics,
-                        row.id,
-                        &owner,
-                        &task,
-                        reminders::Policy::due_set(uses_defaults),
-                    )
-                    .await
-                })
-            })
+            .write_then(
+                &user,
+                move |txn| {
+                    let (row, topics, owner, task) =
+                        (row.clone(), topics.clone(), owner.clone(), task.clone());
+                    Box::pin(async move {
+                        tasks::insert(txn, &row).await?;
+                        Self::record(txn, &topics, TaskEventKind::Created, &task, vec![]).await?;
+                        reminders::schedule_new(
+                            txn,
+                            &topics,
+                            row.id,
+                            &owner,
+                            &task,
+                            reminders::Policy::due_set(uses_defaults),
+                        )
+                        .await
+                    })
+                },
+                self.after_commit(),
+            )
             .await;
         match result {
-            Ok(scheduled) => {
-                self.committed(scheduled);
-                Ok(Response::new(snapshot))
-            }
+            Ok(_) => Ok(Response::new(snapshot)),
             // A retry, or a concurrent one that won the race: answer with its task.
             Err(e) if request_id.is_some() && is_unique_violation(&e) => {
                 let rid = request_id.as_deref().unwrap_or_default();
@@ -473,38 +481,40 @@ impl TaskService for TaskApi {
         };
         let (topics, task) = (self.topics.clone(), snapshot.clone());
         let expected = row.version;
-        let scheduled = self
-            .writer
-            .write(&user, move |txn| {
-                let (row, next, topics, task, changed) = (
-                    row.clone(),
-                    next.clone(),
-                    topics.clone(),
-                    task.clone(),
-                    changed.clone(),
-                );
-                Box::pin(async move {
-                    if !tasks::update_if(txn, &next, expected, tags_changed).await? {
-                        return Err(TaskError::Conflict);
-                    }
-                    Self::record(txn, &topics, TaskEventKind::Updated, &task, changed).await?;
-                    if !replan {
-                        return Ok(None);
-                    }
-                    let scheduled = reminders::replan_from(
-                        txn,
-                        &topics,
-                        &row,
-                        Some(&task),
-                        policy,
-                        "rescheduled",
-                    )
-                    .await?;
-                    Ok(scheduled)
-                })
-            })
+        self.writer
+            .write_then(
+                &user,
+                move |txn| {
+                    let (row, next, topics, task, changed) = (
+                        row.clone(),
+                        next.clone(),
+                        topics.clone(),
+                        task.clone(),
+                        changed.clone(),
+                    );
+                    Box::pin(async move {
+                        if !tasks::update_if(txn, &next, expected, tags_changed).await? {
+                            return Err(TaskError::Conflict);
+                        }
+                        Self::record(txn, &topics, TaskEventKind::Updated, &task, changed).await?;
+                        if !replan {
+                            return Ok(None);
+                        }
+                        let scheduled = reminders::replan_from(
+                            txn,
+                            &topics,
+                            &row,
+                            Some(&task),
+                            policy,
+                            "rescheduled",
+                        )
+                        .await?;
+                        Ok(scheduled)
+                    })
+                },
+                self.after_commit(),
+            )
             .await?;
-        self.committed(scheduled);
         Ok(Response::new(snapshot))
     }
 
@@ -533,27 +543,32 @@ impl TaskService for TaskApi {
         let snapshot = tasks::to_proto(&row);
         let topics = self.topics.clone();
         self.writer
-            .write(&user, move |txn| {
-                let (row, topics, snapshot) = (row.clone(), topics.clone(), snapshot.clone());
-                Box::pin(async move {
-                    if !tasks::delete_if(txn, &row, row.version).await? {
-                        return Err(TaskError::Conflict);
-                    }
-                    Self::record(txn, &topics, TaskEventKind::Deleted, &snapshot, vec![]).await?;
-                    reminders::replan_from(
-                        txn,
-                        &topics,
-                        &row,
-                        None,
-                        reminders::Policy::default(),
-                        "task deleted",
-                    )
-                    .await?;
-                    Ok::<_, TaskError>(())
-                })
-            })
+            .write_then(
+                &user,
+                move |txn| {
+                    let (row, topics, snapshot) = (row.clone(), topics.clone(), snapshot.clone());
+                    Box::pin(async move {
+                        if !tasks::delete_if(txn, &row, row.version).await? {
+                            return Err(TaskError::Conflict);
+                        }
+                        Self::record(txn, &topics, TaskEventKind::Deleted, &snapshot, vec![])
+                            .await?;
+                        reminders::replan_from(
+                            txn,
+                            &topics,
+                            &row,
+                            None,
+                            reminders::Policy::default(),
+                            "task deleted",
+                        )
+                        .await?;
+                        // A deleted task's reminders are cancelled: nothing new to schedule.
+                        Ok::<reminders::Scheduled, TaskError>(None)
+                    })
+                },
+                self.after_commit(),
+            )
             .await?;
-        self.committed(None);
         Ok(Response::new(()))
     }
 }

@@ -140,24 +140,29 @@ impl Occurrences {
             row.series_start = Some(tasks::micros(start));
         }
         let (topics, user) = (self.topics.clone(), m.user_id.clone());
+        let (wakeup, nudge) = (self.wakeup.clone(), self.nudge.clone());
         let result = self
             .writer
-            .write(&m.user_id, move |txn| {
-                Box::pin(create(
-                    txn,
-                    topics.clone(),
-                    user.clone(),
-                    row.clone(),
-                    [series, parent, id],
-                ))
-            })
+            .write_then(
+                &m.user_id,
+                move |txn| {
+                    Box::pin(create(
+                        txn,
+                        topics.clone(),
+                        user.clone(),
+                        row.clone(),
+                        [series, parent, id],
+                    ))
+                },
+                // Run by the writer: also when this delivery is cancelled meanwhile.
+                move |scheduled| {
+                    wakeup.wake();
+                    nudge.nudge(*scheduled);
+                },
+            )
             .await;
         match result {
-            Ok(scheduled) => {
-                self.wakeup.wake();
-                self.nudge.nudge(scheduled);
-                self.stats.created.count(Outcome::Success)
-            }
+            Ok(_) => self.stats.created.count(Outcome::Success),
             Err(NotCreated::Refused(why)) => drop(why),
             Err(NotCreated::Exists) => self.stats.existed.count(Outcome::Success),
             Err(NotCreated::Database(e))

@@ -5,7 +5,11 @@
 mod common;
 use todo_harness::on_both_databases;
 
+use prost::Message;
 use prost_types::{Duration, FieldMask};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use task_service::db::entities::outbox;
+use todo_proto::todo::events::v1::{TaskChanged, TaskEvent};
 use todo_proto::todo::v1::{
     CompleteTaskRequest, CreateTaskRequest, DeleteTaskRequest, Frequency, GetTaskRequest,
     ListTasksRequest, Priority, Recurrence, Reminder, ReopenTaskRequest, Task, TaskStatus,
@@ -318,8 +322,9 @@ async fn create_with_the_same_request_id_is_idempotent(backend: Backend) {
 /// request ids each sent three times, every task with two tags. Their rows are inserted
 /// together at the group's end, where a repeated request id fails; the group then runs
 /// again, each create in a savepoint, and the repeats are answered with the task that won.
-/// So: every request id made one task, all three callers got it, and its tags are indexed
-/// once.
+/// So: every request id made one task, all three callers got it, its tags are indexed once,
+/// and its one change is in the outbox once, numbered in the user's sequence in the order
+/// the outbox holds the changes.
 async fn racing_creates_share_a_commit_and_one_request_id_makes_one_task(backend: Backend) {
     let app = TestApp::start(backend).await;
     let mut calls = tokio::task::JoinSet::new();
@@ -389,6 +394,39 @@ async fn racing_creates_share_a_commit_and_one_request_id_makes_one_task(backend
             vec![id.clone()]
         );
     }
+    // The outbox (no sidecar here: nothing was published) holds one change notice per task,
+    // numbered 1, 2, … in the order of the rows, and one created event per task.
+    let db = &app.app.as_ref().unwrap().db;
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::PartitionKey.eq("u"))
+        .order_by_asc(outbox::Column::Seq)
+        .all(db)
+        .await
+        .unwrap();
+    let notices: Vec<TaskChanged> = rows
+        .iter()
+        .filter(|r| r.event_type == todo_topology::event_types::TASK_CHANGED)
+        .map(|r| TaskChanged::decode(r.payload.as_slice()).unwrap())
+        .collect();
+    assert_eq!(
+        notices.iter().map(|n| n.user_seq).collect::<Vec<_>>(),
+        (1..=rids.len() as u64).collect::<Vec<_>>()
+    );
+    let mut created: Vec<String> = rows
+        .iter()
+        .filter(|r| r.event_type == todo_topology::event_types::TASK_CREATED)
+        .map(|r| {
+            TaskEvent::decode(r.payload.as_slice())
+                .unwrap()
+                .task
+                .unwrap()
+                .id
+        })
+        .collect();
+    created.sort();
+    let mut expected: Vec<String> = ids.into_iter().map(Option::unwrap).collect();
+    expected.sort();
+    assert_eq!(created, expected, "one created event per task");
 }
 
 async fn a_restart_keeps_the_data(backend: Backend) {

@@ -210,6 +210,72 @@ async fn a_failed_write_leaves_nothing_and_the_group_goes_on() {
     assert_eq!(count(&pool).await, 10);
 }
 
+/// A row with a column that has a default (`n`, 42): a row may leave it unset.
+mod defaulted {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "defaulted")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub n: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Held rows of one table that set different columns are not inserted in one statement
+/// (there a row's unset column would be NULL, not its default): the group runs again with
+/// every insert at once, and every row gets what it would have got alone.
+#[tokio::test]
+async fn held_rows_of_different_shapes_keep_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/d.db?mode=rwc", dir.path().display());
+    let pool = Database::connect(&url).await.unwrap();
+    pool.execute_unprepared("CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)")
+        .await
+        .unwrap();
+    let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..100i64 {
+        let group = group.clone();
+        calls.spawn(async move {
+            group
+                .write("u", move |txn| {
+                    Box::pin(async move {
+                        let n = if i % 2 == 0 { Set(Some(i)) } else { NotSet };
+                        insert_later(
+                            txn,
+                            [defaulted::ActiveModel {
+                                name: Set(format!("d{i}")),
+                                n,
+                            }],
+                        )
+                        .await
+                    })
+                })
+                .await
+        });
+    }
+    while let Some(joined) = calls.join_next().await {
+        joined.unwrap().unwrap();
+    }
+    let rows = defaulted::Entity::find().all(&pool).await.unwrap();
+    assert_eq!(rows.len(), 100);
+    for r in rows {
+        let i: i64 = r.name[1..].parse().unwrap();
+        let expected = if i % 2 == 0 { i } else { 42 };
+        assert_eq!(r.n, Some(expected), "{}", r.name);
+    }
+    let (groups, writes) = group.groups_and_writes();
+    assert!(groups < writes, "no two writes shared a group");
+    assert!(group.regrouped() > 0, "no group ran again");
+}
+
 /// Takes the next number of `owner`'s sequence (at once), then holds a row named `name`
 /// carrying it: a duplicate name fails only when the held rows are inserted.
 async fn numbered(txn: &GroupTxn<'_>, name: String, owner: String) -> Result<i64, DbErr> {
@@ -271,6 +337,8 @@ async fn held_inserts_keep_order_and_fail_alone(
     }
     let group = GroupWriter::new(writer, lanes, MAX_GROUP);
     let (mut ok, mut duplicates) = (0, 0);
+    // Name → (write, number) of every write answered Ok.
+    let mut answered_ok = std::collections::HashMap::new();
     // First 150 writes with no duplicate (their groups insert what they held), then 150
     // with one.
     for half in [0..150u32, 150..300] {
@@ -285,22 +353,31 @@ async fn held_inserts_keep_order_and_fail_alone(
                 } else {
                     (format!("n{i}"), format!("u{}", i % 60))
                 };
+                let named = (name.clone(), owner.clone());
                 let result = group
                     .write(&owner.clone(), move |txn| {
                         Box::pin(numbered(txn, name.clone(), owner.clone()))
                     })
                     .await;
-                (i, result)
+                (i, named, result)
             });
         }
         while let Some(joined) = calls.join_next().await {
             match joined.unwrap() {
-                (_, Ok(_)) => ok += 1,
-                (i, Err(e)) => {
+                (_, (name, owner), Ok(n)) => {
+                    answered_ok.insert(name, (n, owner));
+                    ok += 1;
+                }
+                (i, (name, _), Err(e)) => {
                     assert_eq!(
                         todo_service::db::kind(&e),
                         todo_service::db::Kind::Duplicate,
                         "write {i}: {e}"
+                    );
+                    // Whichever of a pair ran second failed.
+                    assert!(
+                        i >= 150 && (i % 10 == 8 || i % 10 == 9),
+                        "write {i} ({name}) failed: {e}"
                     );
                     duplicates += 1;
                 }
@@ -314,6 +391,13 @@ async fn held_inserts_keep_order_and_fail_alone(
         .await
         .unwrap();
     assert_eq!(rows.len(), 285);
+    // Each write answered Ok is the one whose row committed, with the number it was told.
+    for r in &rows {
+        let told = answered_ok
+            .get(&r.name)
+            .unwrap_or_else(|| panic!("{} committed, but no write of it was answered Ok", r.name));
+        assert_eq!(&(r.n, r.owner.clone()), told, "{r:?}");
+    }
     let mut next = std::collections::HashMap::new();
     for r in &rows {
         let expected = next.entry(r.owner.clone()).or_insert(1);
@@ -329,6 +413,10 @@ async fn held_inserts_keep_order_and_fail_alone(
     assert!(
         group.held_rows() > 0,
         "no row was held back in {groups} groups of {writes} writes"
+    );
+    assert!(
+        group.regrouped() > 0,
+        "no group ran again after its held rows failed"
     );
 }
 
@@ -357,4 +445,73 @@ async fn postgres_held_inserts() {
     todo_harness::pg::drop_database(&admin, &name)
         .await
         .unwrap();
+}
+
+/// `write_then`'s step runs once the write committed, also when its caller went away after
+/// queueing it (a cancelled request), and not for a write that failed.
+#[tokio::test]
+async fn the_after_commit_step_runs_when_the_caller_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/g.db?mode=rwc", dir.path().display());
+    let pool = Database::connect(&url).await.unwrap();
+    pool.execute_unprepared("CREATE TABLE item (name TEXT PRIMARY KEY, owner TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    let (release_tx, release) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let caller = {
+        let group = group.clone();
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            group
+                .write_then(
+                    "u",
+                    move |txn| {
+                        let started = started_tx.lock().unwrap().take();
+                        let mut release = release.clone();
+                        Box::pin(async move {
+                            insert(txn, "cancelled".into(), "u".into()).await?;
+                            if let Some(s) = started {
+                                let _ = s.send(());
+                            }
+                            // Holds the transaction until the caller was cancelled.
+                            let _ = release.wait_for(|r| *r).await;
+                            Ok::<_, DbErr>(7u32)
+                        })
+                    },
+                    move |v: &u32| {
+                        let _ = done_tx.send(*v);
+                    },
+                )
+                .await
+        })
+    };
+    started.await.unwrap();
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    release_tx.send(true).unwrap();
+    // (Bounded, so that a step that never runs fails the test instead of hanging it.)
+    let ran = tokio::time::timeout(std::time::Duration::from_secs(60), done.recv()).await;
+    assert_eq!(ran, Ok(Some(7)), "the step ran for the cancelled write");
+    assert_eq!(count(&pool).await, 1, "and the write committed");
+    // A failing write's step does not run.
+    let err = group
+        .write_then(
+            "u",
+            |txn| Box::pin(insert(txn, "cancelled".into(), "u".into())),
+            move |_: &()| {
+                let _ = done_tx.send(0);
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        todo_service::db::kind(&err),
+        todo_service::db::Kind::Duplicate
+    );
+    drop(group);
+    assert_eq!(done.recv().await, None, "no step ran for the failed write");
 }

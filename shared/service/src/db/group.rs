@@ -140,6 +140,20 @@ impl GroupWriter {
         E: From<DbErr> + Send + 'static,
         F: for<'t> Fn(&'t GroupTxn<'t>) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
     {
+        self.write_then(key, work, |_: &T| {}).await
+    }
+
+    /// [`write`](Self::write), and `committed` with the write's result once it committed,
+    /// before the answer: run by the lane, so also when the caller went away meanwhile (a
+    /// cancelled request), for what must follow every commit (waking whoever reads what it
+    /// wrote). Not run when the write failed or nothing was committed.
+    pub async fn write_then<T, E, F, A>(&self, key: &str, work: F, committed: A) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbErr> + Send + 'static,
+        F: for<'t> Fn(&'t GroupTxn<'t>) -> BoxFuture<'t, Result<T, E>> + Send + Sync + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
         let lane = &self.lanes[(self.hasher.hash_one(key) % self.lanes.len() as u64) as usize];
         let (reply, answer) = oneshot::channel();
         let key = key.to_owned();
@@ -147,6 +161,7 @@ impl GroupWriter {
             key,
             work,
             result: None,
+            committed: Box::new(committed),
             reply,
         }))
         .await
@@ -232,7 +247,11 @@ impl InsertLater for DatabaseConnection {}
 /// for rows nothing reads back before the commit, and whose failure may surface late: a
 /// held insert that fails makes the whole group run again with savepoints, each insert at
 /// once. Rows of one table keep their order (a user's events their sequence); tables are
-/// inserted in the order the group first held a row of them (a task before its tags).
+/// inserted in the order the group first held a row of them (a task before its tags). Rows
+/// of one table must set the same columns (else the group runs again without holding).
+/// Held rows cannot be taken back: a write that holds rows and then recovers from an error
+/// of its own still has them inserted, so hold only once the write will succeed or fail as
+/// a whole; and a write that holds a table's rows must not insert that table's rows at once.
 pub async fn insert_later<A, C>(db: &C, rows: impl IntoIterator<Item = A>) -> Result<(), DbErr>
 where
     A: ActiveModelTrait + Send + 'static,
@@ -255,17 +274,26 @@ pub struct Later {
 
 impl Later {
     fn hold<A: ActiveModelTrait + Send + 'static>(&self, rows: impl IntoIterator<Item = A>) {
+        // Collected before the lock: the caller's iterator runs no code under it.
+        let rows: Vec<A> = rows.into_iter().collect();
+        if rows.is_empty() {
+            return;
+        }
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        let held = match tables.iter_mut().position(|t| t.as_any().is::<Held<A>>()) {
-            Some(i) => &mut tables[i],
+        let i = match tables.iter_mut().position(|t| t.as_any().is::<Held<A>>()) {
+            Some(i) => i,
             None => {
-                tables.push(Box::new(Held::<A>(Vec::new())));
-                let last = tables.len() - 1;
-                &mut tables[last]
+                tables.push(Box::new(Held::<A> {
+                    rows: Vec::new(),
+                    mixed: false,
+                }));
+                tables.len() - 1
             }
         };
-        if let Some(held) = held.as_any().downcast_mut::<Held<A>>() {
-            held.0.extend(rows);
+        match tables[i].as_any().downcast_mut::<Held<A>>() {
+            Some(held) => held.extend(rows),
+            // (Found by its type just above.)
+            None => tracing::error!("held rows lost their table; the group runs again"),
         }
     }
 
@@ -294,7 +322,28 @@ trait HeldRows: Send {
     ) -> BoxFuture<'a, Result<u64, DbErr>>;
 }
 
-struct Held<A>(Vec<A>);
+/// The held rows of one table. They must all set the same columns: in one multi-row
+/// insert, a column some row leaves unset would get NULL rather than its default.
+struct Held<A> {
+    rows: Vec<A>,
+    /// A row set other columns than the first: the group runs again without holding.
+    mixed: bool,
+}
+
+impl<A: ActiveModelTrait> Held<A> {
+    fn extend(&mut self, rows: Vec<A>) {
+        let shape = |r: &A| {
+            <<A::Entity as EntityTrait>::Column as Iterable>::iter()
+                .map(|c| r.is_not_set(c))
+                .collect::<Vec<_>>()
+        };
+        if let Some(first) = self.rows.first().or(rows.first()) {
+            let first = shape(first);
+            self.mixed |= rows.iter().any(|r| shape(r) != first);
+        }
+        self.rows.extend(rows);
+    }
+}
 
 impl<A: ActiveModelTrait + Send + 'static> HeldRows for Held<A> {
     fn as_any(&mut self) -> &mut dyn Any {
@@ -306,10 +355,16 @@ impl<A: ActiveModelTrait + Send + 'static> HeldRows for Held<A> {
         txn: &'a DatabaseTransaction,
     ) -> BoxFuture<'a, Result<u64, DbErr>> {
         Box::pin(async move {
-            let count = self.0.len() as u64;
+            if self.mixed {
+                return Err(DbErr::Custom(format!(
+                    "held rows of {} set different columns",
+                    sea_orm::EntityName::table_name(&<A::Entity as Default>::default())
+                )));
+            }
+            let count = self.rows.len() as u64;
             let columns = <<A::Entity as EntityTrait>::Column as Iterable>::iter().count();
             let per_statement = (MAX_PARAMETERS / columns.max(1)).max(1);
-            let mut rows = self.0;
+            let mut rows = self.rows;
             while !rows.is_empty() {
                 let rest = rows.split_off(rows.len().min(per_statement));
                 super::insert_all(txn, rows).await?;
@@ -352,6 +407,8 @@ struct Job<F, T, E> {
     key: String,
     work: F,
     result: Option<Result<T, E>>,
+    /// Run with the result once it committed.
+    committed: Box<dyn FnOnce(&T) + Send>,
     reply: oneshot::Sender<Result<T, E>>,
 }
 
@@ -412,6 +469,12 @@ where
             // (a conflict, a duplicate key): the group's error is every write's answer.
             Ended::Failed(e) => Err(E::from(e.clone())),
         };
+        if let (Ended::Committed, Ok(v)) = (ended, &answer) {
+            let committed = self.committed;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| committed(v))).is_err() {
+                tracing::error!("a write's after-commit step panicked; its write is committed");
+            }
+        }
         // The caller may have gone (cancelled); what committed stays committed.
         let _ = self.reply.send(answer);
     }
@@ -480,17 +543,24 @@ async fn run_group(
     lane: &str,
 ) {
     group.sort_by(|a, b| a.key().cmp(b.key()));
-    let ended = match attempt(db, &mut group, false, stats).await {
-        Some(ended) => ended,
+    let ended = match attempt(db, &mut group, false).await {
+        Attempt::Ended(ended, held) => {
+            if matches!(ended, Ended::Committed) {
+                stats.held.fetch_add(held, Ordering::Relaxed);
+            }
+            ended
+        }
         // Alone, its failure is its answer; nothing else was written.
-        None if group.len() == 1 => Ended::NothingToCommit,
-        None => {
+        Attempt::WriteFailed if group.len() == 1 => Ended::NothingToCommit,
+        Attempt::WriteFailed | Attempt::HeldFailed => {
             stats.regrouped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("db_group_commit_rerun_total", "lane" => lane.to_owned())
                 .increment(1);
-            attempt(db, &mut group, true, stats)
-                .await
-                .unwrap_or(Ended::NothingToCommit)
+            match attempt(db, &mut group, true).await {
+                Attempt::Ended(ended, _) => ended,
+                // (Savepoints make every failure its write's own, and hold nothing.)
+                Attempt::WriteFailed | Attempt::HeldFailed => Ended::NothingToCommit,
+            }
         }
     };
     for w in group {
@@ -498,19 +568,28 @@ async fn run_group(
     }
 }
 
+/// How an attempt at a group went.
+enum Attempt {
+    /// The transaction ended so, with this many held rows inserted.
+    Ended(Ended, u64),
+    /// A write failed without savepoints: rolled back, nothing saved.
+    WriteFailed,
+    /// Every write succeeded, the held inserts failed: rolled back, nothing saved.
+    HeldFailed,
+}
+
 /// Runs the writes in one transaction, each inside a savepoint when `savepoints`, and ends
 /// it. Without savepoints, a group of several holds inserts back to its end; the first write
-/// that fails, or held inserts that fail, roll the transaction back, and the answer is
-/// `None` (run them again with savepoints).
+/// that fails, or held inserts that fail, roll the transaction back (run them again with
+/// savepoints).
 async fn attempt(
     db: &DatabaseConnection,
     group: &mut [Box<dyn Work>],
     savepoints: bool,
-    stats: &Stats,
-) -> Option<Ended> {
+) -> Attempt {
     let txn = match db.begin().await {
         Ok(t) => t,
-        Err(e) => return Some(Ended::Failed(e)),
+        Err(e) => return Attempt::Ended(Ended::Failed(e), 0),
     };
     let later = (!savepoints && group.len() > 1).then(Later::default);
     let mode = if savepoints {
@@ -523,29 +602,31 @@ async fn attempt(
         let ran = w.run(&txn, mode).await;
         if !ran.ok && !savepoints {
             let _ = txn.rollback().await;
-            return None;
+            return Attempt::WriteFailed;
         }
         if !ran.usable {
             let _ = txn.rollback().await;
-            return Some(Ended::Failed(DbErr::Conn(RuntimeErr::Internal(
-                "the shared transaction failed; nothing of this write was saved".to_owned(),
-            ))));
+            return Attempt::Ended(
+                Ended::Failed(DbErr::Conn(RuntimeErr::Internal(
+                    "the shared transaction failed; nothing of this write was saved".to_owned(),
+                ))),
+                0,
+            );
         }
         any_ok |= ran.ok;
     }
-    if let Some(later) = later {
-        match later.insert(&txn).await {
-            Ok(rows) => {
-                stats.held.fetch_add(rows, Ordering::Relaxed);
-            }
+    let held = match later {
+        Some(later) => match later.insert(&txn).await {
+            Ok(rows) => rows,
             Err(e) => {
                 tracing::debug!(error = %e, "held inserts failed; the group runs again with savepoints");
                 let _ = txn.rollback().await;
-                return None;
+                return Attempt::HeldFailed;
             }
-        }
-    }
-    Some(if !any_ok {
+        },
+        None => 0,
+    };
+    let ended = if !any_ok {
         let _ = txn.rollback().await;
         Ended::NothingToCommit
     } else {
@@ -553,5 +634,6 @@ async fn attempt(
             Ok(()) => Ended::Committed,
             Err(e) => Ended::Failed(e),
         }
-    })
+    };
+    Attempt::Ended(ended, held)
 }
