@@ -332,14 +332,12 @@ struct Held<A> {
 
 impl<A: ActiveModelTrait> Held<A> {
     fn extend(&mut self, rows: Vec<A>) {
-        let shape = |r: &A| {
-            <<A::Entity as EntityTrait>::Column as Iterable>::iter()
-                .map(|c| r.is_not_set(c))
-                .collect::<Vec<_>>()
-        };
         if let Some(first) = self.rows.first().or(rows.first()) {
-            let first = shape(first);
-            self.mixed |= rows.iter().any(|r| shape(r) != first);
+            let same = |r: &A| {
+                <<A::Entity as EntityTrait>::Column as Iterable>::iter()
+                    .all(|c| r.is_not_set(c) == first.is_not_set(c))
+            };
+            self.mixed |= !rows.iter().all(same);
         }
         self.rows.extend(rows);
     }
