@@ -303,9 +303,18 @@ async fn numbered(txn: &GroupTxn<'_>, name: String, owner: String) -> Result<i64
         txn,
         [held::ActiveModel {
             seq: NotSet,
-            name: Set(name),
+            name: Set(name.clone()),
             owner: Set(owner),
             n: Set(n),
+        }],
+    )
+    .await?;
+    // And a row of another table: on SQLite both tables' inserts go in one call.
+    insert_later(
+        txn,
+        [defaulted::ActiveModel {
+            name: Set(name),
+            n: Set(Some(n)),
         }],
     )
     .await?;
@@ -332,6 +341,7 @@ async fn held_inserts_keep_order_and_fail_alone(
             "CREATE TABLE held ({seq}, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)"
         ),
         "CREATE TABLE counter (owner TEXT PRIMARY KEY, n BIGINT NOT NULL)".to_owned(),
+        "CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)".to_owned(),
     ] {
         writer.execute_unprepared(&ddl).await.unwrap();
     }
@@ -398,6 +408,21 @@ async fn held_inserts_keep_order_and_fail_alone(
             .unwrap_or_else(|| panic!("{} committed, but no write of it was answered Ok", r.name));
         assert_eq!(&(r.n, r.owner.clone()), told, "{r:?}");
     }
+    let mut other: Vec<(String, Option<i64>)> = defaulted::Entity::find()
+        .all(&reader)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.n))
+        .collect();
+    other.sort();
+    let mut expected: Vec<(String, Option<i64>)> =
+        rows.iter().map(|r| (r.name.clone(), Some(r.n))).collect();
+    expected.sort();
+    assert_eq!(
+        other, expected,
+        "the other table's rows, each with its values"
+    );
     let mut next = std::collections::HashMap::new();
     for r in &rows {
         let expected = next.entry(r.owner.clone()).or_insert(1);

@@ -12,11 +12,13 @@
 //! transaction. A write that arrives at an idle lane runs at once, in a transaction of its
 //! own: group commit costs nothing when there is nothing to group.
 //!
-//! In a group of several writes, the first run may also hold inserts back
-//! ([`insert_later`]): the rows a write asks to insert later are kept, per table in the
-//! order they came, and inserted after the group's last write, one statement per table for
-//! the whole group, before the commit. So N task creations cost one insert of N tasks and
-//! one of their events instead of N of each. Only rows nothing in the group reads back may
+//! A group's first run may also hold inserts back ([`insert_later`]): the rows a write
+//! asks to insert later are kept, per table in the order they came, and inserted after the
+//! group's last write, one statement per table for the whole group, before the commit. So N
+//! task creations cost one insert of N tasks and one of their events instead of N of each.
+//! On SQLite those statements go to the connection in one call, also for a lone write (each
+//! call is a round trip to sqlx's connection thread); on PostgreSQL only groups of several
+//! hold anything. Only rows nothing in the group reads back may
 //! be held (a new task's row, its tags, its events); when the held inserts fail, the group
 //! runs again with savepoints, where every insert runs at once, so the failure is still
 //! the write's own.
@@ -41,7 +43,8 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, ExecResult, Iterable, QueryResult, RuntimeErr, Statement, TransactionTrait,
+    EntityTrait, ExecResult, Iterable, QueryResult, QueryTrait, RuntimeErr, Statement,
+    TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -298,15 +301,48 @@ impl Later {
     }
 
     /// Inserts everything held, table by table, and says how many rows; the first error
-    /// stops it.
+    /// stops it. On SQLite the tables' inserts go to the connection as one call (several
+    /// statements in one text): each call is a round trip to sqlx's connection thread.
+    /// PostgreSQL takes one statement per call.
     async fn insert(self, txn: &DatabaseTransaction) -> Result<u64, DbErr> {
+        let backend = txn.get_database_backend();
         let tables = self.tables.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut rows = 0;
+        let mut statements = Vec::new();
         for held in tables {
-            rows += held.insert(txn).await?;
+            rows += held.statements(backend, &mut statements)?;
+        }
+        let calls = if backend == DbBackend::Sqlite {
+            one_call_each(backend, statements)
+        } else {
+            statements
+        };
+        for call in calls {
+            txn.execute_raw(call).await?;
         }
         Ok(rows)
     }
+}
+
+/// `statements` joined into as few texts as [`MAX_PARAMETERS`] allows, in order (SQLite
+/// runs a text's statements one after another, binding the values in order).
+fn one_call_each(backend: DbBackend, statements: Vec<Statement>) -> Vec<Statement> {
+    let mut calls: Vec<(String, Vec<sea_orm::Value>)> = Vec::new();
+    for s in statements {
+        let values = s.values.map(|v| v.0).unwrap_or_default();
+        match calls.last_mut() {
+            Some((sql, joined)) if joined.len() + values.len() <= MAX_PARAMETERS => {
+                sql.push_str(";\n");
+                sql.push_str(&s.sql);
+                joined.extend(values);
+            }
+            _ => calls.push((s.sql, values)),
+        }
+    }
+    calls
+        .into_iter()
+        .map(|(sql, values)| Statement::from_sql_and_values(backend, sql, values))
+        .collect()
 }
 
 /// Bind parameters per statement at most: under SQLite's 32,766 and PostgreSQL's 65,535.
@@ -315,11 +351,12 @@ const MAX_PARAMETERS: usize = 30_000;
 /// The held rows of one table.
 trait HeldRows: Send {
     fn as_any(&mut self) -> &mut dyn Any;
-    /// Inserts the rows; says how many.
-    fn insert<'a>(
+    /// Adds the statements that insert the rows, in order, to `into`; says how many rows.
+    fn statements(
         self: Box<Self>,
-        txn: &'a DatabaseTransaction,
-    ) -> BoxFuture<'a, Result<u64, DbErr>>;
+        backend: DbBackend,
+        into: &mut Vec<Statement>,
+    ) -> Result<u64, DbErr>;
 }
 
 /// The held rows of one table. They must all set the same columns: in one multi-row
@@ -348,28 +385,27 @@ impl<A: ActiveModelTrait + Send + 'static> HeldRows for Held<A> {
         self
     }
 
-    fn insert<'a>(
+    fn statements(
         self: Box<Self>,
-        txn: &'a DatabaseTransaction,
-    ) -> BoxFuture<'a, Result<u64, DbErr>> {
-        Box::pin(async move {
-            if self.mixed {
-                return Err(DbErr::Custom(format!(
-                    "held rows of {} set different columns",
-                    sea_orm::EntityName::table_name(&<A::Entity as Default>::default())
-                )));
-            }
-            let count = self.rows.len() as u64;
-            let columns = <<A::Entity as EntityTrait>::Column as Iterable>::iter().count();
-            let per_statement = (MAX_PARAMETERS / columns.max(1)).max(1);
-            let mut rows = self.rows;
-            while !rows.is_empty() {
-                let rest = rows.split_off(rows.len().min(per_statement));
-                super::insert_all(txn, rows).await?;
-                rows = rest;
-            }
-            Ok(count)
-        })
+        backend: DbBackend,
+        into: &mut Vec<Statement>,
+    ) -> Result<u64, DbErr> {
+        if self.mixed {
+            return Err(DbErr::Custom(format!(
+                "held rows of {} set different columns",
+                sea_orm::EntityName::table_name(&<A::Entity as Default>::default())
+            )));
+        }
+        let count = self.rows.len() as u64;
+        let columns = <<A::Entity as EntityTrait>::Column as Iterable>::iter().count();
+        let per_statement = (MAX_PARAMETERS / columns.max(1)).max(1);
+        let mut rows = self.rows;
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(per_statement));
+            into.push(<A::Entity as EntityTrait>::insert_many(rows).build(backend));
+            rows = rest;
+        }
+        Ok(count)
     }
 }
 
@@ -589,7 +625,10 @@ async fn attempt(
         Ok(t) => t,
         Err(e) => return Attempt::Ended(Ended::Failed(e), 0),
     };
-    let later = (!savepoints && group.len() > 1).then(Later::default);
+    // A lone write holds its inserts too on SQLite, where they then cost one call instead
+    // of one per table.
+    let holds = group.len() > 1 || db.get_database_backend() == DbBackend::Sqlite;
+    let later = (!savepoints && holds).then(Later::default);
     let mode = if savepoints {
         Mode::Savepoint
     } else {
