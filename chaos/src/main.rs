@@ -266,7 +266,7 @@ async fn soak(
         println!("chaos: VIOLATION: a process exited on its own: {u}");
     }
     println!(
-        "chaos: {} violations of {} rules",
+        "chaos: {} violations ({} rules broken)",
         report.violation_count() + unexpected.len(),
         report.violations.len()
     );

@@ -540,3 +540,101 @@ async fn the_after_commit_step_runs_when_the_caller_is_gone() {
     drop(group);
     assert_eq!(done.recv().await, None, "no step ran for the failed write");
 }
+
+/// When a later statement of the held inserts fails (here the second table's, after the
+/// first table's rows went in), nothing of the first stays: in a group the failing write
+/// fails alone and the others commit both their rows; alone, it fails with nothing written.
+#[tokio::test]
+async fn a_failing_second_table_fails_its_write_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/s.db?mode=rwc", dir.path().display());
+    let pool = Database::connect(&url).await.unwrap();
+    for ddl in [
+        "CREATE TABLE held (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)",
+        "CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)",
+        "INSERT INTO defaulted (name, n) VALUES ('taken', 1)",
+    ] {
+        pool.execute_unprepared(ddl).await.unwrap();
+    }
+    let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..40u32 {
+        let group = group.clone();
+        let d = if i == 17 {
+            "taken".to_owned()
+        } else {
+            format!("d{i}")
+        };
+        let h = format!("h{i}");
+        calls.spawn(async move {
+            let r = group
+                .write("u", move |txn| {
+                    Box::pin(hold_both(txn, h.clone(), d.clone()))
+                })
+                .await;
+            (i, r)
+        });
+    }
+    while let Some(joined) = calls.join_next().await {
+        match joined.unwrap() {
+            (17, r) => assert_eq!(
+                todo_service::db::kind(&r.unwrap_err()),
+                todo_service::db::Kind::Duplicate
+            ),
+            (i, r) => r.unwrap_or_else(|e| panic!("write {i}: {e}")),
+        }
+    }
+    let (groups, writes) = group.groups_and_writes();
+    assert!(groups < writes, "no two writes shared a group");
+    // Alone (nothing else queued), the same failure.
+    let alone = group
+        .write("u", |txn| {
+            Box::pin(hold_both(txn, "h-alone".into(), "taken".into()))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        todo_service::db::kind(&alone),
+        todo_service::db::Kind::Duplicate
+    );
+    let mut names: Vec<String> = held::Entity::find()
+        .all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..40)
+        .filter(|i| *i != 17)
+        .map(|i| format!("h{i}"))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "the failing writes' first rows are gone");
+    assert_eq!(
+        defaulted::Entity::find().all(&pool).await.unwrap().len(),
+        40
+    );
+}
+
+/// Holds a row of `held` named `h`, then one of `defaulted` named `d`.
+async fn hold_both(txn: &GroupTxn<'_>, h: String, d: String) -> Result<(), DbErr> {
+    insert_later(
+        txn,
+        [held::ActiveModel {
+            seq: NotSet,
+            name: Set(h),
+            owner: Set("u".into()),
+            n: Set(0),
+        }],
+    )
+    .await?;
+    insert_later(
+        txn,
+        [defaulted::ActiveModel {
+            name: Set(d),
+            n: Set(Some(0)),
+        }],
+    )
+    .await
+}

@@ -116,8 +116,8 @@ impl GroupWriter {
         )
     }
 
-    /// How many groups ran a second time, each write in a savepoint, because one of their
-    /// writes failed.
+    /// How many groups (a lone write on SQLite too) ran a second time, each write in a
+    /// savepoint, because one of their writes or their held inserts failed.
     pub fn regrouped(&self) -> u64 {
         self.stats.regrouped.load(Ordering::Relaxed)
     }
@@ -298,6 +298,15 @@ impl Later {
             // (Found by its type just above.)
             None => tracing::error!("held rows lost their table; the group runs again"),
         }
+    }
+
+    /// Whether any row is held.
+    fn holds_any(&self) -> bool {
+        !self
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Inserts everything held, table by table, and says how many rows; the first error
@@ -584,16 +593,20 @@ async fn run_group(
             }
             ended
         }
-        // Alone, its failure is its answer; nothing else was written.
-        Attempt::WriteFailed if group.len() == 1 => Ended::NothingToCommit,
-        Attempt::WriteFailed | Attempt::HeldFailed => {
+        // Alone, its failure is its answer; nothing else was written. (Unless it held rows:
+        // then it runs again with its inserts at once, as it would in a group.)
+        Attempt::WriteFailed { held: false } if group.len() == 1 => Ended::NothingToCommit,
+        Attempt::WriteFailed { .. } | Attempt::HeldFailed => {
             stats.regrouped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("db_group_commit_rerun_total", "lane" => lane.to_owned())
                 .increment(1);
             match attempt(db, &mut group, true).await {
                 Attempt::Ended(ended, _) => ended,
-                // (Savepoints make every failure its write's own, and hold nothing.)
-                Attempt::WriteFailed | Attempt::HeldFailed => Ended::NothingToCommit,
+                // (Savepoints make every failure its write's own, and hold nothing: not
+                // reached.)
+                Attempt::WriteFailed { .. } | Attempt::HeldFailed => Ended::Failed(DbErr::Custom(
+                    "a group's second run failed as a whole; nothing was saved".to_owned(),
+                )),
             }
         }
     };
@@ -606,16 +619,17 @@ async fn run_group(
 enum Attempt {
     /// The transaction ended so, with this many held rows inserted.
     Ended(Ended, u64),
-    /// A write failed without savepoints: rolled back, nothing saved.
-    WriteFailed,
+    /// A write failed without savepoints: rolled back, nothing saved. `held`: rows were
+    /// held back before it failed.
+    WriteFailed { held: bool },
     /// Every write succeeded, the held inserts failed: rolled back, nothing saved.
     HeldFailed,
 }
 
 /// Runs the writes in one transaction, each inside a savepoint when `savepoints`, and ends
-/// it. Without savepoints, a group of several holds inserts back to its end; the first write
-/// that fails, or held inserts that fail, roll the transaction back (run them again with
-/// savepoints).
+/// it. Without savepoints, a group of several (any group on SQLite) holds inserts back to
+/// its end; the first write that fails, or held inserts that fail, roll the transaction back
+/// (run them again with savepoints).
 async fn attempt(
     db: &DatabaseConnection,
     group: &mut [Box<dyn Work>],
@@ -639,7 +653,8 @@ async fn attempt(
         let ran = w.run(&txn, mode).await;
         if !ran.ok && !savepoints {
             let _ = txn.rollback().await;
-            return Attempt::WriteFailed;
+            let held = later.as_ref().is_some_and(Later::holds_any);
+            return Attempt::WriteFailed { held };
         }
         if !ran.usable {
             let _ = txn.rollback().await;

@@ -107,6 +107,9 @@ async fn checkpoint_in_background(pool: DatabaseConnection) {
     }
 }
 
+/// Prepared statements the SQLite writer keeps (sqlx keeps 100 by default).
+const WRITER_STATEMENT_CACHE: usize = 1024;
+
 /// How long a pooled connection may sit unused before it is pinged on its next acquire.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
@@ -138,7 +141,12 @@ fn options_with(url: &str, max_connections: u32, checkpoint_pages: Option<u32>) 
                 .foreign_keys(true)
                 .create_if_missing(true);
             match checkpoint_pages {
-                Some(pages) => o.pragma("wal_autocheckpoint", pages.to_string()),
+                // The writer: its texts vary with each group's shape (how many rows of which
+                // tables it held), so it keeps more prepared statements than sqlx's 100,
+                // and the statements every write runs stay cached among them.
+                Some(pages) => o
+                    .pragma("wal_autocheckpoint", pages.to_string())
+                    .statement_cache_capacity(WRITER_STATEMENT_CACHE),
                 None => o,
             }
         });
