@@ -187,13 +187,6 @@ pub struct GroupTxn<'t> {
     later: Option<&'t Later>,
 }
 
-impl<'t> GroupTxn<'t> {
-    /// The transaction itself.
-    pub fn transaction(&self) -> &'t DatabaseTransaction {
-        self.txn
-    }
-}
-
 impl std::fmt::Debug for GroupTxn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupTxn")
@@ -273,6 +266,8 @@ where
 #[derive(Default)]
 pub struct Later {
     tables: Mutex<Vec<Box<dyn HeldRows>>>,
+    /// Rows could not be held (not reached): the group must run again without holding.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl Later {
@@ -295,8 +290,8 @@ impl Later {
         };
         match tables[i].as_any().downcast_mut::<Held<A>>() {
             Some(held) => held.extend(rows),
-            // (Found by its type just above.)
-            None => tracing::error!("held rows lost their table; the group runs again"),
+            // (Found by its type just above: not reached.)
+            None => self.lost.store(true, Ordering::Relaxed),
         }
     }
 
@@ -314,6 +309,9 @@ impl Later {
     /// statements in one text): each call is a round trip to sqlx's connection thread.
     /// PostgreSQL takes one statement per call.
     async fn insert(self, txn: &DatabaseTransaction) -> Result<u64, DbErr> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(DbErr::Custom("held rows were lost".to_owned()));
+        }
         let backend = txn.get_database_backend();
         let tables = self.tables.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut rows = 0;
