@@ -47,15 +47,9 @@ pub struct TaskApi {
 }
 
 impl TaskApi {
-    /// What follows a commit: the relay publishes, the scheduler looks at the new plan. Run
-    /// by the writer ([`GroupWriter::write_then`]), so also when the caller cancelled after
-    /// its write was queued (the event then does not wait for the relay's poll).
+    /// What follows a commit (see [`reminders::after_commit`]).
     fn after_commit(&self) -> impl FnOnce(&reminders::Scheduled) + Send + 'static {
-        let (wakeup, nudge) = (self.wakeup.clone(), self.nudge.clone());
-        move |scheduled| {
-            wakeup.wake();
-            nudge.nudge(*scheduled);
-        }
+        reminders::after_commit(&self.wakeup, &self.nudge)
     }
 
     /// Writes the events of a change the caller made to their task (inside its transaction).

@@ -140,7 +140,6 @@ impl Occurrences {
             row.series_start = Some(tasks::micros(start));
         }
         let (topics, user) = (self.topics.clone(), m.user_id.clone());
-        let (wakeup, nudge) = (self.wakeup.clone(), self.nudge.clone());
         let result = self
             .writer
             .write_then(
@@ -155,10 +154,7 @@ impl Occurrences {
                     ))
                 },
                 // Run by the writer: also when this delivery is cancelled meanwhile.
-                move |scheduled| {
-                    wakeup.wake();
-                    nudge.nudge(*scheduled);
-                },
+                crate::reminders::after_commit(&self.wakeup, &self.nudge),
             )
             .await;
         match result {

@@ -514,6 +514,21 @@ impl Default for Nudge {
     }
 }
 
+/// What follows a commit of a task change: the relay publishes its events, the scheduler
+/// looks at its new plan. For [`todo_service::db::GroupWriter::write_then`], which runs it
+/// after the commit also when the caller cancelled meanwhile (the events then do not wait
+/// for the relay's poll).
+pub fn after_commit(
+    wakeup: &crate::outbox::Wakeup,
+    nudge: &Nudge,
+) -> impl FnOnce(&Scheduled) + Send + 'static {
+    let (wakeup, nudge) = (wakeup.clone(), nudge.clone());
+    move |scheduled| {
+        wakeup.wake();
+        nudge.nudge(*scheduled);
+    }
+}
+
 impl Nudge {
     /// A reminder due at `scheduled` (µs since the epoch) was committed; `None` does nothing.
     pub fn nudge(&self, scheduled: Scheduled) {

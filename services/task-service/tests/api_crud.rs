@@ -355,40 +355,10 @@ async fn racing_creates_share_a_commit_and_one_request_id_makes_one_task(backend
         assert_eq!(*first, t.id, "request id {i} made two tasks");
     }
     assert_eq!(count(&app, "u").await, rids.len());
-    let c = app.client().await;
-    let tagged = c
-        .clone()
-        .list_tasks(as_user(
-            "u",
-            ListTasksRequest {
-                page_size: 1000,
-                tag: "race".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks;
-    assert_eq!(
-        tagged.len(),
-        rids.len(),
-        "each task indexed once by its tag"
-    );
+    let race = tagged(&app, "race").await;
+    assert_eq!(race.len(), rids.len(), "each task indexed once by its tag");
     for (i, id) in ids.iter().enumerate() {
-        let own = c
-            .clone()
-            .list_tasks(as_user(
-                "u",
-                ListTasksRequest {
-                    tag: format!("r{i}"),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks;
+        let own = tagged(&app, &format!("r{i}")).await;
         assert_eq!(
             own.iter().map(|t| Some(t.id.clone())).collect::<Vec<_>>(),
             vec![id.clone()]
@@ -427,6 +397,24 @@ async fn racing_creates_share_a_commit_and_one_request_id_makes_one_task(backend
     let mut expected: Vec<String> = ids.into_iter().map(Option::unwrap).collect();
     expected.sort();
     assert_eq!(created, expected, "one created event per task");
+}
+
+/// `u`'s tasks with `tag` (one page: tests make fewer than 1,000).
+async fn tagged(app: &TestApp, tag: &str) -> Vec<Task> {
+    app.client()
+        .await
+        .list_tasks(as_user(
+            "u",
+            ListTasksRequest {
+                page_size: 1000,
+                tag: tag.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
 }
 
 async fn a_restart_keeps_the_data(backend: Backend) {

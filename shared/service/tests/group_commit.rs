@@ -45,6 +45,57 @@ async fn count(db: &DatabaseConnection) -> i64 {
     row.try_get::<i64>("", "n").unwrap()
 }
 
+/// A fresh SQLite database in its own directory (kept while the `TempDir` lives), made by
+/// `ddl`.
+async fn sqlite(ddl: &[&str]) -> (tempfile::TempDir, DatabaseConnection) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/g.db?mode=rwc", dir.path().display());
+    let pool = Database::connect(&url).await.unwrap();
+    for statement in ddl {
+        pool.execute_unprepared(statement).await.unwrap();
+    }
+    (dir, pool)
+}
+
+/// Runs `test` with the service's SQLite writer and a pool of a fresh WAL database, as the
+/// services open them.
+async fn with_sqlite_writer<F, Fut>(test: F)
+where
+    F: FnOnce(DatabaseConnection, DatabaseConnection) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/g.db?mode=rwc", dir.path().display());
+    let pool = Database::connect(&url).await.unwrap();
+    pool.execute_unprepared("PRAGMA journal_mode=WAL")
+        .await
+        .unwrap();
+    let writer = todo_service::db::writer(&url, &pool).await.unwrap();
+    test(writer, pool).await;
+}
+
+/// Runs `test` with a pool of a fresh PostgreSQL database named after `name`, dropped after.
+async fn with_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(DatabaseConnection) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let admin = std::env::var(todo_harness::pg::ADMIN_URL_VAR)
+        .expect("DATABASE_URL_PG names the PostgreSQL server (`just pg-up`)");
+    let (name, url) = todo_harness::pg::create_database(&admin, name)
+        .await
+        .unwrap();
+    let pool = Database::connect(&url).await.unwrap();
+    test(pool.clone()).await;
+    pool.close().await.unwrap();
+    todo_harness::pg::drop_database(&admin, &name)
+        .await
+        .unwrap();
+}
+
+/// The table most tests write.
+const ITEM: &str = "CREATE TABLE item (name TEXT PRIMARY KEY, owner TEXT NOT NULL)";
+
 async fn insert(txn: &impl ConnectionTrait, name: String, user: String) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
     let sql = match backend {
@@ -68,10 +119,7 @@ async fn writes_share_commits_and_fail_alone(
     reader: DatabaseConnection,
     lanes: usize,
 ) {
-    writer
-        .execute_unprepared("CREATE TABLE item (name TEXT PRIMARY KEY, owner TEXT NOT NULL)")
-        .await
-        .unwrap();
+    writer.execute_unprepared(ITEM).await.unwrap();
     let group = GroupWriter::new(writer, lanes, MAX_GROUP);
     let reader = Arc::new(reader);
     let mut calls = tokio::task::JoinSet::new();
@@ -148,39 +196,20 @@ async fn writes_share_commits_and_fail_alone(
 
 #[tokio::test]
 async fn sqlite_one_lane() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/g.db?mode=rwc", dir.path().display());
-    let pool = Database::connect(&url).await.unwrap();
-    pool.execute_unprepared("PRAGMA journal_mode=WAL")
-        .await
-        .unwrap();
-    let writer = todo_service::db::writer(&url, &pool).await.unwrap();
-    writes_share_commits_and_fail_alone(writer, pool, 1).await;
+    with_sqlite_writer(|writer, pool| writes_share_commits_and_fail_alone(writer, pool, 1)).await;
 }
 
 #[tokio::test]
 async fn postgres_four_lanes() {
-    let admin = std::env::var(todo_harness::pg::ADMIN_URL_VAR)
-        .expect("DATABASE_URL_PG names the PostgreSQL server (`just pg-up`)");
-    let (name, url) = todo_harness::pg::create_database(&admin, "group_commit")
-        .await
-        .unwrap();
-    let pool = Database::connect(&url).await.unwrap();
-    writes_share_commits_and_fail_alone(pool.clone(), pool.clone(), 4).await;
-    pool.close().await.unwrap();
-    todo_harness::pg::drop_database(&admin, &name)
-        .await
-        .unwrap();
+    with_postgres("group_commit", |pool| {
+        writes_share_commits_and_fail_alone(pool.clone(), pool, 4)
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_failed_write_leaves_nothing_and_the_group_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/g.db?mode=rwc", dir.path().display());
-    let pool = Database::connect(&url).await.unwrap();
-    pool.execute_unprepared("CREATE TABLE item (name TEXT PRIMARY KEY, owner TEXT NOT NULL)")
-        .await
-        .unwrap();
+    let (_dir, pool) = sqlite(&[ITEM]).await;
     let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
     // A write that inserts, then fails with an error of its own: its insert is undone.
     let mut calls = Vec::new();
@@ -210,6 +239,9 @@ async fn a_failed_write_leaves_nothing_and_the_group_goes_on() {
     assert_eq!(count(&pool).await, 10);
 }
 
+/// The table of [`defaulted`].
+const DEFAULTED: &str = "CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)";
+
 /// A row with a column that has a default (`n`, 42): a row may leave it unset.
 mod defaulted {
     use sea_orm::entity::prelude::*;
@@ -233,12 +265,7 @@ mod defaulted {
 /// every insert at once, and every row gets what it would have got alone.
 #[tokio::test]
 async fn held_rows_of_different_shapes_keep_their_defaults() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/d.db?mode=rwc", dir.path().display());
-    let pool = Database::connect(&url).await.unwrap();
-    pool.execute_unprepared("CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)")
-        .await
-        .unwrap();
+    let (_dir, pool) = sqlite(&[DEFAULTED]).await;
     let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..100i64 {
@@ -341,7 +368,7 @@ async fn held_inserts_keep_order_and_fail_alone(
             "CREATE TABLE held ({seq}, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)"
         ),
         "CREATE TABLE counter (owner TEXT PRIMARY KEY, n BIGINT NOT NULL)".to_owned(),
-        "CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)".to_owned(),
+        DEFAULTED.to_owned(),
     ] {
         writer.execute_unprepared(&ddl).await.unwrap();
     }
@@ -447,41 +474,23 @@ async fn held_inserts_keep_order_and_fail_alone(
 
 #[tokio::test]
 async fn sqlite_held_inserts() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/h.db?mode=rwc", dir.path().display());
-    let pool = Database::connect(&url).await.unwrap();
-    pool.execute_unprepared("PRAGMA journal_mode=WAL")
-        .await
-        .unwrap();
-    let writer = todo_service::db::writer(&url, &pool).await.unwrap();
-    held_inserts_keep_order_and_fail_alone(writer, pool, 1).await;
+    with_sqlite_writer(|writer, pool| held_inserts_keep_order_and_fail_alone(writer, pool, 1))
+        .await;
 }
 
 #[tokio::test]
 async fn postgres_held_inserts() {
-    let admin = std::env::var(todo_harness::pg::ADMIN_URL_VAR)
-        .expect("DATABASE_URL_PG names the PostgreSQL server (`just pg-up`)");
-    let (name, url) = todo_harness::pg::create_database(&admin, "group_held")
-        .await
-        .unwrap();
-    let pool = Database::connect(&url).await.unwrap();
-    held_inserts_keep_order_and_fail_alone(pool.clone(), pool.clone(), 4).await;
-    pool.close().await.unwrap();
-    todo_harness::pg::drop_database(&admin, &name)
-        .await
-        .unwrap();
+    with_postgres("group_held", |pool| {
+        held_inserts_keep_order_and_fail_alone(pool.clone(), pool, 4)
+    })
+    .await;
 }
 
 /// `write_then`'s step runs once the write committed, also when its caller went away after
 /// queueing it (a cancelled request), and not for a write that failed.
 #[tokio::test]
 async fn the_after_commit_step_runs_when_the_caller_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/g.db?mode=rwc", dir.path().display());
-    let pool = Database::connect(&url).await.unwrap();
-    pool.execute_unprepared("CREATE TABLE item (name TEXT PRIMARY KEY, owner TEXT NOT NULL)")
-        .await
-        .unwrap();
+    let (_dir, pool) = sqlite(&[ITEM]).await;
     let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
     let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
     let started_tx = std::sync::Mutex::new(Some(started_tx));
@@ -546,16 +555,12 @@ async fn the_after_commit_step_runs_when_the_caller_is_gone() {
 /// fails alone and the others commit both their rows; alone, it fails with nothing written.
 #[tokio::test]
 async fn a_failing_second_table_fails_its_write_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/s.db?mode=rwc", dir.path().display());
-    let pool = Database::connect(&url).await.unwrap();
-    for ddl in [
+    let (_dir, pool) = sqlite(&[
         "CREATE TABLE held (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)",
-        "CREATE TABLE defaulted (name TEXT PRIMARY KEY, n BIGINT DEFAULT 42)",
+        DEFAULTED,
         "INSERT INTO defaulted (name, n) VALUES ('taken', 1)",
-    ] {
-        pool.execute_unprepared(ddl).await.unwrap();
-    }
+    ])
+    .await;
     let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..40u32 {
