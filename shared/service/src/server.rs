@@ -119,7 +119,7 @@ impl ServiceBuilder {
             grpc_web,
         } = self;
         if let Some(addr) = config.metrics_addr {
-            todo_telemetry::serve_metrics(addr);
+            todo_telemetry::serve_metrics(addr)?;
         }
         let has_callbacks = subscriptions.is_some();
         // What it subscribes to (and where each topic's dead letters go), for the log line.

@@ -100,26 +100,88 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 
 /// Serves Prometheus `/metrics` on `addr` for everything recorded through the `metrics`
 /// crate (the AppCallback runtime's `events_consumed_total` and `event_handler_seconds`, and
-/// each service's own counters). One per process: a second call (several apps in one test
-/// process) keeps the first and says so in the log.
-pub fn serve_metrics(addr: std::net::SocketAddr) {
+/// each service's own counters). An address that cannot be bound (taken, not local) is an
+/// error, so a service asked for metrics does not run without them. One exporter per
+/// process: a later call (several apps in one test process) keeps the first and says so.
+pub fn serve_metrics(addr: std::net::SocketAddr) -> Result<(), MetricsError> {
+    static SERVED: std::sync::Mutex<Option<std::net::SocketAddr>> = std::sync::Mutex::new(None);
+    let mut served = SERVED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(first) = *served {
+        tracing::info!(%addr, %first, "metrics are already served by this process; keeping the first address");
+        return Ok(());
+    }
     // Every `*_seconds` figure is a Prometheus histogram (not a summary), so latencies
     // aggregate across replicas: 0.5 ms to 30 s.
-    let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".to_owned()),
             &LATENCY_BUCKETS,
-        );
-    match builder.and_then(|b| b.install()) {
-        Ok(()) => tracing::info!(%addr, "Prometheus metrics at /metrics"),
-        Err(e) => tracing::warn!(error = %e, %addr, "metrics exporter not installed"),
+        )
+        .and_then(metrics_exporter_prometheus::PrometheusBuilder::install);
+    match installed {
+        Ok(()) => {
+            *served = Some(addr);
+            tracing::info!(%addr, "Prometheus metrics at /metrics");
+            Ok(())
+        }
+        // Another recorder was installed by something else in this process: it records.
+        Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(e)) => {
+            tracing::warn!(error = %e, %addr, "metrics exporter not installed: a recorder already is");
+            Ok(())
+        }
+        Err(e) => Err(MetricsError {
+            addr,
+            reason: e.to_string(),
+        }),
     }
 }
+
+/// Why `/metrics` could not be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsError {
+    pub addr: std::net::SocketAddr,
+    pub reason: String,
+}
+
+impl std::fmt::Display for MetricsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "METRICS_ADDR {}: /metrics cannot be served ({}); free the port, choose another \
+             address, or set METRICS_ADDR=off",
+            self.addr, self.reason
+        )
+    }
+}
+
+impl std::error::Error for MetricsError {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An address that is taken is an error naming METRICS_ADDR (it used to be a warning,
+    /// and the service ran without metrics); once one is served, a later call keeps it.
+    #[test]
+    fn a_metrics_address_that_cannot_be_bound_is_refused_by_name() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve_metrics(addr).unwrap_err();
+        assert_eq!(err.addr, addr);
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("METRICS_ADDR {addr}:")), "{text}");
+
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_addr = free.local_addr().unwrap();
+        drop(free);
+        serve_metrics(free_addr).unwrap();
+        assert!(std::net::TcpStream::connect(free_addr).is_ok());
+        // The first exporter stays; a second address (even a taken one) is not bound.
+        serve_metrics(addr).unwrap();
+    }
 
     /// Regression: `--log-format`/`--rust-log` were listed by `--help` and ignored (only the
     /// environment was read), and a filter or format that could not be used quietly gave the
