@@ -277,7 +277,20 @@ impl DeadLetterService for DeadLetterApi {
             data: m.payload.clone(),
         };
         if let Err(e) = self.publisher.publish(&event).await {
-            // Put the record back as it was: nothing was replayed.
+            if e.outcome_unknown() {
+                // It may have been published (daprd may still hand it to Kafka): the mark
+                // stays, so the record never says "not replayed" of an event that was.
+                tracing::warn!(error = %e, id = %m.id, topic = %m.topic, "replay's outcome unknown; it stays marked replayed");
+                return Err(Status::deadline_exceeded(format!(
+                    "replay: the sidecar did not answer ({e}); the event may have been \
+                     published, so dead letter {:?} stays marked replayed (replay count {}). \
+                     Check its topic's consumers before replaying it again",
+                    m.id,
+                    m.replay_count + 1
+                )));
+            }
+            // The sidecar answered that it failed: put the record back as it was, nothing
+            // was replayed.
             match undo_mark(&self.writer, &m, now).await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -74,6 +74,21 @@ impl PublishError {
         matches!(self, Self::Sidecar(s) if s.code() == tonic::Code::Internal)
     }
 
+    /// Whether the event may have been published although the call failed: the call ran
+    /// out of time or was cancelled (the channel's `call_timeout` answers CANCELLED), or
+    /// failed in a way nobody named (UNKNOWN), so daprd may still have handed it to Kafka.
+    /// A refused connection (UNAVAILABLE) or an answer saying what failed is a known
+    /// failure: nothing was published.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Sidecar(s) if matches!(
+                s.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown
+            )
+        )
+    }
+
     /// Whether trying again later can help (the sidecar or Kafka being down).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -279,6 +294,27 @@ mod tests {
             assert!(!answered(code), "{code:?}");
         }
         assert!(!PublishError::MixedTopics("a".into(), "b".into()).answered_failed());
+    }
+
+    #[test]
+    fn a_publish_that_timed_out_may_have_gone_through() {
+        let unknown = |code| PublishError::Sidecar(Status::new(code, "x")).outcome_unknown();
+        for code in [
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::Cancelled,
+            tonic::Code::Unknown,
+        ] {
+            assert!(unknown(code), "{code:?}");
+        }
+        for code in [
+            tonic::Code::Internal,
+            tonic::Code::Unavailable,
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+        ] {
+            assert!(!unknown(code), "{code:?}");
+        }
+        assert!(!PublishError::MixedTopics("a".into(), "b".into()).outcome_unknown());
     }
 
     #[test]
