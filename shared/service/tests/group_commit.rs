@@ -550,6 +550,79 @@ async fn the_after_commit_step_runs_when_the_caller_is_gone() {
     assert_eq!(done.recv().await, None, "no step ran for the failed write");
 }
 
+/// A write inserting a child row of `parent`, answering its name.
+fn child(
+    name: &'static str,
+    parent: &'static str,
+) -> impl for<'t> Fn(&'t GroupTxn<'t>) -> futures::future::BoxFuture<'t, Result<&'static str, DbErr>>
++ Send
++ Sync
++ 'static {
+    move |txn| {
+        Box::pin(async move {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "INSERT INTO child (name, parent) VALUES (?, ?)",
+                [name.into(), parent.into()],
+            ))
+            .await?;
+            Ok(name)
+        })
+    }
+}
+
+/// A write whose group's COMMIT fails is answered with that error and rolled back, but its
+/// after-commit step runs: a failed COMMIT's outcome can be unknown (PostgreSQL may have
+/// committed before the acknowledgement was lost), and whoever reads what it may have
+/// written must not be left to a poll. Here SQLite refuses the COMMIT for a deferred
+/// foreign key; the next write goes through.
+#[tokio::test]
+async fn a_failed_commit_still_runs_the_step_and_answers_the_error() {
+    let (_dir, pool) = sqlite(&[
+        "CREATE TABLE parent (id TEXT PRIMARY KEY)",
+        "CREATE TABLE child (name TEXT PRIMARY KEY, parent TEXT NOT NULL \
+         REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    ])
+    .await;
+    let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let step = |tx: tokio::sync::mpsc::UnboundedSender<&'static str>| {
+        move |v: &&'static str| {
+            let _ = tx.send(*v);
+        }
+    };
+    let err = group
+        .write_then("u", child("orphan", "nobody"), step(done_tx.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+    assert_eq!(
+        done.try_recv(),
+        Ok("orphan"),
+        "the step ran for the failed commit"
+    );
+    pool.execute_unprepared("INSERT INTO parent (id) VALUES ('p')")
+        .await
+        .unwrap();
+    let ok = group
+        .write_then("u", child("kept", "p"), step(done_tx))
+        .await
+        .unwrap();
+    assert_eq!(ok, "kept");
+    assert_eq!(done.try_recv(), Ok("kept"));
+    let names: Vec<String> = pool
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT name FROM child ORDER BY name",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String>("", "name").unwrap())
+        .collect();
+    assert_eq!(names, ["kept"], "nothing of the failed commit stayed");
+}
+
 /// When a later statement of the held inserts fails (here the second table's, after the
 /// first table's rows went in), nothing of the first stays: in a group the failing write
 /// fails alone and the others commit both their rows; alone, it fails with nothing written.

@@ -149,7 +149,10 @@ impl GroupWriter {
     /// [`write`](Self::write), and `committed` with the write's result once it committed,
     /// before the answer: run by the lane, so also when the caller went away meanwhile (a
     /// cancelled request), for what must follow every commit (waking whoever reads what it
-    /// wrote). Not run when the write failed or nothing was committed.
+    /// wrote). Not run when the write failed or its group rolled back. Also run when the
+    /// write succeeded and then its group's COMMIT failed: the outcome of a commit whose
+    /// acknowledgement was lost is unknown (PostgreSQL may have committed it), so the step
+    /// must be harmless when nothing was committed (a wake-up that finds nothing).
     pub async fn write_then<T, E, F, A>(&self, key: &str, work: F, committed: A) -> Result<T, E>
     where
         T: Send + 'static,
@@ -500,24 +503,42 @@ where
     }
 
     fn finish(self: Box<Self>, ended: &Ended) {
+        let Self {
+            result,
+            committed,
+            reply,
+            ..
+        } = *self;
+        let own = result.unwrap_or_else(|| Err(E::from(stopped())));
+        let step = |v: &T| {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| committed(v))).is_err() {
+                tracing::error!("a write's after-commit step panicked");
+            }
+        };
         let answer = match ended {
             // A write that failed rolled back alone; its error stands (also when it came
             // from a sibling's change: that change is committed).
-            Ended::Committed | Ended::NothingToCommit => {
-                self.result.unwrap_or_else(|| Err(E::from(stopped())))
+            Ended::Committed => {
+                if let Ok(v) = &own {
+                    step(v);
+                }
+                own
             }
+            Ended::NothingToCommit => own,
             // A write's own failure may have come from a sibling's change that is now gone
             // (a conflict, a duplicate key): the group's error is every write's answer.
             Ended::Failed(e) => Err(E::from(e.clone())),
-        };
-        if let (Ended::Committed, Ok(v)) = (ended, &answer) {
-            let committed = self.committed;
-            if std::panic::catch_unwind(AssertUnwindSafe(|| committed(v))).is_err() {
-                tracing::error!("a write's after-commit step panicked; its write is committed");
+            // The write may be committed after all (a lost acknowledgement): its step runs,
+            // so that whoever reads what it wrote is not left to a poll.
+            Ended::CommitFailed(e) => {
+                if let Ok(v) = &own {
+                    step(v);
+                }
+                Err(E::from(e.clone()))
             }
-        }
+        };
         // The caller may have gone (cancelled); what committed stays committed.
-        let _ = self.reply.send(answer);
+        let _ = reply.send(answer);
     }
 }
 
@@ -568,9 +589,11 @@ enum Ended {
     Committed,
     /// Every write failed on its own (each rolled back before the next ran).
     NothingToCommit,
-    /// The transaction broke, could not start, or its commit failed: nothing of any write
-    /// was saved.
+    /// The transaction broke or could not start: nothing of any write was saved.
     Failed(DbErr),
+    /// Its COMMIT answered an error. Usually nothing was saved, but when the error was a
+    /// lost acknowledgement (the connection broke after PostgreSQL committed), it was.
+    CommitFailed(DbErr),
 }
 
 /// Runs one group, sorted by key (stable: a key's writes keep their order), then answers
@@ -682,7 +705,7 @@ async fn attempt(
     } else {
         match txn.commit().await {
             Ok(()) => Ended::Committed,
-            Err(e) => Ended::Failed(e),
+            Err(e) => Ended::CommitFailed(e),
         }
     };
     Attempt::Ended(ended, held)
