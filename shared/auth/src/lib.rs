@@ -131,11 +131,125 @@ impl AuthMode {
                 if var == "JWT_SECRET" && key.len() < 32 {
                     return Err(err("JWT_SECRET", "must be at least 32 bytes".to_owned()));
                 }
+                if var == "JWT_PUBLIC_KEY" {
+                    check_public_key(alg, key.as_bytes()).map_err(|r| err(var, r))?;
+                }
                 let mode = Self::jwt(alg, key.as_bytes()).map_err(|e| err(var, e.to_string()))?;
                 Ok(mode.expecting(get("JWT_AUDIENCE"), get("JWT_ISSUER")))
             }
             other => Err(err("AUTH_MODE", format!("{other:?}: use jwt or dev"))),
         }
+    }
+}
+
+/// Refuses a public key that could never verify a token of `algorithm`, which would
+/// otherwise be found only when every caller is refused ("InvalidSignature"): a key of the
+/// other family (EC for RS*, RSA for ES*), an EC key on another curve than the algorithm's
+/// (P-256 for ES256, P-384 for ES384), or an RSA key outside the 2,048 to 8,192 bits that
+/// ring verifies with. Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) or `RSA PUBLIC KEY`
+/// (PKCS#1).
+fn check_public_key(algorithm: Algorithm, pem_text: &[u8]) -> Result<(), String> {
+    use simple_asn1::{ASN1Block, OID, oid};
+    let parsed = pem::parse(pem_text).map_err(|e| format!("not a PEM public key: {e}"))?;
+    let der = |bytes: &[u8]| {
+        simple_asn1::from_der(bytes).map_err(|e| format!("not a DER public key: {e}"))
+    };
+    let rsa_bits = |blocks: &[ASN1Block]| match blocks {
+        [ASN1Block::Sequence(_, fields), ..] => match fields.as_slice() {
+            [ASN1Block::Integer(_, n), ASN1Block::Integer(_, _)] => Ok(n.bits()),
+            _ => Err("an RSA key's modulus and exponent were not found".to_owned()),
+        },
+        _ => Err("an RSA key's modulus and exponent were not found".to_owned()),
+    };
+    enum Key {
+        Rsa(u64),
+        Ec(OID),
+        Other(OID),
+    }
+    let key = match parsed.tag() {
+        "RSA PUBLIC KEY" => Key::Rsa(rsa_bits(&der(parsed.contents())?)?),
+        "PUBLIC KEY" => match der(parsed.contents())?.as_slice() {
+            [ASN1Block::Sequence(_, spki), ..] => match spki.as_slice() {
+                [
+                    ASN1Block::Sequence(_, alg),
+                    ASN1Block::BitString(_, _, bits),
+                ] => match alg.as_slice() {
+                    [ASN1Block::ObjectIdentifier(_, id), ..]
+                        if *id == oid!(1, 2, 840, 113549, 1, 1, 1) =>
+                    {
+                        Key::Rsa(rsa_bits(&der(bits)?)?)
+                    }
+                    [
+                        ASN1Block::ObjectIdentifier(_, id),
+                        ASN1Block::ObjectIdentifier(_, curve),
+                    ] if *id == oid!(1, 2, 840, 10045, 2, 1) => Key::Ec(curve.clone()),
+                    [ASN1Block::ObjectIdentifier(_, id), ..] => Key::Other(id.clone()),
+                    _ => return Err("the key names no algorithm".to_owned()),
+                },
+                _ => return Err("not a SubjectPublicKeyInfo".to_owned()),
+            },
+            _ => return Err("not a SubjectPublicKeyInfo".to_owned()),
+        },
+        other => {
+            return Err(format!(
+                "a PEM {other:?} block is not a public key: give the \"PUBLIC KEY\" block \
+                 (openssl pkey -pubout)"
+            ));
+        }
+    };
+    let p256 = oid!(1, 2, 840, 10045, 3, 1, 7);
+    let p384 = oid!(1, 3, 132, 0, 34);
+    let dotted = |id: &OID| {
+        id.as_vec::<u64>().map_or_else(
+            |_| "an unknown OID".to_owned(),
+            |parts| {
+                parts
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(".")
+            },
+        )
+    };
+    let curve_name = |c: &OID| {
+        if *c == p256 {
+            "P-256".to_owned()
+        } else if *c == p384 {
+            "P-384".to_owned()
+        } else {
+            format!("curve {}", dotted(c))
+        }
+    };
+    match (algorithm, key) {
+        (Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512, Key::Rsa(bits)) => {
+            if (2048..=8192).contains(&bits) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "an RSA key of {bits} bits cannot verify tokens: use 2,048 to 8,192 bits"
+                ))
+            }
+        }
+        (Algorithm::ES256, Key::Ec(c)) if c == p256 => Ok(()),
+        (Algorithm::ES384, Key::Ec(c)) if c == p384 => Ok(()),
+        (Algorithm::ES256 | Algorithm::ES384, Key::Ec(c)) => Err(format!(
+            "an EC key on {} cannot verify {algorithm:?} tokens: ES256 takes a P-256 key, \
+             ES384 a P-384 key",
+            curve_name(&c)
+        )),
+        (_, Key::Rsa(_)) => Err(format!(
+            "an RSA key cannot verify {algorithm:?} tokens: set JWT_ALGORITHM to RS256, RS384 \
+             or RS512, or give an EC key"
+        )),
+        (_, Key::Ec(c)) => Err(format!(
+            "an EC key ({}) cannot verify {algorithm:?} tokens: set JWT_ALGORITHM to ES256 or \
+             ES384, or give an RSA key",
+            curve_name(&c)
+        )),
+        (_, Key::Other(id)) => Err(format!(
+            "a key of algorithm {} cannot verify {algorithm:?} tokens",
+            dotted(&id)
+        )),
     }
 }
 
@@ -284,6 +398,79 @@ mod tests {
         let magic = read(&[("AUTH_MODE", "magic")]).map(drop).unwrap_err();
         assert_eq!(magic.var, "AUTH_MODE");
         assert!(matches!(read(&[("AUTH_MODE", "dev")]), Ok(AuthMode::Dev)));
+    }
+
+    /// A public key that could never verify the algorithm's tokens is refused at start, by
+    /// name, saying why (it used to be taken, and then every token was refused); the keys
+    /// that fit are taken, and an ES256 token signed by the private half is verified.
+    #[test]
+    fn a_public_key_that_cannot_verify_the_algorithm_is_refused_by_name() {
+        let with = |alg: &str, key: &str| {
+            let (alg, key) = (alg.to_owned(), key.to_owned());
+            AuthMode::from_lookup(move |k| match k {
+                "JWT_ALGORITHM" => Some(alg.clone()),
+                "JWT_PUBLIC_KEY" => Some(key.clone()),
+                _ => None,
+            })
+        };
+        let p256 = include_str!("../testdata/p256.pem");
+        let p384 = include_str!("../testdata/p384.pem");
+        let rsa2048 = include_str!("../testdata/rsa2048.pem");
+        let rsa2048_pkcs1 = include_str!("../testdata/rsa2048-pkcs1.pem");
+        let rsa1024 = include_str!("../testdata/rsa1024.pem");
+        for (alg, key) in [
+            ("ES256", p256),
+            ("ES384", p384),
+            ("RS256", rsa2048),
+            ("RS512", rsa2048),
+            ("RS384", rsa2048_pkcs1),
+        ] {
+            assert!(with(alg, key).is_ok(), "{alg}: {:?}", with(alg, key).err());
+        }
+        for (alg, key, says) in [
+            ("ES256", p384, "P-384"),
+            ("ES384", p256, "P-256"),
+            ("RS256", rsa1024, "1024 bits"),
+            ("RS256", p256, "an EC key"),
+            ("ES256", rsa2048, "an RSA key"),
+            (
+                "ES256",
+                include_str!("../testdata/p256-private.pem"),
+                "PRIVATE KEY",
+            ),
+            (
+                "RS256",
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                "DER",
+            ),
+            ("RS256", "not a pem", "PEM"),
+        ] {
+            let refused = with(alg, key).map(drop).unwrap_err();
+            assert_eq!(refused.var, "JWT_PUBLIC_KEY", "{alg} {says}");
+            assert!(
+                refused.reason.contains(says),
+                "{alg} {says}: {}",
+                refused.reason
+            );
+        }
+
+        let mode = with("ES256", p256).unwrap();
+        #[derive(serde::Serialize)]
+        struct C<'a> {
+            sub: &'a str,
+            exp: i64,
+        }
+        let signed = encode(
+            &Header::new(Algorithm::ES256),
+            &C {
+                sub: "dana",
+                exp: chrono::Utc::now().timestamp() + 300,
+            },
+            &EncodingKey::from_ec_pem(include_bytes!("../testdata/p256-private.pem")).unwrap(),
+        )
+        .unwrap();
+        let bearer = format!("Bearer {signed}");
+        assert_eq!(call(mode, &[("authorization", &bearer)]).unwrap(), "dana");
     }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
