@@ -262,11 +262,51 @@ mod defaulted {
 
 /// Held rows of one table that set different columns are not inserted in one statement
 /// (there a row's unset column would be NULL, not its default): the group runs again with
-/// every insert at once, and every row gets what it would have got alone.
+/// every insert at once, and every row gets what it would have got alone. (A lone write
+/// holding a single table's row first: on PostgreSQL that is one plain INSERT.)
 #[tokio::test]
-async fn held_rows_of_different_shapes_keep_their_defaults() {
-    let (_dir, pool) = sqlite(&[DEFAULTED]).await;
+async fn sqlite_held_rows_of_different_shapes_keep_their_defaults() {
+    let (_dir, pool) = sqlite(&[]).await;
+    held_rows_of_different_shapes_keep_their_defaults(pool).await;
+}
+
+#[tokio::test]
+async fn postgres_held_rows_of_different_shapes_keep_their_defaults() {
+    with_postgres(
+        "group_shapes",
+        held_rows_of_different_shapes_keep_their_defaults,
+    )
+    .await;
+}
+
+async fn held_rows_of_different_shapes_keep_their_defaults(pool: DatabaseConnection) {
+    pool.execute_unprepared(DEFAULTED).await.unwrap();
+    // A lone write holding one table's row.
     let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
+    group
+        .write("u", |txn| {
+            Box::pin(insert_later(
+                txn,
+                [defaulted::ActiveModel {
+                    name: Set("alone".into()),
+                    n: NotSet,
+                }],
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        defaulted::Entity::find_by_id("alone")
+            .one(&pool)
+            .await
+            .unwrap()
+            .and_then(|r| r.n),
+        Some(42)
+    );
+    defaulted::Entity::delete_by_id("alone")
+        .exec(&pool)
+        .await
+        .unwrap();
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..100i64 {
         let group = group.clone();
@@ -627,13 +667,31 @@ async fn a_failed_commit_still_runs_the_step_and_answers_the_error() {
 /// first table's rows went in), nothing of the first stays: in a group the failing write
 /// fails alone and the others commit both their rows; alone, it fails with nothing written.
 #[tokio::test]
-async fn a_failing_second_table_fails_its_write_alone() {
-    let (_dir, pool) = sqlite(&[
-        "CREATE TABLE held (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)",
-        DEFAULTED,
-        "INSERT INTO defaulted (name, n) VALUES ('taken', 1)",
-    ])
-    .await;
+async fn sqlite_a_failing_second_table_fails_its_write_alone() {
+    let (_dir, pool) = sqlite(&[]).await;
+    a_failing_second_table_fails_its_write_alone(pool).await;
+}
+
+/// The same on PostgreSQL, where the held tables' inserts are one `WITH` statement.
+#[tokio::test]
+async fn postgres_a_failing_second_table_fails_its_write_alone() {
+    with_postgres("group_second", a_failing_second_table_fails_its_write_alone).await;
+}
+
+async fn a_failing_second_table_fails_its_write_alone(pool: DatabaseConnection) {
+    let seq = match pool.get_database_backend() {
+        DbBackend::Postgres => "seq BIGSERIAL PRIMARY KEY",
+        _ => "seq INTEGER PRIMARY KEY AUTOINCREMENT",
+    };
+    for ddl in [
+        format!(
+            "CREATE TABLE held ({seq}, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, n BIGINT NOT NULL)"
+        ),
+        DEFAULTED.to_owned(),
+        "INSERT INTO defaulted (name, n) VALUES ('taken', 1)".to_owned(),
+    ] {
+        pool.execute_unprepared(&ddl).await.unwrap();
+    }
     let group = GroupWriter::new(pool.clone(), 1, MAX_GROUP);
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..40u32 {

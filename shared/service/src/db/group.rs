@@ -16,9 +16,10 @@
 //! asks to insert later are kept, per table in the order they came, and inserted after the
 //! group's last write, one statement per table for the whole group, before the commit. So N
 //! task creations cost one insert of N tasks and one of their events instead of N of each.
-//! On SQLite those statements go to the connection in one call, also for a lone write (each
-//! call is a round trip to sqlx's connection thread); on PostgreSQL only groups of several
-//! hold anything. Only rows nothing in the group reads back may
+//! Those statements go to the database in one call, also for a lone write (each call is a
+//! round trip: to sqlx's connection thread on SQLite, to the server on PostgreSQL): on
+//! SQLite as one text of several statements, on PostgreSQL as one statement whose earlier
+//! inserts are data-modifying CTEs. Only rows nothing in the group reads back may
 //! be held (a new task's row, its tags, its events); when the held inserts fail, the group
 //! runs again with savepoints, where every insert runs at once, so the failure is still
 //! the write's own.
@@ -45,6 +46,7 @@ use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     EntityTrait, ExecResult, Iterable, QueryResult, QueryTrait, RuntimeErr, Statement,
     TransactionTrait,
+    sea_query::{CommonTableExpression, InsertStatement, WithClause},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -116,7 +118,7 @@ impl GroupWriter {
         )
     }
 
-    /// How many groups (a lone write on SQLite too) ran a second time, each write in a
+    /// How many groups (a lone write that held rows too) ran a second time, each write in a
     /// savepoint, because one of their writes or their held inserts failed.
     pub fn regrouped(&self) -> u64 {
         self.stats.regrouped.load(Ordering::Relaxed)
@@ -308,9 +310,12 @@ impl Later {
     }
 
     /// Inserts everything held, table by table, and says how many rows; the first error
-    /// stops it. On SQLite the tables' inserts go to the connection as one call (several
-    /// statements in one text): each call is a round trip to sqlx's connection thread.
-    /// PostgreSQL takes one statement per call.
+    /// stops it. Each call is a round trip (to sqlx's connection thread on SQLite, to the
+    /// server on PostgreSQL), so the tables' inserts go in as few calls as the parameter
+    /// limit allows: on SQLite as several statements in one text, on PostgreSQL as one
+    /// statement whose earlier inserts are data-modifying CTEs (`WITH h0 AS (INSERT …)
+    /// INSERT …`; a later table's foreign key to an earlier one's rows is checked at the
+    /// statement's end, when both are in).
     async fn insert(self, txn: &DatabaseTransaction) -> Result<u64, DbErr> {
         if self.lost.load(Ordering::Relaxed) {
             return Err(DbErr::Custom("held rows were lost".to_owned()));
@@ -318,40 +323,64 @@ impl Later {
         let backend = txn.get_database_backend();
         let tables = self.tables.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut rows = 0;
-        let mut statements = Vec::new();
+        let mut inserts = Vec::new();
         for held in tables {
-            rows += held.statements(backend, &mut statements)?;
+            rows += held.statements(&mut inserts)?;
         }
-        let calls = if backend == DbBackend::Sqlite {
-            one_call_each(backend, statements)
-        } else {
-            statements
-        };
-        for call in calls {
+        for call in few_calls(backend, inserts) {
             txn.execute_raw(call).await?;
         }
         Ok(rows)
     }
 }
 
-/// `statements` joined into as few texts as [`MAX_PARAMETERS`] allows, in order (SQLite
-/// runs a text's statements one after another, binding the values in order).
-fn one_call_each(backend: DbBackend, statements: Vec<Statement>) -> Vec<Statement> {
-    let mut calls: Vec<(String, Vec<sea_orm::Value>)> = Vec::new();
-    for s in statements {
-        let values = s.values.map(|v| v.0).unwrap_or_default();
-        match calls.last_mut() {
-            Some((sql, joined)) if joined.len() + values.len() <= MAX_PARAMETERS => {
-                sql.push_str(";\n");
-                sql.push_str(&s.sql);
-                joined.extend(values);
+/// `inserts` (each with its count of bind parameters) in as few calls as [`MAX_PARAMETERS`]
+/// allows, in order: on SQLite consecutive statements joined into one text (SQLite runs a
+/// text's statements one after another, binding the values in order); on PostgreSQL, which
+/// takes one statement per call, consecutive inserts as one `WITH` statement.
+fn few_calls(backend: DbBackend, inserts: Vec<(InsertStatement, usize)>) -> Vec<Statement> {
+    let mut runs: Vec<(Vec<InsertStatement>, usize)> = Vec::new();
+    for (insert, params) in inserts {
+        match runs.last_mut() {
+            Some((run, n)) if *n + params <= MAX_PARAMETERS => {
+                run.push(insert);
+                *n += params;
             }
-            _ => calls.push((s.sql, values)),
+            _ => runs.push((vec![insert], params)),
         }
     }
-    calls
-        .into_iter()
-        .map(|(sql, values)| Statement::from_sql_and_values(backend, sql, values))
+    runs.into_iter()
+        .filter_map(|(mut run, _)| {
+            let last = run.pop()?;
+            Some(match backend {
+                _ if run.is_empty() => backend.build(&last),
+                DbBackend::Postgres => {
+                    let mut with = WithClause::new();
+                    for (i, earlier) in run.into_iter().enumerate() {
+                        with.cte(
+                            CommonTableExpression::new()
+                                .query(earlier)
+                                .table_name(format!("held_{i}"))
+                                .to_owned(),
+                        );
+                    }
+                    backend.build(&with.query(last))
+                }
+                _ => {
+                    let mut sql = String::new();
+                    let mut values = Vec::new();
+                    for s in run.iter().chain([&last]) {
+                        let s = backend.build(s);
+                        if !sql.is_empty() {
+                            sql.push_str(";\n");
+                        }
+                        sql.push_str(&s.sql);
+                        values.extend(s.values.map(|v| v.0).unwrap_or_default());
+                    }
+                    Statement::from_sql_and_values(backend, sql, values)
+                }
+            })
+        })
         .collect()
 }
 
@@ -361,12 +390,9 @@ const MAX_PARAMETERS: usize = 30_000;
 /// The held rows of one table.
 trait HeldRows: Send {
     fn as_any(&mut self) -> &mut dyn Any;
-    /// Adds the statements that insert the rows, in order, to `into`; says how many rows.
-    fn statements(
-        self: Box<Self>,
-        backend: DbBackend,
-        into: &mut Vec<Statement>,
-    ) -> Result<u64, DbErr>;
+    /// Adds the inserts of the rows, in order, each with its count of bind parameters, to
+    /// `into`; says how many rows.
+    fn statements(self: Box<Self>, into: &mut Vec<(InsertStatement, usize)>) -> Result<u64, DbErr>;
 }
 
 /// The held rows of one table. They must all set the same columns: in one multi-row
@@ -395,11 +421,7 @@ impl<A: ActiveModelTrait + Send + 'static> HeldRows for Held<A> {
         self
     }
 
-    fn statements(
-        self: Box<Self>,
-        backend: DbBackend,
-        into: &mut Vec<Statement>,
-    ) -> Result<u64, DbErr> {
+    fn statements(self: Box<Self>, into: &mut Vec<(InsertStatement, usize)>) -> Result<u64, DbErr> {
         if self.mixed {
             return Err(DbErr::Custom(format!(
                 "held rows of {} set different columns",
@@ -407,12 +429,22 @@ impl<A: ActiveModelTrait + Send + 'static> HeldRows for Held<A> {
             )));
         }
         let count = self.rows.len() as u64;
-        let columns = <<A::Entity as EntityTrait>::Column as Iterable>::iter().count();
-        let per_statement = (MAX_PARAMETERS / columns.max(1)).max(1);
         let mut rows = self.rows;
+        // Every row sets the same columns (checked as they came): the first's count.
+        let columns = rows.first().map_or(1, |r| {
+            <<A::Entity as EntityTrait>::Column as Iterable>::iter()
+                .filter(|c| !r.is_not_set(*c))
+                .count()
+                .max(1)
+        });
+        let per_statement = (MAX_PARAMETERS / columns).max(1);
         while !rows.is_empty() {
             let rest = rows.split_off(rows.len().min(per_statement));
-            into.push(<A::Entity as EntityTrait>::insert_many(rows).build(backend));
+            let params = rows.len() * columns;
+            into.push((
+                <A::Entity as EntityTrait>::insert_many(rows).into_query(),
+                params,
+            ));
             rows = rest;
         }
         Ok(count)
@@ -660,10 +692,8 @@ async fn attempt(
         Ok(t) => t,
         Err(e) => return Attempt::Ended(Ended::Failed(e), 0),
     };
-    // A lone write holds its inserts too on SQLite, where they then cost one call instead
-    // of one per table.
-    let holds = group.len() > 1 || db.get_database_backend() == DbBackend::Sqlite;
-    let later = (!savepoints && holds).then(Later::default);
+    // A lone write holds its inserts too: they then cost one call instead of one per table.
+    let later = (!savepoints).then(Later::default);
     let mode = if savepoints {
         Mode::Savepoint
     } else {
