@@ -146,8 +146,8 @@ impl AuthMode {
 /// otherwise be found only when every caller is refused ("InvalidSignature"): a key of the
 /// other family (EC for RS*, RSA for ES*), an EC key on another curve than the algorithm's
 /// (P-256 for ES256, P-384 for ES384), or an RSA key outside the 2,048 to 8,192 bits that
-/// ring verifies with. Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) or `RSA PUBLIC KEY`
-/// (PKCS#1).
+/// ring verifies with. Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo), `RSA PUBLIC KEY`
+/// (PKCS#1) or `CERTIFICATE` (X.509, its subject's key).
 fn check_public_key(algorithm: Algorithm, pem_text: &[u8]) -> Result<(), String> {
     use simple_asn1::{ASN1Block, OID, oid};
     let parsed = pem::parse(pem_text).map_err(|e| format!("not a PEM public key: {e}"))?;
@@ -166,34 +166,58 @@ fn check_public_key(algorithm: Algorithm, pem_text: &[u8]) -> Result<(), String>
         Ec(OID),
         Other(OID),
     }
+    // A SubjectPublicKeyInfo: the algorithm (and an EC key's curve), then the key's bits.
+    let spki_key = |spki: &ASN1Block| -> Result<Key, String> {
+        let ASN1Block::Sequence(_, spki) = spki else {
+            return Err("not a SubjectPublicKeyInfo".to_owned());
+        };
+        let [
+            ASN1Block::Sequence(_, alg),
+            ASN1Block::BitString(_, _, bits),
+        ] = spki.as_slice()
+        else {
+            return Err("not a SubjectPublicKeyInfo".to_owned());
+        };
+        match alg.as_slice() {
+            [ASN1Block::ObjectIdentifier(_, id), ..] if *id == oid!(1, 2, 840, 113549, 1, 1, 1) => {
+                Ok(Key::Rsa(rsa_bits(&der(bits)?)?))
+            }
+            [
+                ASN1Block::ObjectIdentifier(_, id),
+                ASN1Block::ObjectIdentifier(_, curve),
+            ] if *id == oid!(1, 2, 840, 10045, 2, 1) => Ok(Key::Ec(curve.clone())),
+            [ASN1Block::ObjectIdentifier(_, id), ..] => Ok(Key::Other(id.clone())),
+            _ => Err("the key names no algorithm".to_owned()),
+        }
+    };
     let key = match parsed.tag() {
         "RSA PUBLIC KEY" => Key::Rsa(rsa_bits(&der(parsed.contents())?)?),
         "PUBLIC KEY" => match der(parsed.contents())?.as_slice() {
-            [ASN1Block::Sequence(_, spki), ..] => match spki.as_slice() {
-                [
-                    ASN1Block::Sequence(_, alg),
-                    ASN1Block::BitString(_, _, bits),
-                ] => match alg.as_slice() {
-                    [ASN1Block::ObjectIdentifier(_, id), ..]
-                        if *id == oid!(1, 2, 840, 113549, 1, 1, 1) =>
-                    {
-                        Key::Rsa(rsa_bits(&der(bits)?)?)
-                    }
-                    [
-                        ASN1Block::ObjectIdentifier(_, id),
-                        ASN1Block::ObjectIdentifier(_, curve),
-                    ] if *id == oid!(1, 2, 840, 10045, 2, 1) => Key::Ec(curve.clone()),
-                    [ASN1Block::ObjectIdentifier(_, id), ..] => Key::Other(id.clone()),
-                    _ => return Err("the key names no algorithm".to_owned()),
-                },
-                _ => return Err("not a SubjectPublicKeyInfo".to_owned()),
+            [spki, ..] => spki_key(spki)?,
+            [] => return Err("not a SubjectPublicKeyInfo".to_owned()),
+        },
+        // An X.509 certificate (jsonwebtoken verifies with its key): the key is the
+        // tbsCertificate's seventh field, or its sixth when the version is left out.
+        "CERTIFICATE" => match der(parsed.contents())?.as_slice() {
+            [ASN1Block::Sequence(_, cert), ..] => match cert.as_slice() {
+                [ASN1Block::Sequence(_, tbs), ..] => {
+                    let at = match tbs.first() {
+                        Some(ASN1Block::Explicit(..)) => 6,
+                        _ => 5,
+                    };
+                    spki_key(
+                        tbs.get(at)
+                            .ok_or("the certificate holds no public key".to_owned())?,
+                    )?
+                }
+                _ => return Err("not an X.509 certificate".to_owned()),
             },
-            _ => return Err("not a SubjectPublicKeyInfo".to_owned()),
+            _ => return Err("not an X.509 certificate".to_owned()),
         },
         other => {
             return Err(format!(
                 "a PEM {other:?} block is not a public key: give the \"PUBLIC KEY\" block \
-                 (openssl pkey -pubout)"
+                 (openssl pkey -pubout) or the certificate"
             ));
         }
     };
@@ -222,7 +246,8 @@ fn check_public_key(algorithm: Algorithm, pem_text: &[u8]) -> Result<(), String>
     };
     match (algorithm, key) {
         (Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512, Key::Rsa(bits)) => {
-            if (2048..=8192).contains(&bits) {
+            // ring measures the modulus in whole bytes.
+            if (2048..=8192).contains(&(bits.div_ceil(8) * 8)) {
                 Ok(())
             } else {
                 Err(format!(
@@ -424,6 +449,8 @@ mod tests {
             ("RS256", rsa2048),
             ("RS512", rsa2048),
             ("RS384", rsa2048_pkcs1),
+            ("ES256", include_str!("../testdata/p256-cert.pem")),
+            ("RS256", include_str!("../testdata/rsa2048-cert.pem")),
         ] {
             assert!(with(alg, key).is_ok(), "{alg}: {:?}", with(alg, key).err());
         }
@@ -433,6 +460,12 @@ mod tests {
             ("RS256", rsa1024, "1024 bits"),
             ("RS256", p256, "an EC key"),
             ("ES256", rsa2048, "an RSA key"),
+            ("ES384", include_str!("../testdata/p256-cert.pem"), "P-256"),
+            (
+                "ES256",
+                include_str!("../testdata/rsa2048-cert.pem"),
+                "an RSA key",
+            ),
             (
                 "ES256",
                 include_str!("../testdata/p256-private.pem"),
@@ -470,6 +503,9 @@ mod tests {
         )
         .unwrap();
         let bearer = format!("Bearer {signed}");
+        assert_eq!(call(mode, &[("authorization", &bearer)]).unwrap(), "dana");
+        // The certificate of that key verifies it too.
+        let mode = with("ES256", include_str!("../testdata/p256-cert.pem")).unwrap();
         assert_eq!(call(mode, &[("authorization", &bearer)]).unwrap(), "dana");
     }
 

@@ -137,7 +137,9 @@ impl GroupWriter {
     /// Runs `work` in a transaction shared with the other writes queued at the same time,
     /// and answers once that transaction committed. When `work` fails, its own changes are
     /// rolled back and its error is the answer; when the shared commit fails, every write of
-    /// the group gets that error (nothing of theirs is written). `work` may run twice (the
+    /// the group gets that error (usually nothing of theirs is written, but a commit whose
+    /// acknowledgement was lost may have gone through, so the after-commit step of each
+    /// write whose own work succeeded still runs). `work` may run twice (the
     /// first run rolled back, see the module docs): it must not act outside `txn`.
     pub async fn write<T, E, F>(&self, key: &str, work: F) -> Result<T, E>
     where
@@ -313,7 +315,7 @@ impl Later {
     /// stops it. Each call is a round trip (to sqlx's connection thread on SQLite, to the
     /// server on PostgreSQL), so the tables' inserts go in as few calls as the parameter
     /// limit allows: on SQLite as several statements in one text, on PostgreSQL as one
-    /// statement whose earlier inserts are data-modifying CTEs (`WITH h0 AS (INSERT …)
+    /// statement whose earlier inserts are data-modifying CTEs (`WITH held_0 AS (INSERT …)
     /// INSERT …`; a later table's foreign key to an earlier one's rows is checked at the
     /// statement's end, when both are in).
     async fn insert(self, txn: &DatabaseTransaction) -> Result<u64, DbErr> {
@@ -680,9 +682,9 @@ enum Attempt {
 }
 
 /// Runs the writes in one transaction, each inside a savepoint when `savepoints`, and ends
-/// it. Without savepoints, a group of several (any group on SQLite) holds inserts back to
-/// its end; the first write that fails, or held inserts that fail, roll the transaction back
-/// (run them again with savepoints).
+/// it. Without savepoints, every write (a lone one too) holds its inserts back to the
+/// group's end; the first write that fails, or held inserts that fail, roll the transaction
+/// back (run them again with savepoints).
 async fn attempt(
     db: &DatabaseConnection,
     group: &mut [Box<dyn Work>],
@@ -739,4 +741,66 @@ async fn attempt(
         }
     };
     Attempt::Ended(ended, held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::sea_query::{Alias, Query};
+
+    fn insert(table: &str, value: i64) -> InsertStatement {
+        Query::insert()
+            .into_table(Alias::new(table))
+            .columns([Alias::new("v")])
+            .values_panic([value.into()])
+            .to_owned()
+    }
+
+    /// Held inserts go in as few calls as the parameter limit allows, in their order: a
+    /// `WITH` statement on PostgreSQL, one text of several statements on SQLite; an insert
+    /// that would pass the limit starts the next call.
+    #[test]
+    fn held_inserts_go_in_as_few_calls_as_the_limit_allows() {
+        let inserts = || {
+            vec![
+                (insert("a", 1), 20_000),
+                (insert("b", 2), MAX_PARAMETERS - 20_000),
+                (insert("c", 3), 1),
+                (insert("d", 4), 1),
+            ]
+        };
+        let values = |s: &Statement| s.values.as_ref().map_or(0, |v| v.0.len());
+
+        let pg = few_calls(DbBackend::Postgres, inserts());
+        assert_eq!(pg.len(), 2, "{pg:?}");
+        assert!(
+            pg[0]
+                .sql
+                .starts_with(r#"WITH "held_0" AS (INSERT INTO "a""#),
+            "{}",
+            pg[0].sql
+        );
+        assert!(pg[0].sql.contains(r#") INSERT INTO "b""#), "{}", pg[0].sql);
+        assert!(
+            pg[1]
+                .sql
+                .starts_with(r#"WITH "held_0" AS (INSERT INTO "c""#)
+        );
+        assert!(pg[1].sql.contains(r#") INSERT INTO "d""#), "{}", pg[1].sql);
+        assert_eq!(pg.iter().map(values).collect::<Vec<_>>(), [2, 2]);
+
+        let sqlite = few_calls(DbBackend::Sqlite, inserts());
+        assert_eq!(sqlite.len(), 2, "{sqlite:?}");
+        assert_eq!(
+            sqlite[0].sql,
+            "INSERT INTO \"a\" (\"v\") VALUES (?);\nINSERT INTO \"b\" (\"v\") VALUES (?)"
+        );
+        assert_eq!(sqlite.iter().map(values).collect::<Vec<_>>(), [2, 2]);
+
+        // A lone insert is itself, with no WITH around it.
+        let lone = few_calls(DbBackend::Postgres, vec![(insert("a", 1), 1)]);
+        assert_eq!(lone.len(), 1);
+        assert_eq!(lone[0].sql, r#"INSERT INTO "a" ("v") VALUES ($1)"#);
+        assert!(few_calls(DbBackend::Postgres, Vec::new()).is_empty());
+    }
 }
