@@ -107,7 +107,8 @@ async fn checkpoint_in_background(pool: DatabaseConnection) {
     }
 }
 
-/// Prepared statements the SQLite writer keeps (sqlx keeps 100 by default).
+/// Prepared statements the SQLite writer, and each PostgreSQL connection, keeps (sqlx keeps
+/// 100 by default).
 const WRITER_STATEMENT_CACHE: usize = 1024;
 
 /// How long a pooled connection may sit unused before it is pinged on its next acquire.
@@ -149,7 +150,12 @@ fn options_with(url: &str, max_connections: u32, checkpoint_pages: Option<u32>) 
                     .statement_cache_capacity(WRITER_STATEMENT_CACHE),
                 None => o,
             }
-        });
+        })
+        // A group commit's held inserts are one statement whose text varies with the
+        // group's shape (how many rows of which tables, see todo_service::db), so each
+        // connection keeps more prepared statements than sqlx's 100, and the statements
+        // every write runs stay cached among them.
+        .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(WRITER_STATEMENT_CACHE));
     opts
 }
 
